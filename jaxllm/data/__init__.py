@@ -1,0 +1,58 @@
+"""Data: corpora -> train/validation splits (as TFDS datasets) -> token arrays -> batches.
+
+    corpora.py       named corpora (shakespeare, pydoc, your own), Document, corpus_text
+    splits.py        the "position" and "document" train/validation splits
+    tfds_builder.py  corpora prepared as array_record TFDS datasets; "tfds:NAME" readers
+    pipeline.py      build_data: texts -> tokenizer -> one int32 array per document
+    batches.py       deterministic, resumable windows / packed batches
+"""
+
+from jaxllm.data.batches import (
+    PAD_ID,
+    SAMPLINGS,
+    BatchIterator,
+    eval_batches,
+    join_tokens,
+    sequential_batches,
+)
+from jaxllm.data.corpora import (
+    Document,
+    corpus_text,
+    list_corpora,
+    load_documents,
+    register_corpus,
+    render_play,
+)
+from jaxllm.data.pipeline import LMData, build_data
+from jaxllm.data.splits import SPLITS, document_split, position_split, split_documents
+from jaxllm.data.tfds_builder import (
+    default_data_dir,
+    load_split_texts,
+    load_tfds_texts,
+    prepare_corpus,
+)
+
+__all__ = [
+    "PAD_ID",
+    "SAMPLINGS",
+    "SPLITS",
+    "BatchIterator",
+    "Document",
+    "LMData",
+    "build_data",
+    "corpus_text",
+    "default_data_dir",
+    "document_split",
+    "eval_batches",
+    "join_tokens",
+    "list_corpora",
+    "load_documents",
+    "load_split_texts",
+    "load_tfds_texts",
+    "position_split",
+    "prepare_corpus",
+    "register_corpus",
+    "render_play",
+    "sequential_batches",
+    "split_documents",
+]

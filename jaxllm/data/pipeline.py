@@ -1,0 +1,78 @@
+"""Corpus -> tokenizer -> token arrays: the one call a training or evaluation run makes for data.
+
+    data = build_data("shakespeare", "char", "position", 0.1)
+    it = BatchIterator(data.train, batch_size, seq_len, seed, "windows", data.separator)
+
+The tokenizer is trained on the train and validation texts together, as nanoGPT builds its char
+vocabulary from the whole text (so validation never holds an unknown character), unless one is
+passed in: a resumed run and `generate` reuse the run's saved tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxllm.data.tfds_builder import load_split_texts
+from jaxllm.errors import DataError
+from jaxllm.text import Tokenizer, build_tokenizer
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
+class LMData:
+    """Token arrays of both splits, one int32 array per document, and what made them."""
+
+    tokenizer: Tokenizer
+    train: list[np.ndarray]
+    validation: list[np.ndarray]
+    # tokens of "\n": what joins documents into one stream for the windows sampler, so that the
+    # train stream is exactly the tokens of the "\n"-joined train text (corpus_text)
+    separator: np.ndarray
+    # sizes of the joined split texts / token streams (documents joined by "\n" / separator)
+    train_chars: int
+    validation_chars: int
+    train_tokens: int
+    validation_tokens: int
+
+
+def _encode(tokenizer: Tokenizer, texts: list[str], split: str) -> list[np.ndarray]:
+    try:
+        return [tokenizer.encode_array(t) for t in texts]
+    except DataError as e:
+        raise DataError(f"the tokenizer cannot encode the {split} split: {e}") from None
+
+
+def _joined_size(sizes: list[int], sep: int) -> int:
+    return sum(sizes) + sep * max(len(sizes) - 1, 0)
+
+
+def build_data(
+    corpus: str,
+    tokenizer_kind: str,
+    split: str = "position",
+    val_fraction: float = 0.1,
+    text_key: str = "text",
+    tokenizer: Tokenizer | None = None,
+) -> LMData:
+    """Load a corpus's split texts, build (or reuse) a tokenizer and encode every document."""
+    train_texts, val_texts = load_split_texts(corpus, split, val_fraction, text_key)
+    if tokenizer is None:
+        # + "\n": the separator must be encodable even for a corpus of one-line documents
+        tokenizer = build_tokenizer(tokenizer_kind, [*train_texts, *val_texts, "\n"])
+    elif tokenizer.kind != tokenizer_kind:
+        raise DataError(f"the run's saved tokenizer is {tokenizer.kind!r} but "
+                        f"data.tokenizer={tokenizer_kind!r}; use the same kind to resume")
+    train = _encode(tokenizer, train_texts, "train")
+    validation = _encode(tokenizer, val_texts, "validation")
+    separator = _encode(tokenizer, ["\n"], "separator")[0]
+    return LMData(
+        tokenizer=tokenizer,
+        train=train,
+        validation=validation,
+        separator=separator,
+        train_chars=_joined_size([len(t) for t in train_texts], 1),
+        validation_chars=_joined_size([len(t) for t in val_texts], 1),
+        train_tokens=_joined_size([t.size for t in train], separator.size),
+        validation_tokens=_joined_size([t.size for t in validation], separator.size),
+    )

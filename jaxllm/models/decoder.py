@@ -1,0 +1,126 @@
+"""GPT/Llama-style decoder-only language model.
+
+    tokens (B, T) -> token embedding (+ learned positions) -> n_layers pre-norm blocks (scanned)
+                  -> final norm -> logits (B, T, vocab) through the tied embedding or a head
+
+The options of ModelConfig choose GPT-2 (learned positions, LayerNorm, GELU, biases, tied head)
+or Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) or anything in between.
+
+Two entry points share the parameters:
+  model.apply(params, tokens, positions=None, segment_ids=None, train=False) -> logits
+      training / scoring; segment ids (B, T) keep packed documents apart (0 = padding).
+  model.apply(params, tokens, cache, token_mask=None, method="decode") -> (logits, cache)
+      incremental decoding with a KV cache: the tokens are appended to the cache.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxllm.config import ModelConfig
+from jaxllm.models.layers import DTYPES, DecoderBlock, Norm, attention_mask, logical, scanned
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences being decoded.
+
+    Slots are filled left to right; all rows write at the same slot, and rows whose prompt is
+    shorter are left-padded (their padding slots are not `valid`).
+    """
+    k: jax.Array  # (L, B, S, K, H)
+    v: jax.Array  # (L, B, S, K, H)
+    valid: jax.Array  # (B, S) bool: the slot holds a real token of that row
+    length: jax.Array  # () int32: slots filled so far; the next token goes to slot `length`
+    next_position: jax.Array  # (B,) int32: position id of each row's next real token
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, size: int) -> "KVCache":
+        shape = (cfg.n_layers, batch, size, cfg.kv_heads, cfg.head_size)
+        dtype = DTYPES[cfg.dtype]
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   valid=jnp.zeros((batch, size), bool), length=jnp.zeros((), jnp.int32),
+                   next_position=jnp.zeros((batch,), jnp.int32))
+
+    @property
+    def size(self) -> int:
+        return self.k.shape[2]
+
+
+class Decoder(nn.Module):
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        init = nn.initializers.normal(cfg.init_std)
+        self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=DTYPES[cfg.dtype],
+                              embedding_init=logical(init, ("vocab", "embed")))
+        if cfg.positions == "learned":
+            self.pos_embedding = self.param("pos_embedding", logical(init, (None, "embed")),
+                                            (cfg.max_len, cfg.d_model))
+        self.dropout = nn.Dropout(cfg.dropout)
+        # Per-layer input: the layer's cache; shared: positions, mask, cache_index, train.
+        self.blocks = scanned(DecoderBlock, cfg, n_broadcast=4, name="blocks")
+        self.final_norm = Norm(cfg)
+        if not cfg.tie_embeddings:
+            self.head = nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=DTYPES[cfg.dtype],
+                                        kernel_init=logical(init, ("embed", "vocab")))
+
+    def _embed(self, tokens, positions, train):
+        x = self.embed(tokens)  # (B, T, D)
+        if self.cfg.positions == "learned":
+            x = x + self.pos_embedding[positions].astype(x.dtype)
+        return self.dropout(x, deterministic=not train)
+
+    def _logits(self, x):
+        x = self.final_norm(x)
+        return self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)  # (B, T, V)
+
+    def __call__(self, tokens, positions=None, segment_ids=None, train: bool = False):
+        """tokens (B, T) int -> logits (B, T, vocab). positions default to 0..T-1."""
+        B, T = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        mask = None  # plain causal: the fast path then needs no materialised mask
+        if segment_ids is not None:
+            idx = jnp.arange(T)
+            mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)
+        x = self._embed(tokens, positions, train)
+        x, _ = self.blocks(x, None, positions, mask, None, train)
+        return self._logits(x)
+
+    def decode(self, tokens, cache: KVCache, token_mask=None):
+        """Append tokens (B, T) to the cache and return their logits (B, T, vocab) and the cache.
+
+        token_mask (B, T) marks real tokens (False for left padding of shorter prompts); the
+        caller keeps cache.length + T <= cache.size.
+        """
+        B, T = tokens.shape
+        if token_mask is None:
+            token_mask = jnp.ones((B, T), bool)
+        counts = jnp.cumsum(token_mask, axis=1, dtype=jnp.int32)  # real tokens so far, per row
+        positions = jnp.maximum(cache.next_position[:, None] + counts - 1, 0)  # (B, T)
+        start = cache.length
+        valid = jax.lax.dynamic_update_slice(cache.valid, token_mask, (0, start))  # (B, S)
+        q_index = start + jnp.arange(T)
+        mask = attention_mask(q_index, jnp.arange(cache.size), kv_valid=valid)  # (B, 1, T, S)
+        x = self._embed(tokens, positions, False)
+        x, (k, v) = self.blocks(x, (cache.k, cache.v), positions, mask, start, False)
+        cache = KVCache(k=k, v=v, valid=valid, length=start + T,
+                        next_position=cache.next_position + counts[:, -1])
+        return self._logits(x), cache
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array):
+    """Initialise a Decoder: returns (params, logical axis names of every param).
+
+    params is a plain pytree of arrays; the second tree holds a PartitionSpec of logical names
+    per leaf, which jaxllm.parallel maps onto a mesh.
+    """
+    model = Decoder(cfg)
+    tokens = jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32)
+    boxed = model.init(rng, tokens)["params"]
+    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
