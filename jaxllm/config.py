@@ -305,8 +305,6 @@ def validate(cfg: Config) -> Config:
         need(m.head_size % 2 == 0, "model.head_dim", "RoPE needs an even head size")
     need(cfg.train.batch_size % cfg.optim.grad_accum == 0, "train.batch_size",
          f"must be divisible by optim.grad_accum={cfg.optim.grad_accum}")
-    need(cfg.optim.warmup_steps <= cfg.train.steps, "optim.warmup_steps",
-         f"must not exceed train.steps={cfg.train.steps}")
     if cfg.optim.schedule == "cosine":
         need(cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", f"must not exceed optim.lr={cfg.optim.lr}")
     corpus = cfg.data.corpus

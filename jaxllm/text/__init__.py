@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from jaxllm.errors import DataError
-from jaxllm.text.simple import ByteTokenizer, CharTokenizer, write_json_atomic
+from jaxllm.text.simple import ByteTokenizer, CharTokenizer
 
 Tokenizer = Union[CharTokenizer, ByteTokenizer]
 
@@ -82,5 +82,4 @@ __all__ = [
     "Tokenizer",
     "build_tokenizer",
     "load_tokenizer",
-    "write_json_atomic",
 ]

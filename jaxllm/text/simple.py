@@ -20,16 +20,14 @@ Both share one small interface (the one subword tokenizers will implement as wel
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxllm.errors import DataError
+from jaxllm.io.files import write_json_atomic
 
 # how many offending characters / ids an error message quotes before it says "..."
 _MAX_QUOTED = 10
@@ -51,24 +49,6 @@ def _as_id_array(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"decode takes integer token ids, got dtype {arr.dtype}")
     return arr.astype(np.int64).reshape(-1)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write obj as JSON to path via a temporary file in the same directory + os.replace.
-
-    A crash mid-write leaves the previous file (or none), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -----------------------------------------------------------------------------------------------

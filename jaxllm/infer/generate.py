@@ -1,0 +1,155 @@
+"""Text generation: greedy, temperature, top-k and top-p sampling in one jitted decode loop.
+
+    out = generate(model, params, [[5, 8, 2], [7]], max_new_tokens=100, temperature=0.8, top_k=40)
+    # out[i] is the list of new token ids of prompt i (cut before the first stop token)
+
+Prompts of different lengths are left-padded into one batch. With the KV cache (default) the
+prompt is run once (prefill) and then one token per step; the whole loop is a lax.while_loop
+inside one jit, so there is no Python dispatch per token, and it stops early once every row has
+produced a stop token. Past the model's context (max_len) the loop continues with a sliding window
+(the last max_len tokens are re-run each step, as nanoGPT's sample does). use_cache=False re-runs
+the window every step; greedy output is the same either way.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxllm.errors import DataError
+from jaxllm.models.decoder import Decoder, KVCache
+
+PAD = 0
+
+
+def sample_logits(logits, rng, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """Next tokens (B,) from logits (B, V): argmax when temperature == 0, else a sample from
+    softmax(logits / temperature) restricted to the top_k tokens and/or the smallest set of
+    tokens whose probability reaches top_p (nucleus)."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # (B, 1): the k-th largest logit
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # probability mass of the better tokens
+        kept = before < top_p  # always keeps the best token
+        threshold = jnp.min(jnp.where(kept, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _window_logits(model, params, buffer, mask, cur, window: int):
+    """Logits of the next token after slot cur-1, from a fresh forward pass over the last
+    `window` slots (positions counted from the first real token inside the window)."""
+    start = jnp.maximum(cur - window, 0)
+    toks = jax.lax.dynamic_slice_in_dim(buffer, start, window, axis=1)  # (B, W)
+    real = jax.lax.dynamic_slice_in_dim(mask, start, window, axis=1)
+    positions = jnp.maximum(jnp.cumsum(real, axis=1) - 1, 0)
+    logits = model.apply({"params": params}, toks, positions=positions,
+                         segment_ids=real.astype(jnp.int32))
+    return jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1, keepdims=False)
+
+
+@partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p",
+                                   "stop_tokens", "use_cache"))
+def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_tokens: int,
+              temperature: float, top_k: int, top_p: float, stop_tokens: tuple[int, ...],
+              use_cache: bool):
+    cfg = model.cfg
+    B, P = prompt.shape
+    total = P + max_new_tokens
+    window = min(total, cfg.max_len)
+    buffer = jnp.concatenate([prompt, jnp.full((B, max_new_tokens), PAD, jnp.int32)], axis=1)
+    mask = jnp.concatenate([prompt_mask, jnp.ones((B, max_new_tokens), bool)], axis=1)
+    stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
+
+    if use_cache:
+        cache = KVCache.empty(cfg, B, window)
+        logits, cache = model.apply({"params": params}, prompt, cache, prompt_mask,
+                                    method=Decoder.decode)
+        logits = logits[:, -1]
+    else:
+        cache = None
+        logits = _window_logits(model, params, buffer, mask, P, window)
+
+    def next_logits(tok, cache, buffer, cur):
+        if not use_cache:
+            return _window_logits(model, params, buffer, mask, cur, window), None
+
+        def with_cache(cache):
+            out, cache = model.apply({"params": params}, tok[:, None], cache,
+                                     method=Decoder.decode)
+            return out[:, 0], cache
+
+        def sliding(cache):  # the cache is full: past the context, re-run the last window
+            return _window_logits(model, params, buffer, mask, cur, window), cache
+
+        return jax.lax.cond(cache.length < cache.size, with_cache, sliding, cache)
+
+    def cond(carry):
+        i, _, _, _, done, _ = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, logits, cache, buffer, done, rng = carry
+        tok = sample_logits(logits, jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        buffer = jax.lax.dynamic_update_slice_in_dim(buffer, tok[:, None], P + i, axis=1)
+        done = done | jnp.any(tok[:, None] == stops[None, :], axis=1)
+        logits, cache = next_logits(tok, cache, buffer, P + i + 1)
+        return i + 1, logits, cache, buffer, done, rng
+
+    carry = (jnp.zeros((), jnp.int32), logits, cache, buffer, jnp.zeros((B,), bool), rng)
+    n, _, _, buffer, _, _ = jax.lax.while_loop(cond, body, carry)
+    return buffer[:, P:], n
+
+
+def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
+             use_cache: bool = True) -> list[list[int]]:
+    """New token ids for each prompt (a list of token ids), cut before the first stop token."""
+    cfg = model.cfg
+    if not prompts:
+        raise DataError("no prompts given; pass at least one list of token ids")
+    if max_new_tokens < 1:
+        raise DataError(f"max_new_tokens={max_new_tokens}: must be at least 1")
+    if temperature < 0:
+        raise DataError(f"temperature={temperature}: must be >= 0 (0 is greedy)")
+    if top_k < 0 or top_k > cfg.vocab_size:
+        raise DataError(f"top_k={top_k}: must be between 0 (off) and the vocabulary size "
+                        f"{cfg.vocab_size}")
+    if not 0.0 < top_p <= 1.0:
+        raise DataError(f"top_p={top_p}: must be in (0, 1] (1 is off)")
+    lengths = [len(p) for p in prompts]
+    if min(lengths) == 0:
+        raise DataError("a prompt is empty; give every prompt at least one token")
+    if max(lengths) > cfg.max_len:
+        raise DataError(f"a prompt has {max(lengths)} tokens but the model's context is "
+                        f"{cfg.max_len} (model.max_len); shorten the prompt")
+    for p in prompts:
+        bad = [t for t in p if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise DataError(f"token ids {bad[:5]} are outside the vocabulary [0, {cfg.vocab_size})")
+    P = max(lengths)
+    tokens = np.full((len(prompts), P), PAD, np.int32)
+    mask = np.zeros((len(prompts), P), bool)
+    for row, p in enumerate(prompts):  # left padding: every prompt ends at slot P - 1
+        tokens[row, P - len(p):] = p
+        mask[row, P - len(p):] = True
+    out, n = _generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
+                       model=model, max_new_tokens=max_new_tokens, temperature=float(temperature),
+                       top_k=int(top_k), top_p=float(top_p),
+                       stop_tokens=tuple(int(s) for s in stop_tokens), use_cache=use_cache)
+    out = np.asarray(out)[:, : int(n)]
+    results = []
+    for row in out.tolist():
+        cut = next((i for i, t in enumerate(row) if t in set(stop_tokens)), len(row))
+        results.append(row[:cut])
+    return results

@@ -1,0 +1,68 @@
+"""Orbax checkpoints of a run: DIR/checkpoints/<step>/{state, data}.
+
+`state` is the TrainState (params, optimizer state, step) and `data` the batch iterator's JSON
+state, so a resumed run continues exactly. Orbax writes each checkpoint into a temporary
+directory and renames it when complete: a crash or SIGKILL during a save leaves the previous
+checkpoint as the latest one (the temporary directory is removed when the run is reopened).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxllm.errors import CheckpointError
+
+# orbax logs every save/restore at INFO through absl; a training loop prints its own progress.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+class Checkpoints:
+    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
+        self.directory = Path(directory).absolute()
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoints directory at {self.directory}")
+        options = ocp.CheckpointManagerOptions(
+            # a reader (eval, generate) never deletes or cleans up anything
+            max_to_keep=None if read_only else keep, create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            # synchronous: the next (buffer-donating) train step must not race a background copy
+            enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "data"))
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state, data_state: dict) -> None:
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, like_state):
+        """(state, data_state) saved at `step`. like_state (arrays or jax.ShapeDtypeStructs) gives
+        the tree, shapes, dtypes and shardings (one device when it has none)."""
+        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                           sharding=getattr(x, "sharding", None) or default),
+            like_state)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many kinds; the user needs to know which files
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} cannot be restored "
+                f"({type(e).__name__}: {first}); it may be damaged or from a different model: "
+                f"move it aside to resume from an earlier step") from None
+        return restored["state"], restored["data"]
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,164 @@
+"""A run directory and everything in it.
+
+    DIR/config.json        the full Config of the run (written once, atomically)
+    DIR/tokenizer.json     the run's tokenizer (char vocabulary, or byte)
+    DIR/metrics.jsonl      one JSON object per log or evaluation (step, train_loss, val_loss, ...)
+    DIR/loss.png           train and validation loss curves, redrawn at each evaluation
+    DIR/checkpoints/<step>/  orbax checkpoints: params, optimizer state, step, data iterator
+
+`load_run(DIR)` reads a finished or running run back for evaluation and generation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jax
+
+from jaxllm import config as config_lib
+from jaxllm.errors import CheckpointError, JaxllmError
+from jaxllm.io.files import atomic_write, write_json_atomic
+from jaxllm.text import load_tokenizer
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.json"
+        self.tokenizer_file = self.path / "tokenizer.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.plot_file = self.path / "loss.png"
+        self.checkpoints = self.path / "checkpoints"
+
+    def exists(self) -> bool:
+        return self.config_file.exists()
+
+    def create(self, cfg: config_lib.Config, tokenizer) -> None:
+        """Start a new run here; refuses to touch a directory that already holds one."""
+        if self.exists() or (self.checkpoints.exists() and any(self.checkpoints.iterdir())):
+            raise CheckpointError(f"{self.path} already holds a run; pass --resume to continue it "
+                                  f"or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(self.tokenizer_file)
+        atomic_write(self.config_file, cfg.to_json() + "\n")
+
+    def check(self) -> None:
+        if not self.path.is_dir():
+            raise CheckpointError(f"run directory {self.path} does not exist")
+        if not self.exists():
+            raise CheckpointError(f"{self.path} is not a jaxllm run directory (no config.json)")
+
+    def load_config(self) -> config_lib.Config:
+        self.check()
+        try:
+            raw = json.loads(self.config_file.read_text(encoding="utf-8"))
+            return config_lib.validate(config_lib.from_dict(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{self.config_file} is not valid JSON ({e}); the run directory "
+                                  f"is damaged") from None
+        except JaxllmError as e:
+            raise CheckpointError(f"{self.config_file} does not hold a valid config: {e}") from None
+
+    def load_tokenizer(self):
+        if not self.tokenizer_file.exists():
+            raise CheckpointError(f"{self.tokenizer_file} is missing; the run directory is damaged")
+        try:
+            return load_tokenizer(self.tokenizer_file)
+        except JaxllmError as e:
+            raise CheckpointError(f"{self.tokenizer_file} cannot be read: {e}") from None
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        rows = []
+        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: drop it
+                continue
+        return rows
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop rows logged after `step` (by a run that died before its next checkpoint)."""
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def plot(self) -> None:
+        """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.read_metrics()
+        train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+        val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        if train:
+            ax.plot(*zip(*train), label="train", linewidth=1)
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation", linewidth=1.5, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.set_title(self.path.name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        tmp = self.plot_file.with_name(".loss.png.tmp")
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        tmp.replace(self.plot_file)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready for evaluation and generation."""
+    run: RunDir
+    config: config_lib.Config
+    tokenizer: object
+    model: object  # jaxllm.models.Decoder
+    params: dict
+    step: int
+
+
+def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
+    """Read a run directory's config, tokenizer and parameters (latest checkpoint by default)."""
+    from jaxllm.models.decoder import Decoder, init_params
+    from jaxllm.train.checkpoint import Checkpoints
+    from jaxllm.train.optimizer import make_optimizer
+    from jaxllm.train.step import TrainState
+
+    run = RunDir(path)
+    cfg = run.load_config()
+    tokenizer = run.load_tokenizer()
+    ckpts = Checkpoints(run.checkpoints, read_only=True)
+    steps = ckpts.steps()
+    if not steps:
+        raise CheckpointError(f"{run.path} has no checkpoint yet; train it first (jaxllm train)")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
+    tx = make_optimizer(cfg.optim, cfg.train.steps)
+    like = jax.eval_shape(lambda: TrainState.create(
+        init_params(cfg.model, jax.random.PRNGKey(0))[0], tx))
+    state, _ = ckpts.restore(step, like)
+    ckpts.close()
+    return LoadedRun(run=run, config=cfg, tokenizer=tokenizer, model=Decoder(cfg.model),
+                     params=state.params, step=step)
+
+
+def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
+    """The config with model.vocab_size set from the tokenizer (0 means automatic)."""
+    if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
+        raise config_lib.ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+            f"{vocab_size} tokens; set it to 0 (automatic) or at least {vocab_size}")
+    return replace(cfg, model=replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab_size))
