@@ -27,18 +27,6 @@ from jaxllm.errors import DataError
 from jaxllm.text import ByteTokenizer, CharTokenizer
 
 
-@pytest.fixture(scope="session")
-def session_data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("jaxllm_tfds")
-
-
-@pytest.fixture(autouse=True)
-def data_dir(session_data_dir, monkeypatch):
-    """Every test reads and writes TFDS data in one temporary dir, never in ~/.cache."""
-    monkeypatch.setenv("JAXLLM_DATA_DIR", str(session_data_dir))
-    return session_data_dir
-
-
 def texts(docs):
     return [d.text for d in docs]
 

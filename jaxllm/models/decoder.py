@@ -15,6 +15,8 @@ Two entry points share the parameters:
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -120,7 +122,11 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
     params is a plain pytree of arrays; the second tree holds a PartitionSpec of logical names
     per leaf, which jaxllm.parallel maps onto a mesh.
     """
-    model = Decoder(cfg)
-    tokens = jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32)
-    boxed = model.init(rng, tokens)["params"]
+    boxed = _init(cfg, rng)
     return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+@partial(jax.jit, static_argnums=0)
+def _init(cfg: ModelConfig, rng):
+    tokens = jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32)
+    return Decoder(cfg).init(rng, tokens)["params"]

@@ -68,7 +68,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
             loss = sums.pop("objective") / total
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(sums, loss=loss, grad_norm=optax.global_norm(grads))
+        metrics = dict(sums, loss=loss, grad_norm=optax.tree.norm(grads))
         if schedule is not None:
             metrics["lr"] = schedule(state.step)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -1,0 +1,21 @@
+"""Test set-up: 8 simulated CPU devices, and a private TFDS data dir for the whole session."""
+
+import os
+
+# Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def session_data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("jaxllm_tfds")
+
+
+@pytest.fixture(autouse=True)
+def data_dir(session_data_dir, monkeypatch):
+    """Every test reads and writes TFDS data in one temporary dir, never in ~/.cache."""
+    monkeypatch.setenv("JAXLLM_DATA_DIR", str(session_data_dir))
+    return session_data_dir

@@ -1,0 +1,24 @@
+"""Small models shared by the tests."""
+
+import functools
+
+import jax
+
+from jaxllm.config import ModelConfig
+from jaxllm.models.decoder import init_params
+
+GPT = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, d_model=32)
+LLAMA = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
+                    positions="rope", rope_theta=100.0, norm="rmsnorm", mlp="swiglu",
+                    use_bias=False, tie_embeddings=False)
+CONFIGS = {"gpt": GPT, "llama": LLAMA}
+
+
+@functools.lru_cache(maxsize=None)
+def noisy_params(cfg, seed=0):
+    """Initialised params with every leaf perturbed, so zero biases and unit scales matter."""
+    params, _ = init_params(cfg, jax.random.PRNGKey(seed))
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    return jax.tree_util.tree_unflatten(tree, leaves)

@@ -1,0 +1,114 @@
+"""The jaxllm command: a tiny train -> generate -> eval round trip, and every bad input a user
+can give answered with one line on stderr and exit status 2, without a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jaxllm.cli.main import main
+from jaxllm.data.corpora import Document, register_corpus
+
+TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
+        "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
+        "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--steps", "6", "--out", str(out), "--no-progress"] + TINY) == 0
+    return out
+
+
+def test_train_prints_the_result_and_the_run_directory(run_dir, capsys):
+    assert main(["train", "--resume", "--out", str(run_dir), "--steps", "8",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "step 8: validation loss" in out and f"run directory: {run_dir}" in out
+
+
+def test_generate_prints_samples(run_dir, capsys):
+    assert main(["generate", "--run", str(run_dir), "--prompt", "ROMEO:", "--num-samples", "2",
+                 "--max-new-tokens", "20", "--temperature", "0.8", "--top-k", "5"]) == 0
+    samples = capsys.readouterr().out.split("-" * 40 + "\n")
+    assert len(samples) == 2 and all(s.startswith("ROMEO:") for s in samples)
+
+
+def test_eval_prints_loss_and_perplexity(run_dir, capsys):
+    assert main(["eval", "--run", str(run_dir), "--batches", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "loss" in out and "perplexity" in out
+
+
+def error_of(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--preset", "nope"], "unknown preset 'nope'; choose one of"),
+    (["train", "--set", "model.nope=1"], "unknown override key 'model.nope'"),
+    (["train", "--set", "nope"], "not of the form section.key=value"),
+    (["train", "--set", "model.n_layers=two"], "model.n_layers='two': expected an integer"),
+    (["train", "--set", "model.norm=batchnorm"], "expected one of layernorm, rmsnorm"),
+    (["train", "--set", "model.n_kv_heads=3"], "must divide model.n_heads"),
+    (["train", "--steps", "0"], "train.steps=0: must be at least 1"),
+    (["train", "--set", "data.corpus=nope"], "unknown corpus 'nope'"),
+    (["train", "--set", "data.corpus=tfds:no_such_dataset_xyz"], "unknown TFDS dataset"),
+    (["train", "--resume"], "--resume needs --out"),
+])
+def test_bad_training_input(argv, expected, capsys, tmp_path):
+    assert expected in error_of(argv + ["--out", str(tmp_path / "r")] if "--resume" not in argv
+                                else argv, capsys)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_empty_corpus(capsys, tmp_path):
+    register_corpus("empty_for_test", lambda: [Document("blank", "")], "nothing", replace=True)
+    line = error_of(["train", "--set", "data.corpus=empty_for_test", "--out",
+                     str(tmp_path / "r")], capsys)
+    assert "empty" in line or "no text" in line or "no tokens" in line
+
+
+def test_prompt_longer_than_context(run_dir, capsys):
+    assert "context is 32" in error_of(["generate", "--run", str(run_dir), "--prompt", "a" * 40],
+                                       capsys)
+
+
+def test_prompt_with_unknown_characters(run_dir, capsys):
+    assert "does not know" in error_of(["generate", "--run", str(run_dir), "--prompt", "☃"],
+                                       capsys)
+
+
+def test_missing_run_directory(capsys, tmp_path):
+    assert "does not exist" in error_of(["generate", "--run", str(tmp_path / "x"), "--prompt",
+                                         "a"], capsys)
+    assert "does not exist" in error_of(["eval", "--run", str(tmp_path / "x")], capsys)
+
+
+def test_corrupted_run_directory(run_dir, capsys, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{oops")
+    assert "not valid JSON" in error_of(["eval", "--run", str(bad)], capsys)
+    assert "not valid JSON" in error_of(["train", "--resume", "--out", str(bad)], capsys)
+
+
+def test_existing_run_is_kept(run_dir, capsys):
+    before = (run_dir / "config.json").read_bytes()
+    assert "already holds a run" in error_of(["train", "--out", str(run_dir)] + TINY, capsys)
+    assert (run_dir / "config.json").read_bytes() == before
+
+
+def test_console_script_exit_status():
+    """The installed entry point, as a user runs it: exit status 2 and one line."""
+    proc = subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "train", "--preset", "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
+                                   "gpt2-small, shakespeare-char, shakespeare-char-llama")

@@ -1,0 +1,110 @@
+"""Generation: the KV cache changes nothing (greedy), batching changes nothing, the samplers
+draw from the distributions they claim, stop tokens stop, bad requests are refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import CONFIGS, GPT, noisy_params
+from jaxllm.errors import DataError
+from jaxllm.infer import generate, sample_logits
+from jaxllm.models.decoder import Decoder
+
+PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7]]
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+@pytest.mark.parametrize("new", [6, 25])  # 25: past the context of 16, the window slides
+def test_greedy_is_the_same_with_and_without_cache(name, new):
+    cfg = CONFIGS[name]
+    model, params = Decoder(cfg), noisy_params(cfg)
+    cached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0)
+    uncached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0,
+                        use_cache=False)
+    assert cached == uncached
+    assert [len(c) for c in cached] == [new] * 3
+
+
+def test_greedy_matches_step_by_step_argmax_of_full_forward():
+    """The loop is checked against the plainest definition of greedy decoding."""
+    model, params = Decoder(GPT), noisy_params(GPT)
+    forward = jax.jit(lambda t: model.apply({"params": params}, t))
+    seq = list(PROMPTS[0])
+    for _ in range(8):
+        seq.append(int(np.argmax(np.asarray(forward(jnp.asarray([seq])))[0, -1])))
+    assert generate(model, params, [PROMPTS[0]], max_new_tokens=8, temperature=0)[0] == seq[5:]
+
+
+def test_batching_prompts_of_different_lengths_changes_nothing():
+    model, params = Decoder(GPT), noisy_params(GPT)
+    batched = generate(model, params, PROMPTS, max_new_tokens=7, temperature=0)
+    alone = [generate(model, params, [p], max_new_tokens=7, temperature=0)[0] for p in PROMPTS]
+    assert batched == alone
+
+
+def test_sampling_is_reproducible_per_seed():
+    model, params = Decoder(GPT), noisy_params(GPT)
+    a = generate(model, params, PROMPTS, max_new_tokens=12, temperature=1.0, seed=1)
+    assert a == generate(model, params, PROMPTS, max_new_tokens=12, temperature=1.0, seed=1)
+    assert a != generate(model, params, PROMPTS, max_new_tokens=12, temperature=1.0, seed=2)
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    model, params = Decoder(GPT), noisy_params(GPT)
+    greedy = generate(model, params, PROMPTS, max_new_tokens=10, temperature=0)
+    assert generate(model, params, PROMPTS, max_new_tokens=10, top_k=1, seed=3) == greedy
+    assert generate(model, params, PROMPTS, max_new_tokens=10, top_p=1e-6, seed=3) == greedy
+
+
+def empirical(logits, n=40000, **kw):
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    draw = jax.jit(jax.vmap(lambda k: sample_logits(logits[None], k, **kw)[0]))
+    return np.bincount(np.asarray(draw(keys)), minlength=logits.shape[-1]) / n
+
+
+LOGITS = jnp.log(jnp.array([0.05, 0.4, 0.1, 0.25, 0.2]))
+
+
+def test_temperature_sampling_follows_softmax():
+    np.testing.assert_allclose(empirical(LOGITS), [0.05, 0.4, 0.1, 0.25, 0.2], atol=0.01)
+    hot = np.asarray(jax.nn.softmax(LOGITS / 2.0))
+    np.testing.assert_allclose(empirical(LOGITS, temperature=2.0), hot, atol=0.01)
+
+
+def test_top_k_keeps_the_k_likeliest_renormalised():
+    got = empirical(LOGITS, top_k=2)
+    np.testing.assert_allclose(got, [0, 0.4 / 0.65, 0, 0.25 / 0.65, 0], atol=0.01)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    # sorted: 0.4, 0.25, 0.2, 0.1, 0.05; p = 0.6 needs 0.4 + 0.25
+    got = empirical(LOGITS, top_p=0.6)
+    np.testing.assert_allclose(got, [0, 0.4 / 0.65, 0, 0.25 / 0.65, 0], atol=0.01)
+    got = empirical(LOGITS, top_p=0.7)  # 0.4 + 0.25 < 0.7: 0.2 joins
+    np.testing.assert_allclose(got, [0, 0.4 / 0.85, 0, 0.25 / 0.85, 0.2 / 0.85], atol=0.01)
+
+
+def test_stop_tokens_cut_each_row():
+    model, params = Decoder(GPT), noisy_params(GPT)
+    free = generate(model, params, PROMPTS, max_new_tokens=10, temperature=0)
+    stop = free[0][3]
+    cut = generate(model, params, PROMPTS, max_new_tokens=10, temperature=0, stop_tokens=[stop])
+    for f, c in zip(free, cut):
+        assert c == (f[:f.index(stop)] if stop in f else f)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"prompts": [[]]}, "empty"),
+    ({"prompts": [list(range(17))]}, "context is 16"),
+    ({"prompts": [[1, 99]]}, "outside the vocabulary"),
+    ({"temperature": -1}, "temperature"),
+    ({"top_k": 100}, "top_k"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+])
+def test_bad_requests_are_refused(kwargs, match):
+    model, params = Decoder(GPT), noisy_params(GPT)
+    args = {"prompts": [[1, 2]], "max_new_tokens": 3, **kwargs}
+    with pytest.raises(DataError, match=match):
+        generate(model, params, args.pop("prompts"), **args)
