@@ -41,6 +41,7 @@ class ModelConfig:
     dropout: float = 0.0  # on embeddings and residual branches; 0 for small data-rich runs
     attention: str = "fast"  # "fast" (jax.nn.dot_product_attention) or "reference" (einsum+mask)
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
+    scan_unroll: int = 1  # layers per iteration of the scanned layer loop (n_layers: no loop)
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
     init_std: float = 0.02  # N(0, std) init; residual output projections use std/sqrt(2*n_layers)
 
@@ -279,6 +280,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={flat[key]!r}: {what}")
 
     for key in ("model.max_len", "model.n_layers", "model.n_heads", "model.d_model",
+                "model.scan_unroll",
                 "train.steps", "train.batch_size", "train.log_every", "train.eval_every",
                 "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum"):
         need(flat[key] >= 1, key, "must be at least 1")

@@ -33,23 +33,23 @@ class KVCache:
     Slots are filled left to right; all rows write at the same slot, and rows whose prompt is
     shorter are left-padded (their padding slots are not `valid`).
     """
-    k: jax.Array  # (L, B, S, K, H)
-    v: jax.Array  # (L, B, S, K, H)
+    k: jax.Array  # (L, B*K, S, H)  layouts that attention reads in place (see layers.Attention)
+    v: jax.Array  # (L, B*K, H, S)
     valid: jax.Array  # (B, S) bool: the slot holds a real token of that row
     length: jax.Array  # () int32: slots filled so far; the next token goes to slot `length`
     next_position: jax.Array  # (B,) int32: position id of each row's next real token
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, size: int) -> "KVCache":
-        shape = (cfg.n_layers, batch, size, cfg.kv_heads, cfg.head_size)
-        dtype = DTYPES[cfg.dtype]
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+        L, K, H, dtype = cfg.n_layers, cfg.kv_heads, cfg.head_size, DTYPES[cfg.dtype]
+        return cls(k=jnp.zeros((L, batch * K, size, H), dtype),
+                   v=jnp.zeros((L, batch * K, H, size), dtype),
                    valid=jnp.zeros((batch, size), bool), length=jnp.zeros((), jnp.int32),
                    next_position=jnp.zeros((batch,), jnp.int32))
 
     @property
     def size(self) -> int:
-        return self.k.shape[2]
+        return self.valid.shape[1]
 
 
 class Decoder(nn.Module):

@@ -113,6 +113,21 @@ def reference_attention(q, k, v, *, mask):
     return out.reshape(B, T, N, H)
 
 
+def cached_attention(q, k, v, mask):
+    """Attention of queries q (B, T, N, H) over a cache of keys k (B*K, S, H) and values
+    v (B*K, H, S), batch-major."""
+    B, T, N, H = q.shape
+    K = k.shape[0] // B
+    S = k.shape[1]
+    q = jnp.swapaxes(q.reshape(B, T, K, N // K, H), 1, 2).reshape(B * K, T * (N // K), H)
+    scores = jnp.einsum("xqh,xsh->xqs", q, k).astype(jnp.float32) / jnp.sqrt(H)
+    scores = scores.reshape(B, K, T, N // K, S)
+    scores = jnp.where(mask[:, :, :, None], scores, jnp.finfo(jnp.float32).min)  # mask (B,1,T,1,S)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B * K, T * (N // K), S)
+    out = jnp.einsum("xqs,xhs->xqh", probs, v)  # (X, T*G, H)
+    return jnp.swapaxes(out.reshape(B, K, T, N // K, H), 1, 2).reshape(B, T, N, H)
+
+
 class Attention(nn.Module):
     """Multi-head attention with grouped-query option, RoPE option and an optional KV cache."""
     cfg: ModelConfig
@@ -122,7 +137,7 @@ class Attention(nn.Module):
     def __call__(self, x, positions, mask, cache=None, cache_index=None):
         """x (B, T, D) -> (B, T, D), new cache.
 
-        cache: None, or (k, v) each (B, S, K, H); the new keys/values are written at slots
+        cache: None, or (keys (B, K, S, H), values (B, K, H, S)); new keys/values go to slots
         [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
         mask None means plain causal (or full, for an encoder) attention without a materialised
         mask on the fast path.
@@ -135,11 +150,17 @@ class Attention(nn.Module):
         if cfg.positions == "rope":
             q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
         if cache is not None:
+            # Cache layouts chosen so that XLA's batched matrix-vector products read them in
+            # place, with batch and kv heads merged into one axis X = B*K (no per-step transpose
+            # or copy of the whole cache): keys (X, S, H) for K.q, values (X, H, S) for V^T.p.
             ck, cv = cache
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-            cache = (k, v)
-        if mask is None and cfg.attention == "fast":
+            B, T = x.shape[:2]
+            k = jnp.swapaxes(k, 1, 2).reshape(B * K, T, H).astype(ck.dtype)  # (X, T, H)
+            v = jnp.transpose(v, (0, 2, 3, 1)).reshape(B * K, H, T).astype(cv.dtype)  # (X, H, T)
+            cache = (jax.lax.dynamic_update_slice(ck, k, (0, cache_index, 0)),
+                     jax.lax.dynamic_update_slice(cv, v, (0, 0, cache_index)))
+            y = cached_attention(q, *cache, mask)
+        elif mask is None and cfg.attention == "fast":
             # No materialised mask: lets cuDNN (GPU) skip the masked upper triangle.
             y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
         else:
@@ -200,5 +221,5 @@ def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):
         block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False,
                              static_argnums=(n_broadcast + 2,))
     return nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                   in_axes=(0,) + (nn.broadcast,) * n_broadcast, length=cfg.n_layers,
+                   in_axes=(0,) + (nn.broadcast,) * n_broadcast, length=cfg.n_layers, unroll=min(cfg.scan_unroll, cfg.n_layers),
                    metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name=name)
