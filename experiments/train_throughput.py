@@ -30,7 +30,11 @@ import statistics
 import sys
 import time
 
-import jax
+from jaxllm.platform import configure_cpu
+
+configure_cpu()  # as the jaxllm command does, before JAX starts
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 

@@ -39,9 +39,11 @@ class ModelConfig:
     use_bias: bool = True  # biases in the linear layers (GPT-2 yes, Llama no)
     tie_embeddings: bool = True  # output head reuses the token embedding (saves vocab*d params)
     dropout: float = 0.0  # on embeddings and residual branches; 0 for small data-rich runs
-    attention: str = "fast"  # "fast" (jax.nn.dot_product_attention) or "reference" (einsum+mask)
+    # "auto" (blocked on CPU, fast elsewhere), "fast" (jax.nn.dot_product_attention, cuDNN on
+    # GPU), "blocked" (causal query blocks, fastest on CPU) or "reference" (einsum + mask)
+    attention: str = "auto"
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
-    scan_unroll: int = 1  # layers per iteration of the scanned layer loop (n_layers: no loop)
+    scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
     init_std: float = 0.02  # N(0, std) init; residual output projections use std/sqrt(2*n_layers)
 
@@ -258,7 +260,7 @@ _CHOICES = {
     "model.positions": ("learned", "rope"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
-    "model.attention": ("fast", "reference"),
+    "model.attention": ("auto", "fast", "blocked", "reference"),
     "model.remat": ("none", "full", "dots", "dots_no_batch"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte"),
@@ -280,12 +282,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}={flat[key]!r}: {what}")
 
     for key in ("model.max_len", "model.n_layers", "model.n_heads", "model.d_model",
-                "model.scan_unroll",
                 "train.steps", "train.batch_size", "train.log_every", "train.eval_every",
                 "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum"):
         need(flat[key] >= 1, key, "must be at least 1")
     for key in ("model.vocab_size", "model.n_kv_heads", "model.head_dim", "model.d_ff",
-                "optim.warmup_steps"):
+                "model.scan_unroll", "optim.warmup_steps"):
         need(flat[key] >= 0, key, "must be 0 (automatic) or positive")
     for key in ("model.dropout",):
         need(0.0 <= flat[key] < 1.0, key, "must be in [0, 1)")

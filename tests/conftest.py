@@ -8,6 +8,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 
 import pytest  # noqa: E402
 
+from jaxllm.platform import configure_cpu  # noqa: E402
+
+configure_cpu()  # the settings the jaxllm command runs with
+
 
 @pytest.fixture(scope="session")
 def session_data_dir(tmp_path_factory):

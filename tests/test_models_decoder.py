@@ -25,7 +25,7 @@ def apply(cfg, params, tokens, positions=None, segment_ids=None, train=False, rn
                               segment_ids=segment_ids, train=train, rngs=rngs)
 
 
-@pytest.mark.parametrize("attention", ["fast", "reference"])
+@pytest.mark.parametrize("attention", ["fast", "blocked", "reference"])
 @pytest.mark.parametrize("name", ["gpt", "llama"])
 def test_matches_numpy_reference(name, attention):
     cfg = dataclasses.replace(CONFIGS[name], attention=attention)
@@ -63,20 +63,26 @@ def _layout(lengths, T):
     return seg[None]
 
 
+def packed_inputs(segments, vocab, seed=2):
+    tokens = np.random.default_rng(seed).integers(0, vocab, segments.shape)
+    positions = np.zeros_like(segments)
+    for s in np.unique(segments):
+        idx = np.flatnonzero(segments[0] == s)
+        positions[0, idx] = np.arange(idx.size)
+    return tokens, positions
+
+
 @settings(max_examples=15, deadline=None)
 @given(segments=segment_layouts(), name=st.sampled_from(["gpt", "llama"]))
 def test_attention_paths_agree_with_packing(segments, name):
     cfg = CONFIGS[name]
     params = noisy_params(cfg)
-    tokens = np.random.default_rng(2).integers(0, cfg.vocab_size, segments.shape)
-    positions = np.zeros_like(segments)
-    for s in np.unique(segments):
-        idx = np.flatnonzero(segments[0] == s)
-        positions[0, idx] = np.arange(idx.size)
-    outs = [np.asarray(apply(dataclasses.replace(cfg, attention=a), params, tokens,
-                             positions=positions, segment_ids=segments))
-            for a in ("fast", "reference")]
-    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+    tokens, positions = packed_inputs(segments, cfg.vocab_size)
+    outs = {a: np.asarray(apply(dataclasses.replace(cfg, attention=a), params, tokens,
+                                positions=positions, segment_ids=segments))
+            for a in ("fast", "blocked", "reference")}
+    np.testing.assert_allclose(outs["fast"], outs["reference"], atol=1e-5)
+    np.testing.assert_allclose(outs["blocked"], outs["reference"], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["gpt", "llama"])

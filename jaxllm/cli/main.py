@@ -13,6 +13,7 @@ from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.errors import JaxllmError
+from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd}
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_cpu()  # before JAX starts: the verbs import it lazily
     args = build_parser().parse_args(argv)
     try:
         return VERBS[args.verb].run(args) or 0

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.layers import DTYPES, DecoderBlock, Norm, attention_mask, logical, scanned
+from jaxllm.models.attention import attention_mask
+from jaxllm.models.layers import DTYPES, Dense, DecoderBlock, Norm, logical, scanned
 
 
 @struct.dataclass
@@ -68,8 +69,7 @@ class Decoder(nn.Module):
         self.blocks = scanned(DecoderBlock, cfg, n_broadcast=4, name="blocks")
         self.final_norm = Norm(cfg)
         if not cfg.tie_embeddings:
-            self.head = nn.DenseGeneral(cfg.vocab_size, use_bias=False, dtype=DTYPES[cfg.dtype],
-                                        kernel_init=logical(init, ("embed", "vocab")))
+            self.head = Dense(cfg, cfg.vocab_size, ("embed", "vocab"), use_bias=False)
 
     def _embed(self, tokens, positions, train):
         x = self.embed(tokens)  # (B, T, D)

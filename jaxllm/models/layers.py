@@ -17,11 +17,14 @@ G = N // K query heads per key/value head, H head size, D model size, F mlp size
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxllm.config import ModelConfig
+from jaxllm.models import attention as attn_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -39,13 +42,34 @@ def logical(init, axes: tuple[str | None, ...]):
     return nn.with_logical_partitioning(init, axes)
 
 
-def dense(cfg: ModelConfig, features, axes, *, in_axes=-1, std=None, name=None):
-    """A linear layer (optionally multi-dimensional) with N(0, std) kernels and zero biases."""
-    n_out = 1 if isinstance(features, int) else len(features)
-    return nn.DenseGeneral(
-        features, axis=in_axes, use_bias=cfg.use_bias, dtype=DTYPES[cfg.dtype],
-        kernel_init=logical(nn.initializers.normal(std or cfg.init_std), axes),
-        bias_init=logical(nn.initializers.zeros, axes[-n_out:]), name=name)
+class Dense(nn.Module):
+    """y = x W + b over the last n_in axes of x, into `features` (an int or a tuple of sizes).
+
+    The kernel has shape (*input axes, *features) and logical names `axes`; it is applied as one
+    2-D matmul of the flattened rows, which keeps the forward and both gradients plain row-major
+    matmuls (multi-axis contractions made XLA:CPU transpose the gradients first).
+    """
+    cfg: ModelConfig
+    features: int | tuple[int, ...]
+    axes: tuple[str | None, ...]
+    n_in: int = 1
+    std: float | None = None  # None: cfg.init_std
+    use_bias: bool | None = None  # None: cfg.use_bias
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        out = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        lead, inp = x.shape[:x.ndim - self.n_in], x.shape[x.ndim - self.n_in:]
+        kernel = self.param("kernel", logical(nn.initializers.normal(self.std or cfg.init_std),
+                                              self.axes), (*inp, *out))
+        dtype = DTYPES[cfg.dtype]
+        y = jnp.dot(x.reshape(-1, math.prod(inp)).astype(dtype),
+                    kernel.reshape(math.prod(inp), -1).astype(dtype))
+        if cfg.use_bias if self.use_bias is None else self.use_bias:
+            bias = self.param("bias", logical(nn.initializers.zeros, self.axes[-len(out):]), out)
+            y = y + bias.reshape(-1).astype(dtype)
+        return y.reshape(*lead, *out)
 
 
 class Norm(nn.Module):
@@ -83,49 +107,10 @@ def rope(x, positions, theta: float):
     return out.astype(x.dtype)
 
 
-def attention_mask(q_index, kv_index, *, causal=True, q_segments=None, kv_segments=None,
-                   kv_valid=None):
-    """Boolean mask (B or 1, 1, T, S): True where query t may attend to key s.
-
-    q_index (T,) and kv_index (S,) are the slots of queries and keys in one sequence (for a KV
-    cache the queries sit at the end of the filled slots). Segment ids (B, T) / (B, S) keep
-    packed documents apart; kv_valid (B, S) drops padding and empty cache slots.
-    """
-    mask = jnp.ones((1, 1, q_index.shape[0], kv_index.shape[0]), dtype=bool)
-    if causal:
-        mask = mask & (kv_index[None, None, None, :] <= q_index[None, None, :, None])
-    if q_segments is not None:
-        mask = mask & (q_segments[:, None, :, None] == kv_segments[:, None, None, :])
-    if kv_valid is not None:
-        mask = mask & kv_valid[:, None, None, :]
-    return mask
-
-
-def reference_attention(q, k, v, *, mask):
-    """Readable attention: einsum scores, mask, softmax, einsum. q (B,T,N,H), k/v (B,S,K,H)."""
-    B, T, N, H = q.shape
-    K = k.shape[2]
-    q = q.reshape(B, T, K, N // K, H)  # (B, T, K, G, H)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k).astype(jnp.float32) / jnp.sqrt(H)
-    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)  # mask (B,1,1,T,S)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)  # (B, T, K, G, H)
-    return out.reshape(B, T, N, H)
-
-
-def cached_attention(q, k, v, mask):
-    """Attention of queries q (B, T, N, H) over a cache of keys k (B*K, S, H) and values
-    v (B*K, H, S), batch-major."""
-    B, T, N, H = q.shape
-    K = k.shape[0] // B
-    S = k.shape[1]
-    q = jnp.swapaxes(q.reshape(B, T, K, N // K, H), 1, 2).reshape(B * K, T * (N // K), H)
-    scores = jnp.einsum("xqh,xsh->xqs", q, k).astype(jnp.float32) / jnp.sqrt(H)
-    scores = scores.reshape(B, K, T, N // K, S)
-    scores = jnp.where(mask[:, :, :, None], scores, jnp.finfo(jnp.float32).min)  # mask (B,1,T,1,S)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B * K, T * (N // K), S)
-    out = jnp.einsum("xqs,xhs->xqh", probs, v)  # (X, T*G, H)
-    return jnp.swapaxes(out.reshape(B, K, T, N // K, H), 1, 2).reshape(B, T, N, H)
+def gelu(x):
+    """Exact GELU, x * Phi(x), written with erf (one cheap polynomial on XLA:CPU; flax's form uses
+    erfc, several times slower there). Same function to within 5e-7."""
+    return x * (0.5 + 0.5 * jax.lax.erf(x * (2 ** -0.5)))
 
 
 class Attention(nn.Module):
@@ -137,46 +122,47 @@ class Attention(nn.Module):
     def __call__(self, x, positions, mask, cache=None, cache_index=None):
         """x (B, T, D) -> (B, T, D), new cache.
 
-        cache: None, or (keys (B, K, S, H), values (B, K, H, S)); new keys/values go to slots
+        mask: None for plain causal (or, for an encoder, full) attention, which the fast paths
+        then never materialise; else a boolean (B|1, 1, T, S) mask that includes causality.
+        cache: None, or (keys (B*K, S, H), values (B*K, H, S)); the new keys/values go to slots
         [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
-        mask None means plain causal (or full, for an encoder) attention without a materialised
-        mask on the fast path.
         """
         cfg = self.cfg
+        B, T = x.shape[:2]
         N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
-        q = dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
-        k = dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
-        v = dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(x)  # (B, T, K, H)
+        q = Dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
+        k = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
+        v = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(x)  # (B, T, K, H)
         if cfg.positions == "rope":
             q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+        impl = attn_lib.resolve(cfg.attention)
         if cache is not None:
-            # Cache layouts chosen so that XLA's batched matrix-vector products read them in
-            # place, with batch and kv heads merged into one axis X = B*K (no per-step transpose
-            # or copy of the whole cache): keys (X, S, H) for K.q, values (X, H, S) for V^T.p.
             ck, cv = cache
-            B, T = x.shape[:2]
-            k = jnp.swapaxes(k, 1, 2).reshape(B * K, T, H).astype(ck.dtype)  # (X, T, H)
-            v = jnp.transpose(v, (0, 2, 3, 1)).reshape(B * K, H, T).astype(cv.dtype)  # (X, H, T)
+            k = jnp.swapaxes(k, 1, 2).reshape(B * K, T, H).astype(ck.dtype)  # (B*K, T, H)
+            v = jnp.transpose(v, (0, 2, 3, 1)).reshape(B * K, H, T).astype(cv.dtype)
             cache = (jax.lax.dynamic_update_slice(ck, k, (0, cache_index, 0)),
                      jax.lax.dynamic_update_slice(cv, v, (0, 0, cache_index)))
-            y = cached_attention(q, *cache, mask)
-        elif mask is None and cfg.attention == "fast":
+            y = attn_lib.cached_attention(q, *cache, mask)
+        elif impl == "blocked" and self.causal:
+            y = attn_lib.blocked_attention(q, k, v, mask)
+        elif impl != "reference" and mask is None:
             # No materialised mask: lets cuDNN (GPU) skip the masked upper triangle.
             y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
         else:
             if mask is None:
-                idx = jnp.arange(x.shape[1])
-                mask = attention_mask(idx, idx, causal=self.causal)
-            attend = jax.nn.dot_product_attention if cfg.attention == "fast" else reference_attention
+                idx = jnp.arange(T)
+                mask = attn_lib.attention_mask(idx, idx, causal=self.causal)
+            attend = (attn_lib.reference_attention if impl == "reference"
+                      else jax.nn.dot_product_attention)
             y = attend(q, k, v, mask=mask)  # (B, T, N, H)
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-        out = dense(cfg, cfg.d_model, ("heads", "kv", "embed"), in_axes=(-2, -1), std=out_std,
+        out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
                     name="out")(y)
         return out, cache
 
 
 class Mlp(nn.Module):
-    """Feed-forward block: GELU (exact erf, GPT-2/BERT) or SwiGLU (Llama)."""
+    """Feed-forward block: GELU (exact, GPT-2/BERT) or SwiGLU (Llama)."""
     cfg: ModelConfig
 
     @nn.compact
@@ -184,13 +170,13 @@ class Mlp(nn.Module):
         cfg = self.cfg
         F = cfg.ff_size
         if cfg.mlp == "swiglu":
-            gate = dense(cfg, F, ("embed", "mlp"), name="gate")(x)
-            up = dense(cfg, F, ("embed", "mlp"), name="up")(x)
+            gate = Dense(cfg, F, ("embed", "mlp"), name="gate")(x)
+            up = Dense(cfg, F, ("embed", "mlp"), name="up")(x)
             h = nn.silu(gate) * up
         else:
-            h = nn.gelu(dense(cfg, F, ("embed", "mlp"), name="up")(x), approximate=False)
+            h = gelu(Dense(cfg, F, ("embed", "mlp"), name="up")(x))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-        return dense(cfg, cfg.d_model, ("mlp", "embed"), std=out_std, name="down")(h)
+        return Dense(cfg, cfg.d_model, ("mlp", "embed"), std=out_std, name="down")(h)
 
 
 class DecoderBlock(nn.Module):
@@ -213,13 +199,22 @@ class DecoderBlock(nn.Module):
 
 
 def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):
-    """Stack n_layers copies of a block with nn.scan (one compiled block, params on a 'layers' axis)
-    under the config's remat policy. The block's second argument is scanned over (per-layer
-    input/output); the next n_broadcast arguments are shared by all layers."""
+    """Stack n_layers copies of a block with nn.scan (params on a leading 'layers' axis) under the
+    config's remat policy. The block's second argument is scanned over (per-layer input/output);
+    the next n_broadcast arguments are shared by all layers.
+
+    model.scan_unroll=0 (automatic) unrolls the loop completely on CPU, where the loop's stacking
+    of every layer's saved activations (zero-filled buffers, dynamic-update-slices, then slices in
+    the backward) costs ~15% of a training step, and keeps a rolled loop (fast compiles) on
+    accelerators. The parameter layout is the same either way.
+    """
     if cfg.remat != "none":
         # prevent_cse=False is safe (and faster) under scan; `train` (last arg) is static.
         block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False,
                              static_argnums=(n_broadcast + 2,))
-    return nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                   in_axes=(0,) + (nn.broadcast,) * n_broadcast, length=cfg.n_layers, unroll=min(cfg.scan_unroll, cfg.n_layers),
+    unroll = cfg.scan_unroll or (cfg.n_layers if jax.default_backend() == "cpu" else 1)
+    return nn.scan(block_cls, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True},
+                   in_axes=(0,) + (nn.broadcast,) * n_broadcast, length=cfg.n_layers,
+                   unroll=min(unroll, cfg.n_layers),
                    metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name=name)

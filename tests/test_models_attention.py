@@ -1,0 +1,94 @@
+"""Every attention implementation against the reference definition: values and gradients, with
+causal masks, packed segments, grouped-query attention and several query blocks."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxllm.models.attention import (attention_mask, blocked_attention, cached_attention,
+                                     reference_attention)
+
+
+@st.composite
+def problems(draw):
+    """q, k, v, segment ids (or None) and a block size; few distinct shapes, to compile once."""
+    B, T = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 9, 24, 40]))
+    K, G = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3]))
+    block = draw(st.sampled_from([4, 16, 64]))
+    cuts = sorted(set(draw(st.lists(st.integers(1, T), max_size=3))))
+    segments = np.zeros((B, T), np.int32)
+    for i, c in enumerate([0] + cuts):
+        segments[:, c:] = i + 1
+    rng = np.random.default_rng(draw(st.integers(0, 100)))
+    q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, 8)), jnp.float32) for n in (K * G, K, K))
+    return q, k, v, (segments if draw(st.booleans()) else None), block
+
+
+def causal_mask(T, segments):
+    idx = jnp.arange(T)
+    if segments is None:
+        return attention_mask(idx, idx)
+    return attention_mask(idx, idx, q_segments=segments, kv_segments=segments)
+
+
+def weighted_sum(f, weights):
+    return lambda q, k, v: jnp.sum(f(q, k, v) * weights)
+
+
+@partial(jax.jit, static_argnames=("block", "packed"))
+def blocked_and_grads(q, k, v, mask, weights, block, packed):
+    f = lambda q, k, v: blocked_attention(q, k, v, mask if packed else None, block=block)
+    return f(q, k, v), jax.grad(weighted_sum(f, weights), argnums=(0, 1, 2))(q, k, v)
+
+
+@jax.jit
+def reference_and_grads(q, k, v, mask, weights):
+    f = lambda q, k, v: reference_attention(q, k, v, mask=mask)
+    return f(q, k, v), jax.grad(weighted_sum(f, weights), argnums=(0, 1, 2))(q, k, v)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problems())
+def test_blocked_equals_reference_values_and_gradients(problem):
+    q, k, v, segments, block = problem
+    mask = causal_mask(q.shape[1], segments)
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=q.shape), jnp.float32)
+    out, grads = blocked_and_grads(q, k, v, mask, weights, block=block,
+                                   packed=segments is not None)
+    want, want_grads = reference_and_grads(q, k, v, mask, weights)
+    np.testing.assert_allclose(out, want, atol=2e-5)
+    for a, b in zip(grads, want_grads):
+        np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problems())
+def test_fast_equals_reference(problem):
+    q, k, v, segments, _ = problem
+    mask = causal_mask(q.shape[1], segments)
+    want = reference_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(jax.nn.dot_product_attention(q, k, v, mask=mask), want, atol=2e-5)
+    if segments is None:
+        np.testing.assert_allclose(jax.nn.dot_product_attention(q, k, v, is_causal=True), want,
+                                   atol=2e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problems())
+def test_cached_equals_reference_over_the_filled_slots(problem):
+    """The last queries of a sequence against a cache holding all of its keys (plus empty slots)."""
+    q, k, v, _, _ = problem
+    B, T, K, H = k.shape
+    S = T + 3  # three empty slots at the end
+    pad = ((0, 0), (0, 3), (0, 0), (0, 0))
+    ck = jnp.swapaxes(jnp.pad(k, pad), 1, 2).reshape(B * K, S, H)
+    cv = jnp.transpose(jnp.pad(v, pad), (0, 2, 3, 1)).reshape(B * K, H, S)
+    valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
+    n = max(T // 2, 1)  # the last n tokens are the queries
+    mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
+    want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, T - n:]
+    np.testing.assert_allclose(cached_attention(q[:, T - n:], ck, cv, mask), want, atol=2e-5)
