@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 from jaxllm.platform import configure_cpu
 
@@ -74,7 +75,19 @@ def matmul_ceiling(sizes=(2048, 4096), rounds=5) -> float:
     return best
 
 
-def main() -> None:
+class Bench(NamedTuple):
+    cfg: Config
+    state: TrainState
+    train_step: object  # jitted (state, batch) -> (state, metrics)
+    eval_step: object
+    batches: BatchIterator
+    val: list
+    n_params: int
+    n_nonemb: int
+    flops_per_token: int
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=10)
@@ -88,8 +101,11 @@ def main() -> None:
     ap.add_argument("--eval-at", default="0,100,200,300")
     ap.add_argument("--ceiling-gflops", type=float, default=0.0,
                     help="matmul ceiling for MFU; 0 measures it in this process")
-    args = ap.parse_args()
+    return ap
 
+
+def build(args) -> Bench:
+    """The peer's model, optimizer and data as jaxllm objects, and jaxllm's jitted steps."""
     text = load_corpus(args.corpus)
     tokenizer = CharTokenizer.train([text])
     data = tokenizer.encode_array(text)
@@ -102,19 +118,25 @@ def main() -> None:
                           eps=1e-8, weight_decay=0.1, decay_embeddings=True, clip_norm=1.0),
         train=TrainConfig(steps=args.steps, batch_size=args.batch))
     m, T, B = cfg.model, args.context, args.batch
-
-    model = Decoder(m)
     params, _ = init_params(m, jax.random.PRNGKey(0))
     n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
     n_nonemb = n_params - T * m.d_model  # without the position table, as the peer
-    flops_per_token = 6 * n_nonemb + 12 * m.n_layers * T * m.d_model
     tx = make_optimizer(cfg.optim, args.steps)
-    loss_fn = causal_lm_loss(model)
-    state = TrainState.create(params, tx)
-    train_step = make_train_step(loss_fn, tx)
-    eval_step = make_eval_step(loss_fn)
-    batches = BatchIterator([data[:n_train]], B, T, seed=1337)
-    val = eval_batches([data[n_train:]], 20, B, T, seed=2024)
+    loss_fn = causal_lm_loss(Decoder(m))
+    return Bench(cfg=cfg, state=TrainState.create(params, tx),
+                 train_step=make_train_step(loss_fn, tx), eval_step=make_eval_step(loss_fn),
+                 batches=BatchIterator([data[:n_train]], B, T, seed=1337),
+                 val=eval_batches([data[n_train:]], 20, B, T, seed=2024),
+                 n_params=n_params, n_nonemb=n_nonemb,
+                 flops_per_token=6 * n_nonemb + 12 * m.n_layers * T * m.d_model)
+
+
+def main() -> None:
+    args = parser().parse_args()
+    b = build(args)
+    m, T, B = b.cfg.model, args.context, args.batch
+    state, train_step, eval_step, batches, val = b.state, b.train_step, b.eval_step, b.batches, b.val
+    n_params, n_nonemb, flops_per_token = b.n_params, b.n_nonemb, b.flops_per_token
 
     eval_at = {int(s) for s in args.eval_at.split(",") if s.strip()}
     val_losses, step_times, losses = {}, [], []
