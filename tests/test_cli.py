@@ -60,6 +60,7 @@ def error_of(argv, capsys):
     (["train", "--steps", "0"], "train.steps=0: must be at least 1"),
     (["train", "--set", "data.corpus=nope"], "unknown corpus 'nope'"),
     (["train", "--set", "data.corpus=tfds:no_such_dataset_xyz"], "unknown TFDS dataset"),
+    (["train", "--data", "tfds:no_such_dataset_xyz"], "unknown TFDS dataset"),
     (["train", "--resume"], "--resume needs --out"),
 ])
 def test_bad_training_input(argv, expected, capsys, tmp_path):

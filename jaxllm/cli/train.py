@@ -2,6 +2,7 @@
 
   jaxllm train --preset shakespeare-char
   jaxllm train --preset shakespeare-char --set model.n_layers=6 --set optim.lr=3e-4 --steps 5000
+  jaxllm train --preset shakespeare-char --data tfds:lm1b   (its own train/validation splits)
   jaxllm train --resume --out runs/shakespeare-char-20261130-101500
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
@@ -22,6 +23,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help=f"one of: {', '.join(sorted(PRESETS))} (default shakespeare-char)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. model.n_layers=6 (repeatable)")
+    p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
+                                  "tfds:NAME for a TFDS text dataset prepared in array_record")
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
@@ -36,14 +39,16 @@ def run(args) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        if args.overrides or args.save_every is not None:
-            raise ConfigError("--resume continues a run with its own config.json; --set and "
-                              "--save-every cannot change it (only --steps can)")
+        if args.overrides or args.save_every is not None or args.data is not None:
+            raise ConfigError("--resume continues a run with its own config.json; --set, --data "
+                              "and --save-every cannot change it (only --steps can)")
         from jaxllm.train import resume
         summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
     else:
         cfg = config_lib.get_preset(args.preset)
         overrides = list(args.overrides)
+        if args.data is not None:
+            overrides.append(f"data.corpus={args.data}")
         if args.steps is not None:
             overrides.append(f"train.steps={args.steps}")
         if args.save_every is not None:
