@@ -182,8 +182,41 @@ def _lower(text: str) -> str:
     return text.lower()
 
 
+class _Table(dict):
+    """A str.translate table filled on first sight of each code point (C speed afterwards)."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def __missing__(self, cp: int):
+        value = self[cp] = self.rule(chr(cp))
+        return value
+
+
+def _clean_rule(c: str):
+    k = _bert_char_class(c)
+    return None if k == 1 else " " if k == 2 else c
+
+
+def _clean_cjk_rule(c: str):
+    k = _bert_char_class(c)
+    return None if k == 1 else " " if k == 2 else f" {c} " if k == 3 else c
+
+
+_CLEAN = _Table(_clean_rule)
+_CLEAN_CJK = _Table(_clean_cjk_rule)
+_CJK_ONLY = _Table(lambda c: f" {c} " if _bert_char_class(c) == 3 else c)
+_DROP_MARKS = _Table(lambda c: None if unicodedata.category(c) == "Mn" else c)
+_SPACE_PUNCT = _Table(lambda c: f" {c} " if _bert_char_class(c) == 4 else c)
+
+
 class Bert:
-    """BERT's basic tokenizer (HF BertNormalizer + BertPreTokenizer), for uncased models."""
+    """BERT's basic tokenizer (HF BertNormalizer + BertPreTokenizer), for uncased models.
+
+    Each step is one `str.translate` over the whole text with a lazily filled table, so the
+    per-character Python work happens once per distinct character, not once per character.
+    """
 
     def __init__(self, lowercase: bool = True, strip_accents: bool | None = None,
                  clean_text: bool = True, handle_chinese_chars: bool = True):
@@ -192,45 +225,23 @@ class Bert:
         self._strip_accents_hf = strip_accents
         self.clean_text = clean_text
         self.handle_chinese_chars = handle_chinese_chars
+        if clean_text:
+            self._table = _CLEAN_CJK if handle_chinese_chars else _CLEAN
+        else:
+            self._table = _CJK_ONLY if handle_chinese_chars else None
 
     def normalize(self, text: str) -> str:
-        if not text.isascii() or not text.isprintable():
-            out = []
-            for c in text:
-                k = _bert_char_class(c)
-                if k == 1 and self.clean_text:
-                    continue
-                if k == 2 and self.clean_text:
-                    out.append(" ")
-                elif k == 3 and self.handle_chinese_chars:
-                    out.append(f" {c} ")
-                else:
-                    out.append(c)
-            text = "".join(out)
+        if self._table is not None:
+            text = text.translate(self._table)
         if self.strip_accents and not text.isascii():
-            text = "".join(c for c in unicodedata.normalize("NFD", text)
-                           if unicodedata.category(c) != "Mn")
+            text = unicodedata.normalize("NFD", text).translate(_DROP_MARKS)
         if self.lowercase:
             text = _lower(text)
         return text
 
     def split(self, text: str) -> list[str]:
-        """Whitespace-split, then every punctuation character is a word of its own."""
-        out: list[str] = []
-        for word in text.split():
-            if word.isalnum():  # the common case: no punctuation inside
-                out.append(word)
-                continue
-            start = 0
-            for i, c in enumerate(word):
-                if _bert_char_class(c) == 4:
-                    if i > start:
-                        out.append(word[start:i])
-                    out.append(c)
-                    start = i + 1
-            if start < len(word):
-                out.append(word[start:])
-        return out
+        """Whitespace-split, with every punctuation character a word of its own."""
+        return text.translate(_SPACE_PUNCT).split()
 
     def to_hf_normalizer(self) -> dict[str, Any]:
         return {"type": "BertNormalizer", "clean_text": self.clean_text,
