@@ -16,7 +16,7 @@ from typing import Any
 from jaxllm.errors import DataError
 from jaxllm.text import models
 from jaxllm.text.pipeline import PipelineTokenizer
-from jaxllm.text.pretokenize import Bert, ByteLevel, Metaspace, Whitespace
+from jaxllm.text.pretokenize import Bert, ByteLevel, Metaspace, Sequence, SplitNewlines, Whitespace
 
 
 def _unsupported(what: str, value: Any) -> DataError:
@@ -108,6 +108,8 @@ def _read_pre_tokenizer(p: Any):
                              individual_digits=True)
         if len(seq) == 1:
             return _read_pre_tokenizer(seq[0])
+        if len(seq) == 2 and seq[0] == SplitNewlines().to_hf():
+            return Sequence([SplitNewlines(), _read_pre_tokenizer(seq[1])])
     if t == "Whitespace":
         return Whitespace()
     if t == "Metaspace":
@@ -128,7 +130,7 @@ def _read_decoder(d: Any, pre) -> str:
         return "byte_level"
     if t == "WordPiece":
         return "wordpiece"
-    if t == "Metaspace" or (t == "Sequence" and isinstance(pre, Metaspace)):
+    if t == "Metaspace" or (t == "Sequence" and hasattr(pre, "replacement")):
         return "metaspace"
     raise _unsupported("decoder", d)
 

@@ -143,6 +143,48 @@ class Metaspace:
                 "prepend_scheme": self.prepend_scheme, "split": self.do_split}
 
 
+class SplitNewlines:
+    """HF `Split("\\n", "isolated")`: every newline a word of its own, so that SentencePiece-
+    style "▁" words stay short (Shakespeare's lines have no space at their ends)."""
+
+    def split(self, text: str) -> list[str]:
+        if "\n" not in text:
+            return [text] if text else []
+        out = []
+        for i, part in enumerate(text.split("\n")):
+            if i:
+                out.append("\n")
+            if part:
+                out.append(part)
+        return out
+
+    def to_hf(self) -> dict[str, Any]:
+        return {"type": "Split", "pattern": {"String": "\n"}, "behavior": "Isolated",
+                "invert": False}
+
+
+class Sequence:
+    """Pre-tokenizers applied in turn, each to the words of the one before."""
+
+    def __init__(self, steps: list):
+        self.steps = steps
+
+    def __getattr__(self, name):  # replacement, prepend_scheme: the Metaspace step's
+        for step in self.__dict__.get("steps", []):
+            if isinstance(step, Metaspace):
+                return getattr(step, name)
+        raise AttributeError(name)
+
+    def split(self, text: str) -> list[str]:
+        words = [text]
+        for step in self.steps:
+            words = [w for word in words for w in step.split(word)]
+        return words
+
+    def to_hf(self) -> dict[str, Any]:
+        return {"type": "Sequence", "pretokenizers": [s.to_hf() for s in self.steps]}
+
+
 # --- BERT -------------------------------------------------------------------------------------
 
 # Rust `char::is_whitespace` (Unicode White_Space) minus the control characters BERT drops first
