@@ -27,6 +27,7 @@ from jaxllm.errors import DataError
 from jaxllm.text import registry
 from jaxllm.text.pipeline import PipelineTokenizer
 from jaxllm.text.simple import ByteTokenizer, CharTokenizer
+from jaxllm.text.train import TRAINABLE_KINDS, train
 
 Tokenizer = Union[CharTokenizer, ByteTokenizer, PipelineTokenizer]
 
@@ -104,6 +105,8 @@ __all__ = [
     "PipelineTokenizer",
     "TOKENIZER_KINDS",
     "Tokenizer",
+    "TRAINABLE_KINDS",
     "build_tokenizer",
+    "train",
     "load_tokenizer",
 ]

@@ -18,6 +18,7 @@ written in the text ("<|endoftext|>", "<|im_start|>") are always recognised, as 
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -109,9 +110,13 @@ class PipelineTokenizer:
 
     # --- encoding -------------------------------------------------------------------------------
 
-    def _encode_segment(self, text: str, out: list[int]) -> None:
+    def _encode_segment(self, text: str, out: list[int], sampler=None) -> None:
         if self.normalizer is not None:
             text = self.normalizer.normalize(text)
+        if sampler is not None:  # subword regularisation: a fresh draw per word, no cache
+            for word in self.pre_tokenizer.split(text):
+                out += sampler(word)
+            return
         cache = self._cache
         tokenize = self.model.tokenize
         for word in self.pre_tokenizer.split(text):
@@ -127,23 +132,33 @@ class PipelineTokenizer:
                 cache[word] = ids
             out += ids
 
-    def _encode_plain(self, text: str) -> list[int]:
+    def _encode_plain(self, text: str, sampler=None) -> list[int]:
         if not isinstance(text, str):
             raise DataError(f"encode takes a str, got {type(text).__name__}; decode bytes first "
                             f"(bytes.decode('utf-8') names any invalid byte)")
         out: list[int] = []
         if self._special_re is None:
-            self._encode_segment(text, out)
+            self._encode_segment(text, out, sampler)
             return out
         start = 0
         for m in self._special_re.finditer(text):
             if m.start() > start:
-                self._encode_segment(text[start:m.start()], out)
+                self._encode_segment(text[start:m.start()], out, sampler)
             out.append(self.special_tokens[m.group()])
             start = m.end()
         if start < len(text):
-            self._encode_segment(text[start:], out)
+            self._encode_segment(text[start:], out, sampler)
         return out
+
+    def encode_sampled(self, text: str, alpha: float = 0.1, seed: int | None = None
+                       ) -> list[int]:
+        """A random segmentation, P(segmentation)^alpha (Unigram only): subword regularisation.
+        alpha -> large approaches Viterbi; alpha = 0 is uniform over segmentations."""
+        if not hasattr(self.model, "sample"):
+            raise DataError(f"sampled encoding needs a Unigram tokenizer; this one is "
+                            f"{self.kind!r}")
+        rng = random.Random(seed)
+        return self._encode_plain(text, lambda w: self.model.sample(w, alpha, rng))
 
     def encode(self, text: str, add_special_tokens: bool = False,
                pair: str | None = None) -> list[int]:
