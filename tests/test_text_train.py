@@ -210,8 +210,10 @@ def test_bad_input_errors(trained, tmp_path):
         tok.special_token_id("<|im_start|>")
     with pytest.raises(DataError, match="not in the vocabulary"):
         tok.token_to_id("no such token here")
-    with pytest.raises(DataError, match="out of range"):
+    with pytest.raises(DataError, match="cannot decode ids"):
         tok.decode([tok.vocab_size])
+    with pytest.raises(DataError, match="out of range"):
+        tok.id_to_token(-1)
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
@@ -220,7 +222,7 @@ def test_bad_input_errors(trained, tmp_path):
                                "pre_tokenizer": {"type": "Whitespace"}}))
     with pytest.raises(DataError, match="merge"):
         load_tokenizer(bad)
-    bad.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0}},
+    bad.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 1}},
                                "pre_tokenizer": {"type": "CharDelimiterSplit"}}))
     with pytest.raises(DataError, match="not supported"):
         load_tokenizer(bad)
