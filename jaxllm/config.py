@@ -68,6 +68,8 @@ class ModelConfig:
 class DataConfig:
     corpus: str = "shakespeare"  # a registry name (jaxllm.data.corpora) or "tfds:NAME[/CONFIG]"
     tokenizer: str = "char"  # "char" (vocabulary = the corpus's characters) or "byte" (256 ids)
+    # or a subword kind trained on the train split: bytebpe, bpe, wordpiece, unigram, word
+    vocab_size: int = 4096  # size of a trained subword tokenizer (ignored by char and byte)
     split: str = "position"  # "position": last val_fraction of the text; "document": whole docs
     val_fraction: float = 0.1
     sampling: str = "windows"  # "windows": random spans (nanoGPT); "packed": docs + segment ids
@@ -126,6 +128,14 @@ PRESETS: dict[str, Config] = {
     "shakespeare-char": Config(
         model=ModelConfig(max_len=64, n_layers=4, n_heads=4, d_model=128),
         data=DataConfig(corpus="shakespeare", tokenizer="char"),
+        optim=OptimConfig(lr=1e-3, warmup_steps=100, min_lr=1e-4),
+        train=TrainConfig(steps=2000, batch_size=12),
+    ),
+    # shakespeare-char's model on subwords: a byte-level BPE of 4096 tokens trained on the train
+    # split (saved in the run directory). A 64-token context now spans ~230 characters.
+    "shakespeare-bpe": Config(
+        model=ModelConfig(max_len=64, n_layers=4, n_heads=4, d_model=128),
+        data=DataConfig(corpus="shakespeare", tokenizer="bytebpe", vocab_size=4096),
         optim=OptimConfig(lr=1e-3, warmup_steps=100, min_lr=1e-4),
         train=TrainConfig(steps=2000, batch_size=12),
     ),
@@ -263,7 +273,7 @@ _CHOICES = {
     "model.attention": ("auto", "fast", "blocked", "reference"),
     "model.remat": ("none", "full", "dots", "dots_no_batch"),
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "data.tokenizer": ("char", "byte"),
+    "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),
     "data.split": ("position", "document"),
     "data.sampling": ("windows", "packed"),
     "optim.schedule": ("cosine", "constant"),
@@ -283,7 +293,8 @@ def validate(cfg: Config) -> Config:
 
     for key in ("model.max_len", "model.n_layers", "model.n_heads", "model.d_model",
                 "train.steps", "train.batch_size", "train.log_every", "train.eval_every",
-                "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum"):
+                "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum",
+                "data.vocab_size"):
         need(flat[key] >= 1, key, "must be at least 1")
     for key in ("model.vocab_size", "model.n_kv_heads", "model.head_dim", "model.d_ff",
                 "model.scan_unroll", "optim.warmup_steps"):

@@ -11,11 +11,13 @@ import sys
 
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import generate as generate_cmd
+from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
-VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd}
+VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
+         "tokenizer": tokenizer_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

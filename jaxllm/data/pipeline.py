@@ -3,9 +3,10 @@
     data = build_data("shakespeare", "char", "position", 0.1)
     it = BatchIterator(data.train, batch_size, seq_len, seed, "windows", data.separator)
 
-The tokenizer is trained on the train and validation texts together, as nanoGPT builds its char
-vocabulary from the whole text (so validation never holds an unknown character), unless one is
-passed in: a resumed run and `generate` reuse the run's saved tokenizer.
+The char tokenizer is built from the train and validation texts together, as nanoGPT builds its
+char vocabulary from the whole text (so validation never holds an unknown character); a subword
+tokenizer (bytebpe, bpe, wordpiece, unigram, word) is trained on the train split only, with
+`vocab_size` tokens. A resumed run and `generate` pass in the run's saved tokenizer instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from jaxllm.data.tfds_builder import load_split_texts
 from jaxllm.errors import DataError
-from jaxllm.text import Tokenizer, build_tokenizer
+from jaxllm.text import TRAINABLE_KINDS, Tokenizer, build_tokenizer
+from jaxllm.text import train as train_tokenizer
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no single truth value
@@ -54,10 +56,13 @@ def build_data(
     val_fraction: float = 0.1,
     text_key: str = "text",
     tokenizer: Tokenizer | None = None,
+    vocab_size: int = 4096,
 ) -> LMData:
     """Load a corpus's split texts, build (or reuse) a tokenizer and encode every document."""
     train_texts, val_texts = load_split_texts(corpus, split, val_fraction, text_key)
-    if tokenizer is None:
+    if tokenizer is None and tokenizer_kind in TRAINABLE_KINDS:
+        tokenizer = train_tokenizer(train_texts, vocab_size, kind=tokenizer_kind)
+    elif tokenizer is None:
         # + "\n": the separator must be encodable even for a corpus of one-line documents
         tokenizer = build_tokenizer(tokenizer_kind, [*train_texts, *val_texts, "\n"])
     elif tokenizer.kind != tokenizer_kind:

@@ -59,7 +59,8 @@ def evaluate(eval_step, params, batches) -> dict:
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
     dc, t = cfg.data, cfg.train
     tokenizer = run.load_tokenizer() if resuming else None
-    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer)
+    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
+                      vocab_size=dc.vocab_size)
     cfg = with_vocab(cfg, data.tokenizer.vocab_size)
     if not resuming:
         run.create(cfg, data.tokenizer)
