@@ -17,6 +17,7 @@ Every object has `split(text) -> list[str]` and `to_hf() -> dict` (its tokenizer
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from typing import Any
 
@@ -26,6 +27,11 @@ from jaxllm.errors import DataError
 
 # GPT-2's pattern (openai/gpt-2 encoder.py; tiktoken "gpt2"; HF ByteLevel use_regex=True)
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# The same pattern for pure-ASCII text, where \p{L} is [A-Za-z], \p{N} is [0-9] and White_Space
+# is [ \t\n\v\f\r]: the standard library's `re` runs it about twice as fast as `regex` runs
+# the Unicode one (most English text is ASCII; tests hold both equal to tiktoken).
+_GPT2_ASCII = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+"""
+                         r"""|\s+(?!\S)|\s+""", re.ASCII)
 
 
 @functools.cache
@@ -71,7 +77,15 @@ class ByteLevel:
         self.add_prefix_space = add_prefix_space
         self.individual_digits = individual_digits
         self.pattern = pattern
-        self._findall = regex.compile(pattern).findall
+        unicode_findall = regex.compile(pattern).findall
+        if pattern == GPT2_PATTERN:
+            ascii_findall = _GPT2_ASCII.findall
+
+            def findall(text: str) -> list[str]:
+                return ascii_findall(text) if text.isascii() else unicode_findall(text)
+            self._findall = findall
+        else:
+            self._findall = unicode_findall
         self._digits = regex.compile(r"(\p{N})|([^\p{N}]+)").findall
 
     def split(self, text: str) -> list[str]:
