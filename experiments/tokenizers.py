@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# this file is named like the `tokenizers` package: keep its folder off the import path
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 PEER_PYTHON = Path.home() / ".venv-peers" / "bin" / "python"
 
 

@@ -112,4 +112,4 @@ def test_console_script_exit_status():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
-                                   "gpt2-small, shakespeare-char, shakespeare-char-llama")
+                                   "gpt2-small, shakespeare-bpe, shakespeare-char, shakespeare-char-llama")
