@@ -105,8 +105,10 @@ def check_pipeline(stages: int, microbatches: int, n_layers: int, batch_size: in
         raise ConfigError(f"model.n_layers={n_layers} is not divisible by the {stages} pipeline "
                           f"stages (mesh axis stage); change one of them")
     if batch_size % (microbatches * batch_shards):
+        k = microbatches * batch_shards
         raise ConfigError(f"train.batch_size={batch_size} is not divisible by "
-                          f"parallel.microbatches={microbatches} x {batch_shards} batch shards")
+                          f"parallel.microbatches={microbatches} x {batch_shards} batch shards; "
+                          f"use a multiple of {k} (--set train.batch_size={k})")
 
 
 def _split(batch, m):
@@ -165,9 +167,10 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
 
             init = (jnp.zeros_like(xs[0]), jnp.zeros_like(xs))
             (_, outs), _ = jax.lax.scan(tick, init, jnp.arange(M + S - 1))
-            return jax.lax.psum(outs, "stage")  # only the last stage's are non-zero
+            return _per_stage(outs)  # only the last stage's are non-zero
 
-        return stage_map(run, (P("stage"), P(), P(), P()), P())(layers, xs, mbs, rng)
+        return _sum_stages(stage_map(run, (P("stage"), P(), P(), P()), P("stage"))(
+            layers, xs, mbs, rng))
 
     def gpipe(params, batch, rng, scale):
         def loss_of(params):
@@ -234,12 +237,12 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
                     jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), sums0))
             carry, _ = jax.lax.scan(tick, init, jnp.arange(M + 2 * S - 2))
             _, _, _, g_layers, g_rest, dxs, obj, sums = carry
-            total = lambda t: jax.lax.psum(t, "stage")  # noqa: E731
-            return g_layers, total(g_rest), total(dxs), total(obj), total(sums)
+            return g_layers, _per_stage((g_rest, dxs, obj, sums))
 
-        g_layers, g_rest, dxs, obj, sums = stage_map(
-            run, (P("stage"), P(), P(), P(), P(), P()), (P("stage"), P(), P(), P(), P()))(
+        g_layers, (g_rest, dxs, obj, sums) = stage_map(
+            run, (P("stage"), P(), P(), P(), P(), P()), (P("stage"), P("stage")))(
             params[key], rest, xs, mbs, _rng(rng, 1), scale)
+        g_rest, dxs, obj, sums = _sum_stages((g_rest, dxs, obj, sums))
         (g_embed,) = embed_vjp(_merge(dxs))
         n = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree_util.tree_map(lambda a, b: (a + b) / n, g_rest, g_embed)
@@ -247,6 +250,17 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
         return obj / n, sums, grads
 
     return gpipe if schedule == "gpipe" else one_f_one_b
+
+
+def _per_stage(tree):
+    """Give each stage's values a leading axis of 1, so out_specs P("stage") stacks them."""
+    return jax.tree_util.tree_map(lambda x: x[None], tree)
+
+
+def _sum_stages(tree):
+    """Sum the stacked per-stage values outside the shard_map (a psum inside a partially manual
+    shard_map trips XLA's SPMD partitioner when other axes shard the operands)."""
+    return jax.tree_util.tree_map(lambda x: x.sum(0), tree)
 
 
 def _head_vjp(head_loss, rest, y, mb):
