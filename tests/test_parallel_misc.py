@@ -141,3 +141,22 @@ def test_cli_parallel_flags_end_to_end(tmp_path, capsys):
     assert main(["train", "--mesh", "stage=4,data=2", "--pipeline", "gpipe",
                  "--microbatches", "6", "--out", str(tmp_path / "bad")]) == 2
     assert "not a multiple of the 4 pipeline stages" in capsys.readouterr().err
+
+
+def test_optimizer_offload_to_pinned_host_trains_the_same():
+    cfg = ModelConfig(vocab_size=64, max_len=16, n_layers=2, n_heads=4, d_model=32,
+                      scan_unroll=1)
+    tx = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant"), 5)
+    model_init = lambda r: init_params(cfg, r)  # noqa: E731
+    losses = {}
+    for offload in (False, True):
+        layout = Layout.build(make_mesh("data=8"), zero=1, offload_optimizer=offload)
+        setup = shard_training(layout, model_init, tx, jax.random.PRNGKey(0))
+        step = make_train_step(causal_lm_loss(Decoder(cfg)), tx, shardings=setup.shardings)
+        state = setup.state
+        for b in batches()[:2]:
+            state, m = step(state, b)
+        losses[offload] = float(m["loss"])
+        kinds = {x.sharding.memory_kind for x in jax.tree_util.tree_leaves(state.opt_state)}
+        assert kinds == ({"pinned_host"} if offload else {"device"})
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6)

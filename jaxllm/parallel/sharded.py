@@ -83,4 +83,9 @@ def shard_training(layout: Layout, init_fn: Callable, tx, rng, *,
     state = jax.jit(create, out_shardings=shardings)(rng)
     grads = jax.tree_util.tree_map(layout.sharding, specs["grads"], is_leaf=_is_spec)
     batch = lambda x: layout.sharding(layout.batch_spec(x.ndim))  # noqa: E731
-    return ShardedSetup(state, StepShardings(shardings, batch, grads), specs, logical)
+    opt_compute = None
+    if layout.offload_optimizer:  # updated in device memory, kept in pinned host memory
+        opt_compute = jax.tree_util.tree_map(lambda s: layout.sharding(s, "device"),
+                                             specs["opt"], is_leaf=_is_spec)
+    return ShardedSetup(state, StepShardings(shardings, batch, grads, opt_compute), specs,
+                        logical)

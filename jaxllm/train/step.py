@@ -54,6 +54,7 @@ class StepShardings(NamedTuple):
     state: Any
     batch: Callable
     grads: Any
+    opt_compute: Any = None  # with optimizer offload: the device-memory shardings to update in
 
 
 def _sum_trees(a, b):
@@ -116,7 +117,10 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
             grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
         if shardings is not None:
             grads = jax.lax.with_sharding_constraint(grads, shardings.grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        opt_state = state.opt_state
+        if shardings is not None and shardings.opt_compute is not None:  # host -> device
+            opt_state = jax.device_put(opt_state, shardings.opt_compute)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)
         metrics = dict(sums, loss=loss, grad_norm=grad_norm)
