@@ -104,8 +104,10 @@ LAYOUTS = {
     "stage=4,gpipe": ("stage=4,data=2", 0, "gpipe", {"query": P("stage"),
                                                      "embedding": P()}),
     "stage=4,1f1b": ("stage=4,data=2", 0, "1f1b", {"query": P("stage")}),
-    "data=2,tensor=2,stage=2": ("data=2,tensor=2,stage=2", 0, "gpipe", {
+    "data=2,tensor=2,stage=2,gpipe": ("data=2,tensor=2,stage=2", 0, "gpipe", {
         "query": P("stage", None, "tensor"), "down": P("stage", "tensor")}),
+    "data=2,tensor=2,stage=2,1f1b": ("data=2,tensor=2,stage=2", 0, "1f1b", {
+        "query": P("stage", None, "tensor"), "embedding": P("tensor")}),
 }
 
 

@@ -4,8 +4,9 @@ The scanned layers (a leading `layers` axis on every block parameter) are split 
 groups by the rule `layers -> stage`: stage s holds layers [s L/S, (s+1) L/S). The batch is cut
 into M micro-batches (strided: micro-batch m is rows m, m+M, ..., so each keeps its split over
 the data axes). Time runs in ticks; at each tick every stage works on one micro-batch and hands
-its result to a neighbour with `lax.ppermute`. Only `stage` is a manual axis of the shard_map;
-`data`, `fsdp` and `tensor` stay automatic, so pipelining composes with them.
+its result to a neighbour with `lax.ppermute`. `stage` is a manual axis of the shard_map;
+`data`, `fsdp` and `tensor` stay automatic, so pipelining composes with them (1F1B with stage,
+data and tensor all split makes `data` manual too, to avoid an XLA partitioner abort).
 
 GPipe (`gpipe`): M + S - 1 forward ticks (stage s runs micro-batch t - s at tick t); the
 backward is JAX's transpose of that loop, i.e. all backwards after all forwards, in reverse.
@@ -146,9 +147,9 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
     S, M = mesh.shape["stage"], microbatches
     key = parts.layers_key
 
-    def stage_map(fn, in_specs, out_specs):
+    def stage_map(fn, in_specs, out_specs, axes=("stage",)):
         return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                             axis_names={"stage"}, check_vma=False)
+                             axis_names=set(axes), check_vma=False)
 
     def gpipe_forward(layers, xs, mbs, rng):
         """xs (M, b, T, D) embedded micro-batches -> last-stage outputs (M, b, T, D)."""
@@ -239,10 +240,32 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
             _, _, _, g_layers, g_rest, dxs, obj, sums = carry
             return g_layers, _per_stage((g_rest, dxs, obj, sums))
 
-        g_layers, (g_rest, dxs, obj, sums) = stage_map(
-            run, (P("stage"), P(), P(), P(), P(), P()), (P("stage"), P("stage")))(
-            params[key], rest, xs, mbs, _rng(rng, 1), scale)
-        g_rest, dxs, obj, sums = _sum_stages((g_rest, dxs, obj, sums))
+        # With stage, data and tensor all > 1, `data` is made manual too (each data shard runs
+        # its rows; the per-shard sums are added outside): XLA:CPU's SPMD partitioner aborts on
+        # the head's reductions when `data` and `tensor` are both automatic there. Elsewhere
+        # `data` stays automatic: a manual `data` aborts it with fsdp x tensor at stage=1.
+        # (Workarounds for XLA check failures, found by trying the tested layouts.)
+        if mesh.shape["data"] > 1 and mesh.shape["tensor"] > 1 and S > 1:
+            def run_data(*args):
+                g_layers, (g_rest, dxs, obj, sums) = run(*args)
+                add = lambda t: jax.tree_util.tree_map(lambda x: x[:, None], t)  # noqa: E731
+                return _per_stage(g_layers), (add(g_rest), dxs, add(obj), add(sums))
+
+            rows = P(None, "data")  # (M, b, ...) micro-batches: rows split over data
+            g_layers, (g_rest, dxs, obj, sums) = stage_map(
+                run_data, (P("stage"), P(), rows, rows, P(), P()),
+                (P("data", "stage"), (P("stage", "data"), P("stage", None, "data"),
+                                      P("stage", "data"), P("stage", "data"))),
+                axes=("stage", "data"))(params[key], rest, xs, mbs, _rng(rng, 1), scale)
+            g_layers = jax.tree_util.tree_map(lambda x: x.sum(0), g_layers)
+            g_rest, obj, sums = jax.tree_util.tree_map(lambda x: x.sum((0, 1)),
+                                                       (g_rest, obj, sums))
+            dxs = dxs.sum(0)
+        else:
+            g_layers, (g_rest, dxs, obj, sums) = stage_map(
+                run, (P("stage"), P(), P(), P(), P(), P()), (P("stage"), P("stage")))(
+                params[key], rest, xs, mbs, _rng(rng, 1), scale)
+            g_rest, dxs, obj, sums = _sum_stages((g_rest, dxs, obj, sums))
         (g_embed,) = embed_vjp(_merge(dxs))
         n = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree_util.tree_map(lambda a, b: (a + b) / n, g_rest, g_embed)
