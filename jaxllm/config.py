@@ -105,11 +105,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    # Device mesh over the axes data, stage, fsdp, tensor ("data=2,fsdp=2,tensor=2"; -1 fills the
+    # remaining devices). "" keeps the single-device path, the fastest for models that fit.
+    mesh: str = ""
+    zero: int = 0  # ZeRO stage along `data`: 1 optimizer state, 2 + gradients, 3 + parameters
+    pipeline: str = "none"  # schedule over the `stage` axis: "none", "gpipe" or "1f1b"
+    microbatches: int = 0  # pipeline micro-batches per step; 0: 2 x stages
+    rules: str = ""  # logical-rule overrides, e.g. "embed=fsdp+data,vocab=" (see parallel/rules.py)
+    offload_optimizer: bool = False  # optimizer state in pinned host memory where supported
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -177,7 +190,7 @@ _SECTIONS = {f.name: f.type for f in fields(Config)}
 
 def _section_class(name: str) -> type:
     return {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-            "train": TrainConfig}[name]
+            "train": TrainConfig, "parallel": ParallelConfig}[name]
 
 
 def _field_types(cls: type) -> dict[str, type]:
@@ -271,12 +284,13 @@ _CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.attention": ("auto", "fast", "blocked", "reference"),
-    "model.remat": ("none", "full", "dots", "dots_no_batch"),
+    "model.remat": ("none", "full", "dots", "dots_no_batch", "save_attention_out", "offload"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),
     "data.split": ("position", "document"),
     "data.sampling": ("windows", "packed"),
     "optim.schedule": ("cosine", "constant"),
+    "parallel.pipeline": ("none", "gpipe", "1f1b"),
 }
 
 
@@ -321,6 +335,9 @@ def validate(cfg: Config) -> Config:
          f"must be divisible by optim.grad_accum={cfg.optim.grad_accum}")
     if cfg.optim.schedule == "cosine":
         need(cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", f"must not exceed optim.lr={cfg.optim.lr}")
+    need(flat["parallel.zero"] in (0, 1, 2, 3), "parallel.zero", "expected 0, 1, 2 or 3")
+    need(flat["parallel.microbatches"] >= 0, "parallel.microbatches",
+         "must be 0 (automatic) or positive")
     corpus = cfg.data.corpus
     need(bool(corpus) and (not corpus.startswith("tfds:") or len(corpus) > 5), "data.corpus",
          "name a registered corpus or tfds:NAME")

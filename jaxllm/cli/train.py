@@ -4,6 +4,8 @@
   jaxllm train --preset shakespeare-char --set model.n_layers=6 --set optim.lr=3e-4 --steps 5000
   jaxllm train --preset shakespeare-char --data tfds:lm1b   (its own train/validation splits)
   jaxllm train --resume --out runs/shakespeare-char-20261130-101500
+  jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
+  jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -13,6 +15,12 @@ from __future__ import annotations
 
 import argparse
 import time
+
+
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
+# flag -> config key, for the flags that are plain overrides
+FLAG_KEYS = {"mesh": "parallel.mesh", "zero": "parallel.zero", "pipeline": "parallel.pipeline",
+             "microbatches": "parallel.microbatches", "remat": "model.remat"}
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -27,6 +35,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                                   "tfds:NAME for a TFDS text dataset prepared in array_record")
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
+    p.add_argument("--mesh", help="parallel.mesh: device mesh, e.g. data=2,fsdp=2,tensor=2 "
+                                  "(axes data, stage, fsdp, tensor; -1 fills the devices)")
+    p.add_argument("--zero", type=int, help="parallel.zero: ZeRO stage 0-3 along the data axis")
+    p.add_argument("--pipeline", help="parallel.pipeline: none, gpipe or 1f1b (over stage)")
+    p.add_argument("--microbatches", type=int, help="parallel.microbatches: per pipeline step")
+    p.add_argument("--remat", help="model.remat: none, full, dots, dots_no_batch, "
+                                   "save_attention_out or offload")
+    p.add_argument("--precision", choices=sorted(PRECISIONS),
+                   help="compute dtype: fp32, bf16 (float32 master weights) or f16 (with "
+                        "dynamic loss scaling that skips non-finite steps)")
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,7 +57,8 @@ def run(args) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        if args.overrides or args.save_every is not None or args.data is not None:
+        if (args.overrides or args.save_every is not None or args.data is not None
+                or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)):
             raise ConfigError("--resume continues a run with its own config.json; --set, --data "
                               "and --save-every cannot change it (only --steps can)")
         from jaxllm.train import resume
@@ -53,6 +72,10 @@ def run(args) -> int:
             overrides.append(f"train.steps={args.steps}")
         if args.save_every is not None:
             overrides.append(f"train.save_every={args.save_every}")
+        overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()
+                      if getattr(args, flag) is not None]
+        if args.precision:
+            overrides.append(f"model.dtype={PRECISIONS[args.precision]}")
         cfg = config_lib.validate(config_lib.apply_overrides(cfg, overrides))
         out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         from jaxllm.train import train

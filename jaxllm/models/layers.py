@@ -22,6 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxllm.config import ModelConfig
 from jaxllm.models import attention as attn_lib
@@ -34,6 +35,10 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    # keep only each block's attention output (named below), recompute the rest
+    "save_attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
+    # keep the weight matmuls' outputs in pinned host memory instead of device memory
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
 
@@ -155,6 +160,7 @@ class Attention(nn.Module):
             attend = (attn_lib.reference_attention if impl == "reference"
                       else jax.nn.dot_product_attention)
             y = attend(q, k, v, mask=mask)  # (B, T, N, H)
+        y = checkpoint_name(y, "attention_out")  # what remat="save_attention_out" keeps
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
                     name="out")(y)

@@ -34,7 +34,10 @@ from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Start a new run in out_dir (which must not hold one) and train it to cfg.train.steps."""
-    return _run(config_lib.validate(cfg), RunDir(out_dir), resuming=False, progress=progress)
+    from jaxllm.parallel import plan as plan_lib  # (jaxllm.parallel imports jaxllm.train.step)
+
+    plan_lib.check_config(config_lib.validate(cfg))  # mesh and pipeline shapes, before any file
+    return _run(cfg, RunDir(out_dir), resuming=False, progress=progress)
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = True) -> dict:
@@ -57,10 +60,16 @@ def evaluate(eval_step, params, batches) -> dict:
 
 
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
+    from jaxllm.parallel import plan as plan_lib
+    from jaxllm.parallel.pipeline import decoder_parts
+
     dc, t = cfg.data, cfg.train
     tokenizer = run.load_tokenizer() if resuming else None
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
                       vocab_size=dc.vocab_size)
+    if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
+        from jaxllm.parallel.plan import padded_vocab
+        cfg = with_vocab(cfg, padded_vocab(cfg, data.tokenizer.vocab_size))
     cfg = with_vocab(cfg, data.tokenizer.vocab_size)
     if not resuming:
         run.create(cfg, data.tokenizer)
@@ -75,7 +84,15 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     model = Decoder(m)
     loss_fn = causal_lm_loss(model, t.z_loss)
     tx = make_optimizer(cfg.optim, t.steps)
-    state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx)
+    plan = None
+    if plan_lib.uses_mesh(cfg.parallel):  # created already sharded over the mesh
+        plan = plan_lib.plan_training(cfg, lambda rng: init_params(m, rng), tx,
+                                      jax.random.PRNGKey(t.seed),
+                                      parts=decoder_parts(model, t.z_loss))
+        state = plan.state
+    else:
+        state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx,
+                                  loss_scaling=m.dtype == "float16")
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
     start = 0
     if resuming and ckpts.latest_step() is not None:
@@ -89,8 +106,13 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
 
     # Compile before the clock starts, so that tokens/s measures training alone.
     train_step = make_train_step(loss_fn, tx, grad_accum=cfg.optim.grad_accum, seed=t.seed,
-                                 schedule=learning_rate_schedule(cfg.optim, t.steps))
-    train_step = train_step.lower(state, train_iter.batch(train_iter.step)).compile()
+                                 schedule=learning_rate_schedule(cfg.optim, t.steps),
+                                 **(plan.step_kwargs if plan else {}))
+    compiled = train_step.lower(state, train_iter.batch(train_iter.step)).compile()
+    if plan is None:
+        train_step = compiled
+    else:  # host batches are placed split over the batch axes first
+        train_step = lambda state, batch: compiled(state, plan_lib.place_batch(plan, batch))  # noqa: E731
     eval_step = make_eval_step(loss_fn)
     tokens_per_step = t.batch_size * m.max_len
 
@@ -126,6 +148,9 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                        "lr": float(fetched[-1]["lr"]),
                        "grad_norm": round(float(fetched[-1]["grad_norm"]), 4),
                        "tokens_per_s": round(speeds[-1], 1)}
+                if "skipped_steps" in fetched[-1]:  # float16 loss scaling
+                    row.update(skipped_steps=int(fetched[-1]["skipped_steps"]),
+                               loss_scale=float(fetched[-1]["loss_scale"]))
                 run.append_metrics(row)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{speeds[-1]:,.0f}",
                                 refresh=False)

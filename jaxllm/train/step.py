@@ -8,11 +8,19 @@ RNG is explicit: the dropout key of step s is fold_in(PRNGKey(seed), s), so a re
 the same keys as an uninterrupted one. Gradient accumulation splits the batch into micro-batches
 along its first axis and weights each one by its number of loss tokens, so the update equals the
 one a single large batch would give.
+
+On a mesh (jaxllm.parallel), `shardings` gives the jit explicit in/out shardings for the state
+and the batch and the sharding gradients are constrained to (replicated along the data axes: an
+all-reduce; split along them under ZeRO-2/3: a reduce-scatter). `grads_fn` replaces the plain
+gradient computation, e.g. by a pipeline schedule. With `loss_scaling` (float16 compute) the loss
+is multiplied by a dynamic scale before differentiation; a step whose gradients are not finite
+is skipped (parameters and optimizer state unchanged, the scale halved and `skipped_steps`
+counted), and the scale doubles after `growth_interval` finite steps in a row.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,55 +33,128 @@ class TrainState:
     step: jax.Array  # () int32: optimizer updates done so far
     params: Any
     opt_state: Any
+    # float16 only: {"scale": f32, "good_steps": i32, "skipped": i32}; None (no leaves) otherwise
+    loss_scale: Any = None
 
     @classmethod
-    def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    def create(cls, params, tx: optax.GradientTransformation, *,
+               loss_scaling: bool = False) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                   loss_scale=initial_loss_scale() if loss_scaling else None)
+
+
+def initial_loss_scale(scale: float = 2.0 ** 15) -> dict:
+    return {"scale": jnp.asarray(scale, jnp.float32), "good_steps": jnp.zeros((), jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32)}
+
+
+class StepShardings(NamedTuple):
+    """Shardings of a step on a mesh: `state` a TrainState of NamedShardings, `batch` one
+    sharding per batch leaf (a callable leaf -> sharding), `grads` the gradients' shardings."""
+    state: Any
+    batch: Callable
+    grads: Any
+    opt_compute: Any = None  # with optimizer offload: the device-memory shardings to update in
 
 
 def _sum_trees(a, b):
     return jax.tree_util.tree_map(jnp.add, a, b)
 
 
+def accumulated_grads(loss_fn: Callable, grad_accum: int = 1) -> Callable:
+    """(params, batch, rng, scale) -> (loss, sums, grads of scale * loss): the plain gradient,
+    over `grad_accum` micro-batches weighted by their tokens when grad_accum > 1."""
+
+    def scaled(params, batch, rng, scale):
+        loss, sums = loss_fn(params, batch, rng)
+        return loss * scale, (loss, sums)
+
+    grad_fn = jax.grad(scaled, has_aux=True)
+
+    def compute(params, batch, rng, scale):
+        if grad_accum == 1:
+            grads, (loss, sums) = grad_fn(params, batch, rng, scale)
+            return loss, sums, grads
+        micro = jax.tree_util.tree_map(
+            lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+
+        def weighted_grads(i, mb):  # grads and sums of one micro-batch, times its tokens
+            g, (loss_i, sums_i) = grad_fn(params, mb, jax.random.fold_in(rng, i), scale)
+            n = sums_i["tokens"]
+            return jax.tree_util.tree_map(lambda x: x * n, g), dict(sums_i, objective=loss_i * n)
+
+        shapes = jax.eval_shape(weighted_grads, 0, jax.tree_util.tree_map(lambda x: x[0], micro))
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        (grads, sums), _ = jax.lax.scan(
+            lambda acc, xs: (_sum_trees(acc, weighted_grads(*xs)), None), zeros,
+            (jnp.arange(grad_accum), micro))
+        total = jnp.maximum(sums["tokens"], 1.0)
+        grads = jax.tree_util.tree_map(lambda g: g / total, grads)
+        return sums.pop("objective") / total, sums, grads
+
+    return compute
+
+
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad_accum: int = 1,
-                    seed: int = 0, schedule: Callable | None = None, donate: bool = True):
+                    seed: int = 0, schedule: Callable | None = None, donate: bool = True,
+                    shardings: StepShardings | None = None, grads_fn: Callable | None = None,
+                    growth_interval: int = 2000):
     """A jitted (state, batch) -> (state, metrics). loss_fn(params, batch, rng) -> (loss, sums).
 
     metrics: the objective's sums (loss_sum, tokens, ...), `loss` (the mean objective, with
-    z-loss), `grad_norm` (before clipping) and `lr` if a schedule is given. They stay on device;
-    the caller decides when to fetch them.
+    z-loss), `grad_norm` (before clipping) and `lr` if a schedule is given; with loss scaling
+    also `loss_scale` and `skipped_steps`. They stay on device; the caller decides when to fetch
+    them. Loss scaling is on when the state carries a `loss_scale`.
     """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    compute_grads = grads_fn or accumulated_grads(loss_fn, grad_accum)
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-        if grad_accum == 1:
-            (loss, sums), grads = grad_fn(state.params, batch, rng)
-        else:
-            micro = jax.tree_util.tree_map(
-                lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
-
-            def weighted_grads(i, mb):  # grads and sums of one micro-batch, times its tokens
-                (loss_i, sums_i), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
-                n = sums_i["tokens"]
-                return jax.tree_util.tree_map(lambda x: x * n, g), dict(sums_i, objective=loss_i * n)
-
-            shapes = jax.eval_shape(weighted_grads, 0, jax.tree_util.tree_map(lambda x: x[0], micro))
-            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            (grads, sums), _ = jax.lax.scan(
-                lambda acc, xs: (_sum_trees(acc, weighted_grads(*xs)), None), zeros,
-                (jnp.arange(grad_accum), micro))
-            total = jnp.maximum(sums["tokens"], 1.0)
-            grads = jax.tree_util.tree_map(lambda g: g / total, grads)
-            loss = sums.pop("objective") / total
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        ls = state.loss_scale
+        scale = ls["scale"] if ls is not None else jnp.float32(1.0)
+        loss, sums, grads = compute_grads(state.params, batch, rng, scale)
+        if ls is not None:
+            grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
+        if shardings is not None:
+            grads = jax.lax.with_sharding_constraint(grads, shardings.grads)
+        opt_state = state.opt_state
+        if shardings is not None and shardings.opt_compute is not None:  # host -> device
+            opt_state = jax.device_put(opt_state, shardings.opt_compute)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(sums, loss=loss, grad_norm=optax.tree.norm(grads))
+        grad_norm = optax.tree.norm(grads)
+        metrics = dict(sums, loss=loss, grad_norm=grad_norm)
+        if ls is not None:
+            finite = jnp.isfinite(grad_norm)
+            keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+                lambda n, o: jnp.where(finite, n, o), new, old)
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+            good = jnp.where(finite, ls["good_steps"] + 1, 0)
+            grow = good >= growth_interval
+            ls = {"scale": jnp.where(finite, jnp.where(grow, scale * 2, scale),
+                                     jnp.maximum(scale / 2, 1.0)),
+                  "good_steps": jnp.where(grow, 0, good),
+                  "skipped": ls["skipped"] + (~finite).astype(jnp.int32)}
+            metrics.update(loss_scale=scale, skipped_steps=ls["skipped"])
         if schedule is not None:
             metrics["lr"] = schedule(state.step)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                          loss_scale=ls), metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    donate_argnums = (0,) if donate else ()
+    if shardings is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    jitted = jax.jit(step, donate_argnums=donate_argnums, out_shardings=(shardings.state, None))
+
+    def sharded_step(state, batch):
+        # The batch arrives from the host as numpy: place each leaf split over the batch axes.
+        batch = jax.tree_util.tree_map(lambda x: jax.device_put(x, shardings.batch(x)), batch)
+        return jitted(state, batch)
+
+    sharded_step.lower = lambda state, batch: jitted.lower(  # for .lower(...).compile()
+        state, jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=shardings.batch(x)), batch))
+    return sharded_step
 
 
 def make_eval_step(loss_fn: Callable):

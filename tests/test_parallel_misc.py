@@ -1,0 +1,162 @@
+"""Mesh specs, rule errors, checkpoints across meshes, float16 loss scaling and the CLI flags."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxllm.cli.main import main
+from jaxllm.config import ModelConfig, OptimConfig
+from jaxllm.errors import ConfigError
+from jaxllm.models.decoder import Decoder, init_params
+from jaxllm.objectives.causal_lm import causal_lm_loss
+from jaxllm.parallel.mesh import AXES, make_mesh, parse_mesh_spec
+from jaxllm.parallel.pipeline import bubble_fraction, check_pipeline
+from jaxllm.parallel.rules import Layout, parse_rules
+from jaxllm.parallel.sharded import shard_training
+from jaxllm.train.checkpoint import Checkpoints
+from jaxllm.train.optimizer import make_optimizer
+from jaxllm.train.step import TrainState, initial_loss_scale, make_train_step
+
+from test_parallel_layouts import CFG, LOSS_ATOL, TX, batches, init
+
+
+def test_mesh_spec_fills_and_orders_axes():
+    assert parse_mesh_spec("data=2,tensor=-1", 8) == {"data": 2, "stage": 1, "fsdp": 1,
+                                                       "tensor": 4}
+    mesh = make_mesh("tensor=2,fsdp=2,data=2")
+    assert mesh.axis_names == AXES and dict(mesh.shape) == {"data": 2, "stage": 1, "fsdp": 2,
+                                                             "tensor": 2}
+    assert dict(make_mesh("").shape)["data"] == 8
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("data=3", "multiply to 3 but there are 8 devices"),
+    ("data=2,tensor=2", "multiply to 4 but there are 8 devices"),
+    ("model=8", "AXIS one of data, stage, fsdp, tensor"),
+    ("data=-1,tensor=-1", "only one axis may be -1"),
+    ("data=3,tensor=-1", "not divisible"),
+    ("data=two", "is not an integer"),
+    ("data=2,data=4", "given twice"),
+])
+def test_bad_mesh_specs(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        make_mesh(spec)
+
+
+def test_indivisible_parameter_names_parameter_dimension_and_axis():
+    layout = Layout.build(make_mesh("tensor=8"))  # 4 heads cannot split 8 ways
+    with pytest.raises(ConfigError, match=r"parameter blocks/attn/\w+/\w+: dimension \d "
+                                          r"\(\w*heads, size 4\) is not divisible by mesh "
+                                          r"axes tensor \(size 8\)"):
+        shard_training(layout, init, TX, jax.random.PRNGKey(0))
+
+
+def test_rule_overrides_and_errors():
+    assert parse_rules("embed=fsdp+data,vocab=") == {"embed": ("fsdp", "data"), "vocab": ()}
+    layout = Layout.build(make_mesh("fsdp=8"), {"embed": ()})  # FSDP switched off
+    assert layout.spec(P("layers", "embed", "heads", "kv"), (4, 32, 4, 8)) == P(None, None,
+                                                                                 None, None)
+    with pytest.raises(ConfigError, match="LOGICAL=AXIS"):
+        parse_rules("embed=model")
+    with pytest.raises(ConfigError, match="expected 0, 1, 2 or 3"):
+        Layout.build(make_mesh("data=8"), zero=4)
+
+
+def test_pipeline_checks_and_bubble():
+    assert bubble_fraction(4, 8) == pytest.approx(3 / 11)
+    with pytest.raises(ConfigError, match="microbatches=6 is not a multiple of the 4"):
+        check_pipeline(4, 6, 4, 24)
+    with pytest.raises(ConfigError, match="n_layers=6 is not divisible by the 4"):
+        check_pipeline(4, 8, 6, 32)
+    with pytest.raises(ConfigError, match="use a multiple of 16"):
+        check_pipeline(4, 8, 4, 24, batch_shards=2)
+
+
+def test_checkpoint_saved_under_fsdp_restores_under_data_tensor(tmp_path):
+    loss_fn = causal_lm_loss(Decoder(CFG))
+    data = batches()
+    first = shard_training(Layout.build(make_mesh("fsdp=8")), init, TX, jax.random.PRNGKey(0))
+    step = make_train_step(loss_fn, TX, shardings=first.shardings, donate=False)
+    state = first.state
+    for b in data[:2]:
+        state, _ = step(state, b)
+    ckpts = Checkpoints(tmp_path / "ckpt")
+    ckpts.save(2, state, {"step": 2})
+    _, expected = step(state, data[2])
+
+    second = shard_training(Layout.build(make_mesh("data=2,tensor=4")), init, TX,
+                            jax.random.PRNGKey(1))
+    restored, data_state = Checkpoints(tmp_path / "ckpt").restore(2, second.state)
+    assert data_state == {"step": 2} and int(restored.step) == 2
+    q = restored.params["blocks"]["attn"]["query"]["kernel"]
+    assert q.sharding.is_equivalent_to(
+        NamedSharding(second.shardings.state.params["embed"]["embedding"].mesh,
+                      P(None, None, "tensor")), 4)
+    step2 = make_train_step(loss_fn, TX, shardings=second.shardings)
+    _, got = step2(restored, data[2])
+    assert abs(float(got["loss"]) - float(expected["loss"])) < LOSS_ATOL
+    ckpts.close()
+
+
+def test_float16_loss_scaling_skips_non_finite_steps():
+    cfg = ModelConfig(vocab_size=64, max_len=16, n_layers=2, n_heads=4, d_model=32,
+                      dtype="float16", attention="reference")
+    tx = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant"), 5)
+    params = init_params(cfg, jax.random.PRNGKey(0))[0]
+    state = TrainState.create(params, tx, loss_scaling=True)
+    # A scale of 2^40 overflows float16 gradients: the step must change nothing but the scale.
+    state = state.replace(loss_scale=dict(initial_loss_scale(2.0 ** 40)))
+    step = make_train_step(causal_lm_loss(Decoder(cfg)), tx, donate=False, growth_interval=2)
+    data = batches()
+    after, m = step(state, data[0])
+    assert int(m["skipped_steps"]) == 1 and float(after.loss_scale["scale"]) == 2.0 ** 39
+    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(after.params)):
+        np.testing.assert_array_equal(a, b)
+    # At a sane scale the steps go through, the loss falls and the scale grows every 2 steps.
+    state = state.replace(loss_scale=dict(initial_loss_scale(2.0 ** 8)))
+    losses = []
+    for b in data[:1] * 4:
+        state, m = step(state, b)
+        losses.append(float(m["loss"]))
+    assert int(m["skipped_steps"]) == 0 and float(state.loss_scale["scale"]) == 2.0 ** 10
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_cli_parallel_flags_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--mesh", "data=2,fsdp=2,tensor=2", "--zero", "3", "--pipeline", "1f1b",
+            "--microbatches", "2", "--remat", "dots", "--precision", "bf16", "--steps", "3",
+            "--set", "model.n_layers=2", "--set", "model.d_model=32", "--set", "model.n_heads=2",
+            "--set", "model.max_len=16", "--set", "train.batch_size=8",
+            "--set", "train.eval_batches=1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "step 3: validation loss" in capsys.readouterr().out
+    cfg = (out / "config.json").read_text()
+    assert '"zero": 3' in cfg and '"pipeline": "1f1b"' in cfg and '"bfloat16"' in cfg
+    assert main(["train", "--mesh", "stage=4,data=2", "--pipeline", "gpipe",
+                 "--microbatches", "6", "--out", str(tmp_path / "bad")]) == 2
+    assert "not a multiple of the 4 pipeline stages" in capsys.readouterr().err
+
+
+def test_optimizer_offload_to_pinned_host_trains_the_same():
+    cfg = ModelConfig(vocab_size=64, max_len=16, n_layers=2, n_heads=4, d_model=32,
+                      scan_unroll=1)
+    tx = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant"), 5)
+    model_init = lambda r: init_params(cfg, r)  # noqa: E731
+    losses = {}
+    for offload in (False, True):
+        layout = Layout.build(make_mesh("data=8"), zero=1, offload_optimizer=offload)
+        setup = shard_training(layout, model_init, tx, jax.random.PRNGKey(0))
+        step = make_train_step(causal_lm_loss(Decoder(cfg)), tx, shardings=setup.shardings)
+        state = setup.state
+        for b in batches()[:2]:
+            state, m = step(state, b)
+        losses[offload] = float(m["loss"])
+        kinds = {x.sharding.memory_kind for x in jax.tree_util.tree_leaves(state.opt_state)}
+        assert kinds == ({"pinned_host"} if offload else {"device"})
+    assert losses[True] == pytest.approx(losses[False], abs=1e-6)
