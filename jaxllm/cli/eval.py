@@ -19,7 +19,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from jaxllm.data import build_data, eval_batches, sequential_batches
     from jaxllm.errors import DataError
-    from jaxllm.objectives.causal_lm import causal_lm_loss
+    from jaxllm.train.objective import model_and_objective
     from jaxllm.train import evaluate, load_run, make_eval_step
 
     loaded = load_run(args.run, step=args.step)
@@ -38,7 +38,8 @@ def run(args) -> int:
         batches = sequential_batches(data.validation, max(batch, 32), cfg.model.max_len,
                                      data.separator)
         what = "the whole validation split"
-    eval_step = make_eval_step(causal_lm_loss(loaded.model))
+    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[2]
+    eval_step = make_eval_step(loss_fn)
     m = evaluate(eval_step, loaded.params, batches)
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, accuracy {m['accuracy']:.4f}")

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from jaxllm import config as config_lib
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.errors import ConfigError
-from jaxllm.models.decoder import Decoder, init_params
-from jaxllm.objectives.causal_lm import causal_lm_loss, finalize_metrics
+from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxllm.train.run import RunDir, with_vocab
+from jaxllm.train.objective import model_and_objective, model_vocab
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -60,7 +60,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     dc, t = cfg.data, cfg.train
     tokenizer = run.load_tokenizer() if resuming else None
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer)
-    cfg = with_vocab(cfg, data.tokenizer.vocab_size)
+    cfg = with_vocab(cfg, model_vocab(cfg, data.tokenizer.vocab_size))
     if not resuming:
         run.create(cfg, data.tokenizer)
     m = cfg.model
@@ -71,8 +71,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     val_batches = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
                                t.seed + 1, dc.sampling, data.separator, "validation")
 
-    model = Decoder(m)
-    loss_fn = causal_lm_loss(model, t.z_loss)
+    model, init_params, loss_fn = model_and_objective(cfg, data.tokenizer.vocab_size)
     tx = make_optimizer(cfg.optim, t.steps)
     state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx)
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
