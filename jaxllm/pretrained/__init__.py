@@ -104,11 +104,13 @@ def load(name: str, *, cache: bool = True):
 
         cfg, params, hf_cfg = load_hf(path)
         tok = None
-        if (path / "tokenizer.json").exists() or hf_cfg.get("jaxllm_tokenizer"):
+        tok_name = hf_cfg.get("jaxllm_tokenizer")
+        if tok_name in REGISTRY:  # exported from a registered model: its named tokenizer
+            tok = _tokenizer(REGISTRY[tok_name].tokenizer)
+        elif (path / "tokenizer.json").exists():
             from jaxllm.text import load_tokenizer
 
-            tok_name = hf_cfg.get("jaxllm_tokenizer")
-            tok = load_tokenizer(tok_name if tok_name in REGISTRY else path / "tokenizer.json")
+            tok = load_tokenizer(path / "tokenizer.json")
         out = _wrap(cfg, params, tok, str(path), int(hf_cfg.get("jaxllm_max_seq_length", 0)), ())
     if cache:
         _CACHE[name] = out
