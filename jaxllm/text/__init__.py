@@ -3,9 +3,16 @@
     tok = build_tokenizer("char", texts)     # or "byte"
     tok.save(run_dir / "tokenizer.json")
     tok = load_tokenizer(run_dir / "tokenizer.json")
+    tok = load_tokenizer("gpt2")             # or "all-minilm-l6-v2", "smollm2-135m-instruct",
+                                             # a HF tokenizer.json, a BERT vocab.txt, a .gguf
 
-A saved tokenizer is a JSON object whose "kind" key names its class; `load_tokenizer` dispatches
-on it, so new kinds (word, BPE, an HF tokenizer.json importer) plug in through `_LOADERS`.
+Char and byte tokenizers save a JSON object whose "kind" key names their class. Subword
+tokenizers (BPE, byte-level BPE, WordPiece, Unigram, word-level: `PipelineTokenizer`) save a
+Hugging Face tokenizer.json; `load_tokenizer` tells the two apart by the "model" key.
+
+Modules: simple.py (char, byte), pretokenize.py (normalizers, pre-tokenizers), models.py (BPE,
+WordPiece, WordLevel encoders), pipeline.py (the tokenizer: specials, cache, decode),
+hf_json.py (tokenizer.json), registry.py (named tokenizers from data packages), chat.py.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from pathlib import Path
 from typing import Any, Union
 
 from jaxllm.errors import DataError
+from jaxllm.text import registry
+from jaxllm.text.pipeline import PipelineTokenizer
 from jaxllm.text.simple import ByteTokenizer, CharTokenizer
 
-Tokenizer = Union[CharTokenizer, ByteTokenizer]
+Tokenizer = Union[CharTokenizer, ByteTokenizer, PipelineTokenizer]
 
 # kind -> (build from texts, rebuild from a saved dict)
 _BUILDERS: dict[str, Callable[[Iterable[str]], Tokenizer]] = {
@@ -42,15 +51,23 @@ def build_tokenizer(kind: str, texts: Iterable[str]) -> Tokenizer:
 
 
 def load_tokenizer(path_or_dict: str | os.PathLike | dict[str, Any]) -> Tokenizer:
-    """A tokenizer from a dict made by `tok.to_dict()`, or from a JSON file `tok.save()` wrote."""
+    """A tokenizer from a registered name (`registry.NAMES`), a file (`tok.save()`'s JSON, a HF
+    tokenizer.json, a BERT vocab.txt, a GGUF file) or a dict made by `to_dict()`/`to_hf_dict()`."""
     if isinstance(path_or_dict, dict):
         return _from_dict(path_or_dict, source="tokenizer dict")
     path = Path(path_or_dict)
+    if isinstance(path_or_dict, str) and path_or_dict in registry.PACKAGES and not path.exists():
+        return registry.load_named(path_or_dict)
     source = f"tokenizer file {str(path)!r}"
+    if path.suffix == ".txt" and path.exists():
+        return registry.load_vocab_txt(path)
+    if path.suffix == ".gguf" and path.exists():
+        return registry.load_gguf(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{source} does not exist; pass the tokenizer.json a run saved") from None
+        raise DataError(f"{source} does not exist; pass a tokenizer.json, a vocab.txt, a .gguf "
+                        f"or a name: {', '.join(registry.NAMES)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {source}: {e}") from None
     try:
@@ -62,6 +79,12 @@ def load_tokenizer(path_or_dict: str | os.PathLike | dict[str, Any]) -> Tokenize
 
 
 def _from_dict(d: Any, source: str) -> Tokenizer:
+    if isinstance(d, dict) and "kind" not in d and "model" in d:
+        from jaxllm.text import hf_json
+        try:
+            return hf_json.from_hf(d)
+        except DataError as e:
+            raise DataError(f"{source}: {e}") from None
     if not isinstance(d, dict) or "kind" not in d:
         raise DataError(f'{source} has no "kind" key; expected a JSON object such as '
                         f'{{"kind": "char", "vocab": [...]}}')
@@ -78,6 +101,7 @@ def _from_dict(d: Any, source: str) -> Tokenizer:
 __all__ = [
     "ByteTokenizer",
     "CharTokenizer",
+    "PipelineTokenizer",
     "TOKENIZER_KINDS",
     "Tokenizer",
     "build_tokenizer",
