@@ -68,8 +68,8 @@ def _tokenizer(name: str):
 
     try:
         return load_tokenizer(name)
-    except DataError:  # until jaxllm.text has named tokenizers (the text issue)
-        return None
+    except DataError as e:  # the tokenizer reads the same package: say it as a model error
+        raise CheckpointError(str(e)) from None
 
 
 _CACHE: dict[str, object] = {}

@@ -91,9 +91,10 @@ class PretrainedDecoder:
         stops = set(self.stop_tokens)
         if self.tokenizer is not None:
             for t in ("<|im_end|>", "<|endoftext|>"):
-                i = self.tokenizer.token_to_id(t)
-                if i is not None:
-                    stops.add(int(i))
+                try:
+                    stops.add(int(self.tokenizer.token_to_id(t)))
+                except (DataError, KeyError, TypeError):  # not in this vocabulary
+                    pass
         return tuple(sorted(stops))
 
     def chat(self, messages, **kwargs) -> str:
@@ -156,9 +157,7 @@ class PretrainedEncoder:
             raise DataError("embed takes a list of texts; wrap a single text in a list")
         if self.tokenizer is None:
             raise DataError(f"model {self.name!r} has no tokenizer; use embed_ids")
-        encode = getattr(self.tokenizer, "encode_batch", None)
-        texts = list(texts)
-        ids = encode(texts) if encode is not None else [self.tokenizer.encode(t) for t in texts]
+        ids = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)  # [CLS] .. [SEP]
         return self.embed_ids(ids, batch_size=batch_size)
 
     def embed_ids(self, ids: list[list[int]], *, batch_size: int = 32) -> np.ndarray:
