@@ -151,6 +151,7 @@ def test_mlm_preset_trains_from_the_cli_and_exports_as_bert(tmp_path, capsys):
     assert all(np.isfinite(r["val_loss"]) for r in rows if "val_loss" in r)
     assert main(["eval", "--run", str(run), "--batches", "2"]) == 0
     assert "perplexity" in capsys.readouterr().out
+    assert "holds an encoder" in error_of(["generate", "--run", str(run), "--prompt", "a"], capsys)
     out = tmp_path / "mlm-hf"
     assert main(["export", "--run", str(run), "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]

@@ -48,6 +48,9 @@ def run(args) -> int:
     if args.chat:
         raise DataError("--chat needs a chat model: pass --model smollm2-135m-instruct")
     loaded = load_run(args.run, step=args.step)
+    if loaded.config.model.kind != "decoder":
+        raise DataError(f"{args.run} holds an encoder (model.kind={loaded.config.model.kind}); "
+                        f"generate needs a decoder run")
     tok = loaded.tokenizer
     prompt = tok.encode(args.prompt)
     stops = []
