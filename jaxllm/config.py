@@ -46,6 +46,11 @@ class ModelConfig:
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
     init_std: float = 0.02  # N(0, std) init; residual output projections use std/sqrt(2*n_layers)
+    # "decoder" (causal LM, models/decoder.py) or "encoder" (bidirectional BERT-style with MLM
+    # and NSP heads, models/encoder.py; trained with the masked-LM objective)
+    kind: str = "decoder"
+    norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
+    type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
 
     @property
     def kv_heads(self) -> int:
@@ -102,6 +107,8 @@ class TrainConfig:
     eval_batches: int = 20  # fixed validation windows, the same at every evaluation
     save_every: int = 500
     keep: int = 3  # checkpoints kept on disk (the newest ones)
+    mlm_rate: float = 0.15  # encoders: fraction of tokens masked (BERT: 80% [MASK], 10% random, 10% kept)
+    nsp_weight: float = 0.0  # encoders: weight of the next-sentence-prediction loss (0: MLM only)
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,16 @@ PRESETS: dict[str, Config] = {
         optim=OptimConfig(lr=6e-4, warmup_steps=700, min_lr=6e-5, b2=0.95, grad_accum=8),
         train=TrainConfig(steps=20000, batch_size=512, eval_every=1000, save_every=1000,
                           eval_batches=40, z_loss=1e-4),
+    ),
+    # A small BERT-style encoder pretrained with masked-LM (15%, 80/10/10) and next-sentence
+    # prediction (each window's second half kept or swapped for another row's) on Shakespeare
+    # characters; post-norm, GELU, learned positions, two token types. CPU-sized.
+    "shakespeare-mlm": Config(
+        model=ModelConfig(kind="encoder", norm_position="post", type_vocab_size=2, max_len=64,
+                          n_layers=4, n_heads=4, d_model=128, norm_eps=1e-12),
+        data=DataConfig(corpus="shakespeare", tokenizer="char"),
+        optim=OptimConfig(lr=1e-3, warmup_steps=100, min_lr=1e-4),
+        train=TrainConfig(steps=2000, batch_size=16, nsp_weight=1.0),
     ),
 }
 
@@ -281,6 +298,8 @@ def from_dict(d: dict) -> Config:
 
 _CHOICES = {
     "model.positions": ("learned", "rope"),
+    "model.kind": ("decoder", "encoder"),
+    "model.norm_position": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
     "model.attention": ("auto", "fast", "blocked", "reference"),
@@ -310,6 +329,10 @@ def validate(cfg: Config) -> Config:
                 "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum",
                 "data.vocab_size"):
         need(flat[key] >= 1, key, "must be at least 1")
+    need(0.0 < flat["train.mlm_rate"] < 1.0, "train.mlm_rate", "must be in (0, 1)")
+    need(flat["train.nsp_weight"] >= 0, "train.nsp_weight", "must be zero or positive")
+    for key in ("model.type_vocab_size",):
+        need(flat[key] >= 0, key, "must be 0 (no token types) or positive")
     for key in ("model.vocab_size", "model.n_kv_heads", "model.head_dim", "model.d_ff",
                 "model.scan_unroll", "optim.warmup_steps"):
         need(flat[key] >= 0, key, "must be 0 (automatic) or positive")

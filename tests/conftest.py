@@ -6,6 +6,10 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 
+# numpy's OpenBLAS spins its threads on this shared 2-core machine: the numpy references' small
+# matrix-vector products ran ~50x slower multi-threaded (8 ms vs 0.17 ms for 1536 x 576).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import pytest  # noqa: E402
 
 from jaxllm.platform import configure_cpu  # noqa: E402

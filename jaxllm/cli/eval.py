@@ -2,6 +2,9 @@
 
   jaxllm eval --run DIR               every validation token once (exact)
   jaxllm eval --run DIR --batches 20  the run's fixed sampled batches (the training-time estimate)
+  jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
+                                      a pretrained decoder's perplexity on a corpus's validation
+                                      split, in consecutive windows of --window tokens
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ import argparse
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--run", required=True, help="run directory (from jaxllm train)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (from jaxllm train)")
+    src.add_argument("--model", help="pretrained decoder name or exported directory")
+    p.add_argument("--data", default="shakespeare", help="--model: corpus (default shakespeare)")
+    p.add_argument("--max-tokens", type=int, help="--model: score only the first N tokens")
+    p.add_argument("--window", type=int, default=512, help="--model: tokens per window")
     p.add_argument("--batches", type=int, help="sampled batches instead of the whole split")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
 
@@ -19,9 +27,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from jaxllm.data import build_data, eval_batches, sequential_batches
     from jaxllm.errors import DataError
-    from jaxllm.objectives.causal_lm import causal_lm_loss
+    from jaxllm.train.objective import model_and_objective
     from jaxllm.train import evaluate, load_run, make_eval_step
 
+    if args.model:
+        return _run_pretrained(args)
     loaded = load_run(args.run, step=args.step)
     cfg = loaded.config
     dc, t = cfg.data, cfg.train
@@ -38,8 +48,36 @@ def run(args) -> int:
         batches = sequential_batches(data.validation, max(batch, 32), cfg.model.max_len,
                                      data.separator)
         what = "the whole validation split"
-    eval_step = make_eval_step(causal_lm_loss(loaded.model))
+    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[2]
+    eval_step = make_eval_step(loss_fn)
     m = evaluate(eval_step, loaded.params, batches)
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, accuracy {m['accuracy']:.4f}")
+    return 0
+
+
+def _run_pretrained(args) -> int:
+    from jaxllm import pretrained
+    from jaxllm.data.tfds_builder import load_split_texts
+    from jaxllm.errors import DataError
+
+    m = pretrained.load(args.model)
+    if m.config.kind != "decoder" or m.tokenizer is None:
+        raise DataError(f"--model {args.model}: eval scores decoders with a tokenizer, such as "
+                        f"smollm2-135m-instruct")
+    if args.max_tokens is not None and args.max_tokens < 2:
+        raise DataError(f"--max-tokens={args.max_tokens}: must be at least 2")
+    if args.window < 2:
+        raise DataError(f"--window={args.window}: must be at least 2")
+    _, val_texts = load_split_texts(args.data)
+    text = "\n".join(val_texts)
+    if args.max_tokens:  # a token is at least one character: encode only what can be scored
+        text = text[:args.max_tokens * 8]
+    ids = m.tokenizer.encode(text)
+    if args.max_tokens:
+        ids = ids[:args.max_tokens]
+    r = m.perplexity(ids, window=args.window)
+    print(f"{args.model} on the {args.data} validation split ({r['tokens']:,.0f} tokens, windows "
+          f"of {min(args.window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
+          f"{r['perplexity']:.3f}")
     return 0

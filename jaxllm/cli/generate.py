@@ -2,6 +2,11 @@
 
   jaxllm generate --run DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40
   jaxllm generate --run DIR --prompt "To be" --temperature 0        (greedy)
+  jaxllm generate --model smollm2-135m-instruct --chat "What is the capital of France?"
+  jaxllm generate --model smollm2-135m-instruct --prompt "Once upon a time" --temperature 0
+
+--model takes a pretrained model name (jaxllm.pretrained) or an exported directory; --chat wraps
+the message in the model's chat template and prints only the answer.
 
 Samples are printed one after another, separated by a line of dashes.
 """
@@ -13,8 +18,12 @@ import argparse
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--run", required=True, help="run directory (from jaxllm train)")
-    p.add_argument("--prompt", required=True, help="text to continue")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (from jaxllm train)")
+    src.add_argument("--model", help="pretrained model name or exported directory")
+    text = p.add_mutually_exclusive_group(required=True)
+    text.add_argument("--prompt", help="text to continue")
+    text.add_argument("--chat", metavar="MESSAGE", help="a user message for a chat model")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0: off)")
@@ -34,7 +43,14 @@ def run(args) -> int:
 
     if args.num_samples < 1:
         raise DataError(f"--num-samples={args.num_samples}: must be at least 1")
+    if args.model:
+        return _run_pretrained(args)
+    if args.chat:
+        raise DataError("--chat needs a chat model: pass --model smollm2-135m-instruct")
     loaded = load_run(args.run, step=args.step)
+    if loaded.config.model.kind != "decoder":
+        raise DataError(f"{args.run} holds an encoder (model.kind={loaded.config.model.kind}); "
+                        f"generate needs a decoder run")
     tok = loaded.tokenizer
     prompt = tok.encode(args.prompt)
     stops = []
@@ -52,4 +68,30 @@ def run(args) -> int:
         if i:
             print("-" * 40)
         print(args.prompt + tok.decode(out))
+    return 0
+
+
+def _run_pretrained(args) -> int:
+    from jaxllm import pretrained
+    from jaxllm.errors import DataError
+
+    m = pretrained.load(args.model)
+    if m.config.kind != "decoder":
+        raise DataError(f"--model {args.model} is an encoder; generate needs a decoder such as "
+                        f"smollm2-135m-instruct")
+    if m.tokenizer is None:
+        raise DataError(f"--model {args.model} has no tokenizer to encode the prompt with")
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+              top_p=args.top_p, use_cache=not args.no_cache)
+    if args.stop:
+        kw["stop_tokens"] = [m.tokenizer.token_to_id(t) for t in args.stop]
+        if None in kw["stop_tokens"]:
+            raise DataError(f"--stop {args.stop}: each must be one token of the vocabulary")
+    for i in range(args.num_samples):
+        if i:
+            print("-" * 40)
+        if args.chat:
+            print(m.chat(args.chat, seed=args.seed + i, **kw))
+        else:
+            print(args.prompt + m.generate(args.prompt, seed=args.seed + i, **kw))
     return 0

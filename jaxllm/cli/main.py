@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
+from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
@@ -17,7 +19,7 @@ from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
-         "tokenizer": tokenizer_cmd}
+         "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -186,22 +186,33 @@ class Mlp(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+    """Transformer block. Pre-norm (model.norm_position="pre", GPT-2/Llama):
+    x + attn(norm(x)), then x + mlp(norm(x)); post-norm ("post", BERT): norm(x + attn(x)), then
+    norm(x + mlp(x)). Both use the same parameters (attn_norm, attn, mlp_norm, mlp).
 
     Written for nn.scan: (carry, per-layer input) -> (carry, per-layer output), where the carry is
     the residual stream and the per-layer input/output is this layer's KV cache (or None).
     """
     cfg: ModelConfig
+    causal: bool = True  # False: bidirectional attention (EncoderBlock)
 
     @nn.compact
     def __call__(self, x, cache, positions, mask, cache_index, train: bool):
         cfg = self.cfg
-        h, cache = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x), positions, mask,
-                                              cache, cache_index)
-        x = x + nn.Dropout(cfg.dropout, deterministic=not train)(h)
-        h = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
-        x = x + nn.Dropout(cfg.dropout, deterministic=not train)(h)
+        attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
+        drop = nn.Dropout(cfg.dropout, deterministic=not train)
+        post = cfg.norm_position == "post"
+        h, cache = Attention(cfg, causal=self.causal, name="attn")(
+            x if post else attn_norm(x), positions, mask, cache, cache_index)
+        x = attn_norm(x + drop(h)) if post else x + drop(h)
+        h = Mlp(cfg, name="mlp")(x if post else mlp_norm(x))
+        x = mlp_norm(x + drop(h)) if post else x + drop(h)
         return x, cache
+
+
+class EncoderBlock(DecoderBlock):
+    """The same block with bidirectional attention (BERT); padding comes in through the mask."""
+    causal: bool = False
 
 
 def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):

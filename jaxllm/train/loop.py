@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from jaxllm import config as config_lib
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.errors import ConfigError
-from jaxllm.models.decoder import Decoder, init_params
-from jaxllm.objectives.causal_lm import causal_lm_loss, finalize_metrics
+from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxllm.train.run import RunDir, with_vocab
+from jaxllm.train.objective import model_and_objective, model_vocab
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -67,10 +67,10 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     tokenizer = run.load_tokenizer() if resuming else None
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
                       vocab_size=dc.vocab_size)
+    vocab = model_vocab(cfg, data.tokenizer.vocab_size)
     if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
-        from jaxllm.parallel.plan import padded_vocab
-        cfg = with_vocab(cfg, padded_vocab(cfg, data.tokenizer.vocab_size))
-    cfg = with_vocab(cfg, data.tokenizer.vocab_size)
+        cfg = with_vocab(cfg, plan_lib.padded_vocab(cfg, vocab))
+    cfg = with_vocab(cfg, vocab)
     if not resuming:
         run.create(cfg, data.tokenizer)
     m = cfg.model
@@ -81,14 +81,14 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     val_batches = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
                                t.seed + 1, dc.sampling, data.separator, "validation")
 
-    model = Decoder(m)
-    loss_fn = causal_lm_loss(model, t.z_loss)
+    model, init_params, loss_fn = model_and_objective(cfg, data.tokenizer.vocab_size)
     tx = make_optimizer(cfg.optim, t.steps)
     plan = None
     if plan_lib.uses_mesh(cfg.parallel):  # created already sharded over the mesh
         plan = plan_lib.plan_training(cfg, lambda rng: init_params(m, rng), tx,
                                       jax.random.PRNGKey(t.seed),
-                                      parts=decoder_parts(model, t.z_loss))
+                                      parts=decoder_parts(model, t.z_loss)
+                                      if m.kind == "decoder" else None)
         state = plan.state
     else:
         state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx,

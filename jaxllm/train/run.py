@@ -130,9 +130,9 @@ class LoadedRun:
 
 def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     """Read a run directory's config, tokenizer and parameters (latest checkpoint by default)."""
-    from jaxllm.models.decoder import Decoder, init_params
     from jaxllm.train.checkpoint import Checkpoints
     from jaxllm.train.optimizer import make_optimizer
+    from jaxllm.train.objective import model_and_objective
     from jaxllm.train.step import TrainState
 
     run = RunDir(path)
@@ -146,12 +146,13 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
+    model, init_params, _ = model_and_objective(cfg, tokenizer.vocab_size)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     like = jax.eval_shape(lambda: TrainState.create(
         init_params(cfg.model, jax.random.PRNGKey(0))[0], tx))
     state, _ = ckpts.restore(step, like)
     ckpts.close()
-    return LoadedRun(run=run, config=cfg, tokenizer=tokenizer, model=Decoder(cfg.model),
+    return LoadedRun(run=run, config=cfg, tokenizer=tokenizer, model=model,
                      params=state.params, step=step)
 
 

@@ -1,0 +1,395 @@
+"""Hugging Face layout in and out: config.json + model.safetensors <-> ModelConfig + params.
+
+    save_hf(out_dir, cfg, params)              # writes config.json and model.safetensors
+    cfg, params = load_hf(model_dir)           # reads them back (or a Hugging Face checkpoint)
+    params = params_from_hf(cfg, tensors)      # {HF name: array} -> jaxllm params
+    tensors = params_to_hf(cfg, params)        # and back
+
+Three architectures map onto jaxllm's models:
+    llama  LlamaForCausalLM   rope + rmsnorm + swiglu decoders (SmolLM2, shakespeare-char-llama)
+    gpt2   GPT2LMHeadModel    learned positions + layernorm + gelu decoders (shakespeare-char)
+    bert   BertModel / BertForPreTraining   post-norm encoders (all-MiniLM-L6-v2, shakespeare-mlm)
+
+Hugging Face stores a linear layer's weight as (out, in); a jaxllm Dense kernel is (in..., out...)
+(query: (D, heads, H)), so `_dense` flattens and transposes. GPT-2's Conv1D weights are (in, out)
+and its query/key/value are one fused c_attn matrix. Every tensor's shape is checked against the
+model's, and a missing or misshapen tensor raises CheckpointError naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from jaxllm.config import ModelConfig
+from jaxllm.errors import CheckpointError
+from jaxllm.io.files import atomic_write, write_json_atomic
+
+
+def architecture(cfg: ModelConfig) -> str:
+    """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
+    if cfg.kind == "encoder":
+        if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
+                and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:
+            return "bert"
+    elif cfg.norm_position == "pre":
+        if cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu":
+            return "llama"
+        if cfg.positions == "learned" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
+                and cfg.use_bias and cfg.tie_embeddings and cfg.kv_heads == cfg.n_heads \
+                and not cfg.head_dim:
+            return "gpt2"
+    raise CheckpointError(
+        "this model has no Hugging Face layout: export supports Llama decoders (rope, rmsnorm, "
+        "swiglu), GPT-2 decoders (learned positions, layernorm, gelu, biases, tied head) and "
+        "BERT encoders (post-norm, layernorm, gelu, biases)")
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json
+
+def config_to_hf(cfg: ModelConfig, heads: bool = False) -> dict:
+    arch = architecture(cfg)
+    if arch == "llama":
+        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+                "intermediate_size": cfg.ff_size, "num_hidden_layers": cfg.n_layers,
+                "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.kv_heads,
+                "head_dim": cfg.head_size, "hidden_act": "silu",
+                "max_position_embeddings": cfg.max_len, "rms_norm_eps": cfg.norm_eps,
+                "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tie_embeddings,
+                "attention_bias": cfg.use_bias, "mlp_bias": cfg.use_bias,
+                "torch_dtype": "float32"}
+    if arch == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+                "vocab_size": cfg.vocab_size, "n_embd": cfg.d_model, "n_layer": cfg.n_layers,
+                "n_head": cfg.n_heads, "n_positions": cfg.max_len, "n_inner": cfg.ff_size,
+                "activation_function": "gelu", "layer_norm_epsilon": cfg.norm_eps,
+                "tie_word_embeddings": True, "torch_dtype": "float32"}
+    return {"architectures": ["BertForPreTraining" if heads else "BertModel"],
+            "model_type": "bert", "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+            "intermediate_size": cfg.ff_size, "hidden_act": "gelu",
+            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab_size,
+            "layer_norm_eps": cfg.norm_eps, "pad_token_id": 0, "torch_dtype": "float32"}
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """A ModelConfig from a Hugging Face config.json of a llama, gpt2 or bert model."""
+    kind = hf.get("model_type")
+    try:
+        if kind == "llama":
+            n_heads = hf["num_attention_heads"]
+            head_dim = hf.get("head_dim") or hf["hidden_size"] // n_heads
+            return ModelConfig(
+                vocab_size=hf["vocab_size"], max_len=hf.get("max_position_embeddings", 2048),
+                n_layers=hf["num_hidden_layers"], n_heads=n_heads,
+                n_kv_heads=hf.get("num_key_value_heads", n_heads), d_model=hf["hidden_size"],
+                head_dim=0 if head_dim == hf["hidden_size"] // n_heads else head_dim,
+                d_ff=hf["intermediate_size"], positions="rope",
+                rope_theta=float(hf.get("rope_theta", 10000.0)), norm="rmsnorm",
+                norm_eps=float(hf.get("rms_norm_eps", 1e-6)), mlp="swiglu",
+                use_bias=bool(hf.get("attention_bias", False)),
+                tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+        if kind == "gpt2":
+            d = hf["n_embd"]
+            return ModelConfig(
+                vocab_size=hf["vocab_size"], max_len=hf["n_positions"], n_layers=hf["n_layer"],
+                n_heads=hf["n_head"], d_model=d, d_ff=hf.get("n_inner") or 4 * d,
+                norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)))
+        if kind == "bert":
+            return ModelConfig(
+                kind="encoder", norm_position="post", vocab_size=hf["vocab_size"],
+                max_len=hf["max_position_embeddings"], n_layers=hf["num_hidden_layers"],
+                n_heads=hf["num_attention_heads"], d_model=hf["hidden_size"],
+                d_ff=hf["intermediate_size"], type_vocab_size=hf.get("type_vocab_size", 2),
+                norm_eps=float(hf.get("layer_norm_eps", 1e-12)))
+    except KeyError as e:
+        raise CheckpointError(f"config.json lacks {e.args[0]!r} for a {kind} model") from None
+    raise CheckpointError(f"config.json has model_type {kind!r}; jaxllm reads llama, gpt2 and "
+                          f"bert checkpoints")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor maps. Each entry: (HF name, jaxllm path, how to convert); "{i}" is a layer index and
+# the path then starts at "blocks" (stacked on a leading layer axis).
+
+def _entries(cfg: ModelConfig, arch: str, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(HF name, jaxllm path, conversion) triples; conversion is one of
+    "copy", "dense_in1" (kernel (D, ...out)), "dense_in2" (kernel (N, H, D)), "conv1d"."""
+    e = []
+    if arch == "llama":
+        e += [("model.embed_tokens.weight", "embed/embedding", "copy"),
+              ("model.norm.weight", "final_norm/scale", "copy")]
+        if not cfg.tie_embeddings:
+            e.append(("lm_head.weight", "head/kernel", "dense_in1"))
+        L = "model.layers.{i}."
+        e += [(L + "input_layernorm.weight", "attn_norm/scale", "copy"),
+              (L + "post_attention_layernorm.weight", "mlp_norm/scale", "copy")]
+        for hf, ours in (("self_attn.q_proj", "attn/query"), ("self_attn.k_proj", "attn/key"),
+                         ("self_attn.v_proj", "attn/value"), ("mlp.gate_proj", "mlp/gate"),
+                         ("mlp.up_proj", "mlp/up"), ("mlp.down_proj", "mlp/down")):
+            e.append((L + hf + ".weight", ours + "/kernel", "dense_in1"))
+            if cfg.use_bias:
+                e.append((L + hf + ".bias", ours + "/bias", "copy"))
+        e.append((L + "self_attn.o_proj.weight", "attn/out/kernel", "dense_in2"))
+        if cfg.use_bias:
+            e.append((L + "self_attn.o_proj.bias", "attn/out/bias", "copy"))
+    elif arch == "gpt2":
+        e += [("transformer.wte.weight", "embed/embedding", "copy"),
+              ("transformer.wpe.weight", "pos_embedding", "copy"),
+              ("transformer.ln_f.weight", "final_norm/scale", "copy"),
+              ("transformer.ln_f.bias", "final_norm/bias", "copy")]
+        L = "transformer.h.{i}."
+        e += [(L + "ln_1.weight", "attn_norm/scale", "copy"), (L + "ln_1.bias", "attn_norm/bias", "copy"),
+              (L + "ln_2.weight", "mlp_norm/scale", "copy"), (L + "ln_2.bias", "mlp_norm/bias", "copy"),
+              (L + "attn.c_attn.weight", "attn/qkv/kernel", "c_attn"),
+              (L + "attn.c_attn.bias", "attn/qkv/bias", "c_attn"),
+              (L + "attn.c_proj.weight", "attn/out/kernel", "conv1d"),
+              (L + "attn.c_proj.bias", "attn/out/bias", "copy"),
+              (L + "mlp.c_fc.weight", "mlp/up/kernel", "conv1d"),
+              (L + "mlp.c_fc.bias", "mlp/up/bias", "copy"),
+              (L + "mlp.c_proj.weight", "mlp/down/kernel", "conv1d"),
+              (L + "mlp.c_proj.bias", "mlp/down/bias", "copy")]
+    else:  # bert
+        p = prefix
+        e += [(p + "embeddings.word_embeddings.weight", "embed/embedding", "copy"),
+              (p + "embeddings.position_embeddings.weight", "pos_embedding", "copy"),
+              (p + "embeddings.LayerNorm.weight", "embed_norm/scale", "copy"),
+              (p + "embeddings.LayerNorm.bias", "embed_norm/bias", "copy")]
+        if cfg.type_vocab_size:
+            e.append((p + "embeddings.token_type_embeddings.weight", "type_embedding", "copy"))
+        L = p + "encoder.layer.{i}."
+        for hf, ours, conv in (("attention.self.query", "attn/query", "dense_in1"),
+                               ("attention.self.key", "attn/key", "dense_in1"),
+                               ("attention.self.value", "attn/value", "dense_in1"),
+                               ("attention.output.dense", "attn/out", "dense_in2"),
+                               ("intermediate.dense", "mlp/up", "dense_in1"),
+                               ("output.dense", "mlp/down", "dense_in1")):
+            e += [(L + hf + ".weight", ours + "/kernel", conv), (L + hf + ".bias", ours + "/bias", "copy")]
+        e += [(L + "attention.output.LayerNorm.weight", "attn_norm/scale", "copy"),
+              (L + "attention.output.LayerNorm.bias", "attn_norm/bias", "copy"),
+              (L + "output.LayerNorm.weight", "mlp_norm/scale", "copy"),
+              (L + "output.LayerNorm.bias", "mlp_norm/bias", "copy")]
+    return e
+
+
+# Optional BERT parts: present in some checkpoints (pooler: BertModel; cls.*: BertForPreTraining).
+_BERT_POOLER = [("pooler.dense.weight", "pooler/kernel", "dense_in1"),
+                ("pooler.dense.bias", "pooler/bias", "copy")]
+_BERT_HEADS = [("cls.predictions.transform.dense.weight", "mlm_dense/kernel", "dense_in1"),
+               ("cls.predictions.transform.dense.bias", "mlm_dense/bias", "copy"),
+               ("cls.predictions.transform.LayerNorm.weight", "mlm_norm/scale", "copy"),
+               ("cls.predictions.transform.LayerNorm.bias", "mlm_norm/bias", "copy"),
+               ("cls.predictions.bias", "mlm_bias", "copy"),
+               ("cls.seq_relationship.weight", "nsp/kernel", "dense_in1"),
+               ("cls.seq_relationship.bias", "nsp/bias", "copy")]
+
+
+def _to_hf(x: np.ndarray, conv: str, n_out_axes: int) -> np.ndarray:
+    if conv == "copy":
+        return x.reshape(-1) if x.ndim > 1 and n_out_axes == 0 else x
+    if conv == "dense_in1":  # (D, *out) -> (prod(out), D)
+        return x.reshape(x.shape[0], -1).T
+    if conv == "dense_in2":  # (N, H, D) -> (D, N*H)
+        return x.reshape(-1, x.shape[-1]).T
+    if conv == "conv1d":  # (in..., out...) -> (in, out) (Conv1D keeps in, out)
+        return x.reshape(x.shape[0] if x.ndim == 2 else -1, x.shape[-1])
+    raise ValueError(conv)
+
+
+def _n_out(path: str) -> int:
+    return 0 if path.endswith("bias") else 1
+
+
+def _from_hf(w: np.ndarray, conv: str, shape: tuple[int, ...]) -> np.ndarray:
+    if conv == "copy":
+        return w.reshape(shape)
+    if conv in ("dense_in1", "dense_in2"):
+        return w.T.reshape(shape)
+    if conv == "conv1d":
+        return w.reshape(shape)
+    raise ValueError(conv)
+
+
+def _get(tree, path):
+    for k in path.split("/"):
+        tree = tree[k]
+    return tree
+
+
+def _set(tree, path, value):
+    keys = path.split("/")
+    for k in keys[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[keys[-1]] = value
+
+
+def _template(cfg: ModelConfig) -> dict:
+    """Shapes of the model's parameters, without allocating them."""
+    import jax
+
+    if cfg.kind == "encoder":
+        from jaxllm.models.encoder import _init
+    else:
+        from jaxllm.models.decoder import _init
+    import flax.linen as nn
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(_init(cfg, jax.random.PRNGKey(0))))
+    return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
+
+
+def _is_shape(x):
+    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+
+
+def _layer_entries(cfg, arch, prefix=""):
+    for hf, path, conv in _entries(cfg, arch, prefix):
+        if "{i}" in hf:
+            for i in range(cfg.n_layers):
+                yield hf.format(i=i), "blocks/" + path, conv, i
+        else:
+            yield hf, path, conv, None
+
+
+def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str = "") -> dict:
+    """jaxllm params from {HF name: array}; CheckpointError names a missing/misshapen tensor."""
+    arch = architecture(cfg)
+    where = f" in {source}" if source else ""
+    template = _template(cfg)
+    prefix = "bert." if arch == "bert" and any(k.startswith("bert.") for k in tensors) else ""
+    params: dict = {}
+    layers: dict[str, list] = {}
+    D = cfg.d_model
+
+    def fetch(name):
+        if name not in tensors:
+            raise CheckpointError(f"tensor {name} is missing{where}; the checkpoint does not match "
+                                  f"a {arch} model of this config")
+        return np.asarray(tensors[name], dtype=np.float32)
+
+    for name, path, conv, i in _layer_entries(cfg, arch, prefix):
+        if conv == "c_attn":  # GPT-2's fused q, k, v -> three kernels/biases
+            w = fetch(name)
+            want = (D, 3 * D) if name.endswith("weight") else (3 * D,)
+            if w.shape != want:
+                raise CheckpointError(f"tensor {name}{where} has shape {w.shape}, expected {want}")
+            kind = path.rsplit("/", 1)[1]
+            for part, piece in zip(("query", "key", "value"), np.split(w, 3, axis=-1)):
+                p = path.replace("qkv", part)
+                shape = _get(template, p)[1:]
+                layers.setdefault(p, [None] * cfg.n_layers)[i] = piece.reshape(shape)
+            del kind
+            continue
+        shape = _get(template, path)
+        shape = shape[1:] if i is not None else shape
+        w = fetch(name)
+        want = _to_hf(np.zeros(shape, np.float32), conv, _n_out(path)).shape
+        if w.shape != want:
+            raise CheckpointError(f"tensor {name}{where} has shape {w.shape}, expected {want} "
+                                  f"for this config")
+        value = _from_hf(w, conv, shape)
+        if i is None:
+            _set(params, path, value)
+        else:
+            layers.setdefault(path, [None] * cfg.n_layers)[i] = value
+    for path, per_layer in layers.items():
+        _set(params, path, np.stack(per_layer))
+    if arch == "bert":  # optional parts: pooler and pretraining heads, zero-initialised if absent
+        for name, path, conv in _BERT_POOLER + _BERT_HEADS:
+            full = (prefix + name) if name.startswith("pooler") else name
+            shape = _get(template, path)
+            if full in tensors:
+                w = np.asarray(tensors[full], np.float32)
+                want = _to_hf(np.zeros(shape, np.float32), conv, _n_out(path)).shape
+                if w.shape != want:
+                    raise CheckpointError(f"tensor {full}{where} has shape {w.shape}, expected "
+                                          f"{want} for this config")
+                _set(params, path, _from_hf(w, conv, shape))
+            else:
+                _set(params, path, np.zeros(shape, np.float32))
+    return params
+
+
+def params_to_hf(cfg: ModelConfig, params: dict, heads: bool = True) -> dict[str, np.ndarray]:
+    """{HF name: float32 array} of jaxllm params (BERT: with the pooler and, if heads, the
+    pretraining heads, under BertForPreTraining's "bert." prefix)."""
+    arch = architecture(cfg)
+    prefix = "bert." if arch == "bert" and heads else ""
+    out = {}
+    get = lambda path: np.asarray(_get(params, path), np.float32)  # noqa: E731
+    for name, path, conv, i in _layer_entries(cfg, arch, prefix):
+        if conv == "c_attn":
+            if name in out:
+                continue
+            kind = path.rsplit("/", 1)[1]
+            parts = [get(path.replace("qkv", p))[i] for p in ("query", "key", "value")]
+            if kind == "kernel":
+                out[name] = np.concatenate([p.reshape(cfg.d_model, -1) for p in parts], axis=1)
+            else:
+                out[name] = np.concatenate([p.reshape(-1) for p in parts])
+            continue
+        x = get(path)
+        x = x[i] if i is not None else x
+        out[name] = np.ascontiguousarray(_to_hf(x, conv, _n_out(path)))
+    if arch == "bert":
+        extra = _BERT_POOLER + (_BERT_HEADS if heads else [])
+        for name, path, conv in extra:
+            full = (prefix + name) if name.startswith("pooler") else name
+            out[full] = np.ascontiguousarray(_to_hf(get(path), conv, _n_out(path)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+def save_hf(out_dir: str | Path, cfg: ModelConfig, params: dict, *, heads: bool = True,
+            extra_config: dict | None = None) -> Path:
+    """Write config.json and model.safetensors (atomically) into out_dir."""
+    from safetensors.numpy import save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = params_to_hf(cfg, params, heads=heads)
+    hf_cfg = dict(config_to_hf(cfg, heads=heads), **(extra_config or {}))
+    atomic_write(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
+    write_json_atomic(out / "config.json", hf_cfg)
+    return out
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weight file {path} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"weight file {path} is truncated or corrupted "
+                              f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def load_hf(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
+    """(ModelConfig, params, the HF config dict) of a directory with config.json and
+    model.safetensors."""
+    d = Path(model_dir)
+    cfg_file = d / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{d} has no config.json; expected a Hugging Face model directory "
+                              f"(config.json + model.safetensors)")
+    try:
+        hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    cfg = config_from_hf(hf_cfg)
+    weights = d / "model.safetensors"
+    tensors = read_safetensors(weights)
+    return cfg, params_from_hf(cfg, tensors, source=str(weights)), hf_cfg
+
+
+def n_params(params) -> int:
+    import jax
+    return sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params))

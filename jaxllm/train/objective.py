@@ -1,0 +1,37 @@
+"""Which model and objective a run trains, chosen by model.kind.
+
+    model, init, loss_fn = model_and_objective(cfg, tokenizer_vocab)
+
+"decoder": `Decoder` + next-token cross-entropy. "encoder": `Encoder` + masked-LM (and
+next-sentence prediction when train.nsp_weight > 0). An encoder's vocabulary is the tokenizer's
+plus two ids above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokenizers lack.
+"""
+
+from __future__ import annotations
+
+from jaxllm import config as config_lib
+
+ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
+
+
+def model_vocab(cfg: config_lib.Config, tokenizer_vocab: int) -> int:
+    """The number of token ids the model needs for a tokenizer of tokenizer_vocab ids."""
+    return tokenizer_vocab + (ENCODER_SPECIAL_TOKENS if cfg.model.kind == "encoder" else 0)
+
+
+def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
+    """(model, init_params(model_cfg, rng) -> (params, axes), loss_fn(params, batch, rng))."""
+    if cfg.model.kind == "encoder":
+        from jaxllm.models.encoder import Encoder, init_params
+        from jaxllm.objectives.mlm import mlm_loss
+
+        model = Encoder(cfg.model)
+        loss_fn = mlm_loss(model, mask_id=tokenizer_vocab, cls_id=tokenizer_vocab + 1,
+                           vocab_size=tokenizer_vocab, rate=cfg.train.mlm_rate,
+                           nsp_weight=cfg.train.nsp_weight)
+        return model, init_params, loss_fn
+    from jaxllm.models.decoder import Decoder, init_params
+    from jaxllm.objectives.causal_lm import causal_lm_loss
+
+    model = Decoder(cfg.model)
+    return model, init_params, causal_lm_loss(model, cfg.train.z_loss)
