@@ -46,6 +46,15 @@ class ModelConfig:
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
     init_std: float = 0.02  # N(0, std) init; residual output projections use std/sqrt(2*n_layers)
+    # Quantization-aware training of the linear layers (jaxllm/transforms/qat.py): "none";
+    # "ternary" is BitNet b1.58 (absmean ternary weights, 8-bit absmax activations, trained
+    # straight-through from scratch); "int8"/"int4" fake-quantize the weights (absmax per output
+    # channel, or per group of model.quant_group inputs) for QAT fine-tuning.
+    quant: str = "none"
+    quant_group: int = 0  # 0: one step per output channel
+    # How the stored parameters are transformed (set by `jaxllm quantize`, read by load_run):
+    # "" plain float, or a quantization spec such as "method=int4,group=64" (jaxllm/transforms).
+    weights: str = ""
 
     @property
     def kv_heads(self) -> int:
@@ -100,6 +109,11 @@ class TrainConfig:
     eval_batches: int = 20  # fixed validation windows, the same at every evaluation
     save_every: int = 500
     keep: int = 3  # checkpoints kept on disk (the newest ones)
+    # LoRA fine-tuning (jaxllm/transforms/lora.py): "" off, or "rank=8,alpha=16,targets=attn";
+    # only the LoRA factors are trained. init_from: a run directory whose latest parameters and
+    # tokenizer the run starts from (fine-tuning), "" for a fresh initialisation.
+    lora: str = ""
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -263,6 +277,7 @@ _CHOICES = {
     "model.attention": ("auto", "fast", "blocked", "reference"),
     "model.remat": ("none", "full", "dots", "dots_no_batch"),
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.quant": ("none", "ternary", "int8", "int4"),
     "data.tokenizer": ("char", "byte"),
     "data.split": ("position", "document"),
     "data.sampling": ("windows", "packed"),
@@ -286,7 +301,7 @@ def validate(cfg: Config) -> Config:
                 "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum"):
         need(flat[key] >= 1, key, "must be at least 1")
     for key in ("model.vocab_size", "model.n_kv_heads", "model.head_dim", "model.d_ff",
-                "model.scan_unroll", "optim.warmup_steps"):
+                "model.scan_unroll", "optim.warmup_steps", "model.quant_group"):
         need(flat[key] >= 0, key, "must be 0 (automatic) or positive")
     for key in ("model.dropout",):
         need(0.0 <= flat[key] < 1.0, key, "must be in [0, 1)")

@@ -11,11 +11,13 @@ import sys
 
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import generate as generate_cmd
+from jaxllm.cli import quantize as quantize_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
-VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd}
+VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
+         "quantize": quantize_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

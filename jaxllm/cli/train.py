@@ -4,6 +4,7 @@
   jaxllm train --preset shakespeare-char --set model.n_layers=6 --set optim.lr=3e-4 --steps 5000
   jaxllm train --preset shakespeare-char --data tfds:lm1b   (its own train/validation splits)
   jaxllm train --resume --out runs/shakespeare-char-20261130-101500
+  jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -26,6 +27,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
                                   "tfds:NAME for a TFDS text dataset prepared in array_record")
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
+    p.add_argument("--lora", metavar="SPEC", help="train.lora: train LoRA factors only, e.g. "
+                                                  "rank=8,alpha=16,targets=attn (or all, or a regex)")
+    p.add_argument("--init-from", metavar="DIR", help="train.init_from: start from this run's "
+                                                      "parameters and tokenizer (fine-tuning)")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -39,7 +44,8 @@ def run(args) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        if args.overrides or args.save_every is not None or args.data is not None:
+        if (args.overrides or args.save_every is not None or args.data is not None
+                or args.lora is not None or args.init_from is not None):
             raise ConfigError("--resume continues a run with its own config.json; --set, --data "
                               "and --save-every cannot change it (only --steps can)")
         from jaxllm.train import resume
@@ -51,6 +57,10 @@ def run(args) -> int:
             overrides.append(f"data.corpus={args.data}")
         if args.steps is not None:
             overrides.append(f"train.steps={args.steps}")
+        if args.lora is not None:
+            overrides.append(f"train.lora={args.lora}")
+        if args.init_from is not None:
+            overrides.append(f"train.init_from={args.init_from}")
         if args.save_every is not None:
             overrides.append(f"train.save_every={args.save_every}")
         cfg = config_lib.validate(config_lib.apply_overrides(cfg, overrides))

@@ -28,7 +28,7 @@ from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss, finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxllm.train.run import RunDir, with_vocab
+from jaxllm.train.run import RunDir, build_params, load_run, trainable_fn, with_vocab
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -59,6 +59,16 @@ def evaluate(eval_step, params, batches) -> dict:
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
     dc, t = cfg.data, cfg.train
     tokenizer = run.load_tokenizer() if resuming else None
+    if t.init_from and not resuming:  # fine-tuning keeps the base run's tokenizer
+        tokenizer = RunDir(t.init_from).load_tokenizer()
+    from jaxllm.transforms import parse_spec
+    if t.lora:
+        parse_spec(t.lora, "lora")  # a bad spec fails here, before anything is written
+    if cfg.model.weights:
+        parse_spec(cfg.model.weights, "quantize")
+    if cfg.model.weights and not t.lora:
+        raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
+                          f"its LoRA factors (QLoRA); set train.lora too")
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer)
     cfg = with_vocab(cfg, data.tokenizer.vocab_size)
     if not resuming:
@@ -74,7 +84,17 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     model = Decoder(m)
     loss_fn = causal_lm_loss(model, t.z_loss)
     tx = make_optimizer(cfg.optim, t.steps)
-    state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx)
+    base = None
+    if t.init_from and not resuming:
+        base = load_run(t.init_from).params
+        like = jax.eval_shape(lambda: init_params(m, jax.random.PRNGKey(0))[0])
+        if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
+                a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(like),
+                                                   jax.tree_util.tree_leaves(base))):
+            raise ConfigError(f"train.init_from={t.init_from!r}: its parameters do not fit this "
+                              f"run's model config; use the same model.* settings")
+    trainable = trainable_fn(cfg)
+    state = TrainState.create(build_params(cfg, jax.random.PRNGKey(t.seed), base), tx, trainable)
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
     start = 0
     if resuming and ckpts.latest_step() is not None:
@@ -88,7 +108,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
 
     # Compile before the clock starts, so that tokens/s measures training alone.
     train_step = make_train_step(loss_fn, tx, grad_accum=cfg.optim.grad_accum, seed=t.seed,
-                                 schedule=learning_rate_schedule(cfg.optim, t.steps))
+                                 schedule=learning_rate_schedule(cfg.optim, t.steps),
+                                 trainable=trainable)
     train_step = train_step.lower(state, train_iter.batch(train_iter.step)).compile()
     eval_step = make_eval_step(loss_fn)
     tokens_per_step = t.batch_size * m.max_len

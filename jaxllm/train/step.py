@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxllm.transforms.partition import combine, partition
+
 
 @struct.dataclass
 class TrainState:
@@ -27,8 +29,11 @@ class TrainState:
     opt_state: Any
 
     @classmethod
-    def create(cls, params, tx: optax.GradientTransformation) -> "TrainState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    def create(cls, params, tx: optax.GradientTransformation,
+               trainable: Callable | None = None) -> "TrainState":
+        """trainable(params) -> bool tree (e.g. LoRA's): optimizer state for those leaves only."""
+        opt_params = params if trainable is None else partition(params, trainable(params))[0]
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(opt_params))
 
 
 def _sum_trees(a, b):
@@ -36,16 +41,30 @@ def _sum_trees(a, b):
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad_accum: int = 1,
-                    seed: int = 0, schedule: Callable | None = None, donate: bool = True):
+                    seed: int = 0, schedule: Callable | None = None, donate: bool = True,
+                    trainable: Callable | None = None):
     """A jitted (state, batch) -> (state, metrics). loss_fn(params, batch, rng) -> (loss, sums).
 
     metrics: the objective's sums (loss_sum, tokens, ...), `loss` (the mean objective, with
     z-loss), `grad_norm` (before clipping) and `lr` if a schedule is given. They stay on device;
-    the caller decides when to fetch them.
+    the caller decides when to fetch them. trainable(params) -> bool tree (LoRA): only those
+    leaves are differentiated and updated; the state must come from TrainState.create with the
+    same `trainable`.
     """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if trainable is not None:
+        inner = make_train_step(loss_fn, tx, grad_accum=grad_accum, seed=seed,
+                                schedule=schedule, donate=False).__wrapped__
 
-    def step(state: TrainState, batch):
+        def partial_step(state: TrainState, batch):
+            train_p, frozen = partition(state.params, trainable(state.params))
+            sub, metrics = inner(TrainState(state.step, train_p, state.opt_state), batch,
+                                 lambda p: combine(p, frozen))
+            return TrainState(sub.step, combine(sub.params, frozen), sub.opt_state), metrics
+
+        return jax.jit(partial_step, donate_argnums=(0,) if donate else ())
+
+    def step(state: TrainState, batch, full=lambda p: p):
+        grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(full(p), b, r), has_aux=True)
         rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
         if grad_accum == 1:
             (loss, sums), grads = grad_fn(state.params, batch, rng)
@@ -73,7 +92,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
             metrics["lr"] = schedule(state.step)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    return jax.jit(step, donate_argnums=(0,) if donate else ())  # .__wrapped__ is `step`
 
 
 def make_eval_step(loss_fn: Callable):
