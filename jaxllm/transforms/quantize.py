@@ -144,9 +144,15 @@ class QArray:
         n_lead = len(self.names) - len(self.in_shape) - len(self.out_shape)
         lead = self.names[:n_lead]
         rest = self.names[n_lead + len(self.in_shape):]
-        spec = P(*lead, self.names[n_lead], None, *rest)
-        return dataclasses.replace(self, q=spec, scale=spec,
-                                   zero=None if self.zero is None else spec,
+        # The contraction is split into G groups of g: the group axis takes the first input
+        # axis's name when there are several groups, else (per channel / tensor) the
+        # within-group axis does, which then is the whole contraction, laid out as in the base.
+        first = self.names[n_lead]
+        grouped = self.q.shape[self.n_lead] > 1
+        spec = P(*lead, first if grouped else None, None if grouped else first, *rest)
+        step = P(*lead, first if grouped else None, None, *rest)
+        return dataclasses.replace(self, q=spec, scale=step,
+                                   zero=None if self.zero is None else step,
                                    act_scale=None if self.act_scale is None else P(*lead))
 
 
