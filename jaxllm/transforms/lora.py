@@ -153,15 +153,18 @@ def trainable(tree):
         lambda p, _: any(getattr(k, "name", None) in TRAINABLE for k in p), tree)
 
 
-def merge(tree, dtype=None):
+def merge(tree, dtype=None, *, float_export: bool = True):
     """Replace each LoraArray by W + (alpha/r) A B as a plain float array (a quantized base is
-    dequantized first: QLoRA's merged export)."""
+    dequantized first). float_export: also dequantize the quantized leaves without LoRA, so the
+    result is a plain float checkpoint (QLoRA's merged export)."""
     def one(x):
         if not _is_lora(x):
+            if float_export and is_transformed(x):
+                return x.dequantize(dtype)
             return x
         base = x.base.dequantize(jnp.float32) if is_transformed(x.base) else x.base
         return (base.astype(jnp.float32) + x.delta()).astype(dtype or _dtype(x.base))
-    return jax.tree_util.tree_map(one, tree, is_leaf=_is_lora)
+    return jax.tree_util.tree_map(one, tree, is_leaf=is_transformed)
 
 
 def unmerge(merged, lora_tree):

@@ -124,7 +124,11 @@ class QArray:
         int32 accumulation, rescaled by the activation and weight steps."""
         K = x.shape[-1]  # the Dense's contraction (in_shape may cover more under group="tensor")
         if self.act == "none":
-            return jnp.dot(x.astype(dtype), self.dequantize(dtype).reshape(K, -1))
+            # Under jax.checkpoint, a backward pass (QLoRA training) recomputes this layer's
+            # float weights from the codes instead of keeping them: memory stays at the codes.
+            return jax.checkpoint(
+                lambda x, qa: jnp.dot(x.astype(dtype), qa.dequantize(dtype).reshape(K, -1)),
+                policy=jax.checkpoint_policies.nothing_saveable)(x, self)
         w = self.codes().reshape(K, -1).astype(jnp.int8)  # (K, N)
         w_scale = self.scale.reshape(1, -1)  # (1, N) per channel, or (1, 1) per tensor
         xf = x.astype(jnp.float32)
