@@ -71,6 +71,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                           f"its LoRA factors (QLoRA); set train.lora too")
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer)
     cfg = with_vocab(cfg, data.tokenizer.vocab_size)
+    if t.lora or cfg.model.weights:  # rank, targets, group sizes: checked before any file
+        jax.eval_shape(lambda: build_params(cfg, jax.random.PRNGKey(0)))
     if not resuming:
         run.create(cfg, data.tokenizer)
     m = cfg.model
