@@ -51,6 +51,15 @@ class ModelConfig:
     kind: str = "decoder"
     norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
     type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
+    # Quantization-aware training of the linear layers (jaxllm/transforms/qat.py): "none";
+    # "ternary" is BitNet b1.58 (absmean ternary weights, 8-bit absmax activations, trained
+    # straight-through from scratch); "int8"/"int4" fake-quantize the weights (absmax per output
+    # channel, or per group of model.quant_group inputs) for QAT fine-tuning.
+    quant: str = "none"
+    quant_group: int = 0  # 0: one step per output channel
+    # How the stored parameters are transformed (set by `jaxllm quantize`, read by load_run):
+    # "" plain float, or a quantization spec such as "method=int4,group=64" (jaxllm/transforms).
+    weights: str = ""
 
     @property
     def kv_heads(self) -> int:
@@ -109,6 +118,11 @@ class TrainConfig:
     keep: int = 3  # checkpoints kept on disk (the newest ones)
     mlm_rate: float = 0.15  # encoders: fraction of tokens masked (BERT: 80% [MASK], 10% random, 10% kept)
     nsp_weight: float = 0.0  # encoders: weight of the next-sentence-prediction loss (0: MLM only)
+    # LoRA fine-tuning (jaxllm/transforms/lora.py): "" off, or "rank=8,alpha=16,targets=attn";
+    # only the LoRA factors are trained. init_from: a run directory whose latest parameters and
+    # tokenizer the run starts from (fine-tuning), "" for a fresh initialisation.
+    lora: str = ""
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -306,6 +320,7 @@ _CHOICES = {
     "model.remat": ("none", "full", "dots", "dots_no_batch", "save_attention_out", "offload"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),
+    "model.quant": ("none", "ternary", "int8", "int4"),
     "data.split": ("position", "document"),
     "data.sampling": ("windows", "packed"),
     "optim.schedule": ("cosine", "constant"),
@@ -334,7 +349,7 @@ def validate(cfg: Config) -> Config:
     for key in ("model.type_vocab_size",):
         need(flat[key] >= 0, key, "must be 0 (no token types) or positive")
     for key in ("model.vocab_size", "model.n_kv_heads", "model.head_dim", "model.d_ff",
-                "model.scan_unroll", "optim.warmup_steps"):
+                "model.scan_unroll", "optim.warmup_steps", "model.quant_group"):
         need(flat[key] >= 0, key, "must be 0 (automatic) or positive")
     for key in ("model.dropout",):
         need(0.0 <= flat[key] < 1.0, key, "must be in [0, 1)")

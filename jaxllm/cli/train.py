@@ -6,6 +6,7 @@
   jaxllm train --resume --out runs/shakespeare-char-20261130-101500
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
+  jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -34,6 +35,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
                                   "tfds:NAME for a TFDS text dataset prepared in array_record")
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
+    p.add_argument("--lora", metavar="SPEC", help="train.lora: train LoRA factors only, e.g. "
+                                                  "rank=8,alpha=16,targets=attn (or all, or a regex)")
+    p.add_argument("--init-from", metavar="DIR", help="train.init_from: start from this run's "
+                                                      "parameters and tokenizer (fine-tuning)")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
     p.add_argument("--mesh", help="parallel.mesh: device mesh, e.g. data=2,fsdp=2,tensor=2 "
                                   "(axes data, stage, fsdp, tensor; -1 fills the devices)")
@@ -58,7 +63,8 @@ def run(args) -> int:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
         if (args.overrides or args.save_every is not None or args.data is not None
-                or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)):
+                or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)
+                or args.lora is not None or args.init_from is not None):
             raise ConfigError("--resume continues a run with its own config.json; --set, --data "
                               "and --save-every cannot change it (only --steps can)")
         from jaxllm.train import resume
@@ -70,6 +76,10 @@ def run(args) -> int:
             overrides.append(f"data.corpus={args.data}")
         if args.steps is not None:
             overrides.append(f"train.steps={args.steps}")
+        if args.lora is not None:
+            overrides.append(f"train.lora={args.lora}")
+        if args.init_from is not None:
+            overrides.append(f"train.init_from={args.init_from}")
         if args.save_every is not None:
             overrides.append(f"train.save_every={args.save_every}")
         overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()

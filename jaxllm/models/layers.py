@@ -26,6 +26,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxllm.config import ModelConfig
 from jaxllm.models import attention as attn_lib
+from jaxllm.transforms import calibration
+from jaxllm.transforms import qat as qat_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -66,11 +68,21 @@ class Dense(nn.Module):
         cfg = self.cfg
         out = (self.features,) if isinstance(self.features, int) else tuple(self.features)
         lead, inp = x.shape[:x.ndim - self.n_in], x.shape[x.ndim - self.n_in:]
-        kernel = self.param("kernel", logical(nn.initializers.normal(self.std or cfg.init_std),
-                                              self.axes), (*inp, *out))
         dtype = DTYPES[cfg.dtype]
-        y = jnp.dot(x.reshape(-1, math.prod(inp)).astype(dtype),
-                    kernel.reshape(math.prod(inp), -1).astype(dtype))
+        x2 = x.reshape(-1, math.prod(inp))  # (M, K)
+        if self.is_mutable_collection("calibration") and not self.is_initializing():
+            calibration.record(self, x2)  # input ranges for static W8A8 (jaxllm.transforms)
+        kernel = self.get_variable("params", "kernel") if self.has_variable("params", "kernel") \
+            else None
+        if hasattr(kernel, "dense_apply"):  # a jaxllm.transforms leaf: quantized, LoRA, ...
+            y = kernel.dense_apply(x2, dtype, self)  # (M, N)
+        else:
+            kernel = self.param("kernel", logical(nn.initializers.normal(self.std or cfg.init_std),
+                                                  self.axes), (*inp, *out))
+            kernel = kernel.reshape(math.prod(inp), -1)  # (K, N)
+            if cfg.quant != "none":  # QAT / BitNet: fake-quantized, straight-through gradients
+                x2, kernel = qat_lib.fake_quant_dense(x2, kernel, cfg.quant, cfg.quant_group)
+            y = jnp.dot(x2.astype(dtype), kernel.astype(dtype))
         if cfg.use_bias if self.use_bias is None else self.use_bias:
             bias = self.param("bias", logical(nn.initializers.zeros, self.axes[-len(out):]), out)
             y = y + bias.reshape(-1).astype(dtype)
@@ -230,7 +242,7 @@ def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):
         block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False,
                              static_argnums=(n_broadcast + 2,))
     unroll = cfg.scan_unroll or (cfg.n_layers if jax.default_backend() == "cpu" else 1)
-    return nn.scan(block_cls, variable_axes={"params": 0},
+    return nn.scan(block_cls, variable_axes={"params": 0, "calibration": 0},
                    split_rngs={"params": True, "dropout": True},
                    in_axes=(0,) + (nn.broadcast,) * n_broadcast, length=cfg.n_layers,
                    unroll=min(unroll, cfg.n_layers),

@@ -27,8 +27,8 @@ from jaxllm.errors import ConfigError
 from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxllm.train.run import RunDir, with_vocab
 from jaxllm.train.objective import model_and_objective, model_vocab
+from jaxllm.train.run import RunDir, build_params, load_run, trainable_fn, with_vocab
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -63,26 +63,18 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     from jaxllm.parallel import plan as plan_lib
     from jaxllm.parallel.pipeline import decoder_parts
 
-    dc, t = cfg.data, cfg.train
-    tokenizer = run.load_tokenizer() if resuming else None
-    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
-                      vocab_size=dc.vocab_size)
-    vocab = model_vocab(cfg, data.tokenizer.vocab_size)
-    if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
-        cfg = with_vocab(cfg, plan_lib.padded_vocab(cfg, vocab))
-    cfg = with_vocab(cfg, vocab)
+    t = cfg.train
+    _check_transforms(cfg)
+    cfg, tokenizer, train_iter, val_batches = _text_data(cfg, run, resuming)
+    if t.lora or cfg.model.weights:  # rank, targets, group sizes: checked before any file
+        jax.eval_shape(lambda: build_params(cfg, jax.random.PRNGKey(0)))
     if not resuming:
-        run.create(cfg, data.tokenizer)
+        run.create(cfg, tokenizer)
     m = cfg.model
-    micro_batch = t.batch_size // cfg.optim.grad_accum
 
-    train_iter = BatchIterator(data.train, t.batch_size, m.max_len, t.seed, dc.sampling,
-                               data.separator, "train")
-    val_batches = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
-                               t.seed + 1, dc.sampling, data.separator, "validation")
-
-    model, init_params, loss_fn = model_and_objective(cfg, data.tokenizer.vocab_size)
+    model, init_params, loss_fn = model_and_objective(cfg, tokenizer.vocab_size)
     tx = make_optimizer(cfg.optim, t.steps)
+    trainable = trainable_fn(cfg)
     plan = None
     if plan_lib.uses_mesh(cfg.parallel):  # created already sharded over the mesh
         plan = plan_lib.plan_training(cfg, lambda rng: init_params(m, rng), tx,
@@ -91,8 +83,9 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                       if m.kind == "decoder" else None)
         state = plan.state
     else:
-        state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx,
-                                  loss_scaling=m.dtype == "float16")
+        base = _base_params(cfg) if t.init_from and not resuming else None
+        state = TrainState.create(build_params(cfg, jax.random.PRNGKey(t.seed), base), tx,
+                                  trainable, loss_scaling=m.dtype == "float16")
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
     start = 0
     if resuming and ckpts.latest_step() is not None:
@@ -107,7 +100,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     # Compile before the clock starts, so that tokens/s measures training alone.
     train_step = make_train_step(loss_fn, tx, grad_accum=cfg.optim.grad_accum, seed=t.seed,
                                  schedule=learning_rate_schedule(cfg.optim, t.steps),
-                                 **(plan.step_kwargs if plan else {}))
+                                 trainable=trainable, **(plan.step_kwargs if plan else {}))
     compiled = train_step.lower(state, train_iter.batch(train_iter.step)).compile()
     if plan is None:
         train_step = compiled
@@ -182,3 +175,57 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     summary.update(step=t.steps, tokens_per_s_median=round(float(np.median(speeds)), 1)
                    if speeds else None)
     return summary
+
+
+def _check_transforms(cfg: config_lib.Config) -> None:
+    """LoRA / quantized-weights settings that fail before anything is written."""
+    from jaxllm.parallel import plan as plan_lib
+    from jaxllm.transforms import parse_spec
+
+    t = cfg.train
+    if t.lora:
+        parse_spec(t.lora, "lora")
+    if cfg.model.weights:
+        parse_spec(cfg.model.weights, "quantize")
+    if cfg.model.weights and not t.lora:
+        raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
+                          f"its LoRA factors (QLoRA); set train.lora too")
+    if (t.lora or cfg.model.weights or t.init_from) and plan_lib.uses_mesh(cfg.parallel):
+        raise ConfigError("train.lora, model.weights and train.init_from train on one device "
+                          "for now; drop --mesh (parallel.mesh) for this run")
+
+
+def _text_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
+    """(cfg with its vocabulary set, tokenizer, train batches, fixed validation batches)."""
+    from jaxllm.parallel import plan as plan_lib
+
+    dc, t = cfg.data, cfg.train
+    tokenizer = run.load_tokenizer() if resuming else None
+    if t.init_from and not resuming:  # fine-tuning keeps the base run's tokenizer
+        tokenizer = RunDir(t.init_from).load_tokenizer()
+    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
+                      vocab_size=dc.vocab_size)
+    vocab = model_vocab(cfg, data.tokenizer.vocab_size)
+    if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
+        cfg = with_vocab(cfg, plan_lib.padded_vocab(cfg, vocab))
+    cfg = with_vocab(cfg, vocab)
+    m = cfg.model
+    micro_batch = t.batch_size // cfg.optim.grad_accum
+    train_iter = BatchIterator(data.train, t.batch_size, m.max_len, t.seed, dc.sampling,
+                               data.separator, "train")
+    val_batches = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
+                               t.seed + 1, dc.sampling, data.separator, "validation")
+    return cfg, data.tokenizer, train_iter, val_batches
+
+
+def _base_params(cfg: config_lib.Config):
+    """The parameters of the run train.init_from names, checked to fit this run's model."""
+    base = load_run(cfg.train.init_from).params
+    like = jax.eval_shape(lambda: build_params(replace(cfg, train=replace(
+        cfg.train, lora=""), model=replace(cfg.model, weights="")), jax.random.PRNGKey(0)))
+    if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
+            a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(like),
+                                               jax.tree_util.tree_leaves(base))):
+        raise ConfigError(f"train.init_from={cfg.train.init_from!r}: its parameters do not fit "
+                          f"this run's model config; use the same model.* settings")
+    return base

@@ -9,6 +9,8 @@ plus two ids above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokeniz
 
 from __future__ import annotations
 
+import importlib
+
 from jaxllm import config as config_lib
 
 ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
@@ -17,6 +19,12 @@ ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
 def model_vocab(cfg: config_lib.Config, tokenizer_vocab: int) -> int:
     """The number of token ids the model needs for a tokenizer of tokenizer_vocab ids."""
     return tokenizer_vocab + (ENCODER_SPECIAL_TOKENS if cfg.model.kind == "encoder" else 0)
+
+
+def init_function(kind: str):
+    """init_params(model_cfg, rng) -> (params, logical axes) of a model kind."""
+    module = {"decoder": "decoder", "encoder": "encoder"}[kind]
+    return importlib.import_module(f"jaxllm.models.{module}").init_params
 
 
 def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):

@@ -133,7 +133,6 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     from jaxllm.train.checkpoint import Checkpoints
     from jaxllm.train.optimizer import make_optimizer
     from jaxllm.train.objective import model_and_objective
-    from jaxllm.train.step import TrainState
 
     run = RunDir(path)
     cfg = run.load_config()
@@ -146,10 +145,9 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
-    model, init_params, _ = model_and_objective(cfg, tokenizer.vocab_size)
+    model = model_and_objective(cfg, tokenizer.vocab_size)[0]
     tx = make_optimizer(cfg.optim, cfg.train.steps)
-    like = jax.eval_shape(lambda: TrainState.create(
-        init_params(cfg.model, jax.random.PRNGKey(0))[0], tx))
+    like = jax.eval_shape(lambda: state_like(cfg, tx))
     state, _ = ckpts.restore(step, like)
     ckpts.close()
     return LoadedRun(run=run, config=cfg, tokenizer=tokenizer, model=model,
@@ -163,3 +161,36 @@ def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
             f"{vocab_size} tokens; set it to 0 (automatic) or at least {vocab_size}")
     return replace(cfg, model=replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab_size))
+
+
+def build_params(cfg: config_lib.Config, rng, base_params=None):
+    """The run's parameter tree: fresh (or base_params, when fine-tuning), quantized as
+    model.weights says (jaxllm quantize, QLoRA), with LoRA factors as train.lora says."""
+    from jaxllm import transforms
+    from jaxllm.train.objective import init_function
+
+    params, axes = init_function(cfg.model.kind)(cfg.model, rng)
+    if base_params is not None:
+        params = base_params
+    if cfg.model.weights:
+        params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
+    if cfg.train.lora:
+        params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
+                                            axes)
+    return params
+
+
+def trainable_fn(cfg: config_lib.Config):
+    """What a run trains: None (every parameter) or LoRA's mask function."""
+    from jaxllm.transforms import lora
+    return lora.trainable if cfg.train.lora else None
+
+
+def state_like(cfg: config_lib.Config, tx):
+    """A TrainState of the run's structure (a quantized, non-LoRA run keeps no optimizer state)."""
+    from jaxllm.train.step import TrainState
+
+    params = build_params(cfg, jax.random.PRNGKey(cfg.train.seed))
+    if cfg.model.weights and not cfg.train.lora:
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
+    return TrainState.create(params, tx, trainable_fn(cfg))

@@ -16,6 +16,9 @@ gradient computation, e.g. by a pipeline schedule. With `loss_scaling` (float16 
 is multiplied by a dynamic scale before differentiation; a step whose gradients are not finite
 is skipped (parameters and optimizer state unchanged, the scale halved and `skipped_steps`
 counted), and the scale doubles after `growth_interval` finite steps in a row.
+
+With `trainable` (a function params -> bool tree, e.g. LoRA's), only the selected leaves are
+differentiated, get optimizer state and change; the rest is held frozen (jaxllm.transforms).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxllm.transforms.partition import combine, partition
+
 
 @struct.dataclass
 class TrainState:
@@ -37,9 +42,11 @@ class TrainState:
     loss_scale: Any = None
 
     @classmethod
-    def create(cls, params, tx: optax.GradientTransformation, *,
-               loss_scaling: bool = False) -> "TrainState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    def create(cls, params, tx: optax.GradientTransformation, trainable: Callable | None = None,
+               *, loss_scaling: bool = False) -> "TrainState":
+        """trainable(params) -> bool tree (e.g. LoRA's): optimizer state for those leaves only."""
+        opt_params = params if trainable is None else partition(params, trainable(params))[0]
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(opt_params),
                    loss_scale=initial_loss_scale() if loss_scaling else None)
 
 
@@ -98,21 +105,30 @@ def accumulated_grads(loss_fn: Callable, grad_accum: int = 1) -> Callable:
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad_accum: int = 1,
                     seed: int = 0, schedule: Callable | None = None, donate: bool = True,
                     shardings: StepShardings | None = None, grads_fn: Callable | None = None,
-                    growth_interval: int = 2000):
+                    growth_interval: int = 2000, trainable: Callable | None = None):
     """A jitted (state, batch) -> (state, metrics). loss_fn(params, batch, rng) -> (loss, sums).
 
     metrics: the objective's sums (loss_sum, tokens, ...), `loss` (the mean objective, with
     z-loss), `grad_norm` (before clipping) and `lr` if a schedule is given; with loss scaling
     also `loss_scale` and `skipped_steps`. They stay on device; the caller decides when to fetch
-    them. Loss scaling is on when the state carries a `loss_scale`.
+    them. Loss scaling is on when the state carries a `loss_scale`. With `trainable`, the state
+    must come from TrainState.create with the same `trainable`.
     """
-    compute_grads = grads_fn or accumulated_grads(loss_fn, grad_accum)
+    if trainable is not None and grads_fn is not None:
+        raise ValueError("make_train_step: trainable (LoRA) does not combine with a grads_fn")
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
         ls = state.loss_scale
         scale = ls["scale"] if ls is not None else jnp.float32(1.0)
-        loss, sums, grads = compute_grads(state.params, batch, rng, scale)
+        params, frozen = state.params, None
+        if trainable is None:
+            compute_grads = grads_fn or accumulated_grads(loss_fn, grad_accum)
+        else:  # differentiate the trainable leaves only; the frozen ones enter as constants
+            params, frozen = partition(state.params, trainable(state.params))
+            compute_grads = accumulated_grads(
+                lambda p, b, r: loss_fn(combine(p, frozen), b, r), grad_accum)
+        loss, sums, grads = compute_grads(params, batch, rng, scale)
         if ls is not None:
             grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
         if shardings is not None:
@@ -120,15 +136,17 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
         opt_state = state.opt_state
         if shardings is not None and shardings.opt_compute is not None:  # host -> device
             opt_state = jax.device_put(opt_state, shardings.opt_compute)
-        updates, opt_state = tx.update(grads, opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
         grad_norm = optax.tree.norm(grads)
         metrics = dict(sums, loss=loss, grad_norm=grad_norm)
         if ls is not None:
             finite = jnp.isfinite(grad_norm)
             keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
                 lambda n, o: jnp.where(finite, n, o), new, old)
-            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+            old = state.params if frozen is None else partition(
+                state.params, trainable(state.params))[0]
+            params, opt_state = keep(params, old), keep(opt_state, state.opt_state)
             good = jnp.where(finite, ls["good_steps"] + 1, 0)
             grow = good >= growth_interval
             ls = {"scale": jnp.where(finite, jnp.where(grow, scale * 2, scale),
@@ -138,6 +156,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
             metrics.update(loss_scale=scale, skipped_steps=ls["skipped"])
         if schedule is not None:
             metrics["lr"] = schedule(state.step)
+        if frozen is not None:
+            params = combine(params, frozen)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                           loss_scale=ls), metrics
 
