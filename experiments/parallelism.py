@@ -34,7 +34,6 @@ configure_cpu()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jaxllm.config import ModelConfig, OptimConfig  # noqa: E402
 from jaxllm.models.decoder import Decoder, init_params  # noqa: E402

@@ -12,7 +12,6 @@ for the leaves that define each strategy and against the rule table for all othe
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
