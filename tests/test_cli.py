@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from jaxllm.cli.main import main
+from jaxllm.config import PRESETS
 from jaxllm.data.corpora import Document, register_corpus
 
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
@@ -112,4 +113,4 @@ def test_console_script_exit_status():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
-                                   "gpt2-small, shakespeare-bpe, shakespeare-char, shakespeare-char-llama")
+                                   + ", ".join(sorted(PRESETS)))
