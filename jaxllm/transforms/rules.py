@@ -203,9 +203,9 @@ def tree_bytes(tree) -> int:
 
 
 def logical_axes(tree) -> Any:
-    """PartitionSpecs of logical names for every array of a tree, transformed leaves included
-    (their `names()` give the names of their inner arrays); plain arrays get None per axis
-    unless `base` (a tree of PartitionSpecs for the untransformed leaves) is known."""
+    """PartitionSpecs of logical names for every array of a tree: a transformed leaf gives the
+    names of its inner arrays (from its base leaf's names); a plain array gets None per axis
+    (use the model's own axis tree, e.g. init_params' second value, for those)."""
     P = jax.sharding.PartitionSpec
 
     def spec(x):
