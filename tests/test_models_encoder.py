@@ -11,7 +11,7 @@ import pytest
 
 from jaxllm.config import ModelConfig
 from jaxllm.io.hf import config_to_hf, params_to_hf
-from jaxllm.models.encoder import Encoder, init_params, l2_normalize, mean_pool
+from jaxllm.models.encoder import Encoder, init_params, l2_normalize, mean_pool  # noqa: F401
 from jaxllm.objectives.mlm import mask_tokens, mlm_loss, nsp_pairs
 from reference_pretrained import bert_hidden
 
@@ -21,11 +21,18 @@ BERT = ModelConfig(kind="encoder", norm_position="post", type_vocab_size=2, voca
 
 @functools.lru_cache(maxsize=None)
 def noisy(cfg):
-    params, _ = init_params(cfg, jax.random.PRNGKey(0))
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    """Random params of the encoder's shapes (traced, not compiled): N(0, 0.3) kernels and
+    embeddings, norm scales around 1, so that every parameter matters."""
+    from jaxllm.io.hf import _template
+
+    rng = np.random.default_rng(0)
+
+    def leaf(path, shape):
+        x = rng.normal(size=shape).astype(np.float32)
+        return 1 + 0.1 * x if path[-1].key == "scale" else 0.3 * x
+
+    return jax.tree_util.tree_map_with_path(leaf, _template(cfg),
+                                            is_leaf=lambda x: isinstance(x, tuple))
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="heads")
@@ -107,11 +114,10 @@ def test_mlm_loss_is_finite_and_counts_masked_tokens():
     cfg = dataclasses.replace(BERT, vocab_size=43)  # 41 tokenizer ids + [MASK] + [CLS]
     loss_fn = mlm_loss(Encoder(cfg), mask_id=41, cls_id=42, vocab_size=41, nsp_weight=1.0)
     batch = {"inputs": jnp.asarray(np.random.default_rng(0).integers(0, 41, (4, 16)), jnp.int32)}
-    params, _ = init_params(cfg, jax.random.PRNGKey(0))
+    params = noisy(cfg)
     loss, m = jax.jit(loss_fn)(params, batch, jax.random.PRNGKey(1))
     assert np.isfinite(float(loss)) and 0 < float(m["tokens"]) < 4 * 16
-    # near-uniform predictions at init: the MLM part is about log(vocab), NSP about log(2)
-    assert abs(float(m["loss_sum"]) / float(m["tokens"]) - np.log(43)) < 0.5
-    loss_eval, m_eval = jax.jit(lambda p, b: loss_fn(p, b, None))(params, batch)
-    loss_eval2, _ = jax.jit(lambda p, b: loss_fn(p, b, None))(params, batch)
+    evaluate = jax.jit(lambda p, b: loss_fn(p, b, None))
+    loss_eval, _ = evaluate(params, batch)
+    loss_eval2, _ = evaluate(params, batch)
     assert float(loss_eval) == float(loss_eval2)  # evaluation masks with a fixed key

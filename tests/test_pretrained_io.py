@@ -30,15 +30,12 @@ SMALL = {
 
 
 def _params(cfg):
-    if cfg.kind == "encoder":
-        from jaxllm.models.encoder import init_params
-    else:
-        from jaxllm.models.decoder import init_params
-    params, _ = init_params(cfg, jax.random.PRNGKey(0))
-    leaves, tree = jax.tree_util.tree_flatten(jax.device_get(params))
+    """Random float32 params of the model's shapes (traced, not compiled: no init run)."""
+    from jaxllm.io.hf import _template
+
     rng = np.random.default_rng(0)
-    return jax.tree_util.tree_unflatten(tree, [x + rng.normal(size=x.shape).astype(np.float32)
-                                               for x in leaves])
+    return jax.tree_util.tree_map(lambda shape: rng.normal(size=shape).astype(np.float32),
+                                  _template(cfg), is_leaf=lambda x: isinstance(x, tuple))
 
 
 def _assert_trees_equal(a, b):
