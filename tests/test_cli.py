@@ -112,6 +112,5 @@ def test_console_script_exit_status():
     proc = subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "train", "--preset", "x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    from jaxllm.config import PRESETS
     assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
                                    + ", ".join(sorted(PRESETS)))
