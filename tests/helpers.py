@@ -1,9 +1,10 @@
-"""Small models shared by the tests."""
+"""Small models and checks shared by the tests."""
 
 import functools
 
 import jax
 
+from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
 from jaxllm.models.decoder import init_params
 
@@ -22,3 +23,14 @@ def noisy_params(cfg, seed=0):
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
     leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
     return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def error_of(argv, capsys) -> str:
+    """Run the CLI on argv; assert it failed as a user mistake (exit 2, one line, no traceback)
+    and return that line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

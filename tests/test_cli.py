@@ -9,6 +9,7 @@ import pytest
 from jaxllm.cli.main import main
 from jaxllm.config import PRESETS
 from jaxllm.data.corpora import Document, register_corpus
+from helpers import error_of
 
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
         "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
@@ -40,15 +41,6 @@ def test_eval_prints_loss_and_perplexity(run_dir, capsys):
     assert main(["eval", "--run", str(run_dir), "--batches", "2"]) == 0
     out = capsys.readouterr().out
     assert "loss" in out and "perplexity" in out
-
-
-def error_of(argv, capsys):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv, expected", [

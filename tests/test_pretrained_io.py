@@ -18,6 +18,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.errors import CheckpointError
 from jaxllm.io.gguf import read_gguf
 from jaxllm.io.hf import load_hf, params_to_hf, save_hf
+from helpers import error_of
 
 SMALL = {
     "llama": ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -82,15 +83,6 @@ def test_truncated_gguf_is_reported(tmp_path):
     junk.write_bytes(b"GGUF" + bytes(range(256)) * 40)
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         read_gguf(junk)
-
-
-def error_of(argv, capsys):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_missing_asset_package_names_the_pip_command(monkeypatch, capsys):
