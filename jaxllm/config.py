@@ -51,6 +51,21 @@ class ModelConfig:
     kind: str = "decoder"
     norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
     type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
+    # Vision (kind="vit": image classifier, models/vit.py; kind="clip": image + text towers,
+    # models/clip.py). Images are image_size x image_size x channels, cut into patch_size
+    # squares; the n_layers/n_heads/d_model/d_ff fields above size the ViT (the image tower).
+    image_size: int = 28  # MNIST
+    channels: int = 1
+    patch_size: int = 4  # must divide image_size; 28/4 = 7 x 7 = 49 patches
+    num_classes: int = 10  # the ViT's classification head; 0: no head (features only)
+    pool: str = "cls"  # "cls" (a learned [CLS] token, ViT paper) or "gap" (mean of patches)
+    image_positions: str = "learned"  # "learned" or "sincos2d" (fixed 2-D sin/cos, big_vision)
+    # CLIP: the text tower is a causal transformer over max_len caption tokens, pooled at the
+    # end-of-text token; 0 means "as the image tower".
+    embed_dim: int = 64  # the shared image-text embedding space
+    text_layers: int = 0
+    text_heads: int = 0
+    text_d_model: int = 0
 
     @property
     def kv_heads(self) -> int:
@@ -275,7 +290,9 @@ def from_dict(d: dict) -> Config:
 
 _CHOICES = {
     "model.positions": ("learned", "rope"),
-    "model.kind": ("decoder", "encoder"),
+    "model.kind": ("decoder", "encoder", "vit", "clip"),
+    "model.pool": ("cls", "gap"),
+    "model.image_positions": ("learned", "sincos2d"),
     "model.norm_position": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
@@ -333,7 +350,31 @@ def validate(cfg: Config) -> Config:
          f"must be divisible by optim.grad_accum={cfg.optim.grad_accum}")
     if cfg.optim.schedule == "cosine":
         need(cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr", f"must not exceed optim.lr={cfg.optim.lr}")
+    if m.kind in ("vit", "clip"):
+        _validate_vision(cfg, need)
     corpus = cfg.data.corpus
     need(bool(corpus) and (not corpus.startswith("tfds:") or len(corpus) > 5), "data.corpus",
          "name a registered corpus or tfds:NAME")
     return cfg
+
+
+def _validate_vision(cfg: Config, need) -> None:
+    m = cfg.model
+    for key in ("model.image_size", "model.channels", "model.patch_size", "model.embed_dim"):
+        need(getattr(m, key.split(".")[1]) >= 1, key, "must be at least 1")
+    for key in ("model.num_classes", "model.text_layers", "model.text_heads",
+                "model.text_d_model"):
+        need(getattr(m, key.split(".")[1]) >= 0, key, "must be 0 or positive")
+    need(m.image_size % m.patch_size == 0, "model.patch_size",
+         f"must divide model.image_size={m.image_size} (non-overlapping patches)")
+    if m.image_positions == "sincos2d":
+        need(m.d_model % 4 == 0, "model.d_model", "2-D sin/cos positions need a multiple of 4")
+    need(m.norm_position == "pre", "model.norm_position", "ViT and CLIP are pre-norm")
+    if m.kind == "clip":
+        heads = m.text_heads or m.n_heads
+        need((m.text_d_model or m.d_model) % heads == 0, "model.text_d_model",
+             f"must be divisible by the text tower's {heads} heads")
+        need(cfg.optim.grad_accum == 1, "optim.grad_accum",
+             "must be 1 for CLIP: the contrastive loss needs the whole batch at once")
+    else:
+        need(m.num_classes >= 1, "model.num_classes", "a ViT classifier needs at least 1 class")
