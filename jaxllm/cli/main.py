@@ -14,11 +14,12 @@ from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import train as train_cmd
+from jaxllm.cli import zero_shot as zero_shot_cmd
 from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd, "export": export_cmd,
-         "embed": embed_cmd}
+         "embed": embed_cmd, "zero-shot": zero_shot_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

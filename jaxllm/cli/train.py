@@ -1,9 +1,10 @@
-"""Train a decoder LM from a preset, or resume a run.
+"""Train a model (decoder, encoder, ViT, CLIP) from a preset, or resume a run.
 
   jaxllm train --preset shakespeare-char
   jaxllm train --preset shakespeare-char --set model.n_layers=6 --set optim.lr=3e-4 --steps 5000
   jaxllm train --preset shakespeare-char --data tfds:lm1b   (its own train/validation splits)
   jaxllm train --resume --out runs/shakespeare-char-20261130-101500
+  jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -57,6 +58,13 @@ def run(args) -> int:
         out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
+    if "images_per_s_median" in summary:  # ViT / CLIP
+        speed = summary["images_per_s_median"]
+        print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "
+              f"{summary['val_accuracy']:.4f}" + (f", {speed:,.0f} images/s" if speed else ""))
+        print(f"run directory: {summary['run_dir']}  (evaluate: jaxllm eval --run "
+              f"{summary['run_dir']})")
+        return 0
     speed = summary.get("tokens_per_s_median")
     print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, perplexity "
           f"{summary['val_perplexity']:.3f}" + (f", {speed:,.0f} tokens/s" if speed else ""))

@@ -18,6 +18,7 @@ from typing import Any, Union
 
 from jaxllm.errors import DataError
 from jaxllm.text.simple import ByteTokenizer, CharTokenizer
+from jaxllm.text.words import WordTokenizer
 
 Tokenizer = Union[CharTokenizer, ByteTokenizer]
 
@@ -29,6 +30,7 @@ _BUILDERS: dict[str, Callable[[Iterable[str]], Tokenizer]] = {
 _LOADERS: dict[str, Callable[[dict[str, Any]], Tokenizer]] = {
     "char": CharTokenizer.from_dict,
     "byte": ByteTokenizer.from_dict,
+    "word": WordTokenizer.from_dict,  # captions (jaxllm.data.captions); not a corpus tokenizer
 }
 TOKENIZER_KINDS = tuple(_BUILDERS)
 

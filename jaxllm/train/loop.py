@@ -58,20 +58,27 @@ def evaluate(eval_step, params, batches) -> dict:
 
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
     dc, t = cfg.data, cfg.train
-    tokenizer = run.load_tokenizer() if resuming else None
-    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer)
-    cfg = with_vocab(cfg, model_vocab(cfg, data.tokenizer.vocab_size))
-    if not resuming:
-        run.create(cfg, data.tokenizer)
-    m = cfg.model
     micro_batch = t.batch_size // cfg.optim.grad_accum
+    vision = cfg.model.kind in ("vit", "clip")
+    if vision:  # images (and captions): same (seed, step) -> batch contract as the text batches
+        cfg, tokenizer, train_iter, val_batches = _image_data(cfg, run, resuming)
+    else:
+        tokenizer = run.load_tokenizer() if resuming else None
+        data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
+                          tokenizer)
+        tokenizer = data.tokenizer
+        cfg = with_vocab(cfg, model_vocab(cfg, tokenizer.vocab_size))
+        if not resuming:
+            run.create(cfg, tokenizer)
+        train_iter = BatchIterator(data.train, t.batch_size, cfg.model.max_len, t.seed,
+                                   dc.sampling, data.separator, "train")
+        val_batches = eval_batches(data.validation, t.eval_batches, micro_batch,
+                                   cfg.model.max_len, t.seed + 1, dc.sampling, data.separator,
+                                   "validation")
+    m = cfg.model
 
-    train_iter = BatchIterator(data.train, t.batch_size, m.max_len, t.seed, dc.sampling,
-                               data.separator, "train")
-    val_batches = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
-                               t.seed + 1, dc.sampling, data.separator, "validation")
-
-    model, init_params, loss_fn = model_and_objective(cfg, data.tokenizer.vocab_size)
+    model, init_params, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
+                                                      else 0)
     tx = make_optimizer(cfg.optim, t.steps)
     state = TrainState.create(init_params(m, jax.random.PRNGKey(t.seed))[0], tx)
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
@@ -90,7 +97,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                  schedule=learning_rate_schedule(cfg.optim, t.steps))
     train_step = train_step.lower(state, train_iter.batch(train_iter.step)).compile()
     eval_step = make_eval_step(loss_fn)
-    tokens_per_step = t.batch_size * m.max_len
+    tokens_per_step = t.batch_size * (1 if vision else m.max_len)  # images or tokens per step
+    unit = "images" if vision else "tokens"
 
     def log_eval(step: int) -> dict:
         val = evaluate(eval_step, state.params, val_batches)
@@ -98,7 +106,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                "val_perplexity": round(val["perplexity"], 4),
                "val_accuracy": round(val["accuracy"], 5)}
         run.append_metrics(row)
-        run.plot()
+        run.plot(accuracy=vision)
         return row
 
     bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", file=sys.stderr,
@@ -123,16 +131,17 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                                / max(sum(float(f["tokens"]) for f in fetched), 1), 5),
                        "lr": float(fetched[-1]["lr"]),
                        "grad_norm": round(float(fetched[-1]["grad_norm"]), 4),
-                       "tokens_per_s": round(speeds[-1], 1)}
+                       f"{unit}_per_s": round(speeds[-1], 1)}
                 run.append_metrics(row)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{speeds[-1]:,.0f}",
-                                refresh=False)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False,
+                                **{"img_s" if vision else "tok_s": f"{speeds[-1]:,.0f}"})
                 bar.update(len(fetched))
                 pending = []
             if done % t.eval_every == 0 or done == t.steps:
                 summary.update(log_eval(done))
-                bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} "
-                          f"(perplexity {summary['val_perplexity']:.3f})")
+                bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
+                    f"(accuracy {summary['val_accuracy']:.4f})" if vision else
+                    f"(perplexity {summary['val_perplexity']:.3f})"))
             if done % t.save_every == 0 or done == t.steps:
                 ckpts.save(done, state, train_iter.state())
             if pending == []:
@@ -152,6 +161,30 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     finally:
         bar.close()
         ckpts.close()
-    summary.update(step=t.steps, tokens_per_s_median=round(float(np.median(speeds)), 1)
-                   if speeds else None)
+    summary.update(step=t.steps, **{f"{unit}_per_s_median": round(float(np.median(speeds)), 1)
+                                    if speeds else None})
     return summary
+
+
+def _image_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
+    """(cfg, caption tokenizer or None, train batches, fixed validation batches) of a ViT/CLIP
+    run; creates the run directory when starting."""
+    from jaxllm.data.captions import caption_tokenizer
+    from jaxllm.data.images import ImageBatches, fixed_batches, load_images
+    from jaxllm.models.vit import check_images
+
+    dc, t, m = cfg.data, cfg.train, cfg.model
+    data = load_images(dc.corpus)
+    check_images(m, (1, *data.image_shape))
+    tokenizer = None
+    if m.kind == "clip":
+        tokenizer = run.load_tokenizer() if resuming else caption_tokenizer()
+        cfg = with_vocab(cfg, tokenizer.vocab_size)
+    if not resuming:
+        run.create(cfg, tokenizer)
+    text = dict(tokenizer=tokenizer, text_len=m.max_len)
+    train_iter = ImageBatches(data.train, t.batch_size, t.seed, augment_shift=dc.augment_shift,
+                              **text)
+    val = fixed_batches(data.validation, t.eval_batches, t.batch_size // cfg.optim.grad_accum,
+                        t.seed + 1, **text)
+    return cfg, tokenizer, train_iter, val
