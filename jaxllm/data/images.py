@@ -66,11 +66,15 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else (the package's file is trusted; this keeps the
     one-time conversion from running anything a pickle could name)."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3's protocol-2 pickles write bytes
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+        if module == "_codecs":
+            import codecs
+            return codecs.encode
         if name == "_reconstruct":
             from numpy._core.multiarray import _reconstruct
             return _reconstruct
