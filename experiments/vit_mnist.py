@@ -36,12 +36,12 @@ def main() -> None:
     cfg = config_lib.validate(config_lib.apply_overrides(config_lib.get_preset("mnist-vit"),
                                                          overrides))
     out = args.out or tempfile.mkdtemp(prefix="vit-mnist-") + "/run"
-    load_images("mnist")  # the one-time conversion is not part of training
+    load_images(cfg.data.corpus)  # the one-time conversion is not part of training
     start = time.perf_counter()
     summary = train(cfg, out, progress=False)
     wall = time.perf_counter() - start
     loaded = load_run(out)
-    test = load_images("mnist").test
+    test = load_images(cfg.data.corpus).test
     acc = float(np.mean(np.argmax(classify(loaded.model, loaded.params, test.images), 1)
                         == test.labels))
     m, t = cfg.model, cfg.train
