@@ -112,7 +112,8 @@ def _save(fig, path: str | Path) -> None:
 
 def plot_predictions(images: np.ndarray, predicted: Sequence[str], truth: Sequence[str] | None,
                      path: str | Path, title: str = "", cols: int = 8) -> None:
-    """A grid of images with their predicted labels (green when right, red when wrong)."""
+    """A grid of images with their predicted labels (green when right; red, with the truth,
+    when wrong)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -127,7 +128,8 @@ def plot_predictions(images: np.ndarray, predicted: Sequence[str], truth: Sequen
             continue
         ax.imshow(images[i][..., 0] if images[i].shape[-1] == 1 else images[i], cmap="gray")
         right = truth is None or predicted[i] == truth[i]
-        ax.set_title(str(predicted[i]), fontsize=9, color="green" if right else "red")
+        ax.set_title(str(predicted[i]) if right else f"{predicted[i]} (is {truth[i]})",
+                     fontsize=9, color="green" if right else "red")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
