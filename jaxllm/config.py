@@ -184,14 +184,15 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=2000, batch_size=16, nsp_weight=1.0),
     ),
     # A small ViT for MNIST on CPU: 4 x 4 patches (49 + [CLS] tokens), 4 pre-norm layers of
-    # width 64, random 1-pixel shifts. Goal (experiments/vit_mnist.py): >= 98.5% test accuracy
-    # in at most 10 minutes on 2 CPU cores.
+    # width 64, random 1-pixel shifts, 3300 steps of 128 (8.4 epochs; ~9 min at the 795 images/s
+    # measured on a quiet 2-core CPU). Measured (experiments/RESULTS.md): 98.34% test accuracy,
+    # short of the 98.5% goal.
     "mnist-vit": Config(
         model=ModelConfig(kind="vit", image_size=28, channels=1, patch_size=4, num_classes=10,
                           n_layers=4, n_heads=4, d_model=64, d_ff=128, norm_eps=1e-6),
         data=DataConfig(corpus="mnist", augment_shift=1),
         optim=OptimConfig(lr=2e-3, warmup_steps=200, min_lr=2e-5, b2=0.999, weight_decay=0.05),
-        train=TrainConfig(steps=3000, batch_size=128, eval_every=500, save_every=1000,
+        train=TrainConfig(steps=3300, batch_size=128, eval_every=500, save_every=1000,
                           eval_batches=10),
     ),
     # CLIP on MNIST with captions from templates (jaxllm.data.captions): a ViT image tower
