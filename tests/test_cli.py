@@ -104,5 +104,6 @@ def test_console_script_exit_status():
     proc = subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "train", "--preset", "x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
+    from jaxllm.config import PRESETS  # every branch adds presets: list them, don't hard-code
     assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
                                    + ", ".join(sorted(PRESETS)))

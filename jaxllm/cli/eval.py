@@ -1,7 +1,10 @@
-"""Evaluate a trained run on its validation split: loss, perplexity, token accuracy.
+"""Evaluate a trained run: loss, perplexity, token accuracy (ViT: test accuracy; CLIP: zero-shot).
 
   jaxllm eval --run DIR               every validation token once (exact)
   jaxllm eval --run DIR --batches 20  the run's fixed sampled batches (the training-time estimate)
+  jaxllm eval --run DIR               a ViT run: accuracy on the test split; a CLIP run: zero-shot
+                                      test accuracy with held-out caption templates, and
+                                      image->text / text->image recall@1 and @5
   jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
@@ -10,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -22,6 +27,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=512, help="--model: tokens per window")
     p.add_argument("--batches", type=int, help="sampled batches instead of the whole split")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
+    p.add_argument("--retrieval", type=int, default=1000,
+                   help="CLIP: test images (and captions) in the retrieval benchmark")
 
 
 def run(args) -> int:
@@ -34,6 +41,8 @@ def run(args) -> int:
         return _run_pretrained(args)
     loaded = load_run(args.run, step=args.step)
     cfg = loaded.config
+    if cfg.model.kind in ("vit", "clip"):
+        return _run_vision(args, loaded)
     dc, t = cfg.data, cfg.train
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
                       loaded.tokenizer)
@@ -80,4 +89,32 @@ def _run_pretrained(args) -> int:
     print(f"{args.model} on the {args.data} validation split ({r['tokens']:,.0f} tokens, windows "
           f"of {min(args.window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
           f"{r['perplexity']:.3f}")
+    return 0
+
+
+def _run_vision(args, loaded) -> int:
+    from jaxllm.data.images import load_images
+    from jaxllm.errors import DataError
+    from jaxllm.infer import vision
+
+    cfg = loaded.config
+    test = load_images(cfg.data.corpus).test
+    where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
+    if cfg.model.kind == "vit":
+        logits = vision.classify(loaded.model, loaded.params, test.images)
+        acc = float(np.mean(np.argmax(logits, axis=1) == test.labels))
+        print(f"{where} ({len(test.labels):,} images): accuracy {acc:.4f}")
+        return 0
+    if args.retrieval < 2:
+        raise DataError(f"--retrieval={args.retrieval}: must be at least 2")
+    r = vision.evaluate_clip(loaded.model, loaded.params, loaded.tokenizer, cfg.model.max_len,
+                             test, retrieval=args.retrieval)
+    print(f"{where} ({r['images']:,} images): zero-shot accuracy {r['zero_shot_heldout']:.4f} "
+          f"with held-out templates ({r['zero_shot_train_templates']:.4f} with the training ones)")
+    for t, acc in r["per_heldout_template"].items():
+        print(f"  held-out template {t!r}: {acc:.4f}")
+    print(f"retrieval over {r['retrieval_items']:,} images and held-out captions (a caption of "
+          f"the same digit counts): image->text R@1 {r['image_to_text_r1']:.4f} R@5 "
+          f"{r['image_to_text_r5']:.4f}; text->image R@1 {r['text_to_image_r1']:.4f} R@5 "
+          f"{r['text_to_image_r5']:.4f}")
     return 0

@@ -1,4 +1,4 @@
-"""Train a decoder LM from a preset, or resume a run.
+"""Train a model (decoder, encoder, ViT, CLIP) from a preset, or resume a run.
 
   jaxllm train --preset shakespeare-char
   jaxllm train --preset shakespeare-char --set model.n_layers=6 --set optim.lr=3e-4 --steps 5000
@@ -7,6 +7,7 @@
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
   jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
+  jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -90,6 +91,13 @@ def run(args) -> int:
         out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
+    if "images_per_s_median" in summary:  # ViT / CLIP
+        speed = summary["images_per_s_median"]
+        print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "
+              f"{summary['val_accuracy']:.4f}" + (f", {speed:,.0f} images/s" if speed else ""))
+        print(f"run directory: {summary['run_dir']}  (evaluate: jaxllm eval --run "
+              f"{summary['run_dir']})")
+        return 0
     speed = summary.get("tokens_per_s_median")
     print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, perplexity "
           f"{summary['val_perplexity']:.3f}" + (f", {speed:,.0f} tokens/s" if speed else ""))

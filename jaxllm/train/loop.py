@@ -64,15 +64,19 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     from jaxllm.parallel.pipeline import decoder_parts
 
     t = cfg.train
+    vision = cfg.model.kind in ("vit", "clip")
     _check_transforms(cfg)
-    cfg, tokenizer, train_iter, val_batches = _text_data(cfg, run, resuming)
+    # images (and captions) or text: the same (seed, step) -> batch contract
+    cfg, tokenizer, train_iter, val_batches = (_image_data if vision else _text_data)(
+        cfg, run, resuming)
     if t.lora or cfg.model.weights:  # rank, targets, group sizes: checked before any file
         jax.eval_shape(lambda: build_params(cfg, jax.random.PRNGKey(0)))
     if not resuming:
         run.create(cfg, tokenizer)
     m = cfg.model
 
-    model, init_params, loss_fn = model_and_objective(cfg, tokenizer.vocab_size)
+    model, init_params, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
+                                                      else 0)
     tx = make_optimizer(cfg.optim, t.steps)
     trainable = trainable_fn(cfg)
     plan = None
@@ -107,7 +111,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     else:  # host batches are placed split over the batch axes first
         train_step = lambda state, batch: compiled(state, plan_lib.place_batch(plan, batch))  # noqa: E731
     eval_step = make_eval_step(loss_fn)
-    tokens_per_step = t.batch_size * m.max_len
+    tokens_per_step = t.batch_size * (1 if vision else m.max_len)  # images or tokens per step
+    unit = "images" if vision else "tokens"
 
     def log_eval(step: int) -> dict:
         val = evaluate(eval_step, state.params, val_batches)
@@ -115,7 +120,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                "val_perplexity": round(val["perplexity"], 4),
                "val_accuracy": round(val["accuracy"], 5)}
         run.append_metrics(row)
-        run.plot()
+        run.plot(accuracy=vision)
         return row
 
     bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", file=sys.stderr,
@@ -140,19 +145,20 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                                / max(sum(float(f["tokens"]) for f in fetched), 1), 5),
                        "lr": float(fetched[-1]["lr"]),
                        "grad_norm": round(float(fetched[-1]["grad_norm"]), 4),
-                       "tokens_per_s": round(speeds[-1], 1)}
+                       f"{unit}_per_s": round(speeds[-1], 1)}
                 if "skipped_steps" in fetched[-1]:  # float16 loss scaling
                     row.update(skipped_steps=int(fetched[-1]["skipped_steps"]),
                                loss_scale=float(fetched[-1]["loss_scale"]))
                 run.append_metrics(row)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{speeds[-1]:,.0f}",
-                                refresh=False)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False,
+                                **{"img_s" if vision else "tok_s": f"{speeds[-1]:,.0f}"})
                 bar.update(len(fetched))
                 pending = []
             if done % t.eval_every == 0 or done == t.steps:
                 summary.update(log_eval(done))
-                bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} "
-                          f"(perplexity {summary['val_perplexity']:.3f})")
+                bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
+                    f"(accuracy {summary['val_accuracy']:.4f})" if vision else
+                    f"(perplexity {summary['val_perplexity']:.3f})"))
             if done % t.save_every == 0 or done == t.steps:
                 ckpts.save(done, state, train_iter.state())
             if pending == []:
@@ -172,8 +178,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     finally:
         bar.close()
         ckpts.close()
-    summary.update(step=t.steps, tokens_per_s_median=round(float(np.median(speeds)), 1)
-                   if speeds else None)
+    summary.update(step=t.steps, **{f"{unit}_per_s_median": round(float(np.median(speeds)), 1)
+                                    if speeds else None})
     return summary
 
 
@@ -229,3 +235,25 @@ def _base_params(cfg: config_lib.Config):
         raise ConfigError(f"train.init_from={cfg.train.init_from!r}: its parameters do not fit "
                           f"this run's model config; use the same model.* settings")
     return base
+
+
+def _image_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
+    """(cfg, caption tokenizer or None, train batches, fixed validation batches) of a ViT/CLIP
+    run."""
+    from jaxllm.data.captions import caption_tokenizer
+    from jaxllm.data.images import ImageBatches, fixed_batches, load_images
+    from jaxllm.models.vit import check_images
+
+    dc, t, m = cfg.data, cfg.train, cfg.model
+    data = load_images(dc.corpus)
+    check_images(m, (1, *data.image_shape))
+    tokenizer = None
+    if m.kind == "clip":
+        tokenizer = run.load_tokenizer() if resuming else caption_tokenizer()
+        cfg = with_vocab(cfg, tokenizer.vocab_size)
+    text = dict(tokenizer=tokenizer, text_len=m.max_len)
+    train_iter = ImageBatches(data.train, t.batch_size, t.seed, augment_shift=dc.augment_shift,
+                              **text)
+    val = fixed_batches(data.validation, t.eval_batches, t.batch_size // cfg.optim.grad_accum,
+                        t.seed + 1, **text)
+    return cfg, tokenizer, train_iter, val

@@ -3,7 +3,8 @@
     model, init, loss_fn = model_and_objective(cfg, tokenizer_vocab)
 
 "decoder": `Decoder` + next-token cross-entropy. "encoder": `Encoder` + masked-LM (and
-next-sentence prediction when train.nsp_weight > 0). An encoder's vocabulary is the tokenizer's
+next-sentence prediction when train.nsp_weight > 0). "vit": `ViT` + classification
+cross-entropy. "clip": `CLIP` + symmetric InfoNCE (its vocabulary is the caption tokenizer's). An encoder's vocabulary is the tokenizer's
 plus two ids above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokenizers lack.
 """
 
@@ -23,12 +24,22 @@ def model_vocab(cfg: config_lib.Config, tokenizer_vocab: int) -> int:
 
 def init_function(kind: str):
     """init_params(model_cfg, rng) -> (params, logical axes) of a model kind."""
-    module = {"decoder": "decoder", "encoder": "encoder"}[kind]
-    return importlib.import_module(f"jaxllm.models.{module}").init_params
+    return importlib.import_module(f"jaxllm.models.{kind}").init_params  # models/<kind>.py
 
 
 def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
     """(model, init_params(model_cfg, rng) -> (params, axes), loss_fn(params, batch, rng))."""
+    if cfg.model.kind == "vit":
+        from jaxllm.models.vit import ViT, classifier_loss, init_params
+
+        model = ViT(cfg.model)
+        return model, init_params, classifier_loss(model)
+    if cfg.model.kind == "clip":
+        from jaxllm.models.clip import CLIP, init_params
+        from jaxllm.objectives.contrastive import clip_loss
+
+        model = CLIP(cfg.model)
+        return model, init_params, clip_loss(model)
     if cfg.model.kind == "encoder":
         from jaxllm.models.encoder import Encoder, init_params
         from jaxllm.objectives.mlm import mlm_loss

@@ -41,7 +41,8 @@ class RunDir:
             raise CheckpointError(f"{self.path} already holds a run; pass --resume to continue it "
                                   f"or choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(self.tokenizer_file)
+        if tokenizer is not None:  # a ViT reads no text
+            tokenizer.save(self.tokenizer_file)
         atomic_write(self.config_file, cfg.to_json() + "\n")
 
     def check(self) -> None:
@@ -91,8 +92,9 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
-    def plot(self) -> None:
-        """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval)."""
+    def plot(self, accuracy: bool = False) -> None:
+        """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval), and
+        with accuracy=True a second panel of train and validation accuracy."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -100,7 +102,19 @@ class RunDir:
         rows = self.read_metrics()
         train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        if accuracy:
+            fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+            for key, label, style in (("train_accuracy", "train", "-"),
+                                      ("val_accuracy", "validation", "o-")):
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                if pts:
+                    ax_acc.plot(*zip(*pts), style, label=label, linewidth=1, markersize=3)
+            ax_acc.set_xlabel("step")
+            ax_acc.set_ylabel("accuracy")
+            ax_acc.grid(alpha=0.3)
+            ax_acc.legend()
+        else:
+            fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         if train:
             ax.plot(*zip(*train), label="train", linewidth=1)
         if val:
@@ -136,7 +150,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
 
     run = RunDir(path)
     cfg = run.load_config()
-    tokenizer = run.load_tokenizer()
+    tokenizer = run.load_tokenizer() if cfg.model.kind != "vit" else None  # a ViT has none
     ckpts = Checkpoints(run.checkpoints, read_only=True)
     steps = ckpts.steps()
     if not steps:
@@ -145,7 +159,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
-    model = model_and_objective(cfg, tokenizer.vocab_size)[0]
+    model = model_and_objective(cfg, tokenizer.vocab_size if tokenizer else 0)[0]
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     like = jax.eval_shape(lambda: state_like(cfg, tx))
     state, _ = ckpts.restore(step, like)

@@ -1,0 +1,75 @@
+"""Captions for digit images, made from labels through templates.
+
+    captions(labels, TRAIN_TEMPLATES, rng)   ->  ["a photo of the digit seven", "a handwritten 7", ...]
+
+Each template has one "{}" slot, filled with the digit as a word ("seven") or a numeral ("7")
+according to the template. CLIP trains on TRAIN_TEMPLATES; HELDOUT_TEMPLATES are never seen in
+training and measure zero-shot classification by prompts whose wording is new (their words
+"picture", "figure", "written", "shows", "number" in new places ... reach the model as
+[UNK] or in unseen orders). The caption tokenizer is trained on the training captions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxllm.errors import DataError
+from jaxllm.text.words import WordTokenizer
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NUMERALS = tuple(str(i) for i in range(10))
+
+# (template, "word" | "numeral")
+TRAIN_TEMPLATES = (
+    ("a photo of the digit {}", "word"),
+    ("a handwritten {}", "numeral"),
+    ("the number {}", "word"),
+    ("an image of a {}", "numeral"),
+    ("a drawing of the digit {}", "numeral"),
+    ("{}", "word"),
+    ("a scan of a handwritten {}", "word"),
+    ("this is a {}", "numeral"),
+)
+HELDOUT_TEMPLATES = (
+    ("a picture of the number {}", "word"),
+    ("a handwritten digit {}", "numeral"),
+    ("{}", "numeral"),
+    ("this figure shows a written {}", "word"),
+)
+
+
+def check_template(template: str) -> str:
+    """DataError unless the template has exactly one "{}" slot."""
+    if template.count("{}") != 1:
+        raise DataError(f"template {template!r} must contain one {{}} where the label goes, "
+                        f"e.g. \"a photo of the digit {{}}\"")
+    return template
+
+
+def fill(template: str, form: str, label: int) -> str:
+    return template.replace("{}", (DIGIT_WORDS if form == "word" else NUMERALS)[label])
+
+
+def captions(labels: Sequence[int], templates=TRAIN_TEMPLATES, rng=None) -> list[str]:
+    """One caption per label, through a template drawn by rng (the first one if rng is None)."""
+    which = (np.zeros(len(labels), int) if rng is None
+             else rng.integers(0, len(templates), len(labels)))
+    return [fill(*templates[w], int(y)) for w, y in zip(which, labels)]
+
+
+def class_prompts(labels: Sequence[str], template: str) -> list[str]:
+    """The zero-shot prompts of a user's labels: template with each label in the slot."""
+    check_template(template)
+    labels = [str(label).strip() for label in labels]
+    if not labels or not all(labels):
+        raise DataError("the label list is empty (or has an empty label); pass names such as "
+                        "\"zero,one,two,three,four,five,six,seven,eight,nine\"")
+    return [template.replace("{}", label) for label in labels]
+
+
+def caption_tokenizer() -> WordTokenizer:
+    """The word tokenizer of every training caption (held-out templates contribute nothing)."""
+    texts = [fill(t, form, y) for t, form in TRAIN_TEMPLATES for y in range(10)]
+    return WordTokenizer.train(texts)
