@@ -7,21 +7,13 @@ import numpy as np
 import pytest
 
 from jaxllm.cli.main import main
+from helpers import error_of
 
 SMALL = ["--set", "data.corpus=digits", "--set", "model.image_size=8", "--set",
          "model.patch_size=4", "--set", "model.n_layers=1", "--set", "model.d_model=16",
          "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "train.batch_size=16",
          "--set", "train.eval_every=2", "--set", "train.eval_batches=1", "--set",
          "optim.warmup_steps=1", "--no-progress"]
-
-
-def error_of(argv, capsys):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.slow
