@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxllm.data.captions import (DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES,
-                                  caption_tokenizer, captions, check_template, class_prompts)
+from jaxllm.data.captions import (DIGIT_WORDS, EOT_ID, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, UNK_ID,
+                                  caption_tokenizer, captions, check_template, class_prompts,
+                                  encode_captions)
 from jaxllm.data.images import (ImageBatches, convert_mnist, fixed_batches, load_images,
                                 normalize, shift_images)
 from jaxllm.errors import DataError
 from jaxllm.text import load_tokenizer
-from jaxllm.text.words import EOT_ID, UNK_ID, WordTokenizer
 
 
 def _fake_mnist_pickle(path, splits):
@@ -100,7 +100,7 @@ def test_batches_with_captions_use_training_templates_only():
                    for w in DIGIT_WORDS + tuple("0123456789")}
     for row, eot, label in zip(b["tokens"], b["eot"], b["labels"]):
         assert row[eot] == EOT_ID and (row[eot + 1:] == 0).all()
-        text = tok.decode(row)
+        text = tok.decode(row, skip_special_tokens=True)
         assert text in train_texts and (DIGIT_WORDS[label] in text.split()
                                         or str(label) in text.split())
     val = fixed_batches(split, 2, 64, seed=1, tokenizer=tok, text_len=10)
@@ -118,20 +118,25 @@ def test_shift_augmentation_moves_images_within_bounds():
     np.testing.assert_array_equal(normalize(np.array([0, 255], np.uint8)), [-1.0, 1.0])
 
 
-def test_word_tokenizer_round_trip_and_unknown_words(tmp_path):
+def test_caption_tokenizer_round_trip_and_unknown_words(tmp_path):
     tok = caption_tokenizer()
-    ids = tok.encode("A photo of the digit Seven!")
-    assert ids[-1] == EOT_ID and tok.decode(ids) == "a photo of the digit seven"
+    ids = tok.encode("A photo of the digit Seven", add_special_tokens=True)
+    assert ids[-1] == EOT_ID and tok.decode(ids, skip_special_tokens=True) == (
+        "a photo of the digit seven")
     assert tok.encode("a sketch of 7")[1] == UNK_ID
-    tok.save(tmp_path / "tok.json")
-    assert load_tokenizer(tmp_path / "tok.json") == tok
-    tokens, eot = tok.encode_batch(["a photo of the digit seven"], 4)  # cut to fit
-    assert list(eot) == [3] and tokens[0, 3] == EOT_ID
+    tok.save(tmp_path / "tok.json")  # a HF tokenizer.json; it reads back to the same ids
+    again = load_tokenizer(tmp_path / "tok.json")
+    assert again.to_hf_dict() == tok.to_hf_dict()
+    texts = ["a photo of the digit seven", "a handwritten 7!", "7"]
+    tokens, eot = encode_captions(again, texts, 4)  # the first one is cut to fit
+    assert list(eot) == [3, 3, 1] and (tokens[np.arange(3), eot] == EOT_ID).all()
+    assert tokens[0].tolist() == tok.encode("a photo of", add_special_tokens=True)
+    assert tokens[2, 2:].tolist() == [0, 0]  # [PAD]
     # held-out templates bring words training never saw
     held = {w for t, _ in HELDOUT_TEMPLATES for w in t.replace("{}", "").split()}
-    assert held - set(tok.vocab) >= {"picture", "figure"}
-    with pytest.raises(DataError):
-        WordTokenizer.train([" !"])
+    assert held - set(tok.get_vocab()) >= {"picture", "figure"}
+    with pytest.raises(DataError, match="caption length"):
+        encode_captions(tok, texts, 0)
 
 
 @settings(max_examples=60, deadline=None)

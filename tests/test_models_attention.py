@@ -51,7 +51,7 @@ def reference_and_grads(q, k, v, mask, weights):
     return f(q, k, v), jax.grad(weighted_sum(f, weights), argnums=(0, 1, 2))(q, k, v)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(problems())
 def test_blocked_equals_reference_values_and_gradients(problem):
     q, k, v, segments, block = problem
@@ -65,7 +65,7 @@ def test_blocked_equals_reference_values_and_gradients(problem):
         np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(problems())
 def test_fast_equals_reference(problem):
     q, k, v, segments, _ = problem
@@ -77,7 +77,7 @@ def test_fast_equals_reference(problem):
                                    atol=2e-5)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(problems())
 def test_cached_equals_reference_over_the_filled_slots(problem):
     """The last queries of a sequence against a cache holding all of its keys (plus empty slots)."""

@@ -7,6 +7,11 @@ according to the template. CLIP trains on TRAIN_TEMPLATES; HELDOUT_TEMPLATES are
 training and measure zero-shot classification by prompts whose wording is new (their words
 "picture", "figure", "written", "shows", "number" in new places ... reach the model as
 [UNK] or in unseen orders). The caption tokenizer is trained on the training captions only.
+
+The caption tokenizer is word-level (jaxllm.text's WordLevel model in the HF-style pipeline,
+saved as a tokenizer.json): BERT's lower-casing and punctuation split, one id per training word,
+[UNK] for any other word, so that a zero-shot prompt may use words training never saw. Id 0 is
+[PAD] and 2 is [EOT], appended to every caption: CLIP's text tower reads its output there.
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxllm.errors import DataError
-from jaxllm.text.words import WordTokenizer
+from jaxllm.text.models import WordLevel
+from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.pretokenize import Bert
 
+SPECIALS = ("[PAD]", "[UNK]", "[EOT]")
+PAD_ID, UNK_ID, EOT_ID = 0, 1, 2
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NUMERALS = tuple(str(i) for i in range(10))
 
@@ -69,7 +78,29 @@ def class_prompts(labels: Sequence[str], template: str) -> list[str]:
     return [template.replace("{}", label) for label in labels]
 
 
-def caption_tokenizer() -> WordTokenizer:
+def caption_tokenizer() -> PipelineTokenizer:
     """The word tokenizer of every training caption (held-out templates contribute nothing)."""
     texts = [fill(t, form, y) for t, form in TRAIN_TEMPLATES for y in range(10)]
-    return WordTokenizer.train(texts)
+    bert = Bert()  # lower-cases and strips accents, then splits on spaces and punctuation
+    words = sorted({w for text in texts for w in bert.split(bert.normalize(text))})
+    vocab = {t: i for i, t in enumerate([*SPECIALS, *words])}
+    return PipelineTokenizer(WordLevel(vocab, "[UNK]"), bert, "words", normalizer=bert,
+                             special_tokens={t: vocab[t] for t in SPECIALS},
+                             template=(["$A", "[EOT]"], ["$A", "[EOT]", "$B", "[EOT]"]))
+
+
+def encode_captions(tokenizer, texts: Sequence[str], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens (N, length) int32 padded with [PAD], eot (N,) int32 index of each [EOT]).
+
+    A caption longer than length - 1 words is cut to fit, keeping its [EOT]."""
+    if length < 1:
+        raise DataError(f"caption length {length} leaves no room for the end token; use 1 or more")
+    tokens = np.full((len(texts), length), PAD_ID, np.int32)
+    eot = np.zeros(len(texts), np.int32)
+    for i, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_special_tokens=True)
+        if len(ids) > length:
+            ids = ids[:length - 1] + [EOT_ID]
+        tokens[i, :len(ids)] = ids
+        eot[i] = len(ids) - 1
+    return tokens, eot

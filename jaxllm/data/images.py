@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxllm.data.captions import TRAIN_TEMPLATES, captions
+from jaxllm.data.captions import TRAIN_TEMPLATES, captions, encode_captions
 from jaxllm.data.tfds_builder import default_data_dir
 from jaxllm.errors import DataError
 from jaxllm.io.files import atomic_write
@@ -192,7 +192,7 @@ class ImageBatches:
         out = {"images": normalize(images), "labels": self.split.labels[idx]}
         if self.tokenizer is not None:
             texts = captions(out["labels"], TRAIN_TEMPLATES, rng)
-            out["tokens"], out["eot"] = self.tokenizer.encode_batch(texts, self.text_len)
+            out["tokens"], out["eot"] = encode_captions(self.tokenizer, texts, self.text_len)
         return out
 
     def __iter__(self):
@@ -232,6 +232,6 @@ def fixed_batches(split: Split, n_batches: int, batch_size: int, seed: int, *, t
         b = {"images": normalize(split.images[idx]), "labels": split.labels[idx]}
         if tokenizer is not None:
             texts = captions(b["labels"], TRAIN_TEMPLATES, np.random.default_rng([seed, start]))
-            b["tokens"], b["eot"] = tokenizer.encode_batch(texts, text_len)
+            b["tokens"], b["eot"] = encode_captions(tokenizer, texts, text_len)
         out.append(b)
     return out

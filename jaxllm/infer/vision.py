@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxllm.data.captions import encode_captions
 from jaxllm.data.images import normalize
 
 _BATCH = 500
@@ -73,7 +74,7 @@ def image_embeddings(model, params, images: np.ndarray, batch: int = _BATCH) -> 
 def text_embeddings(model, params, tokenizer, texts: Sequence[str], text_len: int,
                     batch: int = _BATCH) -> np.ndarray:
     """CLIP text embeddings (M, E) of texts."""
-    tokens, eot = tokenizer.encode_batch(list(texts), text_len)
+    tokens, eot = encode_captions(tokenizer, list(texts), text_len)
     b = min(batch, len(texts))
     return _batched(lambda s, e: _encode_text(model, params, _pad(tokens[s:e], b),
                                               _pad(eot[s:e], b))[:e - s], len(texts), b)

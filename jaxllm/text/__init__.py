@@ -28,7 +28,6 @@ from jaxllm.text import registry
 from jaxllm.text.pipeline import PipelineTokenizer
 from jaxllm.text.simple import ByteTokenizer, CharTokenizer
 from jaxllm.text.train import TRAINABLE_KINDS, train
-from jaxllm.text.words import WordTokenizer
 
 Tokenizer = Union[CharTokenizer, ByteTokenizer, PipelineTokenizer]
 
@@ -40,7 +39,6 @@ _BUILDERS: dict[str, Callable[[Iterable[str]], Tokenizer]] = {
 _LOADERS: dict[str, Callable[[dict[str, Any]], Tokenizer]] = {
     "char": CharTokenizer.from_dict,
     "byte": ByteTokenizer.from_dict,
-    "word": WordTokenizer.from_dict,  # captions (jaxllm.data.captions); not a corpus tokenizer
 }
 TOKENIZER_KINDS = tuple(_BUILDERS)
 
