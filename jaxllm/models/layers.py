@@ -11,13 +11,22 @@ naming a mesh axis:
     kv       the size of one head
     layers   the stacked (scanned) layer axis, added by nn.scan in the model
 
+Activations carry no names except one: every block's residual stream (B, T, D) is split over
+the batch mesh axes when the train step asks for it (`split_activations`). Without it, XLA's
+sharding propagation under FSDP follows the parameters (split along `embed`) and may keep the
+whole batch on every device: a fsdp=8 step's temporaries measured 113 MiB per device against
+20 MiB with the constraint (9 MiB for plain data parallelism).
+
 Shapes in comments: B batch, T query length, S key length, N query heads, K key/value heads,
 G = N // K query heads per key/value head, H head size, D model size, F mlp size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +37,27 @@ from jaxllm.config import ModelConfig
 from jaxllm.models import attention as attn_lib
 from jaxllm.transforms import calibration
 from jaxllm.transforms import qat as qat_lib
+
+_BATCH_SHARDING: contextvars.ContextVar = contextvars.ContextVar("batch_sharding", default=None)
+
+
+@contextlib.contextmanager
+def split_activations(batch_sharding: Callable | None):
+    """While tracing inside this context, `split_batch` constrains activations to
+    batch_sharding(x) (a NamedSharding splitting the leading axis over the batch mesh axes);
+    None leaves them to XLA. The sharded train step traces its loss under it."""
+    token = _BATCH_SHARDING.set(batch_sharding)
+    try:
+        yield
+    finally:
+        _BATCH_SHARDING.reset(token)
+
+
+def split_batch(x):
+    """x, constrained to be split along its leading (batch) axis under `split_activations`."""
+    sharding = _BATCH_SHARDING.get()
+    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding(x))
+
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -211,6 +241,7 @@ class DecoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x, cache, positions, mask, cache_index, train: bool):
         cfg = self.cfg
+        x = split_batch(x)  # (B, T, D)
         attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
         drop = nn.Dropout(cfg.dropout, deterministic=not train)
         post = cfg.norm_position == "post"
@@ -219,7 +250,7 @@ class DecoderBlock(nn.Module):
         x = attn_norm(x + drop(h)) if post else x + drop(h)
         h = Mlp(cfg, name="mlp")(x if post else mlp_norm(x))
         x = mlp_norm(x + drop(h)) if post else x + drop(h)
-        return x, cache
+        return split_batch(x), cache
 
 
 class EncoderBlock(DecoderBlock):

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxllm.models.layers import split_activations
 from jaxllm.transforms.partition import combine, partition
 
 
@@ -128,7 +129,11 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, grad
             params, frozen = partition(state.params, trainable(state.params))
             compute_grads = accumulated_grads(
                 lambda p, b, r: loss_fn(combine(p, frozen), b, r), grad_accum)
-        loss, sums, grads = compute_grads(params, batch, rng, scale)
+        # On a mesh the blocks' activations are split like the batch (models/layers.py); a
+        # pipeline's grads_fn places them itself, inside its shard_map.
+        split = shardings.batch if shardings is not None and grads_fn is None else None
+        with split_activations(split):
+            loss, sums, grads = compute_grads(params, batch, rng, scale)
         if ls is not None:
             grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
         if shardings is not None:
