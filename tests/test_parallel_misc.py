@@ -176,3 +176,45 @@ def test_fsdp_splits_the_activations_along_the_batch():
                                donate=False)
         temp[spec] = step.lower(setup.state, b).compile().memory_analysis().temp_size_in_bytes
     assert temp["fsdp=8"] < 3 * temp["data=8"], temp
+
+
+def test_qlora_on_a_mesh_trains_as_on_one_device():
+    """QLoRA (NF4 base + LoRA factors) on data x fsdp x tensor: the same losses and parameters as
+    on one device; only the factors have gradients and optimizer state, sharded like their base
+    (plain LoRA is the same path without the quantized base)."""
+    from dataclasses import replace
+
+    from jaxllm.config import Config, TrainConfig
+    from jaxllm.transforms import lora
+    from jaxllm.train.run import build_params_and_axes
+
+    cfg = Config(model=replace(CFG, weights="method=nf4,group=8"),
+                 train=TrainConfig(lora="rank=4,alpha=8,targets=all"))
+    build = lambda r: build_params_and_axes(cfg, r)  # noqa: E731
+    loss_fn = causal_lm_loss(Decoder(cfg.model))
+    single = TrainState.create(build(jax.random.PRNGKey(0))[0], TX, lora.trainable)
+    single_step = make_train_step(loss_fn, TX, trainable=lora.trainable)
+    setup = shard_training(Layout.build(make_mesh("data=2,fsdp=2,tensor=2")), build, TX,
+                           jax.random.PRNGKey(0), trainable=lora.trainable)
+    step = make_train_step(loss_fn, TX, shardings=setup.shardings, trainable=lora.trainable)
+    state = setup.state
+    for b in batches()[:2]:
+        single, m1 = single_step(single, b)
+        state, m2 = step(state, b)
+        assert abs(float(m1["loss"]) - float(m2["loss"])) < LOSS_ATOL
+    n_factors = sum(jax.tree_util.tree_leaves(lora.trainable(state.params)))
+    moments = [x for x in jax.tree_util.tree_leaves(state.opt_state) if x.ndim]
+    assert len(moments) == 2 * n_factors  # Adam's mu and nu of the factors only
+    for x, y in zip(jax.tree_util.tree_leaves(single.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), atol=1e-4)
+    up = state.params["blocks"]["mlp"]["up"]["kernel"]
+    assert up.lora_b.sharding.spec[-1] == "tensor" and up.lora_a.sharding.spec[1] == "fsdp"
+
+
+def test_lora_with_a_pipeline_is_refused_before_anything_is_written(tmp_path, capsys):
+    from helpers import error_of
+
+    out = tmp_path / "run"
+    line = error_of(["train", "--preset", "shakespeare-char", "--lora", "rank=4", "--mesh",
+                     "stage=2,data=4", "--pipeline", "gpipe", "--out", str(out)], capsys)
+    assert "do not combine with a pipeline" in line and not out.exists()

@@ -75,14 +75,17 @@ def check_config(cfg: Config) -> None:
         if cfg.optim.grad_accum != 1:
             raise ConfigError("optim.grad_accum must be 1 with a pipeline; its micro-batches "
                               "are parallel.microbatches")
+        if cfg.train.lora or cfg.model.weights:
+            raise ConfigError("train.lora and model.weights do not combine with a pipeline yet; "
+                              "use data, fsdp and tensor mesh axes (parallel.pipeline=none)")
         check_pipeline(stages, microbatches(pc, stages), cfg.model.n_layers,
                        cfg.train.batch_size, layout.size(
                            a for a in layout.rules.get("batch", ()) if layout.mesh.shape[a] > 1),
                        pc.pipeline)
 
 
-def plan_training(cfg: Config, init_fn: Callable, tx, rng, *,
-                  parts: PipelineParts | None = None) -> Plan:
+def plan_training(cfg: Config, init_fn: Callable, tx, rng, *init_args,
+                  parts: PipelineParts | None = None, trainable: Callable | None = None) -> Plan:
     check_config(cfg)
     pc = cfg.parallel
     layout = layout_from_config(pc)
@@ -96,8 +99,8 @@ def plan_training(cfg: Config, init_fn: Callable, tx, rng, *,
         m = microbatches(pc, stages)
         step_kwargs["grads_fn"] = make_pipeline_grads(parts, layout.mesh, m, pc.pipeline)
         bubble = bubble_fraction(stages, m)
-    setup = shard_training(layout, init_fn, tx, rng,
-                           loss_scaling=cfg.model.dtype == "float16")
+    setup = shard_training(layout, init_fn, tx, rng, *init_args,
+                           loss_scaling=cfg.model.dtype == "float16", trainable=trainable)
     step_kwargs["shardings"] = setup.shardings
     return Plan(layout, setup, step_kwargs, bubble)
 

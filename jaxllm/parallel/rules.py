@@ -158,8 +158,18 @@ class Layout:
                               f"{'x'.join(axes)} (size {k}); use a multiple of {k}")
 
 
-def state_specs(layout: Layout, tx, abstract_params, logical_specs) -> dict[str, Any]:
-    """{"params", "grads", "opt"} PartitionSpec trees for a model's training state."""
+def state_specs(layout: Layout, tx, abstract_params, logical_specs,
+                trainable_mask=None) -> dict[str, Any]:
+    """{"params", "grads", "opt"} PartitionSpec trees for a model's training state.
+
+    trainable_mask: a bool per parameter (LoRA's): gradients and optimizer state exist for the
+    True leaves only (None elsewhere)."""
+    from jaxllm.transforms.partition import partition
+
+    trained, trained_specs = abstract_params, logical_specs
+    if trainable_mask is not None:
+        trained = partition(abstract_params, trainable_mask)[0]
+        trained_specs = partition(logical_specs, trainable_mask)[0]
     return {"params": layout.tree_specs(abstract_params, logical_specs, "params"),
-            "grads": layout.tree_specs(abstract_params, logical_specs, "grads"),
-            "opt": layout.opt_specs(tx, abstract_params, logical_specs)}
+            "grads": layout.tree_specs(trained, trained_specs, "grads"),
+            "opt": layout.opt_specs(tx, trained, trained_specs)}

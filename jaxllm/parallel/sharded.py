@@ -5,10 +5,12 @@
     step = make_train_step(loss_fn, tx, shardings=setup.shardings)
     state, metrics = step(setup.state, batch)
 
-Generic over the model: `init_fn(rng) -> (params, logical specs)` is all it needs (the decoder's
-`init_params`, an encoder's, or a transform applied after one, as long as new leaves carry
-logical names). The parameters and optimizer state are produced by one jit whose out_shardings
-are the layout's, so each device materialises only its own shards.
+Generic over the model: `init_fn(rng, *init_args) -> (params, logical specs)` is all it needs
+(the decoder's `init_params`, an encoder's, or a transform applied after one, as long as new
+leaves carry logical names; init_args, e.g. a base model's weights to fine-tune, enter the jit
+as arguments). The parameters and optimizer state are produced by one jit whose out_shardings
+are the layout's, so each device materialises only its own shards. With `trainable` (LoRA's
+mask), gradients and optimizer state exist for the trainable leaves only.
 """
 
 from __future__ import annotations
@@ -24,16 +26,17 @@ from jaxllm.parallel.rules import Layout, _is_spec, state_specs
 from jaxllm.train.step import StepShardings, TrainState, initial_loss_scale
 
 
-def abstract_init(init_fn: Callable, rng) -> tuple[Any, Any]:
-    """(ShapeDtypeStruct tree, logical spec tree) of init_fn(rng), without computing anything."""
+def abstract_init(init_fn: Callable, rng, *init_args) -> tuple[Any, Any]:
+    """(ShapeDtypeStruct tree, logical spec tree) of init_fn(rng, *init_args), without computing
+    anything."""
     box = {}
 
-    def params_only(r):
-        params, specs = init_fn(r)
+    def params_only(r, *args):
+        params, specs = init_fn(r, *args)
         box["specs"] = specs  # static Python objects: captured while tracing
         return params
 
-    return jax.eval_shape(params_only, rng), box["specs"]
+    return jax.eval_shape(params_only, rng, *init_args), box["specs"]
 
 
 @dataclass
@@ -70,17 +73,19 @@ def state_shardings(layout: Layout, specs: dict, loss_scaling: bool):
                       if loss_scaling else None)
 
 
-def shard_training(layout: Layout, init_fn: Callable, tx, rng, *,
-                   loss_scaling: bool = False) -> ShardedSetup:
+def shard_training(layout: Layout, init_fn: Callable, tx, rng, *init_args,
+                   loss_scaling: bool = False, trainable: Callable | None = None) -> ShardedSetup:
     """Create the TrainState directly in its shards, with the step's shardings."""
-    abstract, logical = abstract_init(init_fn, rng)
-    specs = state_specs(layout, tx, abstract, logical)  # raises on indivisible dimensions
+    abstract, logical = abstract_init(init_fn, rng, *init_args)
+    # raises on indivisible dimensions
+    specs = state_specs(layout, tx, abstract, logical,
+                        None if trainable is None else trainable(abstract))
     shardings = state_shardings(layout, specs, loss_scaling)
 
-    def create(r):
-        return TrainState.create(init_fn(r)[0], tx, loss_scaling=loss_scaling)
+    def create(r, *args):
+        return TrainState.create(init_fn(r, *args)[0], tx, trainable, loss_scaling=loss_scaling)
 
-    state = jax.jit(create, out_shardings=shardings)(rng)
+    state = jax.jit(create, out_shardings=shardings)(rng, *init_args)
     grads = jax.tree_util.tree_map(layout.sharding, specs["grads"], is_leaf=_is_spec)
     batch = lambda x: layout.sharding(layout.batch_spec(x.ndim))  # noqa: E731
     opt_compute = None

@@ -28,7 +28,8 @@ from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxllm.train.objective import model_and_objective, model_vocab
-from jaxllm.train.run import RunDir, build_params, load_run, trainable_fn, with_vocab
+from jaxllm.train.run import (RunDir, build_params, build_params_and_axes, load_run, trainable_fn,
+                              with_vocab)
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -75,19 +76,21 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
         run.create(cfg, tokenizer)
     m = cfg.model
 
-    model, init_params, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
+    model, _, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
                                                       else 0)
     tx = make_optimizer(cfg.optim, t.steps)
     trainable = trainable_fn(cfg)
     plan = None
+    base = _base_params(cfg) if t.init_from and not resuming else None
     if plan_lib.uses_mesh(cfg.parallel):  # created already sharded over the mesh
-        plan = plan_lib.plan_training(cfg, lambda rng: init_params(m, rng), tx,
-                                      jax.random.PRNGKey(t.seed),
+        # the base model's weights (fine-tuning) enter the sharding jit as an argument
+        init_args = () if base is None else (jax.device_get(base),)
+        plan = plan_lib.plan_training(cfg, lambda rng, *b: build_params_and_axes(cfg, rng, *b),
+                                      tx, jax.random.PRNGKey(t.seed), *init_args,
                                       parts=decoder_parts(model, t.z_loss)
-                                      if m.kind == "decoder" else None)
+                                      if m.kind == "decoder" else None, trainable=trainable)
         state = plan.state
     else:
-        base = _base_params(cfg) if t.init_from and not resuming else None
         state = TrainState.create(build_params(cfg, jax.random.PRNGKey(t.seed), base), tx,
                                   trainable, loss_scaling=m.dtype == "float16")
     ckpts = Checkpoints(run.checkpoints, keep=t.keep)
@@ -185,7 +188,6 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
 
 def _check_transforms(cfg: config_lib.Config) -> None:
     """LoRA / quantized-weights settings that fail before anything is written."""
-    from jaxllm.parallel import plan as plan_lib
     from jaxllm.transforms import parse_spec
 
     t = cfg.train
@@ -196,9 +198,6 @@ def _check_transforms(cfg: config_lib.Config) -> None:
     if cfg.model.weights and not t.lora:
         raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
                           f"its LoRA factors (QLoRA); set train.lora too")
-    if (t.lora or cfg.model.weights or t.init_from) and plan_lib.uses_mesh(cfg.parallel):
-        raise ConfigError("train.lora, model.weights and train.init_from train on one device "
-                          "for now; drop --mesh (parallel.mesh) for this run")
 
 
 def _text_data(cfg: config_lib.Config, run: RunDir, resuming: bool):

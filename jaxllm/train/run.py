@@ -180,7 +180,14 @@ def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
 def build_params(cfg: config_lib.Config, rng, base_params=None):
     """The run's parameter tree: fresh (or base_params, when fine-tuning), quantized as
     model.weights says (jaxllm quantize, QLoRA), with LoRA factors as train.lora says."""
+    return build_params_and_axes(cfg, rng, base_params)[0]
+
+
+def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
+    """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
+    arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
     from jaxllm import transforms
+    from jaxllm.transforms.rules import is_transformed
     from jaxllm.train.objective import init_function
 
     params, axes = init_function(cfg.model.kind)(cfg.model, rng)
@@ -191,7 +198,10 @@ def build_params(cfg: config_lib.Config, rng, base_params=None):
     if cfg.train.lora:
         params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
                                             axes)
-    return params
+    leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_transformed)
+    names = [x.logical_axes() if is_transformed(x) else a
+             for x, a in zip(leaves, treedef.flatten_up_to(axes))]
+    return params, jax.tree_util.tree_unflatten(treedef, names)
 
 
 def trainable_fn(cfg: config_lib.Config):
