@@ -84,7 +84,7 @@ def test_batches_are_pure_cover_each_epoch_once_and_resume():
     for k in b5:
         np.testing.assert_array_equal(got[k], b5[k])
     assert not np.array_equal(ImageBatches(split, 100, seed=4).indices(0), it.indices(0))
-    with pytest.raises(DataError, match="batch_size=100 but this run has 50"):
+    with pytest.raises(DataError, match="batch_size=100 but this run has batch_size=50"):
         ImageBatches(split, 50, seed=3).restore(state)
     with pytest.raises(DataError, match="fewer than one batch"):
         ImageBatches(split, 5000, seed=3)

@@ -76,13 +76,62 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-class BatchIterator:
+class StepBatches:
+    """Iteration and resumption for a pure `batch(step)`: the text batches below and the image
+    batches of data/images.py.
+
+    A subclass defines `batch(step)`, sets `step`, `name`, `_fingerprint` (a JSON-able dict identifying the data) and
+    names in IDENTITY the settings that decide the batch sequence; `state()` records them and
+    `restore()` refuses a state saved with other data or settings, so a resumed run is bitwise
+    the uninterrupted one or fails clearly."""
+
+    IDENTITY: tuple[str, ...] = ()
+    step: int
+    name: str
+    _fingerprint: dict
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        out = self.batch(self.step)
+        self.step += 1
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state: the step, and what identifies the batch sequence (checked by restore)"""
+        return {"step": self.step, **{k: getattr(self, k) for k in self.IDENTITY},
+                "data": dict(self._fingerprint)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state(); DataError if it describes another batch sequence."""
+        if not isinstance(state, dict) or "step" not in state:
+            raise DataError(f"batch iterator state must be a dict made by "
+                            f"{type(self).__name__}.state()")
+        if state.get("data") != self._fingerprint:
+            raise DataError(f"the run's {self.name} data changed since this state was saved "
+                            f"(saved {state.get('data')}, now {self._fingerprint}); resume with "
+                            f"the same data, split and tokenizer, or start a new run")
+        for key in self.IDENTITY:
+            if state.get(key) != getattr(self, key):
+                raise DataError(f"the saved batch iterator has {key}={state.get(key)!r} but this "
+                                f"run has {key}={getattr(self, key)!r}; resume with the same "
+                                f"setting or start a new run")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise DataError(f"batch iterator state has step={step!r}; it must be an integer >= 0")
+        self.step = step
+
+
+class BatchIterator(StepBatches):
     """Batches of `batch_size` rows of `seq_len` tokens from one split; `batch(step)` is pure.
 
     Keys (all [batch_size, seq_len]):
       windows: inputs, targets (int32)
       packed:  inputs, targets, segment_ids, positions (int32), loss_mask (float32)
     """
+
+    IDENTITY = ("seed", "sampling", "batch_size", "seq_len")
 
     def __init__(
         self,
@@ -192,45 +241,6 @@ class BatchIterator:
             "positions": pos[:, :-1],
             "loss_mask": loss_mask.astype(np.float32),
         }
-
-    # --- iteration and resumption ----------------------------------------------------------------
-
-    def __iter__(self) -> BatchIterator:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        out = self.batch(self.step)
-        self.step += 1
-        return out
-
-    def state(self) -> dict[str, Any]:
-        """JSON-able state: the step, and what identifies the batch sequence (checked by restore)"""
-        return {
-            "step": self.step,
-            "seed": self.seed,
-            "sampling": self.sampling,
-            "batch_size": self.batch_size,
-            "seq_len": self.seq_len,
-            "data": dict(self._fingerprint),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a saved state(); DataError if it describes another batch sequence."""
-        if not isinstance(state, dict) or "step" not in state:
-            raise DataError("batch iterator state must be a dict made by BatchIterator.state()")
-        if state.get("data") != self._fingerprint:
-            raise DataError(f"the run's {self.name} data changed since this state was saved "
-                            f"(saved {state.get('data')}, now {self._fingerprint}); resume with "
-                            f"the same corpus, split and tokenizer, or start a new run")
-        for key in ("sampling", "seed", "batch_size", "seq_len"):
-            if state.get(key) != getattr(self, key):
-                raise DataError(f"the saved batch iterator has {key}={state.get(key)!r} but this "
-                                f"run has {key}={getattr(self, key)!r}; resume with the same "
-                                f"setting or start a new run")
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise DataError(f"batch iterator state has step={step!r}; it must be an integer >= 0")
-        self.step = step
 
 
 def eval_batches(

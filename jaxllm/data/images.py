@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxllm.data.batches import StepBatches
 from jaxllm.data.captions import TRAIN_TEMPLATES, captions, encode_captions
 from jaxllm.data.tfds_builder import default_data_dir
 from jaxllm.errors import DataError
@@ -151,8 +152,10 @@ def shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) -
     return np.stack([padded[i, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
 
 
-class ImageBatches:
+class ImageBatches(StepBatches):
     """Batches of `batch_size` images (and captions) from one split; `batch(step)` is pure."""
+
+    IDENTITY = ("seed", "batch_size")
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, tokenizer=None,
                  text_len: int = 0, augment_shift: int = 0, name: str = "train"):
@@ -194,28 +197,6 @@ class ImageBatches:
             texts = captions(out["labels"], TRAIN_TEMPLATES, rng)
             out["tokens"], out["eot"] = encode_captions(self.tokenizer, texts, self.text_len)
         return out
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        out = self.batch(self.step)
-        self.step += 1
-        return out
-
-    def state(self) -> dict[str, Any]:
-        return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size,
-                "data": dict(self._fingerprint)}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-            raise DataError("image batch state must be a dict made by ImageBatches.state()")
-        for key, mine in (("data", self._fingerprint), ("seed", self.seed),
-                          ("batch_size", self.batch_size)):
-            if state.get(key) != mine:
-                raise DataError(f"the saved {self.name} batches have {key}={state.get(key)!r} but "
-                                f"this run has {mine!r}; resume with the same data and settings")
-        self.step = state["step"]
 
 
 def fixed_batches(split: Split, n_batches: int, batch_size: int, seed: int, *, tokenizer=None,
