@@ -18,7 +18,7 @@ Variants (all from the pretrained weights):
   qlora-emb  the same with the frozen tied embedding in NF4 too (model.weights embed=true)
 
 Usage:
-  python experiments/lora_smollm2.py memory [--batch 4 --seq 256]
+  python experiments/lora_smollm2.py memory [--batch 4 --seq 256] [--remat full]
   python experiments/lora_smollm2.py train --work DIR [--steps 30 --batch 4 --seq 128]
 """
 
@@ -54,7 +54,7 @@ VARIANTS = {  # name -> (overrides, peak learning rate)
 }
 
 
-def variant_config(name: str, batch: int, seq: int, steps: int = 1):
+def variant_config(name: str, batch: int, seq: int, steps: int = 1, remat: str = "none"):
     """The config `jaxllm train --init-from smollm2-135m-instruct --data shakespeare` builds,
     with this variant's overrides and a rolled layer loop (compiles in a fraction of the time
     on CPU)."""
@@ -62,6 +62,7 @@ def variant_config(name: str, batch: int, seq: int, steps: int = 1):
     cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), NAME)
     cfg = config_lib.apply_overrides(cfg, extra + [
         "data.corpus=shakespeare", f"model.max_len={seq}", "model.scan_unroll=1",
+        f"model.remat={remat}",
         f"train.batch_size={batch}", f"train.steps={steps}", f"optim.lr={lr}",
         f"optim.min_lr={lr / 10}", "optim.warmup_steps=5", f"train.eval_every={steps}",
         f"train.save_every={steps}", "train.eval_batches=16", "train.log_every=5"])
@@ -99,13 +100,13 @@ def step_memory(cfg) -> dict:
 def memory(args):
     rows = {}
     for name in VARIANTS:
-        cfg = variant_config(name, args.batch, args.seq)
+        cfg = variant_config(name, args.batch, args.seq, remat=args.remat)
         rows[name] = step_memory(cfg)
         print(json.dumps({"variant": name, **rows[name]}), flush=True)
     full = rows["full"]
-    print(f"\n| variant (batch {args.batch} x {args.seq}) | trainable params | parameters | "
-          f"optimizer state | arguments | outputs | temporaries | args + outputs + temps | "
-          f"vs full | live (outputs aliased by donation counted once) | vs full |")
+    print(f"\n| variant (batch {args.batch} x {args.seq}, remat {args.remat}) | trainable params | "
+          f"parameters | optimizer state | arguments | outputs | temporaries | "
+          f"args + outputs + temps | vs full | live (outputs aliased by donation counted once) | vs full |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for k, r in rows.items():
         print(f"| {k} | {r['trainable']:,} | {r['params_bytes'] / 1e6:.1f} MB | "
@@ -148,6 +149,7 @@ def main():
     m = sub.add_parser("memory")
     m.add_argument("--batch", type=int, default=4)
     m.add_argument("--seq", type=int, default=256)
+    m.add_argument("--remat", default="none", help="model.remat of every variant (none, full)")
     t = sub.add_parser("train")
     t.add_argument("--work", required=True)
     t.add_argument("--steps", type=int, default=30)

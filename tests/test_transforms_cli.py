@@ -129,6 +129,7 @@ def test_pretrained_model_quantized_evaluated_and_fine_tuned(tiny_pretrained, tm
     want = PretrainedDecoder(lm.config, qp, lm.tokenizer, "x").perplexity(ids, window=32)
     assert f"perplexity {want['perplexity']:.3f}" in printed
     assert isinstance(load_run(q).params["embed"]["embedding"], transforms.QArray)
+    assert main(["generate", "--run", str(q), "--prompt", "A", "--max-new-tokens", "3"]) == 0
     # LoRA fine-tuning from the registered name: the pretrained architecture and tokenizer, its
     # weights as the frozen base, model.max_len the training length
     out = tmp_path / "lora"

@@ -136,8 +136,9 @@ def test_quantized_embedding_is_per_row_and_runs_in_the_decoder():
     assert chan.scale.shape == (GPT.vocab_size, 1, 1)  # "channel": one step per vocabulary row
     step = np.repeat(np.asarray(emb.scale)[:, :, 0], group, axis=1)  # (V, D)
     assert np.all(np.abs(np.asarray(emb.dequantize()) - table) <= step / 2 + 1e-6)
-    rows = emb.take(jnp.array([[3, 0], [36, 3]]))  # only those rows' codes are gathered
-    np.testing.assert_array_equal(rows.dequantize(), np.asarray(emb.dequantize())[[[3, 0], [36, 3]]])
+    ids = jnp.array([[3, 0], [36, 3]])
+    rows = emb.take(ids)  # only those rows' codes are gathered
+    np.testing.assert_array_equal(rows.dequantize(), np.asarray(emb.dequantize())[np.asarray(ids)])
     forward = jax.jit(lambda p, t: Decoder(GPT).apply({"params": p}, t))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 9), 0, GPT.vocab_size)
     np.testing.assert_allclose(forward(qp, tokens), forward(dequantize(qp), tokens),

@@ -7,7 +7,7 @@
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
   jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
-  jaxllm train --init-from smollm2-135m-instruct --data shakespeare --lora rank=8,alpha=16,targets=all \
+  jaxllm train --init-from smollm2-135m-instruct --data shakespeare --lora targets=all \
       --set model.max_len=256 --set train.batch_size=4   (a pretrained model: its architecture
       and tokenizer; model.max_len, the training sequence length, stays the preset's unless set)
   jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
