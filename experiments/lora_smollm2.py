@@ -20,6 +20,7 @@ Variants (all from the pretrained weights):
 Usage:
   python experiments/lora_smollm2.py memory [--batch 4 --seq 256] [--remat full]
   python experiments/lora_smollm2.py train --work DIR [--steps 30 --batch 4 --seq 128]
+  python experiments/lora_smollm2.py steptime [--batch 4 --seq 128 --rounds 3]   (interleaved)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ configure_cpu()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxllm import config as config_lib  # noqa: E402
+from jaxllm import config as config_lib, pretrained  # noqa: E402
 from jaxllm.models.decoder import Decoder  # noqa: E402
 from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from jaxllm.train import RunDir, make_optimizer, train, with_pretrained_model  # noqa: E402
@@ -65,7 +66,7 @@ def variant_config(name: str, batch: int, seq: int, steps: int = 1, remat: str =
         f"model.remat={remat}",
         f"train.batch_size={batch}", f"train.steps={steps}", f"optim.lr={lr}",
         f"optim.min_lr={lr / 10}", "optim.warmup_steps=5", f"train.eval_every={steps}",
-        f"train.save_every={steps}", "train.eval_batches=16", "train.log_every=5"])
+        f"train.save_every={steps}", "train.eval_batches=8", "train.log_every=5"])
     return config_lib.validate(cfg)
 
 
@@ -73,7 +74,7 @@ def overrides_text(name: str, batch: int, seq: int, steps: int) -> str:
     extra, lr = VARIANTS[name]
     sets = [*extra, f"model.max_len={seq}", "model.scan_unroll=1", f"train.batch_size={batch}",
             f"optim.lr={lr}", f"optim.min_lr={lr / 10}", "optim.warmup_steps=5",
-            f"train.eval_every={steps}", "train.eval_batches=16", "train.log_every=5"]
+            f"train.eval_every={steps}", "train.eval_batches=8", "train.log_every=5"]
     return " ".join(f"--set {s}" for s in sets)
 
 
@@ -143,6 +144,44 @@ def train_variants(args):
               f"{r['step_s']} s | {r['val_loss_start']:.4f} | {r['val_loss_end']:.4f} |")
 
 
+def step_times(args):
+    """Median seconds per train step of each variant, measured interleaved (A B A B ...) in one
+    process so that the machine's load changes hit every variant alike. The pretrained weights
+    and a fixed batch of random token ids (the step's cost does not depend on the ids)."""
+    import time
+
+    steps = {}
+    for name in args.variants:
+        cfg = variant_config(name, args.batch, args.seq, steps=1000)
+        tx = make_optimizer(cfg.optim, cfg.train.steps)
+        trainable = trainable_fn(cfg)
+        base = jax.tree_util.tree_map(lambda x: x.copy(), pretrained.load(NAME).params)
+        state = TrainState.create(build_params(cfg, jax.random.PRNGKey(0), base), tx, trainable)
+        step = make_train_step(causal_lm_loss(Decoder(cfg.model)), tx, trainable=trainable)
+        shape = (cfg.train.batch_size, cfg.model.max_len)
+        tokens = jax.random.randint(jax.random.PRNGKey(1), shape, 0, cfg.model.vocab_size)
+        batch = {"inputs": tokens, "targets": jnp.roll(tokens, -1, axis=1)}
+        compiled = step.lower(state, batch).compile()
+        state, _ = compiled(state, batch)  # warm-up
+        jax.block_until_ready(state)
+        steps[name] = [compiled, state, batch, []]
+    for _ in range(args.rounds):
+        for name, entry in steps.items():
+            compiled, state, batch, times = entry
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                state, _ = compiled(state, batch)
+                jax.block_until_ready(state)
+                times.append(time.perf_counter() - t0)
+            entry[1] = state
+    med = {k: statistics.median(v[3]) for k, v in steps.items()}
+    first = args.variants[0]
+    for k, v in steps.items():
+        print(json.dumps({"variant": k, "step_s_median": round(med[k], 3),
+                          f"vs_{first}": round(med[k] / med[first], 3),
+                          "times": [round(t, 3) for t in v[3]]}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -156,8 +195,14 @@ def main():
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--seq", type=int, default=128)
     t.add_argument("--variants", nargs="+", default=["full", "lora-all"])
+    st = sub.add_parser("steptime")
+    st.add_argument("--batch", type=int, default=4)
+    st.add_argument("--seq", type=int, default=128)
+    st.add_argument("--rounds", type=int, default=3)
+    st.add_argument("--repeat", type=int, default=2, help="steps per variant per round")
+    st.add_argument("--variants", nargs="+", default=["full", "lora-all", "qlora"])
     args = ap.parse_args()
-    memory(args) if args.cmd == "memory" else train_variants(args)
+    {"memory": memory, "train": train_variants, "steptime": step_times}[args.cmd](args)
 
 
 if __name__ == "__main__":

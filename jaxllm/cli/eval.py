@@ -9,8 +9,9 @@
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
   jaxllm eval --run DIR --max-tokens 16385 [--window 512] [--data CORPUS]
-                                      a decoder run (e.g. from jaxllm quantize --model) scored
-                                      the same way, on its own corpus unless --data is given
+                                      a decoder run scored the same way, on its own corpus
+                                      unless --data is given (the default for a run made from a
+                                      pretrained model: jaxllm quantize --model, --init-from NAME)
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
-    if args.max_tokens is not None or args.window is not None or args.data is not None:
+    from jaxllm.train.run import pretrained_name
+    # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
+    # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.
+    from_pretrained = args.batches is None and pretrained_name(cfg.train.init_from)
+    if (args.max_tokens is not None or args.window is not None or args.data is not None
+            or from_pretrained):
         if cfg.model.kind != "decoder":
             raise DataError("--max-tokens/--window/--data score a decoder run in windows; "
                             "drop them for an encoder run")

@@ -1,4 +1,5 @@
-"""Quantize a trained run's weights into a new run directory that eval and generate read.
+"""Quantize a trained run's (or a pretrained model's) weights into a new run directory that eval
+and generate read.
 
   jaxllm quantize --run DIR --method int8 --out DIR8               (per output channel)
   jaxllm quantize --run DIR --method int4 --group 64 --out DIR4
