@@ -14,6 +14,7 @@ embedding (49152 x 576, 28.3M of the 134.5M parameters) per row, the model.weigh
 "embed=true" setting.
 
 Usage: python experiments/quantization_smollm2.py [--tokens 16384] [--window 512] [--only NAME]
+       python experiments/quantization_smollm2.py --weight-error
 Prints one JSON line per row as it finishes, then the markdown table.
 """
 
@@ -80,6 +81,28 @@ def peak_forward(lm: PretrainedDecoder, params, length: int) -> int:
     return mem.argument_size_in_bytes + mem.temp_size_in_bytes
 
 
+def weight_errors(lm, layer: int = 3):
+    """Relative RMS error |W' - W| / |W| of each 4/8-bit format on three of a layer's kernels
+    (no forward pass): shows which grids line up with the checkpoint's own Q4_1 blocks."""
+    from jaxllm.transforms.quantize import quantize_array
+
+    p = lm.params["blocks"]
+    kernels = {"attn/query": p["attn"]["query"]["kernel"][layer],
+               "mlp/up": p["mlp"]["up"]["kernel"][layer],
+               "mlp/down": p["mlp"]["down"]["kernel"][layer]}
+    for label, spec in ROWS.items():
+        if "method=int" not in spec and "method=nf4" not in spec or "embed" in spec:
+            continue
+        o = dict(kv.split("=") for kv in spec.split(","))
+        kw = {"method": o["method"], "group": int(o["group"]) if o["group"].isdigit()
+              else o["group"], "symmetric": o.get("symmetric") != "false"}
+        errs = {}
+        for name, w in kernels.items():
+            d = quantize_array(w, **kw).dequantize().reshape(w.shape)
+            errs[name] = round(float(jnp.sqrt(jnp.mean((d - w) ** 2) / jnp.mean(w ** 2))), 4)
+        print(json.dumps({"format": label, "relative_rms_error": errs}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=16384, help="tokens scored per row")
@@ -88,8 +111,12 @@ def main():
     ap.add_argument("--data", default="shakespeare")
     ap.add_argument("--only", action="append", choices=list(ROWS),
                     help="row label(s) to run, in this order (default: all)")
+    ap.add_argument("--weight-error", action="store_true",
+                    help="only the relative weight error of each format on layer 3's kernels")
     args = ap.parse_args()
     lm = pretrained.load(NAME)
+    if args.weight_error:
+        return weight_errors(lm)
     ids = validation_ids(lm, args.data, args.tokens)
     _, axes = init_params(lm.config, jax.random.PRNGKey(0))
     rows = {}
