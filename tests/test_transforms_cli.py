@@ -143,10 +143,14 @@ def test_pretrained_model_quantized_evaluated_and_fine_tuned(tiny_pretrained, tm
     np.testing.assert_array_equal(base, lm.params["blocks"]["mlp"]["down"]["kernel"])
 
 
-def test_pretrained_init_from_longer_than_its_context(tiny_pretrained, tmp_path, capsys):
+def test_pretrained_bad_input(tiny_pretrained, tmp_path, capsys):
     argv = ["train", "--init-from", "tiny-llama", "--set", "model.max_len=128", "--steps", "1",
             "--out", str(tmp_path / "l"), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "model.max_len=128 exceeds tiny-llama's context of 64" in err and err.count("\n") == 1
     assert not (tmp_path / "l").exists()  # nothing written
+    assert main(["quantize", "--model", "tiny-llama", "--method", "int8", "--calib", "2",
+                 "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "--calib/--act static and --step need a run" in err and err.count("\n") == 1
