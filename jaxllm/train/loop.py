@@ -250,7 +250,8 @@ def _base_params(cfg: config_lib.Config):
     if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
             a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(like),
                                                jax.tree_util.tree_leaves(base))):
-        fix = (f"build the config with jaxllm.train.with_pretrained_model(cfg, {name!r})"
+        fix = (f"keep the model's architecture (drop --set model.* sizes; in Python, build the "
+               f"config with jaxllm.train.with_pretrained_model(cfg, {name!r}))"
                if pretrained_name(name) else "use the same model.* settings")
         raise ConfigError(f"train.init_from={name!r}: its parameters do not fit this run's "
                           f"model config; {fix}")
