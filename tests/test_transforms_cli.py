@@ -69,3 +69,88 @@ def test_bad_quant_config(tmp_path, capsys):
     assert main(["train", "--set", "model.quant=int2", "--out", str(tmp_path / "r")]) == 2
     assert "model.quant='int2': expected one of none, ternary, int8, int4" in \
         capsys.readouterr().err
+
+
+# --- a pretrained model (a tiny registered stand-in for smollm2-135m-instruct) ----------------
+
+@pytest.fixture
+def tiny_pretrained(monkeypatch):
+    """A registered name whose load() gives a small Llama-style PretrainedDecoder over bytes, so
+    that the --model / --init-from paths run in seconds; smollm2-135m-instruct takes the same
+    code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxllm import pretrained
+    from jaxllm.config import ModelConfig
+    from jaxllm.models.decoder import init_params
+    from jaxllm.text import ByteTokenizer
+
+    cfg = ModelConfig(vocab_size=256, max_len=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                      d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
+                      scan_unroll=1)
+    rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
+    params = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
+        jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0))[0]))
+    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), "tiny-llama")
+    monkeypatch.setitem(pretrained.REGISTRY, "tiny-llama",
+                        pretrained.Entry("none", "none", "none", "gguf", "none"))
+    monkeypatch.setitem(pretrained._CACHE, "tiny-llama", lm)
+    return lm
+
+
+@pytest.mark.slow
+def test_pretrained_model_quantized_evaluated_and_fine_tuned(tiny_pretrained, tmp_path, capsys):
+    import jax
+    import numpy as np
+
+    from jaxllm import transforms
+    from jaxllm.models.decoder import init_params
+    from jaxllm.pretrained import PretrainedDecoder
+    from jaxllm.train import load_run
+
+    lm = tiny_pretrained
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", "tiny-llama", "--method", "int4", "--group", "32",
+                 "--embed", "--out", str(q)]) == 0
+    assert "int4" in capsys.readouterr().out
+    # eval --run DIR --max-tokens scores the first tokens of the validation text in windows:
+    # the same number as the library on the same quantized weights
+    assert main(["eval", "--run", str(q), "--data", "shakespeare", "--max-tokens", "97",
+                 "--window", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "(96 tokens, windows of 32)" in printed
+    _, axes = init_params(lm.config, jax.random.PRNGKey(0))
+    qp = transforms.apply_weights_spec(lm.params, "method=int4,group=32,embed=true", axes)
+    from jaxllm.data.tfds_builder import load_split_texts
+    ids = lm.tokenizer.encode("\n".join(load_split_texts("shakespeare")[1])[:97 * 8])[:97]
+    want = PretrainedDecoder(lm.config, qp, lm.tokenizer, "x").perplexity(ids, window=32)
+    assert f"perplexity {want['perplexity']:.3f}" in printed
+    assert isinstance(load_run(q).params["embed"]["embedding"], transforms.QArray)
+    # LoRA fine-tuning from the registered name: the pretrained architecture and tokenizer, its
+    # weights as the frozen base, model.max_len the training length
+    out = tmp_path / "lora"
+    assert main(["train", "--init-from", "tiny-llama", "--data", "shakespeare", "--lora",
+                 "rank=2,alpha=4,targets=all", "--steps", "1", "--out", str(out), "--no-progress",
+                 "--set", "model.max_len=32", "--set", "train.batch_size=2", "--set",
+                 "train.eval_batches=1", "--set", "optim.warmup_steps=1"]) == 0
+    run = load_run(out)
+    assert run.config.model.n_kv_heads == 2 and run.config.model.max_len == 32
+    assert run.config.data.tokenizer == "byte"
+    base = run.params["blocks"]["mlp"]["down"]["kernel"].base
+    np.testing.assert_array_equal(base, lm.params["blocks"]["mlp"]["down"]["kernel"])
+
+
+def test_pretrained_bad_input(tiny_pretrained, tmp_path, capsys):
+    argv = ["train", "--init-from", "tiny-llama", "--set", "model.max_len=128", "--steps", "1",
+            "--out", str(tmp_path / "l"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.max_len=128 exceeds tiny-llama's context of 64" in err and err.count("\n") == 1
+    assert not (tmp_path / "l").exists()  # nothing written
+    assert main(["quantize", "--model", "tiny-llama", "--method", "int8", "--calib", "2",
+                 "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "--calib/--act static and --step need a run" in err and err.count("\n") == 1

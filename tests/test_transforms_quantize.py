@@ -119,6 +119,35 @@ def test_weight_only_decoder_equals_float_model_on_dequantized_weights(name, met
         tree_bytes(quantize(params, linear_rules(), axes=axes)) < tree_bytes(params)
 
 
+def test_quantized_embedding_is_per_row_and_runs_in_the_decoder():
+    # GPT ties the embedding (lookup and output head); embed=true quantizes it per vocabulary
+    # row, and the decoder (gathering rows' codes, dequantizing the table for the head) equals
+    # the float model on the dequantized weights.
+    from jaxllm.transforms import apply_weights_spec
+
+    params = noisy_params(GPT)
+    _, axes = init_params(GPT, jax.random.PRNGKey(0))
+    spec, group = "method=int4,group=16,embed=true", 16
+    qp = apply_weights_spec(params, spec, axes)
+    emb, table = qp["embed"]["embedding"], params["embed"]["embedding"]  # table (V, D)
+    assert isinstance(emb, QArray) and emb.shape == table.shape
+    assert emb.scale.shape == (GPT.vocab_size, GPT.d_model // group, 1)  # steps per row, group
+    chan = apply_weights_spec(params, "method=int8,embed=true", axes)["embed"]["embedding"]
+    assert chan.scale.shape == (GPT.vocab_size, 1, 1)  # "channel": one step per vocabulary row
+    step = np.repeat(np.asarray(emb.scale)[:, :, 0], group, axis=1)  # (V, D)
+    assert np.all(np.abs(np.asarray(emb.dequantize()) - table) <= step / 2 + 1e-6)
+    ids = jnp.array([[3, 0], [36, 3]])
+    rows = emb.take(ids)  # only those rows' codes are gathered
+    np.testing.assert_array_equal(rows.dequantize(), np.asarray(emb.dequantize())[np.asarray(ids)])
+    forward = jax.jit(lambda p, t: Decoder(GPT).apply({"params": p}, t))
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 9), 0, GPT.vocab_size)
+    np.testing.assert_allclose(forward(qp, tokens), forward(dequantize(qp), tokens),
+                               rtol=1e-5, atol=1e-5)
+    without = apply_weights_spec(params, spec.replace(",embed=true", ""), axes)
+    assert not isinstance(without["embed"]["embedding"], QArray)  # the default keeps it float
+    assert tree_bytes(qp) < tree_bytes(without)
+
+
 def _np_w8a8(x, w, per_row_scale):
     """numpy reference: int8 rows x int8 per-column codes, int32 accumulate, rescale."""
     w_scale = np.abs(w).max(axis=0) / 127

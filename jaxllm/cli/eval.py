@@ -8,6 +8,10 @@
   jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
+  jaxllm eval --run DIR --max-tokens 16385 [--window 512] [--data CORPUS]
+                                      a decoder run scored the same way, on its own corpus
+                                      unless --data is given (the default for a run made from a
+                                      pretrained model: jaxllm quantize --model, --init-from NAME)
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory (from jaxllm train)")
     src.add_argument("--model", help="pretrained decoder name or exported directory")
-    p.add_argument("--data", default="shakespeare", help="--model: corpus (default shakespeare)")
-    p.add_argument("--max-tokens", type=int, help="--model: score only the first N tokens")
-    p.add_argument("--window", type=int, default=512, help="--model: tokens per window")
+    p.add_argument("--data", help="--model: corpus (default shakespeare); --run with "
+                                  "--max-tokens/--window: instead of the run's own")
+    p.add_argument("--max-tokens", type=int, help="score only the first N tokens of the "
+                                                  "validation text, in windows")
+    p.add_argument("--window", type=int, help="tokens per window (default 512, at most the "
+                                              "model's context)")
     p.add_argument("--batches", type=int, help="sampled batches instead of the whole split")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--retrieval", type=int, default=1000,
@@ -43,6 +50,21 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
+    from jaxllm.train.run import pretrained_name
+    # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
+    # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.
+    from_pretrained = args.batches is None and pretrained_name(cfg.train.init_from)
+    if (args.max_tokens is not None or args.window is not None or args.data is not None
+            or from_pretrained):
+        if cfg.model.kind != "decoder":
+            raise DataError("--max-tokens/--window/--data score a decoder run in windows; "
+                            "drop them for an encoder run")
+        from jaxllm.pretrained import PretrainedDecoder
+        lm = PretrainedDecoder(cfg.model, loaded.params, loaded.tokenizer, str(loaded.run.path))
+        dc = cfg.data  # the run's split of its corpus (defaults for another --data)
+        split = (dc.split, dc.val_fraction, dc.text_key) if args.data in (None, dc.corpus) else ()
+        return _windowed(args, lm, args.data or dc.corpus, f"{loaded.run.path} step {loaded.step}",
+                         split)
     dc, t = cfg.data, cfg.train
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
                       loaded.tokenizer)
@@ -74,20 +96,30 @@ def _run_pretrained(args) -> int:
     if m.config.kind != "decoder" or m.tokenizer is None:
         raise DataError(f"--model {args.model}: eval scores decoders with a tokenizer, such as "
                         f"smollm2-135m-instruct")
+    return _windowed(args, m, args.data or "shakespeare", args.model)
+
+
+def _windowed(args, m, corpus: str, label: str, split: tuple = ()) -> int:
+    """Perplexity of decoder m (a PretrainedDecoder) on the first --max-tokens tokens of a
+    corpus's validation text, in consecutive non-overlapping windows."""
+    from jaxllm.data.tfds_builder import load_split_texts
+    from jaxllm.errors import DataError
+
+    window = 512 if args.window is None else args.window
     if args.max_tokens is not None and args.max_tokens < 2:
         raise DataError(f"--max-tokens={args.max_tokens}: must be at least 2")
-    if args.window < 2:
-        raise DataError(f"--window={args.window}: must be at least 2")
-    _, val_texts = load_split_texts(args.data)
+    if window < 2:
+        raise DataError(f"--window={window}: must be at least 2")
+    _, val_texts = load_split_texts(corpus, *split)
     text = "\n".join(val_texts)
     if args.max_tokens:  # a token is at least one character: encode only what can be scored
         text = text[:args.max_tokens * 8]
     ids = m.tokenizer.encode(text)
     if args.max_tokens:
         ids = ids[:args.max_tokens]
-    r = m.perplexity(ids, window=args.window)
-    print(f"{args.model} on the {args.data} validation split ({r['tokens']:,.0f} tokens, windows "
-          f"of {min(args.window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
+    r = m.perplexity(ids, window=window)
+    print(f"{label} on the {corpus} validation split ({r['tokens']:,.0f} tokens, windows "
+          f"of {min(window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
           f"{r['perplexity']:.3f}")
     return 0
 

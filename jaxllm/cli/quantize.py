@@ -1,4 +1,5 @@
-"""Quantize a trained run's weights into a new run directory that eval and generate read.
+"""Quantize a trained run's (or a pretrained model's) weights into a new run directory that eval
+and generate read.
 
   jaxllm quantize --run DIR --method int8 --out DIR8               (per output channel)
   jaxllm quantize --run DIR --method int4 --group 64 --out DIR4
@@ -6,10 +7,14 @@
   jaxllm quantize --run DIR --method ternary --out DIRt             (absmean, per layer matrix)
   jaxllm quantize --run DIR --method int8 --calib 8 --out DIRw8a8   (static W8A8)
   jaxllm eval --run DIR4
+  jaxllm quantize --model smollm2-135m-instruct --method int4 --group 64 --out DIR
+  jaxllm eval --run DIR --data shakespeare --max-tokens 16385     (windows of 512 tokens)
 
-Every linear-layer kernel is quantized (embeddings and norms stay float). --calib N runs N
-training batches through the model to calibrate static int8 activations (W8A8, int8 x int8 ->
-int32 matmuls); --act dynamic computes activation steps per token instead.
+Every linear-layer kernel is quantized; norms stay float, and so does the token embedding
+unless --embed is given (then it is quantized per row, with the same method and group size
+along the model dimension). --calib N runs N training batches through the model to calibrate
+static int8 activations (W8A8, int8 x int8 -> int32 matmuls); --act dynamic computes
+activation steps per token instead.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import argparse
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--run", required=True, help="run directory (from jaxllm train)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (from jaxllm train)")
+    src.add_argument("--model", help="pretrained decoder name (smollm2-135m-instruct)")
     p.add_argument("--method", required=True, help="int8, int4, nf4 or ternary")
     p.add_argument("--group", help="inputs per scale: an integer, channel (default) or tensor "
                                    "(default for ternary)")
@@ -28,6 +35,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="activations: none (weight-only, default), dynamic or static int8")
     p.add_argument("--calib", type=int, help="calibration batches for static W8A8 (implies "
                                             "--act static)")
+    p.add_argument("--embed", action="store_true", help="also quantize the token embedding "
+                                                       "(per row)")
     p.add_argument("--out", required=True, help="new run directory for the quantized model")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
 
@@ -55,10 +64,15 @@ def run(args) -> int:
     spec = f"method={args.method},group={group},act={'dynamic' if act == 'static' else act}"
     if args.asymmetric:
         spec += ",symmetric=false"
+    if args.embed:
+        spec += ",embed=true"
     out = RunDir(args.out)
     if out.exists():
         raise ConfigError(f"--out {args.out} already holds a run; choose another directory")
-    loaded = load_run(args.run, step=args.step)
+    if args.model and (act == "static" or args.step is not None):
+        raise ConfigError("--model quantizes a pretrained model's weights; --calib/--act static "
+                          "and --step need a run (--run DIR)")
+    loaded = _pretrained_as_run(args.model) if args.model else load_run(args.run, step=args.step)
     cfg = loaded.config
     if cfg.model.weights or cfg.train.lora:
         raise ConfigError(f"{args.run} is already transformed (model.weights="
@@ -82,9 +96,27 @@ def run(args) -> int:
     ckpts = Checkpoints(out.checkpoints, keep=1)
     state = TrainState(step=jax.numpy.asarray(loaded.step, jax.numpy.int32), params=qparams,
                        opt_state={})
-    ckpts.save(loaded.step, state, {"quantized_from": str(loaded.run.path)})
+    ckpts.save(loaded.step, state, {"quantized_from": str(args.model or loaded.run.path)})
     ckpts.close()
     before, after = transforms.tree_bytes(loaded.params), transforms.tree_bytes(qparams)
     print(f"{args.out}: {args.method} ({stored_spec}), weights {before:,} -> {after:,} bytes "
           f"({after / before:.3f}x); evaluate with: jaxllm eval --run {args.out}")
     return 0
+
+
+def _pretrained_as_run(name: str):
+    """A pretrained decoder as a LoadedRun at step 0, with a run config (train.init_from = name,
+    the model's architecture and full context, a rolled layer loop as jaxllm.pretrained uses)
+    so that eval, generate and train read the quantized directory like any run."""
+    import dataclasses
+
+    from jaxllm import config as config_lib, pretrained
+    from jaxllm.train import LoadedRun, RunDir
+    from jaxllm.train.run import with_pretrained_model
+
+    lm = pretrained.load(name)
+    cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), name)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, max_len=lm.config.max_len, scan_unroll=1))
+    return LoadedRun(run=RunDir(name), config=config_lib.validate(cfg), tokenizer=lm.tokenizer,
+                     model=lm.model, params=lm.params, step=0)

@@ -7,6 +7,9 @@
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
   jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
+  jaxllm train --init-from smollm2-135m-instruct --data shakespeare --lora targets=all \
+      --set model.max_len=256 --set train.batch_size=4   (a pretrained model: its architecture
+      and tokenizer; model.max_len, the training sequence length, stays the preset's unless set)
   jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
@@ -38,8 +41,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
     p.add_argument("--lora", metavar="SPEC", help="train.lora: train LoRA factors only, e.g. "
                                                   "rank=8,alpha=16,targets=attn (or all, or a regex)")
-    p.add_argument("--init-from", metavar="DIR", help="train.init_from: start from this run's "
-                                                      "parameters and tokenizer (fine-tuning)")
+    p.add_argument("--init-from", metavar="DIR|NAME", help="train.init_from: start from this "
+                   "run's parameters and tokenizer (fine-tuning), or a pretrained model's "
+                   "(smollm2-135m-instruct)")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
     p.add_argument("--mesh", help="parallel.mesh: device mesh, e.g. data=2,fsdp=2,tensor=2 "
                                   "(axes data, stage, fsdp, tensor; -1 fills the devices)")
@@ -72,6 +76,10 @@ def run(args) -> int:
         summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
     else:
         cfg = config_lib.get_preset(args.preset)
+        from jaxllm.train.run import pretrained_name, with_pretrained_model
+        if args.init_from is not None and pretrained_name(args.init_from):
+            # the architecture and tokenizer are the model's; --set model.max_len=... still applies
+            cfg = with_pretrained_model(cfg, args.init_from)
         overrides = list(args.overrides)
         if args.data is not None:
             overrides.append(f"data.corpus={args.data}")

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxllm.errors import DataError
 from jaxllm.models.decoder import Decoder, KVCache
+from jaxllm.transforms.quantize import QArray
 
 PAD = 0
 
@@ -77,7 +78,11 @@ def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_token
         # XLA:CPU multiplies by the transposed (vocab, D) embedding ~10x slower than by a
         # (D, vocab) matrix (0.40 vs 0.03 s per step for SmolLM2's 49152 x 576): transpose it
         # once per call and decode with it as an untied head (the same numbers).
-        params = dict(params, head={"kernel": params["embed"]["embedding"].T})
+        # A quantized table (model.weights embed=true) is dequantized for this head; the
+        # lookups keep reading its codes.
+        table = params["embed"]["embedding"]
+        table = table.dequantize() if isinstance(table, QArray) else table
+        params = dict(params, head={"kernel": table.T})
         cfg = dataclasses.replace(cfg, tie_embeddings=False)
         model = Decoder(cfg)
     B, P = prompt.shape

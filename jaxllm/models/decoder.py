@@ -24,7 +24,7 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import attention_mask
-from jaxllm.models.layers import DTYPES, Dense, DecoderBlock, Norm, logical, scanned
+from jaxllm.models.layers import DTYPES, Dense, DecoderBlock, Embed, Norm, logical, scanned
 
 
 @struct.dataclass
@@ -59,7 +59,7 @@ class Decoder(nn.Module):
     def setup(self):
         cfg = self.cfg
         init = nn.initializers.normal(cfg.init_std)
-        self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=DTYPES[cfg.dtype],
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=DTYPES[cfg.dtype],
                               embedding_init=logical(init, ("vocab", "embed")))
         if cfg.positions == "learned":
             self.pos_embedding = self.param("pos_embedding", logical(init, (None, "embed")),

@@ -37,6 +37,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.models import attention as attn_lib
 from jaxllm.transforms import calibration
 from jaxllm.transforms import qat as qat_lib
+from jaxllm.transforms.quantize import QArray
 
 _BATCH_SHARDING: contextvars.ContextVar = contextvars.ContextVar("batch_sharding", default=None)
 
@@ -117,6 +118,33 @@ class Dense(nn.Module):
             bias = self.param("bias", logical(nn.initializers.zeros, self.axes[-len(out):]), out)
             y = y + bias.reshape(-1).astype(dtype)
         return y.reshape(*lead, *out)
+
+
+class Embed(nn.Embed):
+    """nn.Embed (same parameter, "embedding" of shape (vocab, D)) that also runs a quantized
+    table: a jaxllm.transforms QArray quantized per row (Rule("**/embedding", lead=1)). The
+    lookup gathers the B x T rows' codes and dequantizes only those; `attend` (tied output head)
+    dequantizes the table for the logits matmul."""
+
+    def setup(self):
+        table = self.get_variable("params", "embedding") \
+            if self.has_variable("params", "embedding") else None
+        if isinstance(table, QArray):  # quantized: flax's shape check would reject it
+            self.embedding = table
+        else:
+            super().setup()
+
+    def __call__(self, inputs):
+        if isinstance(self.embedding, QArray):
+            return self.embedding.take(inputs).dequantize(self.dtype)  # (*inputs.shape, D)
+        return super().__call__(inputs)
+
+    def attend(self, query):
+        if isinstance(self.embedding, QArray):
+            dtype = self.dtype or query.dtype
+            table = self.embedding.dequantize(dtype)  # (V, D)
+            return jnp.dot(query.astype(dtype), table.T)
+        return super().attend(query)
 
 
 class Norm(nn.Module):

@@ -28,8 +28,8 @@ from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxllm.train.objective import model_and_objective, model_vocab
-from jaxllm.train.run import (RunDir, build_params, build_params_and_axes, load_run, trainable_fn,
-                              with_vocab)
+from jaxllm.train.run import (RunDir, build_params, build_params_and_axes, load_run,
+                              pretrained_name, trainable_fn, with_vocab)
 from jaxllm.train.step import TrainState, make_eval_step, make_train_step
 
 
@@ -198,6 +198,12 @@ def _check_transforms(cfg: config_lib.Config) -> None:
     if cfg.model.weights and not t.lora:
         raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
                           f"its LoRA factors (QLoRA); set train.lora too")
+    if t.init_from and pretrained_name(t.init_from):
+        from jaxllm import pretrained
+        context = pretrained.load(t.init_from).config.max_len
+        if cfg.model.max_len > context:
+            raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {t.init_from}'s "
+                              f"context of {context}; set it lower")
 
 
 def _text_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
@@ -206,8 +212,12 @@ def _text_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
 
     dc, t = cfg.data, cfg.train
     tokenizer = run.load_tokenizer() if resuming else None
-    if t.init_from and not resuming:  # fine-tuning keeps the base run's tokenizer
-        tokenizer = RunDir(t.init_from).load_tokenizer()
+    if t.init_from and not resuming:  # fine-tuning keeps the base run's (model's) tokenizer
+        if pretrained_name(t.init_from):
+            from jaxllm import pretrained
+            tokenizer = pretrained.load(t.init_from).tokenizer
+        else:
+            tokenizer = RunDir(t.init_from).load_tokenizer()
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
                       vocab_size=dc.vocab_size)
     vocab = model_vocab(cfg, data.tokenizer.vocab_size)
@@ -224,15 +234,25 @@ def _text_data(cfg: config_lib.Config, run: RunDir, resuming: bool):
 
 
 def _base_params(cfg: config_lib.Config):
-    """The parameters of the run train.init_from names, checked to fit this run's model."""
-    base = load_run(cfg.train.init_from).params
+    """The parameters of the run (or pretrained model) train.init_from names, checked to fit
+    this run's model."""
+    name = cfg.train.init_from
+    if pretrained_name(name):
+        from jaxllm import pretrained
+        # a copy: the train step donates its state, and these arrays are the cached model's
+        base = jax.tree_util.tree_map(lambda x: x.copy(), pretrained.load(name).params)
+    else:
+        base = load_run(name).params
     like = jax.eval_shape(lambda: build_params(replace(cfg, train=replace(
         cfg.train, lora=""), model=replace(cfg.model, weights="")), jax.random.PRNGKey(0)))
     if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
             a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(like),
                                                jax.tree_util.tree_leaves(base))):
-        raise ConfigError(f"train.init_from={cfg.train.init_from!r}: its parameters do not fit "
-                          f"this run's model config; use the same model.* settings")
+        fix = (f"keep the model's architecture (drop --set model.* sizes; in Python, build the "
+               f"config with jaxllm.train.with_pretrained_model(cfg, {name!r}))"
+               if pretrained_name(name) else "use the same model.* settings")
+        raise ConfigError(f"train.init_from={name!r}: its parameters do not fit this run's "
+                          f"model config; {fix}")
     return base
 
 

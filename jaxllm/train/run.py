@@ -168,6 +168,41 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
                      params=state.params, step=step)
 
 
+# Model fields that describe how a run uses a network, not the network itself: a run that starts
+# from a pretrained model keeps these from its own config and takes every other model.* field
+# (the architecture) from the pretrained model.
+RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
+                    "quant_group", "weights")
+
+
+def pretrained_name(init_from: str) -> bool:
+    """Whether train.init_from names a registered pretrained model (else it is a run directory)."""
+    from jaxllm.pretrained import REGISTRY
+    return init_from in REGISTRY
+
+
+def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Config:
+    """cfg set up to fine-tune the pretrained model `name` (jaxllm.pretrained): train.init_from =
+    name, the model section is the pretrained architecture except RUN_MODEL_FIELDS, which stay
+    cfg's (model.max_len is the training sequence length, at most the model's context), and
+    data.tokenizer is the model's tokenizer kind.
+
+        cfg = with_pretrained_model(get_preset("shakespeare-char"), "smollm2-135m-instruct")
+    """
+    from jaxllm import pretrained
+
+    lm = pretrained.load(name)
+    if lm.config.kind != "decoder" or lm.tokenizer is None:
+        raise config_lib.ConfigError(f"train.init_from={name!r}: fine-tuning starts from a "
+                                     f"decoder with a tokenizer, such as smollm2-135m-instruct")
+    if cfg.model.max_len > lm.config.max_len:
+        raise config_lib.ConfigError(f"model.max_len={cfg.model.max_len} exceeds {name}'s "
+                                     f"context of {lm.config.max_len}; set it lower")
+    model = replace(lm.config, **{f: getattr(cfg.model, f) for f in RUN_MODEL_FIELDS})
+    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=lm.tokenizer.kind),
+                   train=replace(cfg.train, init_from=name))
+
+
 def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
     """The config with model.vocab_size set from the tokenizer (0 means automatic)."""
     if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:

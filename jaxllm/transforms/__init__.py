@@ -11,7 +11,8 @@ rules (selection), quantize (QArray), calibrate (static W8A8 ranges), qat (fake 
 BitNet), lora (LoraArray), partition (trainable / frozen split).
 
 The two spec strings the config and CLI use are parsed here:
-  quantization  "method=int4,group=64[,symmetric=false][,act=dynamic]"   (model.weights)
+  quantization  "method=int4,group=64[,symmetric=false][,act=dynamic][,embed=true]"
+                (model.weights; embed=true also quantizes the token embedding, per row)
   LoRA          "rank=8,alpha=16,targets=attn|all|REGEX[,dropout=0.05]"  (train.lora)
 """
 
@@ -26,7 +27,7 @@ from jaxllm.transforms.quantize import METHODS, QArray, dequantize, quantize, wi
 from jaxllm.transforms.rules import Rule, TransformError, logical_axes, tree_bytes
 
 __all__ = ["METHODS", "QArray", "Rule", "TransformError", "apply_calibration", "calibrate",
-           "combine", "dequantize", "linear_rules", "logical_axes", "lora", "parse_spec",
+           "combine", "dequantize", "embedding_rule", "linear_rules", "logical_axes", "lora", "parse_spec",
            "partition", "quantize", "tree_bytes", "with_act", "apply_lora_spec",
            "apply_weights_spec"]
 
@@ -37,7 +38,7 @@ def linear_rules() -> list[Rule]:
 
 
 _SPEC_KEYS = {
-    "quantize": {"method": str, "group": str, "symmetric": bool, "act": str},
+    "quantize": {"method": str, "group": str, "symmetric": bool, "act": str, "embed": bool},
     "lora": {"rank": int, "alpha": float, "targets": str, "dropout": float},
 }
 
@@ -74,10 +75,19 @@ def parse_spec(text: str, kind: str) -> dict:
     return out
 
 
+def embedding_rule(**options) -> Rule:
+    """The token embedding (vocab, D), quantized per row: the vocabulary axis is a stacked
+    (lead) axis, so "channel" means one step per token row and a group size counts along D.
+    Weight-only whatever `act` the kernels get (the table is looked up, not multiplied)."""
+    return Rule("embed/embedding", lead=1, options={**options, "act": "none"})
+
+
 def apply_weights_spec(params, spec: str, axes=None):
-    """params quantized as a model.weights spec says (every linear kernel)."""
+    """params quantized as a model.weights spec says: every linear kernel, and the token
+    embedding too with embed=true (default false: it stays float)."""
     o = parse_spec(spec, "quantize")
-    return quantize(params, linear_rules(), axes=axes, **o)
+    rules = ([embedding_rule()] if o.pop("embed", False) else []) + linear_rules()
+    return quantize(params, rules, axes=axes, **o)
 
 
 def apply_lora_spec(params, spec: str, rng, axes=None):

@@ -117,6 +117,15 @@ class QArray:
         w = (v * self.scale).reshape(self.shape)
         return w.astype(dtype or self.dtype)
 
+    def take(self, indices) -> "QArray":
+        """The rows `indices` of the first stacked axis (an embedding table quantized per row,
+        lead=1): gathers only those rows' codes and steps, so a lookup dequantizes B x T rows
+        rather than the whole table. indices (*I) -> a QArray of shape (*I, *in, *out)."""
+        if self.n_lead < 1:
+            raise TransformError("QArray.take needs a leading (row) axis; quantize the table "
+                                 "with Rule(..., lead=1)")
+        return jax.tree_util.tree_map(lambda a: jnp.take(a, indices, axis=0), self)
+
     # --- use inside a model ---------------------------------------------------------------------
     def dense_apply(self, x, dtype, module=None):
         """x (M, K) -> x @ W (M, N), for layers.Dense. Weight-only: dequantize this layer's
