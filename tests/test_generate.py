@@ -36,6 +36,22 @@ def test_greedy_matches_step_by_step_argmax_of_full_forward():
     assert generate(model, params, [PROMPTS[0]], max_new_tokens=8, temperature=0)[0] == seq[5:]
 
 
+def test_other_params_are_not_decoded_with_the_previous_calls_weights():
+    """generate keeps the decode-ready weights of the params it last saw: params of the same
+    shapes, or the same params updated in place of their leaves, must not reuse them."""
+    model = Decoder(GPT)
+    first, second = noisy_params(GPT, seed=1), noisy_params(GPT, seed=2)
+    forward = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    seq = list(PROMPTS[0])
+    for _ in range(6):
+        seq.append(int(np.argmax(np.asarray(forward(second, jnp.asarray([seq])))[0, -1])))
+    generate(model, first, [PROMPTS[0]], max_new_tokens=6, temperature=0)
+    assert generate(model, second, [PROMPTS[0]], max_new_tokens=6, temperature=0)[0] == seq[5:]
+    edited = jax.tree_util.tree_map(lambda x: x, second)
+    edited["blocks"] = first["blocks"]
+    assert generate(model, edited, [PROMPTS[0]], max_new_tokens=6, temperature=0)[0] != seq[5:]
+
+
 def test_batching_prompts_of_different_lengths_changes_nothing():
     model, params = Decoder(GPT), noisy_params(GPT)
     batched = generate(model, params, PROMPTS, max_new_tokens=7, temperature=0)
