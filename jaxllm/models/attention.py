@@ -147,19 +147,9 @@ def cached_attention(q, k, v, mask):
     K = k.shape[0] // B
     G, S = N // K, k.shape[1]
     q = jnp.swapaxes(q.reshape(B, T, K, G, H), 1, 2).reshape(B * K, T * G, H)
-    if T == 1:
-        # One new token: G query rows per cache row. As batched matrix products these are
-        # 2 * n_layers tiny dot thunks per step, each ~0.2 ms of call overhead on XLA:CPU
-        # (~13 ms of a ~90 ms SmolLM2 step); as multiply-and-sum they fuse into loops over the
-        # cache read in place (both sums run over its contiguous last axis).
-        scores = jnp.sum(q[:, :, None, :].astype(jnp.float32) * k[:, None], axis=-1)
-    else:
-        scores = jnp.einsum("xqh,xsh->xqs", q, k).astype(jnp.float32)
-    scores = (scores / jnp.sqrt(H)).reshape(B, K, T, G, S)
+    scores = jnp.einsum("xqh,xsh->xqs", q, k).astype(jnp.float32) / jnp.sqrt(H)
+    scores = scores.reshape(B, K, T, G, S)
     scores = jnp.where(mask[:, :, :, None], scores, NEG)  # mask (B, 1, T, 1, S)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(B * K, T * G, S)
-    if T == 1:
-        out = jnp.sum(probs[:, :, None, :] * v[:, None], axis=-1).astype(v.dtype)  # (B*K, G, H)
-    else:
-        out = jnp.einsum("xqs,xhs->xqh", probs, v)  # (B*K, T*G, H)
+    out = jnp.einsum("xqs,xhs->xqh", probs, v)  # (B*K, T*G, H)
     return jnp.swapaxes(out.reshape(B, K, T, G, H), 1, 2).reshape(B, T, N, H)
