@@ -36,11 +36,41 @@ def test_greedy_matches_step_by_step_argmax_of_full_forward():
     assert generate(model, params, [PROMPTS[0]], max_new_tokens=8, temperature=0)[0] == seq[5:]
 
 
+def test_other_params_are_not_decoded_with_the_previous_calls_weights():
+    """generate keeps the decode-ready weights of the params it last saw: params of the same
+    shapes, or the same params updated in place of their leaves, must not reuse them."""
+    model = Decoder(GPT)
+    first, second = noisy_params(GPT, seed=1), noisy_params(GPT, seed=2)
+    forward = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    seq = list(PROMPTS[0])
+    for _ in range(6):
+        seq.append(int(np.argmax(np.asarray(forward(second, jnp.asarray([seq])))[0, -1])))
+    generate(model, first, [PROMPTS[0]], max_new_tokens=6, temperature=0)
+    assert generate(model, second, [PROMPTS[0]], max_new_tokens=6, temperature=0)[0] == seq[5:]
+    edited = jax.tree_util.tree_map(lambda x: x, second)
+    edited["blocks"] = first["blocks"]
+    assert generate(model, edited, [PROMPTS[0]], max_new_tokens=6, temperature=0)[0] != seq[5:]
+
+
 def test_batching_prompts_of_different_lengths_changes_nothing():
     model, params = Decoder(GPT), noisy_params(GPT)
     batched = generate(model, params, PROMPTS, max_new_tokens=7, temperature=0)
     alone = [generate(model, params, [p], max_new_tokens=7, temperature=0)[0] for p in PROMPTS]
     assert batched == alone
+
+
+def test_ids_past_the_tokenizers_vocabulary_are_never_generated():
+    """A mesh pads the model's vocabulary (37 rows here) beyond the tokenizer's (say 20): the
+    padding rows are never drawn, even when their logits are the largest."""
+    model, params = Decoder(GPT), noisy_params(GPT)
+    emb = params["embed"]["embedding"]
+    params = dict(params, embed={"embedding": emb.at[20:].multiply(50.0)})  # padding favoured
+    free = generate(model, params, PROMPTS, max_new_tokens=12, temperature=1.0, seed=0)
+    assert max(max(o) for o in free) >= 20
+    for temperature in (0, 1.0):
+        out = generate(model, params, PROMPTS, max_new_tokens=12, temperature=temperature,
+                       vocab_size=20)
+        assert all(0 <= t < 20 for o in out for t in o)
 
 
 def test_sampling_is_reproducible_per_seed():
@@ -102,6 +132,7 @@ def test_stop_tokens_cut_each_row():
     ({"top_k": 100}, "top_k"),
     ({"top_p": 0.0}, "top_p"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"vocab_size": 38}, "vocab_size=38"),
 ])
 def test_bad_requests_are_refused(kwargs, match):
     model, params = Decoder(GPT), noisy_params(GPT)

@@ -63,7 +63,7 @@ def run(args) -> int:
     outs = generate(loaded.model, loaded.params, [prompt] * args.num_samples,
                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, seed=args.seed,
-                    use_cache=not args.no_cache)
+                    use_cache=not args.no_cache, vocab_size=tok.vocab_size)
     for i, out in enumerate(outs):
         if i:
             print("-" * 40)

@@ -14,6 +14,7 @@ the window every step; greedy output is the same either way.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from functools import partial
 
 import jax
@@ -68,23 +69,63 @@ def _window_logits(model, params, buffer, mask, cur, window: int):
     return jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1, keepdims=False)
 
 
+@partial(jax.jit, static_argnames=("n_layers", "tied"))
+def _prepare(params, *, n_layers: int, tied: bool):
+    """The decode loop's weights: each layer's own arrays, and the head as a (D, vocab) matrix.
+
+    XLA:CPU copies a layer's weights out of the stacked (L, ...) arrays wherever it slices them
+    (inside a while loop at every step; outside, once per call: ~0.3-0.6 s of a 5 s SmolLM2
+    call). The tied (vocab, D) embedding multiplied in its transposed form ran ~10x slower than
+    a (D, vocab) matrix (0.40 vs 0.03 s per step for SmolLM2's 49152 x 576).
+    """
+    if tied:  # a quantized table (model.weights embed=true) is dequantized for the head; the
+        table = params["embed"]["embedding"]  # lookups keep reading its codes
+        head = (table.dequantize() if isinstance(table, QArray) else table).T
+    else:
+        head = params["head"]["kernel"]
+    return _split_layers(params["blocks"], n_layers), head
+
+
+# One prepared copy, for the parameters of the last call (held by weak references: the slot is
+# emptied when they are freed). Repeated calls with the same params skip the copies above at
+# the price of holding the weights twice while the slot lives.
+_PREPARED: dict = {}
+
+
+def _prepared(model: Decoder, params):
+    leaves = jax.tree_util.tree_leaves(params)
+    slot = _PREPARED.get("slot")
+    if slot is not None and slot[0] == model.cfg and len(slot[1]) == len(leaves) and all(
+            ref() is leaf for ref, leaf in zip(slot[1], leaves)):
+        return slot[2]
+    _PREPARED.clear()
+    prepared = _prepare(params, n_layers=model.cfg.n_layers, tied=model.cfg.tie_embeddings)
+    try:
+        refs = [weakref.ref(leaf) for leaf in leaves]
+        weakref.finalize(leaves[0], _PREPARED.clear)
+    except TypeError:  # a leaf that takes no weak reference (a Python scalar): do not cache
+        return prepared
+    _PREPARED["slot"] = (model.cfg, refs, prepared)
+    return prepared
+
+
 @partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p",
-                                   "stop_tokens", "use_cache"))
-def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_tokens: int,
-              temperature: float, top_k: int, top_p: float, stop_tokens: tuple[int, ...],
-              use_cache: bool):
+                                   "stop_tokens", "use_cache", "n_tokens"))
+def _generate(params, layers, head, prompt, prompt_mask, rng, *, model: Decoder,
+              max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+              stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int):
+    """params: the model's own; layers, head: from _prepare (what the cached path reads)."""
     cfg = model.cfg
-    if cfg.tie_embeddings:
-        # XLA:CPU multiplies by the transposed (vocab, D) embedding ~10x slower than by a
-        # (D, vocab) matrix (0.40 vs 0.03 s per step for SmolLM2's 49152 x 576): transpose it
-        # once per call and decode with it as an untied head (the same numbers).
-        # A quantized table (model.weights embed=true) is dequantized for this head; the
-        # lookups keep reading its codes.
-        table = params["embed"]["embedding"]
-        table = table.dequantize() if isinstance(table, QArray) else table
-        params = dict(params, head={"kernel": table.T})
-        cfg = dataclasses.replace(cfg, tie_embeddings=False)
-        model = Decoder(cfg)
+    # The cached path decodes with a separate (D, vocab) head (the same numbers when tied) and
+    # the layer loop unrolled over the per-layer weights: stacking them inside the step lets the
+    # simplifier turn slice(stack(xs)) back into xs, so no weight is copied (2.9 -> 1.1 ms per
+    # token for the 4-layer, d=256 model of experiments/decode_throughput.py).
+    fast_cfg = dataclasses.replace(cfg, tie_embeddings=False, scan_unroll=cfg.n_layers)
+    unrolled = Decoder(fast_cfg)
+    fast_params = dict(params, head={"kernel": head})
+    # Prefill and sliding window: the model's own layer loop (rolled for the pretrained models:
+    # an unrolled prefill would compile ~10 s longer to save one ~0.2 s copy of the weights).
+    model = Decoder(dataclasses.replace(cfg, tie_embeddings=False))
     B, P = prompt.shape
     total = P + max_new_tokens
     window = min(total, cfg.max_len)
@@ -94,25 +135,19 @@ def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_token
 
     if use_cache:
         cache = KVCache.empty(cfg, B, window)
-        logits, cache = model.apply({"params": params}, prompt, cache, prompt_mask,
+        logits, cache = model.apply({"params": fast_params}, prompt, cache, prompt_mask,
                                     method=Decoder.decode)
         logits = logits[:, -1]
         cache = cache.replace(k=_split_layers(cache.k, cfg.n_layers),
                               v=_split_layers(cache.v, cfg.n_layers))
     else:
         cache = None
-        logits = _window_logits(model, params, buffer, mask, P, window)
+        logits = _window_logits(model, fast_params, buffer, mask, P, window)
 
-    # XLA:CPU copies every layer's weights (and cache) out of the stacked (L, ...) arrays at every
-    # decode step: slices inside a while loop are not hoisted. Split them once here and stack
-    # them again inside the step: with the layer loop unrolled, the simplifier turns
-    # slice(stack(xs)) back into xs, and no copy is left (2.9 -> 1.1 ms per token for the
-    # 4-layer, d=256 model of experiments/decode_throughput.py).
-    layers = _split_layers(params["blocks"], cfg.n_layers)
-    unrolled = Decoder(dataclasses.replace(cfg, scan_unroll=cfg.n_layers))
-
+    # The cache is split per layer too (carried through the loop as L arrays), for the same
+    # reason as the weights.
     def cached_logits(tok, cache, buffer, cur):
-        p = dict(params, blocks=_stack_layers(layers))
+        p = dict(fast_params, blocks=_stack_layers(layers))
         stacked = cache.replace(k=_stack_layers(cache.k), v=_stack_layers(cache.v))
         out, cache = unrolled.apply({"params": p}, tok[:, None], stacked, method=Decoder.decode)
         cache = cache.replace(k=_split_layers(cache.k, cfg.n_layers),
@@ -120,7 +155,7 @@ def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_token
         return out[:, 0], cache
 
     def window_logits(tok, cache, buffer, cur):
-        return _window_logits(model, params, buffer, mask, cur, window), cache
+        return _window_logits(model, fast_params, buffer, mask, cur, window), cache
 
     def phase(carry, stop, next_logits):
         """Steps i < stop: sample token i from the logits, write it, compute the next logits."""
@@ -130,6 +165,8 @@ def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_token
 
         def body(carry):
             i, logits, cache, buffer, done, rng = carry
+            if n_tokens < cfg.vocab_size:  # rows a mesh padded the vocabulary with: never drawn
+                logits = jnp.where(jnp.arange(cfg.vocab_size) < n_tokens, logits, -jnp.inf)
             tok = sample_logits(logits, jax.random.fold_in(rng, i), temperature, top_k, top_p)
             buffer = jax.lax.dynamic_update_slice_in_dim(buffer, tok[:, None], P + i, axis=1)
             done = done | jnp.any(tok[:, None] == stops[None, :], axis=1)
@@ -153,9 +190,16 @@ def _generate(params, prompt, prompt_mask, rng, *, model: Decoder, max_new_token
 def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
-             use_cache: bool = True) -> list[list[int]]:
-    """New token ids for each prompt (a list of token ids), cut before the first stop token."""
+             use_cache: bool = True, vocab_size: int | None = None) -> list[list[int]]:
+    """New token ids for each prompt (a list of token ids), cut before the first stop token.
+
+    vocab_size: the tokenizer's vocabulary when the model's is larger (a run trained on a mesh
+    pads it to what the mesh divides); ids from there up are never generated."""
     cfg = model.cfg
+    n_tokens = cfg.vocab_size if vocab_size is None else int(vocab_size)
+    if not 0 < n_tokens <= cfg.vocab_size:
+        raise DataError(f"vocab_size={vocab_size}: must be between 1 and the model's "
+                        f"{cfg.vocab_size}")
     if not prompts:
         raise DataError("no prompts given; pass at least one list of token ids")
     if max_new_tokens < 1:
@@ -183,10 +227,13 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
     for row, p in enumerate(prompts):  # left padding: every prompt ends at slot P - 1
         tokens[row, P - len(p):] = p
         mask[row, P - len(p):] = True
-    out, n = _generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
+    layers, head = _prepared(model, params)
+    out, n = _generate(params, layers, head, jnp.asarray(tokens), jnp.asarray(mask),
+                       jax.random.PRNGKey(seed),
                        model=model, max_new_tokens=max_new_tokens, temperature=float(temperature),
                        top_k=int(top_k), top_p=float(top_p),
-                       stop_tokens=tuple(int(s) for s in stop_tokens), use_cache=use_cache)
+                       stop_tokens=tuple(int(s) for s in stop_tokens), use_cache=use_cache,
+                       n_tokens=n_tokens)
     out = np.asarray(out)[:, : int(n)]
     results = []
     for row in out.tolist():
