@@ -6,7 +6,7 @@ import jax
 
 from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
-from jaxllm.models.decoder import init_params
+from jaxllm.train.objective import init_function
 
 GPT = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, d_model=32)
 LLAMA = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
@@ -16,12 +16,13 @@ CONFIGS = {"gpt": GPT, "llama": LLAMA}
 
 
 @functools.lru_cache(maxsize=None)
-def noisy_params(cfg, seed=0):
-    """Initialised params with every leaf perturbed, so zero biases and unit scales matter."""
-    params, _ = init_params(cfg, jax.random.PRNGKey(seed))
+def noisy_params(cfg, seed=0, scale=0.05):
+    """Initialised params of any model kind (cfg.kind) with every leaf perturbed by
+    scale * N(0, 1), so zero biases and unit scales matter."""
+    params, _ = init_function(cfg.kind)(cfg, jax.random.PRNGKey(seed))
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
     return jax.tree_util.tree_unflatten(tree, leaves)
 
 

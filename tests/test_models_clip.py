@@ -3,7 +3,6 @@
 simulated devices."""
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from helpers import noisy_params
 from jaxllm.config import ModelConfig
 from jaxllm.models.clip import CLIP, INIT_LOGIT_SCALE, init_params
 from jaxllm.objectives.contrastive import clip_loss, info_nce, sharded_info_nce
@@ -20,15 +20,6 @@ from reference_vision import clip_embeddings, info_nce as np_info_nce
 TINY = ModelConfig(kind="clip", image_size=8, channels=1, patch_size=4, num_classes=0,
                    n_layers=1, n_heads=2, d_model=16, vocab_size=11, max_len=6, embed_dim=8,
                    text_layers=2, text_heads=2, text_d_model=12, norm_eps=1e-6)
-
-
-@functools.lru_cache(maxsize=None)
-def noisy(cfg):
-    params, _ = init_params(cfg, jax.random.PRNGKey(0))
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 def batch(n, seed=0):
@@ -40,7 +31,7 @@ def batch(n, seed=0):
 
 
 def test_clip_matches_numpy_towers_and_loss():
-    params = noisy(TINY)
+    params = noisy_params(TINY, scale=0.1)
     b = batch(3)
     # rows 3..5: the same captions with padding after the end-of-text token, which the causal
     # text tower must ignore (one forward, one compile)
@@ -102,7 +93,7 @@ def test_data_parallel_loss_and_gradients_equal_single_device():
     assert got_grads[0].sharding.spec == P("data")
 
     # through both towers: the model runs data-parallel (jit), the loss under shard_map
-    params = noisy(TINY)
+    params = noisy_params(TINY, scale=0.1)
     b = batch(16, seed=1)
     model = CLIP(TINY)
     grad_single = jax.jit(jax.value_and_grad(clip_loss(model), has_aux=True))

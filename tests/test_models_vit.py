@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import noisy_params
 from jaxllm.config import ModelConfig, validate, Config, apply_overrides
 from jaxllm.errors import ConfigError, DataError, JaxllmError
 from jaxllm.models.vit import (ViT, check_images, decode_variant, init_params, sincos_2d,
@@ -16,15 +17,6 @@ from reference_vision import sincos_2d as np_sincos_2d, vit_features
 
 TINY = ModelConfig(kind="vit", image_size=8, channels=2, patch_size=4, num_classes=5,
                    n_layers=2, n_heads=2, d_model=16, norm_eps=1e-6)
-
-
-@functools.lru_cache(maxsize=None)
-def noisy(cfg):
-    params, _ = init_params(cfg, jax.random.PRNGKey(0))
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="intermediates")
@@ -36,7 +28,7 @@ def run(cfg, params, images, intermediates=False):
                                                       ("gap", "sincos2d", "reference")])
 def test_vit_matches_numpy_reference(pool, positions, attention):
     cfg = dataclasses.replace(TINY, pool=pool, image_positions=positions, attention=attention)
-    params = noisy(cfg)
+    params = noisy_params(cfg, scale=0.1)
     images = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype(np.float32)
     out = run(cfg, params, images, intermediates=True)
     for b in range(3):

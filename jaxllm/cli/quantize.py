@@ -50,6 +50,7 @@ def run(args) -> int:
     from jaxllm.data import BatchIterator, build_data
     from jaxllm.errors import ConfigError
     from jaxllm.models.decoder import init_params
+    from jaxllm.parallel.sharded import abstract_init
     from jaxllm.train import Checkpoints, RunDir, TrainState, load_run
 
     if args.method not in transforms.METHODS:
@@ -78,7 +79,8 @@ def run(args) -> int:
         raise ConfigError(f"{args.run} is already transformed (model.weights="
                           f"{cfg.model.weights!r}, train.lora={cfg.train.lora!r}); quantize a "
                           f"float run (merge LoRA first)")
-    _, axes = init_params(cfg.model, jax.random.PRNGKey(0))
+    # the axis names of the model's parameters (traced only: no random arrays are made)
+    axes = abstract_init(lambda r: init_params(cfg.model, r), jax.random.PRNGKey(0))[1]
     qparams = transforms.apply_weights_spec(loaded.params, spec, axes)
     if act == "static":
         dc, t = cfg.data, cfg.train

@@ -232,12 +232,11 @@ def _template(cfg: ModelConfig) -> dict:
     """Shapes of the model's parameters, without allocating them."""
     import jax
 
-    if cfg.kind == "encoder":
-        from jaxllm.models.encoder import _init
-    else:
-        from jaxllm.models.decoder import _init
-    import flax.linen as nn
-    shapes = jax.eval_shape(lambda: nn.meta.unbox(_init(cfg, jax.random.PRNGKey(0))))
+    from jaxllm.parallel.sharded import abstract_init
+    from jaxllm.train.objective import init_function
+
+    init = init_function(cfg.kind)
+    shapes = abstract_init(lambda r: init(cfg, r), jax.random.PRNGKey(0))[0]
     return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
 
 

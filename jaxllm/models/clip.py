@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.layers import DTYPES, DecoderBlock, Dense, Norm, logical, scanned
+from jaxllm.models.layers import DTYPES, DecoderBlock, Dense, Norm, init_with_axes, logical, scanned
 from jaxllm.models.vit import ViT
 
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
@@ -113,12 +112,6 @@ class CLIP(nn.Module):
 
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a CLIP: (params, logical axis names of every param)."""
-    boxed = _init(cfg, rng)
-    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
-
-
-@partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, rng):
     images = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.channels), jnp.float32)
     tokens = jnp.zeros((1, cfg.max_len), jnp.int32)
-    return CLIP(cfg).init(rng, images, tokens, jnp.zeros((1,), jnp.int32))["params"]
+    return init_with_axes(CLIP(cfg), rng, images, tokens, jnp.zeros((1,), jnp.int32))

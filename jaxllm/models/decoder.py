@@ -15,7 +15,6 @@ Two entry points share the parameters:
 
 from __future__ import annotations
 
-from functools import partial
 
 import flax.linen as nn
 import jax
@@ -24,7 +23,8 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import attention_mask
-from jaxllm.models.layers import DTYPES, Dense, DecoderBlock, Embed, Norm, logical, scanned
+from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
+                                 logical, scanned)
 
 
 @struct.dataclass
@@ -117,16 +117,6 @@ class Decoder(nn.Module):
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array):
-    """Initialise a Decoder: returns (params, logical axis names of every param).
-
-    params is a plain pytree of arrays; the second tree holds a PartitionSpec of logical names
-    per leaf, which jaxllm.parallel maps onto a mesh.
-    """
-    boxed = _init(cfg, rng)
-    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
-
-
-@partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, rng):
-    tokens = jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32)
-    return Decoder(cfg).init(rng, tokens)["params"]
+    """Initialise a Decoder: (params, logical axis names of every param); see
+    layers.init_with_axes."""
+    return init_with_axes(Decoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32))

@@ -20,7 +20,6 @@ Sentence embeddings (sentence-transformers' recipe for all-MiniLM-L6-v2) are
 
 from __future__ import annotations
 
-from functools import partial
 
 import flax.linen as nn
 import jax
@@ -28,7 +27,8 @@ import jax.numpy as jnp
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import attention_mask
-from jaxllm.models.layers import DTYPES, Dense, EncoderBlock, Norm, gelu, logical, scanned
+from jaxllm.models.layers import (DTYPES, Dense, EncoderBlock, Norm, gelu, init_with_axes,
+                                 logical, scanned)
 
 HEADS = ("mlm", "nsp")
 
@@ -112,11 +112,5 @@ def l2_normalize(x, eps: float = 1e-12):
 
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise an Encoder with both heads: (params, logical axis names of every param)."""
-    boxed = _init(cfg, rng)
-    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
-
-
-@partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, rng):
-    tokens = jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32)
-    return Encoder(cfg).init(rng, tokens, heads=HEADS)["params"]
+    return init_with_axes(Encoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
+                          heads=HEADS)

@@ -27,6 +27,7 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,21 @@ def split_batch(x):
     """x, constrained to be split along its leading (batch) axis under `split_activations`."""
     sharding = _BATCH_SHARDING.get()
     return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding(x))
+
+
+def init_with_axes(module: nn.Module, rng, *example_inputs, **kwargs):
+    """Initialise a model: (params, logical axis names of every param).
+
+    params is a plain pytree of arrays; the second tree holds a PartitionSpec of logical names
+    per leaf, which jaxllm.parallel maps onto a mesh. One compilation per module configuration
+    and input shapes (modules compare by their fields)."""
+    boxed = _init_boxed(module, rng, example_inputs, tuple(sorted(kwargs.items())))
+    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _init_boxed(module, rng, example_inputs, kwargs):
+    return module.init(rng, *example_inputs, **dict(kwargs))["params"]
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -23,7 +23,6 @@ table, as big_vision does it:
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
 import flax.linen as nn
 import jax
@@ -32,7 +31,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError, DataError
-from jaxllm.models.layers import Dense, EncoderBlock, Norm, logical, scanned
+from jaxllm.models.layers import Dense, EncoderBlock, Norm, init_with_axes, logical, scanned
 
 # The ViT paper's Table 1 plus the Ti/S sizes of DeiT/big_vision: width D, depth, MLP size, heads.
 VARIANTS = {
@@ -138,14 +137,8 @@ class ViT(nn.Module):
 
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a ViT: (params, logical axis names of every param)."""
-    boxed = _init(cfg, rng)
-    return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
-
-
-@partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, rng):
     images = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.channels), jnp.float32)
-    return ViT(cfg).init(rng, images)["params"]
+    return init_with_axes(ViT(cfg), rng, images)
 
 
 def classifier_loss(model: ViT):

@@ -225,9 +225,12 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
     from jaxllm.transforms.rules import is_transformed
     from jaxllm.train.objective import init_function
 
-    params, axes = init_function(cfg.model.kind)(cfg.model, rng)
-    if base_params is not None:
-        params = base_params
+    init = init_function(cfg.model.kind)
+    if base_params is None:
+        params, axes = init(cfg.model, rng)
+    else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
+        from jaxllm.parallel.sharded import abstract_init
+        params, axes = base_params, abstract_init(lambda r: init(cfg.model, r), rng)[1]
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
