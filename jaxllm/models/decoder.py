@@ -34,8 +34,8 @@ class KVCache:
     Slots are filled left to right; all rows write at the same slot, and rows whose prompt is
     shorter are left-padded (their padding slots are not `valid`).
     """
-    k: jax.Array  # (L, B*K, S, H)  layouts that attention reads in place (see layers.Attention)
-    v: jax.Array  # (L, B*K, H, S)
+    k: jax.Array  # (L, B*K, H, S)  layouts that attention reads in place
+    v: jax.Array  # (L, B*K, S, H)  (see attention.cached_attention)
     valid: jax.Array  # (B, S) bool: the slot holds a real token of that row
     length: jax.Array  # () int32: slots filled so far; the next token goes to slot `length`
     next_position: jax.Array  # (B,) int32: position id of each row's next real token
@@ -43,8 +43,8 @@ class KVCache:
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, size: int) -> "KVCache":
         L, K, H, dtype = cfg.n_layers, cfg.kv_heads, cfg.head_size, DTYPES[cfg.dtype]
-        return cls(k=jnp.zeros((L, batch * K, size, H), dtype),
-                   v=jnp.zeros((L, batch * K, H, size), dtype),
+        return cls(k=jnp.zeros((L, batch * K, H, size), dtype),
+                   v=jnp.zeros((L, batch * K, size, H), dtype),
                    valid=jnp.zeros((batch, size), bool), length=jnp.zeros((), jnp.int32),
                    next_position=jnp.zeros((batch,), jnp.int32))
 
@@ -94,11 +94,12 @@ class Decoder(nn.Module):
         x, _ = self.blocks(x, None, positions, mask, None, train)
         return self._logits(x)
 
-    def decode(self, tokens, cache: KVCache, token_mask=None):
+    def decode(self, tokens, cache: KVCache, token_mask=None, last_only: bool = False):
         """Append tokens (B, T) to the cache and return their logits (B, T, vocab) and the cache.
 
         token_mask (B, T) marks real tokens (False for left padding of shorter prompts); the
-        caller keeps cache.length + T <= cache.size.
+        caller keeps cache.length + T <= cache.size. last_only: logits of the last token only,
+        (B, 1, vocab) (a prompt's prefill: the head is then one row per sequence, not T).
         """
         B, T = tokens.shape
         if token_mask is None:
@@ -113,7 +114,7 @@ class Decoder(nn.Module):
         x, (k, v) = self.blocks(x, (cache.k, cache.v), positions, mask, start, False)
         cache = KVCache(k=k, v=v, valid=valid, length=start + T,
                         next_position=cache.next_position + counts[:, -1])
-        return self._logits(x), cache
+        return self._logits(x[:, -1:] if last_only else x), cache
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array):

@@ -215,7 +215,7 @@ class Attention(nn.Module):
 
         mask: None for plain causal (or, for an encoder, full) attention, which the fast paths
         then never materialise; else a boolean (B|1, 1, T, S) mask that includes causality.
-        cache: None, or (keys (B*K, S, H), values (B*K, H, S)); the new keys/values go to slots
+        cache: None, or (keys (B*K, H, S), values (B*K, S, H)); the new keys/values go to slots
         [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
         """
         cfg = self.cfg
@@ -229,10 +229,10 @@ class Attention(nn.Module):
         impl = attn_lib.resolve(cfg.attention)
         if cache is not None:
             ck, cv = cache
-            k = jnp.swapaxes(k, 1, 2).reshape(B * K, T, H).astype(ck.dtype)  # (B*K, T, H)
-            v = jnp.transpose(v, (0, 2, 3, 1)).reshape(B * K, H, T).astype(cv.dtype)
-            cache = (jax.lax.dynamic_update_slice(ck, k, (0, cache_index, 0)),
-                     jax.lax.dynamic_update_slice(cv, v, (0, 0, cache_index)))
+            k = jnp.transpose(k, (0, 2, 3, 1)).reshape(B * K, H, T).astype(ck.dtype)  # (B*K, H, T)
+            v = jnp.swapaxes(v, 1, 2).reshape(B * K, T, H).astype(cv.dtype)  # (B*K, T, H)
+            cache = (jax.lax.dynamic_update_slice(ck, k, (0, 0, cache_index)),
+                     jax.lax.dynamic_update_slice(cv, v, (0, cache_index, 0)))
             y = attn_lib.cached_attention(q, *cache, mask)
         elif impl == "blocked" and self.causal:
             y = attn_lib.blocked_attention(q, k, v, mask)
