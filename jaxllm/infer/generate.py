@@ -109,6 +109,8 @@ def _prepared(model: Decoder, params):
     return prepared
 
 
+@partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p",
+                                   "stop_tokens", "use_cache", "n_tokens"))
 def _generate(params, layers, head, prompt, prompt_mask, rng, *, model: Decoder,
               max_new_tokens: int, temperature: float, top_k: int, top_p: float,
               stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int):
@@ -185,24 +187,6 @@ def _generate(params, layers, head, prompt, prompt_mask, rng, *, model: Decoder,
     return buffer[:, P:], n
 
 
-_STATIC = ("model", "max_new_tokens", "temperature", "top_k", "top_p", "stop_tokens",
-           "use_cache", "n_tokens")
-# On XLA:CPU the decode program is compiled without YNNPACK fusions (configure_cpu keeps its
-# reductions and elementwise fusions for training, where they help): decoding ran ~7% faster
-# without them, for SmolLM2 at batch 8 and the 4-layer model of decode_throughput.py at batch 1
-# (interleaved in one process; experiments/RESULTS.md).
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_JITTED = {}
-
-
-def _jitted_generate(platform: str):
-    if platform not in _JITTED:
-        options = _CPU_OPTIONS if platform == "cpu" else None
-        _JITTED[platform] = jax.jit(_generate, static_argnames=_STATIC,
-                                    compiler_options=options)
-    return _JITTED[platform]
-
-
 def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
@@ -244,8 +228,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         tokens[row, P - len(p):] = p
         mask[row, P - len(p):] = True
     layers, head = _prepared(model, params)
-    platform = jax.tree_util.tree_leaves(head)[0].devices().pop().platform
-    out, n = _jitted_generate(platform)(
+    out, n = _generate(
         params, layers, head, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
         model=model, max_new_tokens=max_new_tokens, temperature=float(temperature),
         top_k=int(top_k), top_p=float(top_p), stop_tokens=tuple(int(s) for s in stop_tokens),
