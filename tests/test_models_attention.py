@@ -6,6 +6,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +94,19 @@ def test_cached_equals_reference_over_the_filled_slots(problem):
         mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
         np.testing.assert_allclose(cached_attention(q[:, T - n:], ck, cv, mask), full[:, T - n:],
                                    atol=2e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_cached_one_token_step_equals_reference(groups):
+    """A decode step (one query token) takes the multiply-and-sum path when groups > 1 and the
+    matrix products when groups == 1: both equal the reference."""
+    B, T, K, H, S = 2, 7, 2, 8, 10
+    rng = np.random.default_rng(groups)
+    q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, H)), jnp.float32) for n in (K * groups, K, K))
+    pad = ((0, 0), (0, S - T), (0, 0), (0, 0))
+    ck = jnp.transpose(jnp.pad(k, pad), (0, 2, 3, 1)).reshape(B * K, H, S)
+    cv = jnp.swapaxes(jnp.pad(v, pad), 1, 2).reshape(B * K, S, H)
+    valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
+    mask = attention_mask(jnp.arange(T - 1, T), jnp.arange(S), kv_valid=valid)
+    want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, -1:]
+    np.testing.assert_allclose(cached_attention(q[:, -1:], ck, cv, mask), want, atol=2e-5)
