@@ -1,7 +1,8 @@
 """The weight products of one SmolLM2-135M decode step (no attention), jitted in a fori_loop:
 
 ms per step, CPU seconds per step and cores used, for formulations of x @ W (plain, split2:
-two column halves, wT: transposed weights, pad2: batch padded to 2, reduceT: multiply-sum).
+two column halves, wT: transposed weights, pad2: batch padded to 2, reduceT: multiply-sum,
+fused: q/k/v and gate/up each concatenated into one product).
 
     .venv/bin/python experiments/decode_matvec_chain.py 1 plain,split2
 """
@@ -37,17 +38,29 @@ def run(layers, head, emb, tok, *, mode, n):
     T = mode in ("wT", "reduceT")
     ls = [{k: (v[i].T if T else v[i]) for k, v in layers.items()} for i in range(L)]
     hd = head.T if T else head
+    if mode == "fused":  # concatenated once, outside the loop
+        for p in ls:
+            p["qkv"] = jnp.concatenate([p.pop("q"), p.pop("k"), p.pop("v")], axis=1)
+            p["gate_up"] = jnp.concatenate([p.pop("gate"), p.pop("up")], axis=1)
     def body(i, carry):
         tok, acc = carry
         x = emb[tok]
         for p in ls:
-            a = mm(x, p["q"], mode); kk = mm(x, p["k"], mode); vv = mm(x, p["v"], mode)
-            x = x + mm(a, p["o"], mode) + kk.sum(-1, keepdims=True) * 1e-3 + vv.sum(-1, keepdims=True) * 1e-3
+            if mode == "fused":
+                qkv = x @ p["qkv"]
+                a, kk, vv = qkv[:, :d], qkv[:, d:d + 192], qkv[:, d + 192:]
+            else:
+                a = mm(x, p["q"], mode); kk = mm(x, p["k"], mode); vv = mm(x, p["v"], mode)
+            x = x + mm(a, p["o"], "plain" if mode == "fused" else mode) + kk.sum(-1, keepdims=True) * 1e-3 + vv.sum(-1, keepdims=True) * 1e-3
             x = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-5)
-            g = mm(x, p["gate"], mode); u = mm(x, p["up"], mode)
-            x = x + mm(jax.nn.silu(g) * u, p["down"], mode)
+            if mode == "fused":
+                g, u = jnp.split(x @ p["gate_up"], 2, axis=1)
+                x = x + jax.nn.silu(g) * u @ p["down"]
+            else:
+                g = mm(x, p["gate"], mode); u = mm(x, p["up"], mode)
+                x = x + mm(jax.nn.silu(g) * u, p["down"], mode)
             x = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-5)
-        tok = jnp.argmax(mm(x, hd, mode), -1).astype(jnp.int32)
+        tok = jnp.argmax(mm(x, hd, "plain" if mode == "fused" else mode), -1).astype(jnp.int32)
         return tok, acc + tok
     return jax.lax.fori_loop(0, n, body, (tok, jnp.zeros_like(tok)))[1]
 
