@@ -145,7 +145,7 @@ def cached_attention(q, k, v, mask):
     For one query token these products contract over the cache's major axis: SmolLM2-135M at
     batch 8 spent 20 ms per step in them against 28 ms with (B*K, S, H) keys and (B*K, H, S)
     values. A one-token step with grouped queries (G > 1 query heads per kv head) multiplies
-    and sums instead of calling G-row matrix products: SmolLM2 decodes ~5% faster at batch 8.
+    and sums instead of calling G-row matrix products: SmolLM2 decodes ~6% faster at batch 1 and 8.
     With G = 1, XLA:CPU ran the multiply-and-sum ~80x slower than the products, so that case
     keeps them (experiments/decode_attention.py, smollm2_decode_variants.py, RESULTS.md).
     """
