@@ -45,22 +45,23 @@ values = [rng.standard_normal((X, H, S), dtype=np.float32) for _ in range(L)]
 mask = jnp.asarray(rng.random((B, 1, 1, S)) < 0.9)
 
 
+# The two products, (scores, out), as einsums over each layout; "reduce" multiplies and sums
+# over the new layout instead.
+PRODUCTS = {"old": ("xgh,xsh->xgs", "xgs,xhs->xgh"), "new": ("xgh,xhs->xgs", "xgs,xsh->xgh")}
+
+
 def attend(q, k, v, layout):
     q = q.reshape(X, G, H)
-    if layout == "old":
-        s = jnp.einsum("xgh,xsh->xgs", q, k)
-    elif layout == "reduce":
+    if layout == "reduce":
         s = (q[:, :, :, None] * k[:, None]).sum(2)
     else:
-        s = jnp.einsum("xgh,xhs->xgs", q, k)
+        s = jnp.einsum(PRODUCTS[layout][0], q, k)
     s = jnp.where(mask, (s / jnp.sqrt(H)).reshape(B, K, G, S), NEG)
     p = jax.nn.softmax(s, axis=-1).reshape(X, G, S)
-    if layout == "old":
-        out = jnp.einsum("xgs,xhs->xgh", p, v)
-    elif layout == "reduce":
+    if layout == "reduce":
         out = (p[:, :, :, None] * v[:, None]).sum(2)
     else:
-        out = jnp.einsum("xgs,xsh->xgh", p, v)
+        out = jnp.einsum(PRODUCTS[layout][1], p, v)
     return out.reshape(B, K * G, H)
 
 

@@ -78,35 +78,33 @@ def test_fast_equals_reference(problem):
                                    atol=2e-5)
 
 
-@settings(max_examples=10, deadline=None)
-@given(problems())
-def test_cached_equals_reference_over_the_filled_slots(problem):
-    """The last queries of a sequence against a cache holding all of its keys (plus empty slots)."""
-    q, k, v, _, _ = problem
+def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3):
+    """The last n queries of a sequence against a cache holding all of its keys, plus `empty`
+    empty slots at the end (n = 1: a decode step)."""
     B, T, K, H = k.shape
-    S = T + 3  # three empty slots at the end
-    pad = ((0, 0), (0, 3), (0, 0), (0, 0))
+    S = T + empty
+    pad = ((0, 0), (0, empty), (0, 0), (0, 0))
     ck = jnp.transpose(jnp.pad(k, pad), (0, 2, 3, 1)).reshape(B * K, H, S)
     cv = jnp.swapaxes(jnp.pad(v, pad), 1, 2).reshape(B * K, S, H)
     valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
-    full = reference_attention(q, k, v, mask=causal_mask(T, None))
-    for n in sorted({1, max(T // 2, 1)}):  # the last n tokens are the queries (1: a decode step)
-        mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
-        np.testing.assert_allclose(cached_attention(q[:, T - n:], ck, cv, mask), full[:, T - n:],
-                                   atol=2e-5)
+    mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
+    want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, T - n:]
+    np.testing.assert_allclose(cached_attention(q[:, T - n:], ck, cv, mask), want, atol=2e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(problems())
+def test_cached_equals_reference_over_the_filled_slots(problem):
+    q, k, v, _, _ = problem
+    for n in sorted({1, max(q.shape[1] // 2, 1)}):
+        assert_cached_equals_reference(q, k, v, n)
 
 
 @pytest.mark.parametrize("groups", [1, 3])
 def test_cached_one_token_step_equals_reference(groups):
     """A decode step (one query token) takes the multiply-and-sum path when groups > 1 and the
     matrix products when groups == 1: both equal the reference."""
-    B, T, K, H, S = 2, 7, 2, 8, 10
+    B, T, K, H = 2, 7, 2, 8
     rng = np.random.default_rng(groups)
     q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, H)), jnp.float32) for n in (K * groups, K, K))
-    pad = ((0, 0), (0, S - T), (0, 0), (0, 0))
-    ck = jnp.transpose(jnp.pad(k, pad), (0, 2, 3, 1)).reshape(B * K, H, S)
-    cv = jnp.swapaxes(jnp.pad(v, pad), 1, 2).reshape(B * K, S, H)
-    valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
-    mask = attention_mask(jnp.arange(T - 1, T), jnp.arange(S), kv_valid=valid)
-    want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, -1:]
-    np.testing.assert_allclose(cached_attention(q[:, -1:], ck, cv, mask), want, atol=2e-5)
+    assert_cached_equals_reference(q, k, v, 1)
