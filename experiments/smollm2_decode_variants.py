@@ -1,16 +1,21 @@
 """SmolLM2-135M greedy decode, variants of the one decode program compiled side by side in one
 process and run alternately (tokens/s, median over rounds; every variant must give the same tokens).
 
-A variant is ATTENTION-FUSIONS:
+A variant is ATTENTION-FUSIONS[-CACHE]:
     ATTENTION  jaxllm     jaxllm's cached_attention (a one-token step with G > 1 query heads per
                           kv head multiplies and sums over the cache; otherwise matrix products)
                products   always the two batched matrix products (jaxllm before 2026-12-01)
                none       no attention at all: wrong tokens, timing only (what attention costs)
     FUSIONS    ynn        the process's XLA flags (jaxllm.platform.configure_cpu)
                noynn      the program compiled without YNNPACK fusions
+    CACHE      grown      (default) the KV cache grows through generate.cache_sizes (64, 128, 160
+                          slots for prompt 32 + 128 new), attention reads only those slots
+               full       one cache of the whole window from the start (jaxllm before 2026-12-02)
 
     .venv/bin/python experiments/smollm2_decode_variants.py --batch 8 \
         --variants products-ynn,jaxllm-ynn,jaxllm-noynn,products-noynn
+    .venv/bin/python experiments/smollm2_decode_variants.py --batch 8 \
+        --variants jaxllm-ynn-full,jaxllm-ynn-grown
 """
 import argparse
 import functools
@@ -67,12 +72,13 @@ def main():
             jnp.ones(ids.shape, bool), jax.random.PRNGKey(0))
     static = dict(model=lm.model, max_new_tokens=args.new, temperature=0.0, top_k=0, top_p=1.0,
                   stop_tokens=(), use_cache=True, n_tokens=lm.model.cfg.vocab_size)
-    library = attention.cached_attention
+    library, sizes = attention.cached_attention, generate.cache_sizes
     programs = {}
     for name in names:
-        attn, fusions = name.split("-")
+        attn, fusions, cache = (name + "-grown").split("-")[:3]
         attention.cached_attention = {"jaxllm": library, "products": products_attention,
                                       "none": no_attention}[attn]
+        generate.cache_sizes = {"grown": sizes, "full": lambda prompt, window: [window]}[cache]
         # A new function object per variant: jit caches traces by function, so jitting the same
         # function again would reuse the first variant's trace.
         raw = generate._generate.__wrapped__
@@ -81,6 +87,7 @@ def main():
             lowered = jax.jit(fresh, static_argnames=tuple(static)).lower(*call, **static)
         finally:
             attention.cached_attention = library
+            generate.cache_sizes = sizes
         options = {"ynn": {}, "noynn": {"xla_cpu_experimental_ynn_fusion_type": ""}}[fusions]
         programs[name] = lowered.compile(compiler_options=options)
     reference = None  # (name, tokens) of the first variant that attends

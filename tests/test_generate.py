@@ -1,6 +1,8 @@
 """Generation: the KV cache changes nothing (greedy), batching changes nothing, the samplers
 draw from the distributions they claim, stop tokens stop, bad requests are refused."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from helpers import CONFIGS, GPT, noisy_params
 from jaxllm.errors import DataError
 from jaxllm.infer import generate, sample_logits
+from jaxllm.infer.generate import cache_sizes
 from jaxllm.models.decoder import Decoder
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7]]
@@ -139,3 +142,24 @@ def test_bad_requests_are_refused(kwargs, match):
     args = {"prompts": [[1, 2]], "max_new_tokens": 3, **kwargs}
     with pytest.raises(DataError, match=match):
         generate(model, params, args.pop("prompts"), **args)
+
+
+def test_kv_cache_sizes_hold_the_prompt_and_double_up_to_the_window():
+    assert cache_sizes(32, 160) == [64, 128, 160]
+    assert cache_sizes(63, 1000) == [64, 128, 256, 512, 1000]
+    assert cache_sizes(64, 2048) == [128, 256, 512, 1024, 2048]
+    assert cache_sizes(5, 16) == [16]  # a window under the first size: one cache
+    assert cache_sizes(16, 16) == [16]  # a full context: no cached step, the window slides
+
+
+@pytest.mark.parametrize("new", [70, 140])  # 140: past the context of 150, the window slides
+def test_greedy_is_the_same_while_the_cache_grows(new):
+    """Prompts of 2-7 tokens with a context of 150 grow the cache through 64, 128 and 150
+    slots; every phase must continue where the last one stopped."""
+    cfg = dataclasses.replace(CONFIGS["llama"], max_len=150)
+    model, params = Decoder(cfg), noisy_params(cfg)
+    cached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0)
+    uncached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0,
+                        use_cache=False)
+    assert cached == uncached
+    assert [len(c) for c in cached] == [new] * 3
