@@ -17,10 +17,14 @@ from jaxllm.models.decoder import Decoder
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7]]
 
 
-@pytest.mark.parametrize("name", ["gpt", "llama"])
-@pytest.mark.parametrize("new", [6, 25])  # 25: past the context of 16, the window slides
-def test_greedy_is_the_same_with_and_without_cache(name, new):
-    cfg = CONFIGS[name]
+# 25: past the context of 16, the window slides. A context of 150 grows the cache: through 64
+# and 77 slots for 70 new tokens after the 7-token prompt, through 64, 128 and 150 for 160 new
+# (then the window slides); every phase must continue where the last one stopped.
+@pytest.mark.parametrize("name, max_len, new", [
+    ("gpt", 16, 6), ("gpt", 16, 25), ("llama", 16, 6), ("llama", 16, 25),
+    ("llama", 150, 70), ("llama", 150, 160)])
+def test_greedy_is_the_same_with_and_without_cache(name, max_len, new):
+    cfg = dataclasses.replace(CONFIGS[name], max_len=max_len)
     model, params = Decoder(cfg), noisy_params(cfg)
     cached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0)
     uncached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0,
@@ -151,15 +155,3 @@ def test_kv_cache_sizes_hold_the_prompt_and_double_up_to_the_window():
     assert cache_sizes(5, 16) == [16]  # a window under the first size: one cache
     assert cache_sizes(16, 16) == [16]  # a full context: no cached step, the window slides
 
-
-@pytest.mark.parametrize("new", [70, 140])  # 140: past the context of 150, the window slides
-def test_greedy_is_the_same_while_the_cache_grows(new):
-    """Prompts of 2-7 tokens with a context of 150 grow the cache through 64, 128 and 150
-    slots; every phase must continue where the last one stopped."""
-    cfg = dataclasses.replace(CONFIGS["llama"], max_len=150)
-    model, params = Decoder(cfg), noisy_params(cfg)
-    cached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0)
-    uncached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0,
-                        use_cache=False)
-    assert cached == uncached
-    assert [len(c) for c in cached] == [new] * 3

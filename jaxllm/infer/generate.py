@@ -6,8 +6,9 @@
 Prompts of different lengths are left-padded into one batch. With the KV cache (default) the
 prompt is run once (prefill) and then one token per step; the loop is lax.while_loops inside
 one jit (one per size the KV cache grows through, see cache_sizes), so there is no Python
-dispatch per token, and it stops early once every row has produced a stop token. Past the model's context (max_len) the loop continues with a sliding window
-(the last max_len tokens are re-run each step, as nanoGPT's sample does). use_cache=False re-runs
+dispatch per token, and it stops early once every row has produced a stop token. Past the
+model's context (max_len) the loop continues with a sliding window (the last max_len tokens
+are re-run each step, as nanoGPT's sample does). use_cache=False re-runs
 the window every step; greedy output is the same either way.
 """
 
@@ -115,8 +116,8 @@ def cache_sizes(prompt_len: int, window: int, first: int = 64) -> list[int]:
 
     A step's attention reads every slot of the cache, filled or not, so a cache of the whole
     window from the start reads ~1.7x the filled slots on average for a 32-token prompt and 128
-    new tokens. Growing it (64, 128, 160 slots there) made SmolLM2-135M decode 6-16% faster at
-    batch 8 and ~9% at batch 1, for a few seconds more compile (one loop per size; doubling
+    new tokens. Growing it (64, 128, 160 slots there) made SmolLM2-135M decode ~9% faster at
+    batch 8 and ~5% at batch 1, for a longer compile (one loop per size; doubling
     keeps their number logarithmic) and one copy of the cache per size
     (experiments/smollm2_decode_variants.py, RESULTS.md)."""
     size = min(window, -(-(prompt_len + 1) // first) * first)
