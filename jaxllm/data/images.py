@@ -32,7 +32,7 @@ from jaxllm.data.batches import StepBatches
 from jaxllm.data.captions import TRAIN_TEMPLATES, captions, encode_captions
 from jaxllm.data.tfds_builder import default_data_dir
 from jaxllm.errors import DataError
-from jaxllm.io.files import atomic_write
+from jaxllm.files import atomic_write
 
 IMAGE_DATASETS = ("mnist", "digits")
 MEAN, STD = 0.5, 0.5  # pixels / 255 -> (x - 0.5) / 0.5 in [-1, 1]

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import CheckpointError
-from jaxllm.io.files import atomic_write, write_json_atomic
+from jaxllm.files import atomic_write, write_json_atomic
 
 
 def architecture(cfg: ModelConfig) -> str:

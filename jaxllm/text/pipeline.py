@@ -227,7 +227,7 @@ class PipelineTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a Hugging Face tokenizer.json (atomically)."""
-        from jaxllm.io.files import write_json_atomic
+        from jaxllm.files import write_json_atomic
         write_json_atomic(path, self.to_hf_dict())
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from jaxllm.errors import DataError
-from jaxllm.io.files import write_json_atomic
+from jaxllm.files import write_json_atomic
 
 # how many offending characters / ids an error message quotes before it says "..."
 _MAX_QUOTED = 10

@@ -19,7 +19,7 @@ import jax
 
 from jaxllm import config as config_lib
 from jaxllm.errors import CheckpointError, JaxllmError
-from jaxllm.io.files import atomic_write, write_json_atomic
+from jaxllm.files import atomic_write, write_json_atomic
 from jaxllm.text import load_tokenizer
 
 

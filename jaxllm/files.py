@@ -1,4 +1,7 @@
-"""Atomic file writes: a crash mid-write leaves the previous file (or none), never half of one."""
+"""Atomic file writes: a crash mid-write leaves the previous file (or none), never half of one.
+
+Files get the permissions any new file of the user's would get (0o666 less the umask), not
+mkstemp's private 0o600."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
@@ -23,6 +27,12 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
