@@ -89,7 +89,6 @@ def run(args) -> int:
 
 def _run_pretrained(args) -> int:
     from jaxllm import pretrained
-    from jaxllm.data.tfds_builder import load_split_texts
     from jaxllm.errors import DataError
 
     m = pretrained.load(args.model)

@@ -77,10 +77,6 @@ def make_mesh(spec: str | dict = "", devices=None) -> Mesh:
                          axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 
 
-def mesh_sizes(mesh: Mesh) -> dict[str, int]:
-    return dict(mesh.shape)
-
-
 def describe(mesh: Mesh) -> str:
     """'data=2,tensor=4' (axes of size 1 left out)."""
     return ",".join(f"{a}={n}" for a, n in mesh.shape.items() if n > 1) or "single device"

@@ -20,7 +20,7 @@ import jax
 from jaxllm import config as config_lib
 from jaxllm import models, transforms
 from jaxllm.errors import CheckpointError, JaxllmError
-from jaxllm.files import atomic_write, write_json_atomic
+from jaxllm.files import atomic_write
 from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
