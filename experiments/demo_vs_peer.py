@@ -50,9 +50,9 @@ def main() -> None:
     run = out / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     jaxllm = [sys.executable, "-m", "jaxllm.cli.main"]
     t0 = time.perf_counter()
-    subprocess.run(jaxllm + ["train", "--preset", "shakespeare-char", "--steps",
-                                     str(args.steps), "--out", str(run), "--no-progress"],
-                           capture_output=True, text=True, check=True)
+    subprocess.run(jaxllm + ["train", "--preset", "shakespeare-char", "--steps", str(args.steps),
+                             "--out", str(run), "--no-progress"],
+                   capture_output=True, text=True, check=True)
     train_s = time.perf_counter() - t0
     evaluation = subprocess.run(jaxllm + ["eval", "--run", str(run)], capture_output=True,
                                 text=True, check=True)
