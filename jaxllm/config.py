@@ -149,7 +149,7 @@ class ParallelConfig:
     zero: int = 0  # ZeRO stage along `data`: 1 optimizer state, 2 + gradients, 3 + parameters
     pipeline: str = "none"  # schedule over the `stage` axis: "none", "gpipe" or "1f1b"
     microbatches: int = 0  # pipeline micro-batches per step; 0: 2 x stages
-    rules: str = ""  # logical-rule overrides, e.g. "embed=fsdp+data,vocab=" (see parallel/rules.py)
+    rules: str = ""  # logical-rule overrides, e.g. "embed=fsdp+data,vocab=" (see parallel/layout.py)
     offload_optimizer: bool = False  # optimizer state in pinned host memory where supported
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jaxllm.errors import DataError
 from jaxllm.text import models
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Bert, ByteLevel
 
 # name -> (pip package==version, import name, file inside the package, reader)

@@ -25,7 +25,7 @@ from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.transforms import lora
-from jaxllm.transforms.rules import is_transformed
+from jaxllm.transforms.select import is_transformed
 
 
 class RunDir:
