@@ -186,7 +186,7 @@ def test_qlora_on_a_mesh_trains_as_on_one_device():
 
     from jaxllm.config import Config, TrainConfig
     from jaxllm.transforms import lora
-    from jaxllm.train.run import build_params_and_axes
+    from jaxllm.train.params import build_params_and_axes
 
     cfg = Config(model=replace(CFG, weights="method=nf4,group=8"),
                  train=TrainConfig(lora="rank=4,alpha=8,targets=all"))
