@@ -75,6 +75,9 @@ class ModelConfig:
     text_layers: int = 0
     text_heads: int = 0
     text_d_model: int = 0
+    # A scalar head on the decoder's final hidden state (one linear unit): the score of a reward
+    # model (train.objective=reward) and PPO's critic, sharing the decoder with the policy.
+    value_head: bool = False
 
     @property
     def kv_heads(self) -> int:

@@ -3,6 +3,8 @@
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
@@ -24,6 +26,17 @@ def noisy_params(cfg, seed=0, scale=0.05):
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
     leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
     return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+@functools.lru_cache(maxsize=None)
+def random_params(cfg, seed=0, scale=0.05):
+    """Params of cfg's shapes drawn as scale * N(0, 1) in numpy (norm scales 1 + that): no
+    initialiser is compiled, only traced."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: models.init_params(cfg, jax.random.PRNGKey(0))[0])
+    return jax.tree_util.tree_map_with_path(lambda path, s: jnp.asarray(
+        ("scale" in jax.tree_util.keystr(path)) + scale * rng.standard_normal(s.shape),
+        jnp.float32), shapes)
 
 
 def error_of(argv, capsys) -> str:

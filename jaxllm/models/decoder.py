@@ -9,6 +9,8 @@ or Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) or anything
 Two entry points share the parameters:
   model.apply(params, tokens, positions=None, segment_ids=None, train=False) -> logits
       training / scoring; segment ids (B, T) keep packed documents apart (0 = padding).
+      With model.value_head, head="value" gives the scalar head's values (B, T) instead and
+      head="both" the pair (logits, values): reward models and PPO's critic.
   model.apply(params, tokens, cache, token_mask=None, method="decode") -> (logits, cache)
       incremental decoding with a KV cache: the tokens are appended to the cache.
 """
@@ -70,6 +72,8 @@ class Decoder(nn.Module):
         self.final_norm = Norm(cfg)
         if not cfg.tie_embeddings:
             self.head = Dense(cfg, cfg.vocab_size, ("embed", "vocab"), use_bias=False)
+        if cfg.value_head:
+            self.value = Dense(cfg, 1, ("embed", None), use_bias=True)
 
     def _embed(self, tokens, positions, train):
         x = self.embed(tokens)  # (B, T, D)
@@ -77,12 +81,17 @@ class Decoder(nn.Module):
             x = x + self.pos_embedding[positions].astype(x.dtype)
         return self.dropout(x, deterministic=not train)
 
-    def _logits(self, x):
+    def _logits(self, x, head: str = "lm"):
         x = self.final_norm(x)
-        return self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)  # (B, T, V)
+        if head == "value":
+            return self.value(x)[..., 0].astype(jnp.float32)  # (B, T)
+        logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)  # (B, T, V)
+        return (logits, self.value(x)[..., 0].astype(jnp.float32)) if head == "both" else logits
 
-    def __call__(self, tokens, positions=None, segment_ids=None, train: bool = False):
-        """tokens (B, T) int -> logits (B, T, vocab). positions default to 0..T-1."""
+    def __call__(self, tokens, positions=None, segment_ids=None, train: bool = False,
+                 head: str = "lm"):
+        """tokens (B, T) int -> logits (B, T, vocab). positions default to 0..T-1. head: "lm",
+        "value" (values (B, T); needs model.value_head) or "both" ((logits, values))."""
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
@@ -92,7 +101,7 @@ class Decoder(nn.Module):
             mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)
         x = self._embed(tokens, positions, train)
         x, _ = self.blocks(x, None, positions, mask, None, train)
-        return self._logits(x)
+        return self._logits(x, head)
 
     def decode(self, tokens, cache: KVCache, token_mask=None, last_only: bool = False):
         """Append tokens (B, T) to the cache and return their logits (B, T, vocab) and the cache.
@@ -120,4 +129,5 @@ class Decoder(nn.Module):
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a Decoder: (params, logical axis names of every param); see
     layers.init_with_axes."""
-    return init_with_axes(Decoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32))
+    return init_with_axes(Decoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
+                          head="both" if cfg.value_head else "lm")
