@@ -15,7 +15,9 @@ Two samplers:
   seq_len + 1 tokens; a document that does not fit continues in the next row as a new segment.
   Rows carry segment ids, per-segment positions and a loss mask so attention and loss never cross
   a document boundary. Every token of every document appears exactly once per epoch, in order.
-  (The separator is not used: segments already mark the boundaries.)
+  (The separator is not used: segments already mark the boundaries.) With `weights` (one float
+  array per document, a weight per token) the loss mask of a target is its token's weight:
+  chat data weighs prompt tokens by the prompt-loss weight (data/chat.py).
 
 `eval_batches` gives a fixed list of sampled batches (a cheap, noisy estimate, the same at every
 evaluation); `sequential_batches` covers a stream once with non-overlapping windows (the exact
@@ -142,12 +144,18 @@ class BatchIterator(StepBatches):
         sampling: str = "windows",
         separator: Sequence[int] | np.ndarray = (),
         name: str = "train",
+        weights: Sequence[np.ndarray] | None = None,
     ):
         if sampling not in SAMPLINGS:
             raise DataError(f"data.sampling={sampling!r} is not valid; choose one of "
                             f"{', '.join(SAMPLINGS)}")
         _check_positive(batch_size=batch_size, seq_len=seq_len)
         self.docs = _as_docs(docs_tokens, name)
+        if weights is not None and (sampling != "packed" or [len(w) for w in weights] != [
+                d.size for d in self.docs]):
+            raise DataError(f"the {name} token weights need packed sampling and one weight per "
+                            f"token of every document")
+        self.weights = None if weights is None else [np.asarray(w, np.float32) for w in weights]
         self.batch_size, self.seq_len = int(batch_size), int(seq_len)
         self.seed = _check_seed(seed)
         self.sampling = sampling
@@ -170,7 +178,7 @@ class BatchIterator(StepBatches):
             self.rows_per_epoch = -(-self.n_tokens // row)
             self._epochs: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         crc = 0
-        for d in self.docs:
+        for d in self.docs + (self.weights or []):
             crc = zlib.crc32(d.tobytes(), crc)
         self._fingerprint = {"n_docs": len(self.docs), "n_tokens": self.n_tokens, "crc32": crc}
 
@@ -192,8 +200,9 @@ class BatchIterator(StepBatches):
         w = self.stream[idx]
         return {"inputs": w[:, :-1], "targets": w[:, 1:]}
 
-    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens, segment ids, positions), each [rows_per_epoch, seq_len + 1], of one epoch.
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, ...]:
+        """(tokens, segment ids, positions, token weights), each [rows_per_epoch, seq_len + 1],
+        of one epoch.
 
         Cached: the two most recent epochs (a batch can straddle an epoch boundary).
         """
@@ -218,7 +227,10 @@ class BatchIterator(StepBatches):
         padding = doc_of < 0
         segment_ids[padding] = 0
         positions[padding] = 0
-        self._epochs[epoch] = (tokens, segment_ids, positions)
+        weights = np.ones(n_rows * row, np.float32)
+        if self.weights is not None:
+            weights[: self.n_tokens] = np.concatenate([self.weights[i] for i in order])
+        self._epochs[epoch] = (tokens, segment_ids, positions, weights.reshape(n_rows, row))
         while len(self._epochs) > 2:
             self._epochs.popitem(last=False)
         return self._epochs[epoch]
@@ -228,12 +240,14 @@ class BatchIterator(StepBatches):
         epochs, within = np.divmod(rows, self.rows_per_epoch)
         tok = np.empty((self.batch_size, self.seq_len + 1), np.int32)
         seg, pos = np.empty_like(tok), np.empty_like(tok)
+        weight = np.empty(tok.shape, np.float32)
         for e in np.unique(epochs):
             sel = epochs == e
-            t, s, p = self._epoch(int(e))
+            t, s, p, w = self._epoch(int(e))
             tok[sel], seg[sel], pos[sel] = t[within[sel]], s[within[sel]], p[within[sel]]
+            weight[sel] = w[within[sel]]
         # target t is predicted from input t only inside one segment, never into padding
-        loss_mask = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+        loss_mask = ((seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)) * weight[:, 1:]
         return {
             "inputs": tok[:, :-1],
             "targets": tok[:, 1:],
@@ -252,10 +266,12 @@ def eval_batches(
     sampling: str = "windows",
     separator: Sequence[int] | np.ndarray = (),
     name: str = "validation",
+    weights: Sequence[np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """A fixed list of n_batches sampled batches: the same list at every call (and evaluation)."""
     _check_positive(n_batches=n_batches)
-    it = BatchIterator(docs_tokens, batch_size, seq_len, seed, sampling, separator, name)
+    it = BatchIterator(docs_tokens, batch_size, seq_len, seed, sampling, separator, name,
+                       weights)
     return [it.batch(k) for k in range(n_batches)]
 
 

@@ -38,3 +38,32 @@ def apply_chat_template(template: str | None, messages: Sequence[dict],
     if add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
+
+
+# A ChatML template with no default system prompt: what tokenizers without a chat template of
+# their own (char, byte, a trained BPE) are rendered with, so that any run can train on chats.
+PLAIN_CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+ANSWER_END = "<|im_end|>"
+
+
+def chat_segments(template: str | None, messages: Sequence[dict]) -> list[tuple[str, bool]]:
+    """A whole conversation rendered as consecutive (text, is_answer) pieces: each assistant
+    message's content and its closing <|im_end|> is an answer (what supervised fine-tuning
+    trains on); everything else (system and user turns, role headers, newlines) is prompt.
+    The pieces joined are apply_chat_template(template, messages, add_generation_prompt=False);
+    a template of None renders PLAIN_CHATML."""
+    template = template or PLAIN_CHATML
+    full = apply_chat_template(template, messages, add_generation_prompt=False)
+    pieces, done = [], 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(apply_chat_template(template, messages[:i], add_generation_prompt=True))
+        end = start + len(m["content"]) + len(ANSWER_END)
+        if full[start:end] != m["content"] + ANSWER_END:  # ChatML renders prefixes as prefixes
+            raise DataError(f"message {i}: the chat template does not render the assistant "
+                            f"turn as <|im_start|>assistant\\n...<|im_end|>")
+        pieces += [(full[done:start], False), (full[start:end], True)]
+        done = end
+    pieces.append((full[done:], False))
+    return [(text, answer) for text, answer in pieces if text]
