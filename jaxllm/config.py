@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses, named presets, "section.key=value" overrides, validation.
 
-A `Config` has four sections: `model` (the network), `data` (corpus, tokenizer, batching),
-`optim` (AdamW and its schedule) and `train` (the loop). Every field has a default and a comment
+A `Config` has the sections `model` (the network), `data` (corpus, tokenizer, batching),
+`optim` (AdamW and its schedule), `train` (the loop), `parallel` (the device mesh) and `align`
+(the settings of the post-training objectives: SFT's prompt weight, DPO, PPO, GRPO). Every field has a default and a comment
 that says why. A run starts from a named preset and changes fields with overrides:
 
     cfg = get_preset("shakespeare-char")
@@ -107,6 +108,11 @@ class DataConfig:
     sampling: str = "windows"  # "windows": random spans (nanoGPT); "packed": docs + segment ids
     text_key: str = "text"  # the text feature of a tfds: dataset
     augment_shift: int = 0  # images: random translation by up to this many pixels (0: none)
+    # Chat and preference files (data.corpus=csv:FILE, jsonl:FILE; jaxllm/data/chat.py,
+    # preferences.py): the CSV's system, question and answer columns (the system one optional),
+    # and a held-out file of the same kind ("" holds out data.val_fraction of the records).
+    columns: str = "system,question,answer"
+    validation: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,37 @@ class TrainConfig:
     # tokenizer the run starts from (fine-tuning), "" for a fresh initialisation.
     lora: str = ""
     init_from: str = ""
+    # What the run optimises: "lm" (the model kind's own objective; supervised fine-tuning on
+    # chat data), "reward" (a reward model from rankings), "dpo" (preference pairs), "ppo" or
+    # "grpo" (rollouts scored by a reward); see the align section and jaxllm/objectives.
+    objective: str = "lm"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    # SFT on chat data: weight of the prompt tokens' loss (0: answers only, 1: every token);
+    # the loss is the weighted mean, so it scales the prompt's gradient relative to the answers'.
+    prompt_loss_weight: float = 0.0
+    # DPO: "sigmoid" (Rafailov et al.), "ipo" (Azar et al., on length-normalised log-probs) or
+    # "hinge"; beta scales the implicit reward (TRL's default 0.1); label_smoothing is cDPO's
+    # assumed rate of flipped labels (sigmoid only; 0 is plain DPO).
+    dpo_loss: str = "sigmoid"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    # PPO and GRPO (rollouts with jaxllm.infer.generate). reward: "match" (the prompt file's
+    # answer, a verifiable task) or a reward-model run directory. kl_coef: PPO's per-token KL
+    # penalty in the reward (TRL 0.05), GRPO's weight of the k3 KL term (tunix 0.04).
+    reward: str = "match"
+    kl_coef: float = 0.05
+    clip_eps: float = 0.2  # the policy ratio's clip range (PPO and GRPO)
+    value_clip: float = 0.2  # PPO: how far a new value may move from the rollout's (TRL 0.2)
+    vf_coef: float = 0.1  # PPO: weight of the value loss (TRL 0.1)
+    gamma: float = 1.0  # PPO: discount (1: the episode is one short completion)
+    gae_lambda: float = 0.95  # PPO: GAE's bias-variance trade-off (TRL 0.95)
+    group_size: int = 4  # GRPO: completions per prompt (a group); train.batch_size counts them
+    max_new_tokens: int = 16  # rollout completion length (stops early at <|im_end|>)
+    temperature: float = 1.0  # rollout sampling temperature (evaluation is greedy)
+    updates_per_rollout: int = 1  # optimizer steps on each rollout batch (PPO epochs, GRPO mu)
 
 
 @dataclass(frozen=True)
@@ -163,6 +200,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -249,6 +287,20 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=2000, batch_size=128, eval_every=500, save_every=500,
                           eval_batches=10),
     ),
+    # Supervised fine-tuning of SmolLM2-135M-Instruct on chat data (a CSV of system, question,
+    # answer rows, e.g. `jaxllm data chatterbot --out data`): LoRA rank 16 on every linear layer
+    # of the frozen pretrained weights, answers only (align.prompt_loss_weight=0), conversations
+    # packed into 256-token rows. The model section is replaced by SmolLM2's architecture except
+    # the run fields (max_len, dtype, ...); see train/params.py with_pretrained_model.
+    "sft-smollm2": Config(
+        model=ModelConfig(max_len=256),
+        data=DataConfig(corpus="csv:data/sft.csv", validation="csv:data/sft_heldout.csv",
+                        tokenizer="bytebpe"),
+        optim=OptimConfig(lr=2e-4, warmup_steps=20, min_lr=2e-5, weight_decay=0.0),
+        train=TrainConfig(steps=300, batch_size=8, eval_every=100, save_every=100,
+                          eval_batches=8, lora="rank=16,alpha=32,targets=all",
+                          init_from="smollm2-135m-instruct"),
+    ),
 }
 
 
@@ -266,7 +318,7 @@ _SECTIONS = {f.name: f.type for f in fields(Config)}
 
 def _section_class(name: str) -> type:
     return {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-            "train": TrainConfig, "parallel": ParallelConfig}[name]
+            "train": TrainConfig, "parallel": ParallelConfig, "align": AlignConfig}[name]
 
 
 def _field_types(cls: type) -> dict[str, type]:
@@ -372,7 +424,11 @@ _CHOICES = {
     "data.sampling": ("windows", "packed"),
     "optim.schedule": ("cosine", "constant"),
     "parallel.pipeline": ("none", "gpipe", "1f1b"),
+    "train.objective": ("lm", "reward", "dpo", "ppo", "grpo"),
+    "align.dpo_loss": ("sigmoid", "ipo", "hinge"),
 }
+# objectives that start from a model and compare the policy with it (the reference)
+REFERENCE_OBJECTIVES = ("dpo", "ppo", "grpo")
 
 
 def validate(cfg: Config) -> Config:
@@ -426,10 +482,40 @@ def validate(cfg: Config) -> Config:
          "must be 0 (automatic) or positive")
     if m.kind in ("vit", "clip"):
         _validate_vision(cfg, need)
+    if cfg.train.objective != "lm":
+        _validate_align(cfg, need)
     corpus = cfg.data.corpus
     need(bool(corpus) and (not corpus.startswith("tfds:") or len(corpus) > 5), "data.corpus",
          "name a registered corpus or tfds:NAME")
     return cfg
+
+
+def _validate_align(cfg: Config, need) -> None:
+    t, a = cfg.train, cfg.align
+    need(cfg.model.kind == "decoder", "model.kind", f"train.objective={t.objective} trains a "
+         f"decoder")
+    if t.objective in REFERENCE_OBJECTIVES:
+        need(bool(t.init_from), "train.init_from", f"train.objective={t.objective} needs a "
+             f"reference model: pass --init-from RUN_DIR or a pretrained model name")
+    need(cfg.parallel.pipeline == "none", "parallel.pipeline",
+         f"train.objective={t.objective} runs without a pipeline; use data, fsdp and tensor")
+    for key in ("align.beta", "align.temperature"):
+        need(getattr(a, key.split(".")[1]) > 0, key, "must be positive")
+    for key in ("align.kl_coef", "align.clip_eps", "align.value_clip", "align.vf_coef"):
+        need(getattr(a, key.split(".")[1]) >= 0, key, "must be zero or positive")
+    for key in ("align.gamma", "align.gae_lambda"):
+        need(0.0 <= getattr(a, key.split(".")[1]) <= 1.0, key, "must be in [0, 1]")
+    need(0.0 <= a.label_smoothing < 0.5, "align.label_smoothing", "must be in [0, 0.5)")
+    for key in ("align.max_new_tokens", "align.updates_per_rollout", "align.group_size"):
+        need(getattr(a, key.split(".")[1]) >= 1, key, "must be at least 1")
+    if t.objective in ("reward", "ppo"):
+        need(cfg.model.value_head, "model.value_head",
+             f"train.objective={t.objective} needs the scalar head; set it to true")
+    if t.objective == "grpo":
+        need(a.group_size >= 2, "align.group_size", "GRPO compares at least 2 completions")
+        need(t.batch_size % (a.group_size * cfg.optim.grad_accum) == 0, "train.batch_size",
+             f"must be divisible by align.group_size={a.group_size} times optim.grad_accum="
+             f"{cfg.optim.grad_accum} (whole groups in each micro-batch)")
 
 
 def _validate_vision(cfg: Config, need) -> None:

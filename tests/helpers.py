@@ -48,3 +48,24 @@ def error_of(argv, capsys) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64):
+    """Register `name` as a small Llama-style PretrainedDecoder over bytes (random weights of
+    the model's shapes), so that --model / --init-from paths run in seconds; the registered
+    smollm2-135m-instruct takes the same code path."""
+    from jaxllm import pretrained
+    from jaxllm.text import ByteTokenizer
+
+    cfg = ModelConfig(vocab_size=256, max_len=max_len, n_layers=2, n_heads=4, n_kv_heads=2,
+                      d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu",
+                      use_bias=False, scan_unroll=1)
+    rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
+    params = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
+        jax.eval_shape(lambda: models.init_params(cfg, jax.random.PRNGKey(0))[0]))
+    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), name)
+    monkeypatch.setitem(pretrained.REGISTRY, name,
+                        pretrained.Entry("none", "none", "none", "gguf", "none"))
+    monkeypatch.setitem(pretrained._CACHE, name, lm)
+    return lm

@@ -96,7 +96,7 @@ def test_missing_asset_package_names_the_pip_command(monkeypatch, capsys):
 
 def test_unknown_model_and_wrong_kind(capsys):
     assert "unknown model 'nope'" in error_of(["embed", "--model", "nope", "x"], capsys)
-    assert "--chat needs a chat model" in error_of(
+    assert "run directory somewhere does not exist" in error_of(  # --chat works on runs too
         ["generate", "--run", "somewhere", "--chat", "hi"], capsys)
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from jaxllm.cli.main import main
 
+from helpers import register_tiny_llama
+
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
         "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
         "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
@@ -75,30 +77,9 @@ def test_bad_quant_config(tmp_path, capsys):
 
 @pytest.fixture
 def tiny_pretrained(monkeypatch):
-    """A registered name whose load() gives a small Llama-style PretrainedDecoder over bytes, so
-    that the --model / --init-from paths run in seconds; smollm2-135m-instruct takes the same
-    code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxllm import pretrained
-    from jaxllm.config import ModelConfig
-    from jaxllm.models.decoder import init_params
-    from jaxllm.text import ByteTokenizer
-
-    cfg = ModelConfig(vocab_size=256, max_len=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                      d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
-                      scan_unroll=1)
-    rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
-    params = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
-        jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0))[0]))
-    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), "tiny-llama")
-    monkeypatch.setitem(pretrained.REGISTRY, "tiny-llama",
-                        pretrained.Entry("none", "none", "none", "gguf", "none"))
-    monkeypatch.setitem(pretrained._CACHE, "tiny-llama", lm)
-    return lm
+    """A registered small Llama over bytes standing in for smollm2-135m-instruct (the same code
+    path; experiments/quantization_smollm2.py, experiments/lora.py --model run the real one)."""
+    return register_tiny_llama(monkeypatch)
 
 
 @pytest.mark.slow

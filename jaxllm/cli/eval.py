@@ -2,6 +2,9 @@
 
   jaxllm eval --run DIR               every validation token once (exact)
   jaxllm eval --run DIR --batches 20  the run's fixed sampled batches (the training-time estimate)
+  jaxllm eval --run DIR               a chat or post-training run: its validation metrics (SFT:
+                                      held-out answers' loss; reward, DPO: pair accuracy; PPO,
+                                      GRPO: greedy reward on held-out prompts)
   jaxllm eval --run DIR               a ViT run: accuracy on the test split; a CLIP run: zero-shot
                                       test accuracy with held-out caption templates, and
                                       image->text / text->image recall@1 and @5
@@ -50,6 +53,14 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
+    from jaxllm.train.align_inputs import data_file
+    if cfg.train.objective != "lm" or data_file(cfg.data.corpus):  # chat / post-training
+        from jaxllm.train.loop import evaluate_run
+        m = evaluate_run(loaded)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "tokens")
+        print(f"{loaded.run.path} step {loaded.step} ({cfg.train.objective}, held-out "
+              f"{cfg.data.validation or cfg.data.corpus}): {shown}")
+        return 0
     from jaxllm.train.params import pretrained_name
     # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
     # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.

@@ -5,8 +5,10 @@
   jaxllm generate --model smollm2-135m-instruct --chat "What is the capital of France?"
   jaxllm generate --model smollm2-135m-instruct --prompt "Once upon a time" --temperature 0
 
+  jaxllm generate --run runs/sft --chat "What is 37 + 48? Answer with the number only."
+
 --model takes a pretrained model name (jaxllm.pretrained) or an exported directory; --chat wraps
-the message in the model's chat template and prints only the answer.
+the message in the model's (or run's) chat template and prints only the answer.
 
 Samples are printed one after another, separated by a line of dashes.
 """
@@ -37,23 +39,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from jaxllm.data.chat import encode_prompt
     from jaxllm.errors import DataError
     from jaxllm.infer import generate
+    from jaxllm.text.chat import ANSWER_END
     from jaxllm.train import load_run
 
     if args.num_samples < 1:
         raise DataError(f"--num-samples={args.num_samples}: must be at least 1")
     if args.model:
         return _run_pretrained(args)
-    if args.chat:
-        raise DataError("--chat needs a chat model: pass --model smollm2-135m-instruct")
     loaded = load_run(args.run, step=args.step)
     if loaded.config.model.kind != "decoder":
         raise DataError(f"{args.run} holds an encoder (model.kind={loaded.config.model.kind}); "
                         f"generate needs a decoder run")
     tok = loaded.tokenizer
-    prompt = tok.encode(args.prompt)
     stops = []
+    if args.chat:  # the run's chat template (plain ChatML without one), stop at <|im_end|>
+        prompt = encode_prompt(tok, args.chat)
+        end = tok.encode(ANSWER_END)
+        stops += end if len(end) == 1 else []
+    else:
+        prompt = tok.encode(args.prompt)
     for text in args.stop:
         ids = tok.encode(text)
         if len(ids) != 1:
@@ -67,7 +74,7 @@ def run(args) -> int:
     for i, out in enumerate(outs):
         if i:
             print("-" * 40)
-        print(args.prompt + tok.decode(out))
+        print(tok.decode(out).split(ANSWER_END)[0] if args.chat else args.prompt + tok.decode(out))
     return 0
 
 

@@ -11,6 +11,11 @@
       --set model.max_len=256 --set train.batch_size=4   (a pretrained model: its architecture
       and tokenizer; model.max_len, the training sequence length, stays the preset's unless set)
   jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
+  jaxllm train --preset sft-smollm2 --data csv:data/sft.csv   (SmolLM2 chat fine-tuning, LoRA)
+  jaxllm train --objective reward --init-from runs/sft --data jsonl:data/rankings.jsonl
+  jaxllm train --objective dpo --init-from runs/sft --data jsonl:data/prefs.jsonl
+  jaxllm train --objective grpo --init-from runs/sft --data jsonl:data/tasks.jsonl
+      (--init-from a run directory: that run's architecture and tokenizer, its LoRA merged)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json (only --steps may change it).
@@ -36,8 +41,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help=f"one of: {', '.join(sorted(PRESETS))} (default shakespeare-char)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. model.n_layers=6 (repeatable)")
-    p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
-                                  "tfds:NAME for a TFDS text dataset prepared in array_record")
+    p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc), "
+                                  "tfds:NAME for a TFDS text dataset prepared in array_record, "
+                                  "or a file: csv:FILE (system,question,answer chats), "
+                                  "jsonl:FILE (chats, pairs, rankings or prompts)")
+    p.add_argument("--objective", help="train.objective: lm (default; SFT on chat files), "
+                                       "reward, dpo, ppo or grpo")
     p.add_argument("--steps", type=int, help="train.steps: optimizer steps in total")
     p.add_argument("--lora", metavar="SPEC", help="train.lora: train LoRA factors only, e.g. "
                                                   "rank=8,alpha=16,targets=attn (or all, or a regex)")
@@ -69,18 +78,28 @@ def run(args) -> int:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
         if (args.overrides or args.save_every is not None or args.data is not None
                 or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)
-                or args.lora is not None or args.init_from is not None):
+                or args.lora is not None or args.init_from is not None
+                or args.objective is not None):
             raise ConfigError("--resume continues a run with its own config.json; --set, --data "
                               "and --save-every cannot change it (only --steps can)")
         from jaxllm.train import resume
         summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
     else:
         cfg = config_lib.get_preset(args.preset)
-        from jaxllm.train.params import pretrained_name, with_pretrained_model
-        if args.init_from is not None and pretrained_name(args.init_from):
+        from jaxllm.train.params import pretrained_name, with_base_model, with_pretrained_model
+        from jaxllm.train.run import RunDir
+        base = args.init_from if args.init_from is not None else cfg.train.init_from
+        objective = args.objective or cfg.train.objective
+        if objective in ("reward", "ppo"):  # a scalar head: the score, PPO's critic
+            cfg = config_lib.apply_overrides(cfg, ["model.value_head=true"])
+        if base and pretrained_name(base):
             # the architecture and tokenizer are the model's; --set model.max_len=... still applies
-            cfg = with_pretrained_model(cfg, args.init_from)
+            cfg = with_pretrained_model(cfg, base)
+        elif base and args.init_from is not None:  # a run: its architecture and tokenizer
+            cfg = with_base_model(cfg, RunDir(base).load_config())
         overrides = list(args.overrides)
+        if args.objective is not None:
+            overrides.append(f"train.objective={args.objective}")
         if args.data is not None:
             overrides.append(f"data.corpus={args.data}")
         if args.steps is not None:
@@ -99,6 +118,12 @@ def run(args) -> int:
         out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
+    if "tokens_per_s_median" not in summary and "images_per_s_median" not in summary:
+        vals = ", ".join(f"{k[4:]} {v:.4f}" for k, v in summary.items() if k.startswith("val_"))
+        print(f"step {summary['step']}: validation {vals}")  # reward / DPO / PPO / GRPO
+        print(f"run directory: {summary['run_dir']}  (sample: jaxllm generate --run "
+              f"{summary['run_dir']} --chat MESSAGE)")
+        return 0
     if "images_per_s_median" in summary:  # ViT / CLIP
         speed = summary["images_per_s_median"]
         print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "

@@ -4,14 +4,18 @@
     splits.py        the "position" and "document" train/validation splits
     tfds_builder.py  corpora prepared as array_record TFDS datasets; "tfds:NAME" readers
     tokens.py        build_data: texts -> tokenizer -> one int32 array per document
-    batches.py       deterministic, resumable windows / packed batches
+    batches.py       deterministic, resumable windows / packed batches / rows of examples
+    chat.py          chat files (CSV, JSONL, chatterbot, ShareGPT) -> token ids with loss weights
+    preferences.py   programmatic tasks, preference pairs, rankings; their readers
 """
 
 from jaxllm.data.batches import (
     PAD_ID,
     SAMPLINGS,
     BatchIterator,
+    RowBatches,
     eval_batches,
+    fixed_rows,
     join_tokens,
     sequential_batches,
 )
@@ -37,6 +41,7 @@ __all__ = [
     "SAMPLINGS",
     "SPLITS",
     "BatchIterator",
+    "RowBatches",
     "Document",
     "LMData",
     "build_data",
@@ -44,6 +49,7 @@ __all__ = [
     "default_data_dir",
     "document_split",
     "eval_batches",
+    "fixed_rows",
     "join_tokens",
     "list_corpora",
     "load_documents",

@@ -19,6 +19,10 @@ Two samplers:
   array per document, a weight per token) the loss mask of a target is its token's weight:
   chat data weighs prompt tokens by the prompt-loss weight (data/chat.py).
 
+A third kind, `RowBatches`, serves whole examples of one shape (preference pairs, rankings, RL
+prompts): batch(step) takes rows of a seeded permutation per epoch; `fixed_rows` gives the
+validation rows in order.
+
 `eval_batches` gives a fixed list of sampled batches (a cheap, noisy estimate, the same at every
 evaluation); `sequential_batches` covers a stream once with non-overlapping windows (the exact
 loss over the whole validation split).
@@ -255,6 +259,49 @@ class BatchIterator(StepBatches):
             "positions": pos[:, :-1],
             "loss_mask": loss_mask.astype(np.float32),
         }
+
+
+class RowBatches(StepBatches):
+    """Batches of `batch_size` rows of equal-shape arrays (a dict of (N, ...) arrays): epoch e
+    visits the rows in the order permutation(seed, e); batch(step) is pure."""
+
+    IDENTITY = ("seed", "batch_size")
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, seed: int,
+                 name: str = "train"):
+        _check_positive(batch_size=batch_size)
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        sizes = {len(v) for v in self.arrays.values()}
+        if len(sizes) != 1 or 0 in sizes:
+            raise DataError(f"the {name} rows must be non-empty arrays of one length, got "
+                            f"{sorted(sizes)}")
+        self.n = sizes.pop()
+        self.batch_size, self.seed, self.name, self.step = int(batch_size), _check_seed(seed), \
+            name, 0
+        crc = 0
+        for k in sorted(self.arrays):
+            crc = zlib.crc32(np.ascontiguousarray(self.arrays[k]).tobytes(), crc)
+        self._fingerprint = {"n_rows": self.n, "crc32": crc}
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        rows = self.batch_size * int(step) + np.arange(self.batch_size)
+        epochs, within = np.divmod(rows, self.n)
+        index = np.empty_like(rows)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            index[sel] = np.random.default_rng([self.seed, int(e)]).permutation(self.n)[
+                within[sel]]
+        return {k: v[index] for k, v in self.arrays.items()}
+
+
+def fixed_rows(arrays: dict[str, np.ndarray], n_batches: int, batch_size: int) -> list[dict]:
+    """Validation batches of the rows in order: as many batches as the rows fill (at most
+    n_batches), the last one completed with the first rows (every batch has one shape)."""
+    n = len(next(iter(arrays.values())))
+    count = min(n_batches, -(-n // batch_size))
+    index = np.arange(count * batch_size) % n
+    return [{k: np.asarray(v)[index[b * batch_size:(b + 1) * batch_size]]
+             for k, v in arrays.items()} for b in range(count)]
 
 
 def eval_batches(

@@ -131,3 +131,10 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
     layers.init_with_axes."""
     return init_with_axes(Decoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
                           head="both" if cfg.value_head else "lm")
+
+
+def init_value_head(cfg: ModelConfig, rng: jax.Array) -> dict:
+    """Fresh params of the scalar head (model.value_head) for a decoder trained without one:
+    the kernel (D, 1) drawn as the other layers' (N(0, init_std)), the bias zero."""
+    return {"kernel": cfg.init_std * jax.random.normal(rng, (cfg.d_model, 1), jnp.float32),
+            "bias": jnp.zeros((1,), jnp.float32)}

@@ -65,9 +65,11 @@ def finalize_metrics(sums: dict) -> dict:
     """Turn summed metrics (over micro-batches, devices or batches) into means.
 
     loss is the mean cross-entropy per token (without z-loss), perplexity exp(loss), accuracy
-    the fraction of tokens whose argmax is the target.
+    the fraction of tokens whose argmax is the target. Other objectives count pairs, rankings
+    or sequences as "tokens"; their `<name>_total` sums become means named <name>.
     """
     tokens = max(float(sums["tokens"]), 1.0)
     loss = float(sums["loss_sum"]) / tokens
     return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
-            "accuracy": float(sums["correct"]) / tokens, "tokens": float(sums["tokens"])}
+            "accuracy": float(sums["correct"]) / tokens, "tokens": float(sums["tokens"]),
+            **{k[:-6]: float(v) / tokens for k, v in sums.items() if k.endswith("_total")}}

@@ -142,11 +142,13 @@ def reward_scores(model, params, inputs, last, rng=None):
 
 def reward_objective(model):
     """The reward model for the trainer: Bradley-Terry over all pairs of each ranking.
-    batch: inputs (B*K, T) prompt + candidate, right-padded; last (B*K,); ranks (B, K)."""
+    batch: inputs (B, K, T) prompt + candidate, right-padded; last (B, K); ranks (B, K)."""
 
     def loss_fn(params, batch, rng=None):
         ranks = batch["ranks"]
-        scores = reward_scores(model, params, batch["inputs"], batch["last"], rng)
-        return bradley_terry(scores.reshape(ranks.shape), ranks)
+        B, K, T = batch["inputs"].shape
+        scores = reward_scores(model, params, batch["inputs"].reshape(B * K, T),
+                               batch["last"].reshape(B * K), rng)
+        return bradley_terry(scores.reshape(B, K), ranks)
 
     return loss_fn

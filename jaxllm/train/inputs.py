@@ -5,7 +5,8 @@
     batch = next(inputs.train)                  # a pure function of (seed, step), resumable
 
 Both return the config completed by the data (model.vocab_size from the tokenizer), so the
-model is built for what the data holds.
+model is built for what the data holds. Chat files and the post-training objectives' files are
+read by train/align_inputs.py and train/rollout.py (run_inputs picks by train.objective).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from jaxllm import config as config_lib
-from jaxllm import pretrained
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
 from jaxllm.models.vit import check_images
-from jaxllm.parallel.plan import padded_vocab
+from jaxllm.train import align_inputs, rollout
 from jaxllm.train.objective import model_vocab
-from jaxllm.train.params import pretrained_name, with_vocab
-from jaxllm.train.run import RunDir
+from jaxllm.train.params import vocab_config, with_vocab
+from jaxllm.train.run import RunDir, run_tokenizer
 
 IMAGE_KINDS = ("vit", "clip")
+# train.objective -> the builder of its inputs' fields (a chat file for "lm")
+ALIGN_BUILDERS = {"lm": align_inputs.chat_inputs, "reward": align_inputs.ranking_inputs,
+                  "dpo": align_inputs.preference_inputs, "ppo": rollout.rollout_inputs,
+                  "grpo": rollout.rollout_inputs}
 
 
 class Inputs(NamedTuple):
@@ -33,27 +37,32 @@ class Inputs(NamedTuple):
     validation: list  # fixed batches, the same at every evaluation
     unit: str  # what a row of a batch counts: "tokens" (per position) or "images"
     per_step: int  # units per optimizer step
+    # Post-training objectives (train/align_inputs.py, train/rollout.py), None otherwise:
+    # start(model, params, resuming) once the state exists (reference log-probabilities);
+    # rollout(params, batch, step) -> the step's batch (PPO/GRPO sample it from the policy);
+    # evaluate(params) -> validation metrics instead of the mean loss over `validation`.
+    start: Any = None
+    rollout: Any = None
+    evaluate: Any = None
 
 
 def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
-    """The inputs of a run of cfg.model.kind."""
-    return (image_inputs if cfg.model.kind in IMAGE_KINDS else text_inputs)(cfg, run, resuming)
+    """The inputs of a run of cfg.model.kind and cfg.train.objective."""
+    if cfg.model.kind in IMAGE_KINDS:
+        return image_inputs(cfg, run, resuming)
+    if cfg.train.objective != "lm" or align_inputs.data_file(cfg.data.corpus):
+        return Inputs(**ALIGN_BUILDERS[cfg.train.objective](cfg, run, resuming))
+    return text_inputs(cfg, run, resuming)
 
 
 def text_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     """A corpus tokenized by the run's tokenizer: the saved one when resuming, the base's when
     fine-tuning (train.init_from), else one built from the training text."""
     dc, t = cfg.data, cfg.train
-    tokenizer = run.load_tokenizer() if resuming else None
-    if t.init_from and not resuming:
-        tokenizer = (pretrained.load(t.init_from).tokenizer if pretrained_name(t.init_from)
-                     else RunDir(t.init_from).load_tokenizer())
+    tokenizer = run_tokenizer(cfg, run, resuming)
     data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
                       vocab_size=dc.vocab_size)
-    vocab = model_vocab(cfg, data.tokenizer.vocab_size)
-    if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
-        cfg = with_vocab(cfg, padded_vocab(cfg, vocab))
-    cfg = with_vocab(cfg, vocab)
+    cfg = vocab_config(cfg, model_vocab(cfg, data.tokenizer.vocab_size), resuming)
     m = cfg.model
     micro_batch = t.batch_size // cfg.optim.grad_accum
     train = BatchIterator(data.train, t.batch_size, m.max_len, t.seed, dc.sampling,

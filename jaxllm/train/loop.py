@@ -60,6 +60,22 @@ def evaluate(eval_step, params, batches) -> dict:
     return finalize_metrics(jax.device_get(sums))
 
 
+def evaluate_run(loaded) -> dict:
+    """A trained run's validation metrics as its training logged them (jaxllm eval of chat and
+    post-training runs): SFT's held-out answer loss, reward-model and DPO pair accuracy, RL's
+    greedy reward on held-out prompts. loaded: train.run.load_run's result."""
+    inputs = run_inputs(loaded.config, loaded.run, resuming=True)
+    model, loss_fn = model_and_objective(inputs.cfg, inputs.tokenizer.vocab_size)
+    if inputs.start is not None:
+        inputs.start(model, loaded.params, True)
+    if inputs.evaluate is not None:
+        return inputs.evaluate(loaded.params)
+    out = evaluate(make_eval_step(loss_fn), loaded.params, inputs.validation)
+    if loaded.config.train.objective != "lm":  # pairs and rankings have no perplexity
+        out.pop("perplexity")
+    return out
+
+
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
     check_transforms(cfg)
     inputs = run_inputs(cfg, run, resuming)
@@ -72,6 +88,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
         cfg, inputs.tokenizer.vocab_size if inputs.tokenizer else 0)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     state, step_kwargs, place = _initial_state(cfg, model, tx, resuming)
+    if inputs.start is not None:  # a reference model's log-probabilities, from the base
+        inputs.start(model, state.params, resuming)
     ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep)
     start = 0
     if resuming and ckpts.latest_step() is not None:
@@ -87,7 +105,9 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                  seed=cfg.train.seed, trainable=trainable_fn(cfg),
                                  schedule=learning_rate_schedule(cfg.optim, cfg.train.steps),
                                  **step_kwargs)
-    compiled = train_step.lower(state, inputs.train.batch(inputs.train.step)).compile()
+    example = (inputs.rollout.example() if inputs.rollout is not None
+               else inputs.train.batch(inputs.train.step))
+    compiled = train_step.lower(state, example).compile()
     step_fn = lambda state, batch: compiled(state, place(batch))  # noqa: E731
     try:
         return _loop(cfg, run, inputs, state, step_fn, make_eval_step(loss_fn), ckpts, start,
@@ -123,10 +143,12 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
     vision = inputs.unit == "images"
 
     def log_eval(step: int) -> dict:
-        val = evaluate(eval_step, state.params, inputs.validation)
-        row = {"step": step, "val_loss": round(val["loss"], 5),
-               "val_perplexity": round(val["perplexity"], 4),
-               "val_accuracy": round(val["accuracy"], 5)}
+        val = (inputs.evaluate(state.params) if inputs.evaluate is not None
+               else evaluate(eval_step, state.params, inputs.validation))
+        if cfg.train.objective != "lm":  # a loss over pairs or rankings has no perplexity
+            val.pop("perplexity", None)
+        row = {"step": step, **{f"val_{k}": round(v, 4 if k == "perplexity" else 5)
+                                for k, v in val.items() if k != "tokens"}}
         run.append_metrics(row)
         run.plot(accuracy=vision)
         return row
@@ -139,7 +161,10 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
     pending, window_start, speeds = [], time.perf_counter(), []
     try:
         for step in range(start, t.steps):
-            state, metrics = train_step(state, next(inputs.train))
+            batch = next(inputs.train)
+            if inputs.rollout is not None:  # PPO / GRPO: sampled from the current policy
+                batch = inputs.rollout(state.params, batch, step)
+            state, metrics = train_step(state, batch)
             pending.append(metrics)
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
@@ -155,8 +180,8 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
             if done % t.eval_every == 0 or done == t.steps:
                 summary.update(log_eval(done))
                 bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
-                    f"(accuracy {summary['val_accuracy']:.4f})" if vision else
-                    f"(perplexity {summary['val_perplexity']:.3f})"))
+                    f"(perplexity {summary['val_perplexity']:.3f})" if "val_perplexity"
+                    in summary and not vision else f"(accuracy {summary['val_accuracy']:.4f})"))
             if done % t.save_every == 0 or done == t.steps:
                 ckpts.save(done, state, inputs.train.state())
             if pending == []:
@@ -189,6 +214,10 @@ def _train_row(step: int, fetched: list[dict], speed: float, unit: str) -> dict:
            "lr": float(fetched[-1]["lr"]),
            "grad_norm": round(float(fetched[-1]["grad_norm"]), 4),
            f"{unit}_per_s": round(speed, 1)}
+    tokens = max(sum(float(f["tokens"]) for f in fetched), 1.0)
+    for key in fetched[-1]:  # an objective's own means (DPO rewards, RL reward and KL)
+        if key.endswith("_total"):
+            row[f"train_{key[:-6]}"] = round(sum(float(f[key]) for f in fetched) / tokens, 5)
     if "skipped_steps" in fetched[-1]:  # float16 loss scaling
         row.update(skipped_steps=int(fetched[-1]["skipped_steps"]),
                    loss_scale=float(fetched[-1]["loss_scale"]))

@@ -2,7 +2,8 @@
 
     model, loss_fn = model_and_objective(cfg, tokenizer_vocab)
 
-"decoder": next-token cross-entropy. "encoder": masked-LM (and next-sentence prediction when
+"decoder": next-token cross-entropy, or the objective train.objective names: "reward"
+(Bradley-Terry over rankings), "dpo" (align.dpo_loss: sigmoid, ipo, hinge), "ppo", "grpo". "encoder": masked-LM (and next-sentence prediction when
 train.nsp_weight > 0). "vit": classification cross-entropy. "clip": symmetric InfoNCE (its
 vocabulary is the caption tokenizer's). An encoder's vocabulary is the tokenizer's plus two ids
 above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokenizers lack.
@@ -16,6 +17,8 @@ from jaxllm.objectives.causal_lm import causal_lm_loss
 from jaxllm.objectives.classification import classifier_loss
 from jaxllm.objectives.contrastive import clip_loss
 from jaxllm.objectives.mlm import mlm_loss
+from jaxllm.objectives.policy import grpo_objective, ppo_objective
+from jaxllm.objectives.preference import dpo_objective, reward_objective
 
 ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
 
@@ -37,4 +40,14 @@ def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
         return model, mlm_loss(model, mask_id=tokenizer_vocab, cls_id=tokenizer_vocab + 1,
                                vocab_size=tokenizer_vocab, rate=cfg.train.mlm_rate,
                                nsp_weight=cfg.train.nsp_weight)
-    return model, causal_lm_loss(model, cfg.train.z_loss)
+    a = cfg.align
+    objectives = {
+        "lm": lambda: causal_lm_loss(model, cfg.train.z_loss),
+        "reward": lambda: reward_objective(model),
+        "dpo": lambda: dpo_objective(model, beta=a.beta, kind=a.dpo_loss,
+                                     label_smoothing=a.label_smoothing),
+        "ppo": lambda: ppo_objective(model, clip=a.clip_eps, value_clip=a.value_clip,
+                                     vf_coef=a.vf_coef),
+        "grpo": lambda: grpo_objective(model, clip=a.clip_eps, kl_coef=a.kl_coef),
+    }
+    return model, objectives[cfg.train.objective]()

@@ -17,6 +17,7 @@ from jaxllm import config as config_lib
 from jaxllm import models, pretrained, transforms
 from jaxllm.errors import ConfigError
 from jaxllm.optim import TrainState
+from jaxllm.parallel.plan import padded_vocab
 from jaxllm.transforms import lora, parse_spec
 from jaxllm.transforms.select import is_transformed
 
@@ -25,7 +26,7 @@ from jaxllm.transforms.select import is_transformed
 # from a pretrained model keeps these from its own config and takes every other model.* field
 # (the architecture) from the pretrained model.
 RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
-                    "quant_group", "weights")
+                    "quant_group", "weights", "value_head")
 
 
 def pretrained_name(init_from: str) -> bool:
@@ -53,6 +54,23 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
                    train=replace(cfg.train, init_from=name))
 
 
+def with_base_model(cfg: config_lib.Config, base: config_lib.Config) -> config_lib.Config:
+    """cfg set up to fine-tune a run whose config is `base`: its model section (architecture,
+    context, dtype, quantized weights) except model.value_head, which is this run's objective's
+    choice, and its tokenizer kind. A run-directory counterpart of with_pretrained_model (the
+    chain SFT -> reward / DPO / GRPO passes runs on); --set model.* overrides still apply."""
+    model = replace(base.model, value_head=cfg.model.value_head)
+    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=base.data.tokenizer))
+
+
+def vocab_config(cfg: config_lib.Config, vocab: int, resuming: bool) -> config_lib.Config:
+    """model.vocab_size for a vocabulary of `vocab` ids: a new run on a mesh that splits the
+    vocabulary may need a few padding rows (a resumed run keeps its saved size)."""
+    if not resuming:
+        cfg = with_vocab(cfg, padded_vocab(cfg, vocab))
+    return with_vocab(cfg, vocab)
+
+
 def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
     """The config with model.vocab_size set from the tokenizer (0 means automatic)."""
     if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
@@ -75,11 +93,19 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
         params, axes = models.init_params(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
         params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
+    # the scalar head (model.value_head) is new in every run that has one: never quantized,
+    # never given LoRA factors, always trained in full (trainable_fn)
+    head, head_axes = params.get("value"), axes.get("value")
+    if head is not None:
+        params = {k: v for k, v in params.items() if k != "value"}
+        axes = {k: v for k, v in axes.items() if k != "value"}
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
         params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
                                             axes)
+    if head is not None:
+        params, axes = {**params, "value": head}, {**axes, "value": head_axes}
     leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_transformed)
     names = [x.logical_axes() if is_transformed(x) else a
              for x, a in zip(leaves, treedef.flatten_up_to(axes))]
@@ -87,8 +113,18 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
 
 
 def trainable_fn(cfg: config_lib.Config):
-    """What a run trains: None (every parameter) or LoRA's mask function."""
-    return lora.trainable if cfg.train.lora else None
+    """What a run trains: None (every parameter) or LoRA's mask function (with the scalar head
+    of model.value_head trained in full)."""
+    if not cfg.train.lora:
+        return None
+    if not cfg.model.value_head:
+        return lora.trainable
+
+    def mask(tree):
+        return {**lora.trainable(tree),
+                "value": jax.tree_util.tree_map(lambda _: True, tree["value"])}
+
+    return mask
 
 
 def state_like(cfg: config_lib.Config, tx):

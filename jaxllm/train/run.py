@@ -25,7 +25,9 @@ from jaxllm.files import atomic_write
 from jaxllm.optim import make_optimizer
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
+from jaxllm.models.decoder import init_value_head
 from jaxllm.train.params import build_params, pretrained_name, state_like
+from jaxllm.transforms import lora
 
 
 class RunDir:
@@ -169,15 +171,35 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
                      params=state.params, step=step)
 
 
+def run_tokenizer(cfg: config_lib.Config, run: RunDir, resuming: bool):
+    """The run's tokenizer when there is one already: its own saved one when resuming, the
+    base's when fine-tuning (train.init_from); else None (the data builds one)."""
+    if resuming:
+        return run.load_tokenizer()
+    name = cfg.train.init_from
+    if name:
+        return (pretrained.load(name).tokenizer if pretrained_name(name)
+                else RunDir(name).load_tokenizer())
+    return None
+
+
 def init_from_params(cfg: config_lib.Config):
     """The parameters of the run (or pretrained model) train.init_from names, checked to fit
-    this run's model."""
+    this run's model. A base run's LoRA factors are merged into plain float weights; the scalar
+    head (model.value_head) is dropped when this run has none, and added fresh
+    (seeded by train.seed) when the base has none."""
     name = cfg.train.init_from
     if pretrained_name(name):
         # a copy: the train step donates its state, and these arrays are the cached model's
         base = jax.tree_util.tree_map(lambda x: x.copy(), pretrained.load(name).params)
     else:
-        base = load_run(name).params
+        base = dict(lora.merge(load_run(name).params))
+    if cfg.model.kind == "decoder":
+        base = dict(base)
+        if not cfg.model.value_head:
+            base.pop("value", None)
+        elif "value" not in base:
+            base["value"] = init_value_head(cfg.model, jax.random.PRNGKey(cfg.train.seed))
     like = jax.eval_shape(lambda: build_params(replace(cfg, train=replace(
         cfg.train, lora=""), model=replace(cfg.model, weights="")), jax.random.PRNGKey(0)))
     if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
