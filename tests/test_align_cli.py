@@ -1,0 +1,97 @@
+"""The alignment chain through the CLI on a tiny stand-in for SmolLM2 (bytes, ChatML rendered
+as text): SFT from a CSV -> reward model from rankings -> DPO and GRPO from the SFT run -> PPO
+scored by the reward model; generate --chat and eval on every result; and bad input answered
+with one line, exit status 2 and nothing written."""
+
+import json
+import math
+
+import pytest
+
+from jaxllm.cli.main import main
+from jaxllm.train import RunDir
+
+from helpers import error_of, register_tiny_llama
+
+COMMON = ["--steps", "2", "--no-progress", "--set", "model.max_len=128", "--set",
+          "train.batch_size=4", "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=1",
+          "--set", "train.log_every=1", "--lora", "rank=2,alpha=4,targets=all"]
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    register_tiny_llama(monkeypatch, max_len=128)
+    sums = [(a, b) for a in range(4) for b in range(4)]
+    (tmp_path / "sft.csv").write_text("system,question,answer\n" + "".join(
+        f",{a}+{b}?,{a + b}\n" for a, b in sums))
+    lines = {
+        "rank.jsonl": [{"prompt": f"{a}+{b}?", "responses": [f"It is {a + b + 3}.", str(a + b),
+                        str(a + b + 1)], "ranks": [2, 0, 1]} for a, b in sums],
+        "prefs.jsonl": [{"prompt": f"{a}+{b}?", "chosen": str(a + b), "rejected": str(a + b + 1)}
+                        for a, b in sums],
+        "tasks.jsonl": [{"prompt": f"{a}+{b}?", "answer": str(a + b)} for a, b in sums]}
+    for name, rows in lines.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def rows(run):
+    return RunDir(run).read_metrics()
+
+
+@pytest.mark.slow
+def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
+    runs = {k: str(files / k) for k in ("sft", "reward", "dpo", "grpo", "ppo")}
+    assert main(["train", "--init-from", "tiny-llama", "--data", f"csv:{files}/sft.csv",
+                 "--out", runs["sft"]] + COMMON) == 0
+    assert main(["train", "--objective", "reward", "--init-from", runs["sft"], "--data",
+                 f"jsonl:{files}/rank.jsonl", "--out", runs["reward"]] + COMMON) == 0
+    assert main(["train", "--objective", "dpo", "--init-from", runs["sft"], "--data",
+                 f"jsonl:{files}/prefs.jsonl", "--out", runs["dpo"]] + COMMON) == 0
+    rl = ["--set", "align.max_new_tokens=4"]
+    assert main(["train", "--objective", "grpo", "--init-from", runs["sft"], "--data",
+                 f"jsonl:{files}/tasks.jsonl", "--out", runs["grpo"]] + COMMON + rl) == 0
+    assert main(["train", "--objective", "ppo", "--init-from", runs["sft"], "--data",
+                 f"jsonl:{files}/tasks.jsonl", "--out", runs["ppo"], "--set",
+                 f"align.reward={runs['reward']}"] + COMMON + rl) == 0
+    capsys.readouterr()
+    # before its first step the DPO policy is its reference: every margin 0, loss log 2
+    dpo0 = rows(runs["dpo"])[0]
+    assert dpo0["step"] == 0 and abs(dpo0["val_loss"] - math.log(2)) < 1e-4
+    assert (files / "dpo" / "reference.npz").exists()
+    # the first rollout's policy is the LoRA-off reference: KL 0; later steps log reward and KL
+    for rl_run in ("grpo", "ppo"):
+        first = [r for r in rows(runs[rl_run]) if "train_kl" in r][0]
+        assert abs(first["train_kl"]) < 1e-5 and "train_reward" in first
+    assert {"train_chosen_reward", "train_margin"} <= set(rows(runs["dpo"])[1])
+    assert "val_kendall_tau" in rows(runs["reward"])[-1]
+    for name, run in runs.items():
+        assert main(["generate", "--run", run, "--chat", "1+2?", "--max-new-tokens", "3"]) == 0
+        assert main(["eval", "--run", run]) == 0
+        assert f"({'lm' if name == 'sft' else name}, held-out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("objective,data,extra,expected", [
+    ("lm", "csv:bad_cols.csv", [], "no column 'system', 'question', 'answer'"),
+    ("lm", "csv:empty_answer.csv", [], "line 3: column 'answer' is empty"),
+    ("dpo", "jsonl:same.jsonl", [], "line 1: chosen and rejected are identical"),
+    ("reward", "jsonl:ties.jsonl", [], "ranks [0, 0] have ties"),
+    ("grpo", "jsonl:long.jsonl", ["--set", "model.max_len=100"],
+     "the prompt has 100 tokens, which with 16 for the answer exceed model.max_len=100"),
+    ("dpo", "jsonl:same.jsonl", ["--init-from", ""], "needs a reference model: pass --init-from"),
+])
+def test_bad_alignment_input(files, capsys, objective, data, extra, expected):
+    (files / "bad_cols.csv").write_text("q,a\nhi,there\n")
+    (files / "empty_answer.csv").write_text("system,question,answer\n,hi,yes\n,why,\n")
+    (files / "same.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "a",
+                                                  "rejected": "a"}) + "\n")
+    (files / "ties.jsonl").write_text(json.dumps({"prompt": "p", "responses": ["a", "b"],
+                                                  "ranks": [0, 0]}) + "\n")
+    (files / "long.jsonl").write_text(json.dumps({"prompt": "x" * 50, "answer": "1"}) + "\n"
+                                      + json.dumps({"prompt": "y", "answer": "2"}) + "\n")
+    out = files / "out"
+    argv = ["train", "--objective", objective, "--data", f"{data.split(':')[0]}:{files}/"
+            f"{data.split(':')[1]}", "--out", str(out), "--no-progress", "--init-from",
+            "tiny-llama", "--steps", "1"] + extra
+    assert expected in error_of(argv, capsys)
+    assert not out.exists()  # nothing written
