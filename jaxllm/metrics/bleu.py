@@ -98,12 +98,13 @@ def _split_before_non_digit(text: str) -> str:
 
 
 def _split_dash_after_digit(text: str) -> str:
-    """Rule 4: a dash preceded by a digit gets a space on both sides."""
-    out, last, scan, j = [], 0, 0, text.find("-", 1)
+    """Rule 4: a dash preceded by a digit gets a space on both sides. (A dash is not a digit, so
+    no match can use up the digit of the next one: no scan position to keep.)"""
+    out, last, j = [], 0, text.find("-", 1)
     while j != -1:
-        if j - 1 >= scan and text[j - 1] in _DIGITS:
+        if text[j - 1] in _DIGITS:
             out += [text[last:j], " - "]
-            last = scan = j + 1
+            last = j + 1
         j = text.find("-", j + 1)
     return "".join(out) + text[last:] if out else text
 

@@ -151,17 +151,16 @@ def _summary_lcs(ref_sents: list[list[str]], can_sents: list[list[str]]) -> tupl
     n = sum(map(len, can_sents))
     if not ref_sents or not can_sents or not m or not n:
         return 0.0, 0.0
-    ref_left = Counter(t for s in ref_sents for t in s)
+    # Each token is a hit at most as often as the hypothesis holds it. (rouge-score also caps
+    # by the reference's count, which never binds: a reference position is used once.)
     can_left = Counter(t for s in can_sents for t in s)
     hits = 0
     for r in ref_sents:
         union = sorted(set().union(*[lcs_indices(r, c) for c in can_sents]))
         for t in (r[i] for i in union):
-            # a token is a hit at most as often as it occurs in either summary
-            if can_left[t] > 0 and ref_left[t] > 0:
+            if can_left[t] > 0:
                 hits += 1
                 can_left[t] -= 1
-                ref_left[t] -= 1
     return hits / n, hits / m
 
 
