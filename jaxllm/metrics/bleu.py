@@ -65,12 +65,12 @@ class BLEUScore:
 #   2. ([^0-9])([\.,])   ->  "\1 \2 "   a period or comma after a non-digit
 #   3. ([\.,])([^0-9])   ->  " \1 \2"   a period or comma before a non-digit
 #   4. ([0-9])(-)        ->  "\1 \2 "   a dash after a digit
-# Rule 1 has no context and is a str.translate table. Rules 2-4 are written as loops over the
+# Rule 1 has no context: one str.replace per character (the space first, so that the spaces the
+# others add are not tripled again; the same string as re.sub, faster). Rules 2-4 are loops over the
 # few periods, commas and dashes, because a regular expression that starts with a class matching
 # almost every character is slow to scan for; each loop keeps re.sub's semantics: matches are
 # found left to right and do not overlap (a character used by one match is not seen by the next).
-_13A_SPACED = {ord(c): f" {c} " for c in
-               "{|}~" "[\\]^_`" " !\"#$%&" "()*+" ":;<=>?@" "/"}
+_13A_SPACED = " " "{|}~" "[\\]^_`" "!\"#$%&" "()*+" ":;<=>?@" "/"
 _DIGITS = frozenset("0123456789")
 _PERIOD_COMMA = re.compile(r"[.,]")
 
@@ -126,7 +126,9 @@ def _tokenize_13a(lines: list[str]) -> list[list[str]]:
     if "&" in text:
         for entity, char in (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")):
             text = text.replace(entity, char)
-    text = text.translate(_13A_SPACED)
+    for c in _13A_SPACED:
+        if c in text:
+            text = text.replace(c, f" {c} ")
     text = _split_dash_after_digit(_split_before_non_digit(_split_after_non_digit(text)))
     return [line.split() for line in text.split("\n")]
 

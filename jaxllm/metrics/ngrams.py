@@ -79,21 +79,24 @@ def ngram_counts(hyp: Segments, refs: Sequence[Segments], max_order: int) -> lis
         cut = np.searchsorted(pos, bounds)  # pos is sorted, so each side is one slice of it
         counts = [np.bincount(inverse[cut[k]:cut[k + 1]], minlength=n_uniq)
                   for k in range(len(sides))]
-        seg_of = np.empty(n_uniq, dtype=np.int64)
+        seg_of = np.empty(n_uniq, dtype=np.int64)  # the segment of each distinct n-gram
         seg_of[inverse] = seg[pos]
-
-        def per_segment(values):
-            return np.bincount(seg_of, weights=values, minlength=n_seg).astype(np.int64)
-
         hyp_counts, ref_counts = counts[0], counts[1:]
         out.append(OrderCounts(
             hyp=np.maximum(hyp.lengths - (n - 1), 0),
             refs=np.stack([np.maximum(r.lengths - (n - 1), 0) for r in refs]),
-            matches=np.stack([per_segment(np.minimum(hyp_counts, c)) for c in ref_counts]),
-            matches_max=per_segment(np.minimum(hyp_counts, np.max(ref_counts, axis=0)))))
+            matches=np.stack([_per_segment(seg_of, np.minimum(hyp_counts, c), n_seg)
+                              for c in ref_counts]),
+            matches_max=_per_segment(seg_of, np.minimum(hyp_counts, np.max(ref_counts, axis=0)),
+                                     n_seg)))
         prefix = np.zeros(len(ids), dtype=np.int64)
         prefix[pos] = inverse
     return out
+
+
+def _per_segment(seg_of: np.ndarray, values: np.ndarray, n_seg: int) -> np.ndarray:
+    """Sum of values (one per distinct n-gram) over the n-grams of each segment."""
+    return np.bincount(seg_of, weights=values, minlength=n_seg).astype(np.int64)
 
 
 def _tokens_left(lengths: np.ndarray) -> np.ndarray:
