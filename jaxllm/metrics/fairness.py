@@ -131,51 +131,47 @@ def _ratio(table: GroupTable, name: str, method: str) -> float:
     return float(np.nanmin(r)) if not np.all(np.isnan(r)) else float("nan")
 
 
-def _check(method: str, agg: str = "worst_case") -> None:
+def _table(y_true, y_pred, features, weights, method: str, agg: str = "worst_case"
+           ) -> GroupTable:
+    """The group table a disparity is read from, after checking method and agg."""
     if method not in METHODS:
         raise DataError(f"method={method!r} is unknown; use between_groups or to_overall")
     if agg not in ("worst_case", "mean"):
         raise DataError(f"agg={agg!r} is unknown; use worst_case or mean")
+    return group_table(y_true, y_pred, sensitive_features=features, sample_weight=weights)
 
 
-def demographic_parity_difference(y_true, y_pred, *, sensitive_features,
-                                  method: str = "between_groups", sample_weight=None) -> float:
-    _check(method)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
-    return _difference(table, "selection_rate", method)
+def _disparity(name: str, rate: str, measure, doc: str):
+    """A disparity of one rate with fairlearn's signature; measure is _difference or _ratio."""
+    def disparity(y_true, y_pred, *, sensitive_features, method: str = "between_groups",
+                  sample_weight=None) -> float:
+        table = _table(y_true, y_pred, sensitive_features, sample_weight, method)
+        return measure(table, rate, method)
+
+    disparity.__name__ = disparity.__qualname__ = name
+    disparity.__doc__ = doc
+    return disparity
 
 
-def demographic_parity_ratio(y_true, y_pred, *, sensitive_features,
-                             method: str = "between_groups", sample_weight=None) -> float:
-    _check(method)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
-    return _ratio(table, "selection_rate", method)
-
-
-def equal_opportunity_difference(y_true, y_pred, *, sensitive_features,
-                                 method: str = "between_groups", sample_weight=None) -> float:
-    _check(method)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
-    return _difference(table, "tpr", method)
-
-
-def equal_opportunity_ratio(y_true, y_pred, *, sensitive_features,
-                            method: str = "between_groups", sample_weight=None) -> float:
-    _check(method)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
-    return _ratio(table, "tpr", method)
+demographic_parity_difference = _disparity(
+    "demographic_parity_difference", "selection_rate", _difference,
+    "Largest minus smallest group selection rate P(pred = 1).")
+demographic_parity_ratio = _disparity(
+    "demographic_parity_ratio", "selection_rate", _ratio,
+    "Smallest over largest group selection rate P(pred = 1).")
+equal_opportunity_difference = _disparity(
+    "equal_opportunity_difference", "tpr", _difference,
+    "Largest minus smallest group true positive rate.")
+equal_opportunity_ratio = _disparity(
+    "equal_opportunity_ratio", "tpr", _ratio,
+    "Smallest over largest group true positive rate.")
 
 
 def equalized_odds_difference(y_true, y_pred, *, sensitive_features,
                               method: str = "between_groups", sample_weight=None,
                               agg: str = "worst_case") -> float:
-    _check(method, agg)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
+    """The larger (agg="mean": the mean) of the TPR's and the FPR's differences."""
+    table = _table(y_true, y_pred, sensitive_features, sample_weight, method, agg)
     tpr, fpr = _difference(table, "tpr", method), _difference(table, "fpr", method)
     return max(tpr, fpr) if agg == "worst_case" else (tpr + fpr) / 2
 
@@ -183,9 +179,8 @@ def equalized_odds_difference(y_true, y_pred, *, sensitive_features,
 def equalized_odds_ratio(y_true, y_pred, *, sensitive_features,
                          method: str = "between_groups", sample_weight=None,
                          agg: str = "worst_case") -> float:
-    _check(method, agg)
-    table = group_table(y_true, y_pred, sensitive_features=sensitive_features,
-                        sample_weight=sample_weight)
+    """The smaller (agg="mean": the mean) of the TPR's and the FPR's ratios."""
+    table = _table(y_true, y_pred, sensitive_features, sample_weight, method, agg)
     tpr, fpr = _ratio(table, "tpr", method), _ratio(table, "fpr", method)
     if agg == "worst_case":
         return min(tpr, fpr)  # as fairlearn: a NaN TPR ratio (0/0) wins, a NaN FPR ratio loses
