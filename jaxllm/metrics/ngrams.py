@@ -42,7 +42,9 @@ def encode_tokens(token_lists: Sequence[Sequence[str]], vocab: dict[str, int]) -
 def encode_chars(strings: Sequence[str]) -> Segments:
     """Segments whose tokens are the characters of each string (ids are code points)."""
     joined = "".join(strings)
-    ids = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    # surrogatepass: a lone surrogate (text decoded with surrogateescape) is a character too
+    codes = joined.encode("utf-32-le", "surrogatepass")
+    ids = np.frombuffer(codes, dtype=np.uint32).astype(np.int64)
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
     return Segments(ids, lengths)
 
