@@ -70,3 +70,9 @@ def test_bad_input_is_a_data_error():
         corpus_chrf(["a", "b"], [["a", "b"], ["a"]])
     with pytest.raises(DataError, match="char_order=0"):
         corpus_chrf(["a"], ["a"], char_order=0)
+
+
+def test_lone_surrogate_is_a_character():
+    hyps, refs = ["ab\ud800cd"], ["ab\ud800ce"]  # text decoded with errors="surrogateescape"
+    assert corpus_chrf(hyps, refs).score == pytest.approx(
+        sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
