@@ -19,6 +19,10 @@ hypothesis, tab, reference): pydoc sentences and seeded perturbations of them.
         sentence BLEU, corpus and sentence chrF and chrF++, ROUGE-1/2/L/Lsum (rougeLsum with
         each ". " made a line break) with and without stemming.
 
+    python experiments/text_metrics.py --summarize PEER.jsonl JAXLLM.jsonl
+        the table of an interleaved comparison: each file holds one side's JSON lines, in run
+        order (compare_interleaved.py prints one key; tee both sides' lines to keep them all).
+
 Prints one JSON line last.
 """
 
@@ -120,13 +124,43 @@ def exactness(hyps, refs) -> dict:
     return {"max_abs_diff": max(diffs.values()), "checks": len(diffs), "diffs": diffs}
 
 
+TIMED = ["corpus_bleu_time", "corpus_chrf_time", "sentence_bleu_loop_time", "rougeL_time",
+         "rougeL_stem_time"]
+
+
+def summarize(peer_path: str, ours_path: str) -> dict:
+    """Per timed key: each pair's seconds and jaxllm/peer ratio, and the median ratio."""
+    def runs(path):
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.startswith("{")]
+
+    peer, ours = runs(peer_path), runs(ours_path)
+    print("| measure | peer s (per pair) | jaxllm s (per pair) | jaxllm / peer (per pair) | "
+          "median ratio |")
+    print("|---|---|---|---|---|")
+    out = {}
+    for key in TIMED:
+        a = [r[key]["median_s"] for r in peer]
+        b = [r[key]["median_s"] for r in ours]
+        ratios = [y / x for x, y in zip(a, b)]
+        out[key] = statistics.median(ratios)
+        print(f"| {key[:-5]} | {', '.join(f'{x:.2f}' for x in a)} | "
+              f"{', '.join(f'{y:.2f}' for y in b)} | {', '.join(f'{r:.3f}' for r in ratios)} | "
+              f"**{out[key]:.3f}** |")
+    return {"median_ratio": out, "pairs": min(len(peer), len(ours))}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", default="/tmp/metrics_pairs.tsv",
                     help="the peer's --pairs-out file")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--exactness", action="store_true")
+    ap.add_argument("--summarize", nargs=2, metavar=("PEER_JSONL", "JAXLLM_JSONL"))
     args = ap.parse_args()
+    if args.summarize:
+        print(json.dumps(summarize(*args.summarize)))
+        return
     hyps, refs = read_pairs(args.pairs)
     res = {"bench": "text_metrics_jaxllm", "n_pairs": len(hyps)}
     res.update(exactness(hyps, refs) if args.exactness else timing(hyps, refs, args.runs))
