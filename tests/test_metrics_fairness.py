@@ -60,8 +60,8 @@ def _compare(y_true, y_pred, features, weights):
 
 
 def _compare_frame(y_true, y_pred, features, weights):
-    """Our rates and disparities against one fairlearn MetricFrame (a fairlearn function call
-    costs ~0.1 s, most of it building a frame; this builds one)."""
+    """Our rates and disparities against one fairlearn MetricFrame (each fairlearn function
+    builds a frame of its own, which is slow; this builds one for all of them)."""
     params = {"sample_weight": weights}
     frame = fm.MetricFrame(metrics={"selection_rate": fm.selection_rate,
                                     "tpr": fm.true_positive_rate, "fpr": fm.false_positive_rate},
