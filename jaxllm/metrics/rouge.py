@@ -84,12 +84,6 @@ def _fmeasure(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
                         0.0)
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists."""
-    rows = lcs_rows(a, b)
-    return len(b) - rows[-1].bit_count()
-
-
 def lcs_rows(a: Sequence[str], b: Sequence[str]) -> list[int]:
     """The LCS table of a (rows) against b (columns) as len(a) + 1 integers: the table's cell
     [i][j] (LCS of a[:i] and b[:j]) is the number of zero bits among the low j bits of row i.
@@ -109,8 +103,9 @@ def lcs_rows(a: Sequence[str], b: Sequence[str]) -> list[int]:
     return rows
 
 
-def _lcs_only(a: Sequence[str], b: Sequence[str]) -> int:
-    """lcs_length without keeping the rows (the hot loop of rougeL)."""
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence: lcs_rows' last row, without keeping the rows
+    (rougeL's hot loop)."""
     masks: dict[str, int] = {}
     for j, token in enumerate(b):
         masks[token] = masks.get(token, 0) | (1 << j)
@@ -188,7 +183,7 @@ def _score_one_reference(hyp_tokens, ref_tokens, hyps, refs, rouge_types, tokeni
             shared = c.matches[0]
             out[f"rouge{n}"] = (shared / np.maximum(c.hyp, 1), shared / np.maximum(c.refs[0], 1))
     if "rougeL" in rouge_types:
-        lcs = np.array([_lcs_only(r, h) if h and r else 0
+        lcs = np.array([lcs_length(r, h) if h and r else 0
                         for h, r in zip(hyp_tokens, ref_tokens)], dtype=np.int64)
         hyp_len = np.array([max(len(h), 1) for h in hyp_tokens])
         ref_len = np.array([max(len(r), 1) for r in ref_tokens])
