@@ -101,6 +101,8 @@ def test_closest_reference_length_prefers_the_shorter_on_a_tie():
     # hypothesis of 4 tokens, references of 3 and 5: both 1 away, BLEU takes 3 (no penalty)
     score = corpus_bleu(["a b c d"], [["a b c"], ["a b c d e"]])
     assert score.ref_len == 3 and score.bp == 1.0
+    # a missing reference (None) has no length: the hypothesis of 1 token takes the 5
+    assert corpus_bleu(["a"], [[None], ["a b c d e"]]).ref_len == 5
 
 
 def test_bad_input_is_a_data_error():

@@ -213,13 +213,14 @@ def rouge(hypotheses: Sequence[str], references, rouge_types: Sequence[str] = ("
         ref_tokens = [tokenizer(r) for r in refs] if word_types else None
         per_stream.append(_score_one_reference(hyp_tokens, ref_tokens, hypotheses, refs,
                                                rouge_types, tokenizer))
-    absent = np.array([[r is None for r in s] for s in streams])
     out = {}
     for t in rouge_types:
         p = np.stack([s[t][0] for s in per_stream])
         r = np.stack([s[t][1] for s in per_stream])
         f = _fmeasure(p, r)
-        best = np.argmax(np.where(absent, -1.0, f), axis=0)  # the first best reference
+        # the first best reference; a missing one (scored as "") has P = R = F = 0, as has any
+        # reference with F = 0, so choosing it never changes the scores
+        best = np.argmax(f, axis=0)
         rows = np.arange(len(hypotheses))
         out[t] = RougeScore(p[best, rows], r[best, rows], f[best, rows])
     return out
