@@ -63,7 +63,7 @@ def disparity_rows(rows: list[tuple[str, dict]]) -> None:
 
 def features(data: dict, columns: list[str], numeric: list[str], stats=None):
     """Standardised numeric columns (capital gains/losses as log1p) and one-hot categories."""
-    parts, names = [], []
+    parts = []
     if stats is None:
         stats = {}
         for c in numeric:
