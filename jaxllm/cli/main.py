@@ -15,6 +15,7 @@ from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import quantize as quantize_cmd
+from jaxllm.cli import score as score_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
@@ -23,7 +24,8 @@ from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
-         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "data": data_cmd}
+         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "score": score_cmd,
+         "data": data_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:
