@@ -95,6 +95,13 @@ def train_once(cfg, out: Path) -> dict:
     return {**summary, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def print_table(header: list[str], rows: list[list]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
 def metrics(out: Path) -> list[dict]:
     return RunDir(out).read_metrics()
 
@@ -161,13 +168,12 @@ def stage_sft(args):
         cmds.append(cmd + f" --out {out}")
         print(json.dumps(rows[-1]), flush=True)
     print("\n```\n" + "\n".join(cmds) + "\n```\n")
-    print(f"| prompt-loss weight | held-out answer tokens | perplexity before (SmolLM2-135M-"
-          f"Instruct) | perplexity after {args.steps} steps | loss before | loss after |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['weight']} | {r['after']['tokens']:,.0f} | {r['before']['perplexity']:.2f} | "
-              f"{r['after']['perplexity']:.2f} | {r['before']['loss']:.4f} | "
-              f"{r['after']['loss']:.4f} |")
+    print_table(["prompt-loss weight", "held-out answer tokens",
+                 "perplexity before (SmolLM2-135M-Instruct)",
+                 f"perplexity after {args.steps} steps", "loss before", "loss after"],
+                [[r["weight"], f"{r['after']['tokens']:,.0f}", f"{r['before']['perplexity']:.2f}",
+                  f"{r['after']['perplexity']:.2f}", f"{r['before']['loss']:.4f}",
+                  f"{r['after']['loss']:.4f}"] for r in rows])
     (args.work / "sft.json").write_text(json.dumps(rows, indent=1))
 
 
@@ -411,14 +417,13 @@ def stage_steptime(args):
         print(json.dumps(rows[-1]), flush=True)
         del state, compiled
     ref = rows[1]
-    print(f"\n| objective (4 sequences x {args.seq} tokens per step) | step time, median of 3 | "
-          f"vs SFT (LoRA) | compiled memory: live (args + outputs + temps, donated counted "
-          f"once) | vs SFT (LoRA) | temporaries |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['objective']} | {r['median_s']:.2f} s | {r['median_s'] / ref['median_s']:.2f}x"
-              f" | {r['live_bytes'] / 1e6:.0f} MB | {r['live_bytes'] / ref['live_bytes']:.2f}x | "
-              f"{r['temp_bytes'] / 1e6:.0f} MB |")
+    print_table([f"objective (4 sequences x {args.seq} tokens per step)",
+                 "step time, median of 3", "vs SFT (LoRA)", "compiled memory: live (args + "
+                 "outputs + temps, donated counted once)", "vs SFT (LoRA)", "temporaries"],
+                [[r["objective"], f"{r['median_s']:.2f} s",
+                  f"{r['median_s'] / ref['median_s']:.2f}x",
+                  f"{r['live_bytes'] / 1e6:.0f} MB", f"{r['live_bytes'] / ref['live_bytes']:.2f}x",
+                  f"{r['temp_bytes'] / 1e6:.0f} MB"] for r in rows])
     (args.work / "steptime.json").write_text(json.dumps(rows, indent=1))
 
 

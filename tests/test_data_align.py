@@ -51,7 +51,8 @@ def _packed(prompt_weight, seq_len=256):
 
 
 def test_packed_rows_keep_documents_and_their_weights():
-    """Each segment of a packed row is one document: its inputs are the document's tokens, its loss mask the weights of the document's tokens after the first, and
+    """Each segment of a packed row is one document: its inputs are the document's tokens, its
+    loss mask the weights of the document's tokens after the first, and
     no target crosses into the next document or the padding."""
     b, encoded = _packed(0.1)
     seg = b["segment_ids"][0]
@@ -92,7 +93,8 @@ def test_sft_csv_reader_and_its_errors(tmp_path):
                         {"role": "user", "content": "What is 1+1?"},
                         {"role": "assistant", "content": "2"}]
     assert convs[1][0] == {"role": "user", "content": "Hi"}  # empty system: the template's
-    with pytest.raises(DataError, match=r"no column 'system', 'question', 'answer' \(the header has 'sys', 'q', 'a'\); set data.columns"):
+    with pytest.raises(DataError, match=r"no column 'system', 'question', 'answer' \(the "
+                       r"header has 'sys', 'q', 'a'\); set data.columns"):
         chat.read_sft_csv(f)
     f.write_text("system,question,answer\nS,Q,\n")
     with pytest.raises(DataError, match=r"line 2: column 'answer' is empty"):

@@ -194,8 +194,9 @@ def preference_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> di
             for recs, name in ((train, cfg.data.corpus), (held, "validation"))]
     fields = _row_fields(cfg, tokenizer, *rows, unit="pairs")
     fields["validation"] = []  # filled by start, once the reference values are known
+    micro = cfg.train.batch_size // cfg.optim.grad_accum
     fields["start"] = Reference(run, fields["train"], rows[1], fields["validation"],
-                                cfg.train.eval_batches, cfg.train.batch_size // cfg.optim.grad_accum)
+                                cfg.train.eval_batches, micro)
     return fields
 
 

@@ -3,9 +3,10 @@
     model, loss_fn = model_and_objective(cfg, tokenizer_vocab)
 
 "decoder": next-token cross-entropy, or the objective train.objective names: "reward"
-(Bradley-Terry over rankings), "dpo" (align.dpo_loss: sigmoid, ipo, hinge), "ppo", "grpo". "encoder": masked-LM (and next-sentence prediction when
-train.nsp_weight > 0). "vit": classification cross-entropy. "clip": symmetric InfoNCE (its
-vocabulary is the caption tokenizer's). An encoder's vocabulary is the tokenizer's plus two ids
+(Bradley-Terry over rankings), "dpo" (align.dpo_loss: sigmoid, ipo, hinge), "ppo", "grpo".
+"encoder": masked-LM (and next-sentence prediction when train.nsp_weight > 0). "vit":
+classification cross-entropy. "clip": symmetric InfoNCE (its vocabulary is the caption
+tokenizer's). An encoder's vocabulary is the tokenizer's plus two ids
 above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokenizers lack.
 """
 
