@@ -133,7 +133,9 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 12  # sequences per optimizer step (all micro-batches together)
+    # sequences per optimizer step (all micro-batches together); train.objective=reward counts
+    # rankings, dpo pairs, grpo completions (align.group_size per prompt)
+    batch_size: int = 12
     seed: int = 0  # parameters, dropout and batch order all derive from it
     z_loss: float = 0.0  # weight of log(Z)^2 (PaLM); keeps logits from drifting, 1e-4 is usual
     log_every: int = 10  # host syncs are made only at log, eval and save steps

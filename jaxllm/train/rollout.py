@@ -11,7 +11,10 @@ is the initial model without a second copy for LoRA runs (the same tree with eac
 replaced by its frozen base); a full fine-tuning run keeps a frozen copy of its initial
 parameters. Advantages: GRPO's group-relative ones, or PPO's GAE over KL-penalised rewards,
 whitened. A rollout is trained on for align.updates_per_rollout steps (PPO's epochs, GRPO's mu),
-so the ratio to the rollout's policy moves away from 1 and the clip acts.
+so the ratio to the rollout's policy moves away from 1 and the clip acts. Rollout n samples with
+seed (train.seed, n), so a resumed run repeats an uninterrupted one when it resumes at a rollout
+boundary; resumed in the middle of a rollout's updates, it samples that rollout anew from the
+restored parameters.
 
 Rewards: align.reward=match compares the completion with the prompt file's answer
 (data/preferences.py match_reward: a verifiable task); a run directory names a reward model
