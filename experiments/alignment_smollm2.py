@@ -12,8 +12,10 @@ CPU, so each run is sized to finish in minutes. Stages (each reads the earlier o
             and Kendall tau; pairwise accuracy on the held-out programmatic preference pairs
   dpo       DPO from the SFT run: held-out preference accuracy of the implicit reward, greedy
             task accuracy before/after, KL(policy || reference) on sampled completions
-  grpo      GRPO from the SFT run on templated arithmetic (exact-match reward): greedy held-out
-            accuracy per evaluation, train reward and KL per step; the curve as a PNG
+  grpo      GRPO from the SFT run on templated one-digit sums (exact-match reward; the SFT
+            model answers no two-digit sum, so those give every completion reward 0 and GRPO
+            nothing to compare): greedy held-out accuracy per evaluation, train reward and KL
+            per step; the curve as a PNG
   steptime  step time (median of 3) and compiled memory of each objective against SFT, full
             fine-tuning and LoRA, at 4 sequences of --seq tokens per step
 
@@ -307,12 +309,17 @@ def stage_dpo(args):
 
 def stage_grpo(args):
     d = args.work / "data"
+    held = preferences.task_records(16, seed=1, tasks=("sums",))
+    train_records = preferences.task_records(80, seed=0, tasks=("sums",),
+                                             taken={r["prompt"] for r in held})
+    for name, recs in (("sums", train_records), ("sums_heldout", held)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     sft = run_dir(args.work, "sft-w0.0")
-    cfg, cmd = config("grpo", str(sft), f"jsonl:{d}/tasks.jsonl", f"jsonl:{d}/tasks_heldout.jsonl",
-                      steps=args.steps, batch=16, seq=args.seq, lr=1e-3,
-                      extra=["align.group_size=4", "align.max_new_tokens=8",
+    cfg, cmd = config("grpo", str(sft), f"jsonl:{d}/sums.jsonl", f"jsonl:{d}/sums_heldout.jsonl",
+                      steps=args.steps, batch=8, seq=args.seq, lr=1e-3,
+                      extra=["align.group_size=4", "align.max_new_tokens=4",
                              "align.kl_coef=0.04", f"train.eval_every={args.eval_every}",
-                             "train.log_every=1", "train.eval_batches=10"])
+                             "train.log_every=1", "train.eval_batches=2", "optim.warmup_steps=2"])
     out = run_dir(args.work, "grpo")
     summary = train_once(cfg, out)
     m = metrics(out)
@@ -335,7 +342,7 @@ def stage_grpo(args):
     a2.set_xlabel("step")
     a2.set_ylabel("KL to the SFT model (k3, per token)")
     a2.grid(alpha=0.3)
-    fig.suptitle("GRPO on templated arithmetic, SmolLM2-135M-Instruct + LoRA")
+    fig.suptitle("GRPO on one-digit sums, SmolLM2-135M-Instruct + LoRA")
     fig.tight_layout()
     FIGURE.parent.mkdir(exist_ok=True)
     fig.savefig(FIGURE)

@@ -9,6 +9,8 @@ the reward, DPO and RL objectives read.
 
 Tasks (each a prompt, its correct answer and wrong answers of known badness):
   arithmetic  "What is 37 + 48? Answer with the number only."   85; near miss 86 or 95
+  sums        "What is 3 + 4? Answer with the number only."     7 (one digit each: a task small
+              models solve some of the time, so RL has rewards to compare)
   counting    "How many times does 'plum' appear in this list: ...? Answer with the number only."
   one word    "In one word, what is the opposite of 'hot'?"      Cold; a full sentence breaks it
   json        'Reply with a JSON object whose key "sum" holds 37 + 48.'  {"sum": 85}; a near
@@ -33,7 +35,7 @@ from jaxllm.data.chat import chatterbot_pairs, read_jsonl
 from jaxllm.errors import DataError
 from jaxllm.files import atomic_write
 
-TASKS = ("arithmetic", "counting", "one_word", "json")
+TASKS = ("arithmetic", "counting", "one_word", "json")  # and "sums": one-digit additions
 NUMBER_ONLY = "Answer with the number only."
 FRUITS = ("apple", "pear", "plum", "fig", "kiwi", "lime", "date", "peach")
 OPPOSITES = (("hot", "cold"), ("big", "small"), ("fast", "slow"), ("up", "down"),
@@ -55,6 +57,12 @@ def _arithmetic(rng) -> dict:
     value = a + b if op == "+" else a - b
     return {"task": "arithmetic", "prompt": f"What is {a} {op} {b}? {NUMBER_ONLY}",
             "answer": str(value), "value": value, "miss": _near_miss(rng, value)}
+
+
+def _sums(rng) -> dict:
+    a, b = (int(x) for x in rng.integers(0, 10, 2))
+    return {"task": "sums", "prompt": f"What is {a} + {b}? {NUMBER_ONLY}", "answer": str(a + b),
+            "value": a + b, "miss": a + b + int(rng.choice([-1, 1]))}
 
 
 def _counting(rng) -> dict:
@@ -84,7 +92,7 @@ def _json(rng) -> dict:
 
 
 _MAKERS = {"arithmetic": _arithmetic, "counting": _counting, "one_word": _one_word,
-           "json": _json}
+           "json": _json, "sums": _sums}
 
 
 def _draw(n: int, seed: int, tasks, taken: set | None = None) -> list[dict]:
@@ -92,7 +100,7 @@ def _draw(n: int, seed: int, tasks, taken: set | None = None) -> list[dict]:
     task whose few prompts are used up, such as one_word's, stops appearing)."""
     for t in tasks:
         if t not in _MAKERS:
-            raise DataError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+            raise DataError(f"unknown task {t!r}; choose from {', '.join(_MAKERS)}")
     rng = np.random.default_rng(seed)
     out, seen = [], set(taken or ())
     for k in range(100 * n):
@@ -113,7 +121,7 @@ def task_records(n: int, seed: int = 0, tasks=("arithmetic",), taken: set | None
 
 def _pair(item: dict) -> tuple[str, str]:
     """(chosen, rejected) of a task instance."""
-    if item["task"] in ("arithmetic", "counting"):
+    if item["task"] in ("arithmetic", "counting", "sums"):
         return item["answer"], str(item["miss"])
     if item["task"] == "one_word":
         return item["answer"], item["sentence"]
