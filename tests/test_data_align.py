@@ -157,7 +157,9 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
         best = rec["responses"][rec["ranks"].index(0)]
         assert best.isdigit() or best.startswith("-")
         assert sorted(rec["ranks"]) == [0, 1, 2, 3]
-    for rec in preferences.read_prompts(tmp_path / "a/tasks.jsonl"):  # tasks are solvable
+    sums = preferences.task_records(100, seed=2, tasks=("sums",))
+    assert len({r["prompt"] for r in sums}) == 100  # every one-digit sum, once
+    for rec in sums + preferences.read_prompts(tmp_path / "a/tasks.jsonl"):  # solvable
         _, _, a_, op, b_ = rec["prompt"].split("?")[0].split()
         a_, b_ = int(a_), int(b_)
         assert int(rec["answer"]) == (a_ + b_ if op == "+" else a_ - b_)
