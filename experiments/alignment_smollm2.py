@@ -211,7 +211,7 @@ def stage_reward(args):
     d = args.work / "data"
     sft = run_dir(args.work, "sft-w0.0")
     cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings.jsonl",
-                      f"jsonl:{d}/rankings_heldout.jsonl", steps=args.steps, batch=4,
+                      f"jsonl:{d}/rankings_heldout.jsonl", steps=args.steps, batch=2,
                       seq=args.seq, lr=1e-3)
     out = run_dir(args.work, "reward")
     summary = train_once(cfg, out)
