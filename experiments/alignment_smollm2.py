@@ -316,11 +316,13 @@ def stage_grpo(args):
         (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     sft = run_dir(args.work, "sft-w0.0")
     cfg, cmd = config("grpo", str(sft), f"jsonl:{d}/sums.jsonl", f"jsonl:{d}/sums_heldout.jsonl",
-                      steps=args.steps, batch=8, seq=args.seq, lr=1e-3,
+                      steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
                       extra=["align.group_size=4", "align.max_new_tokens=4",
-                             "align.kl_coef=0.04", f"train.eval_every={args.eval_every}",
-                             "train.log_every=1", "train.eval_batches=2", "optim.warmup_steps=2"])
-    out = run_dir(args.work, "grpo")
+                             "align.kl_coef=0.04", f"align.temperature={args.temperature}",
+                             f"train.eval_every={args.eval_every}", "train.log_every=1",
+                             f"train.eval_batches={16 // args.batch or 1}",
+                             "optim.warmup_steps=2"])
+    out = run_dir(args.work, f"grpo{args.tag}")
     summary = train_once(cfg, out)
     m = metrics(out)
     evals = [(r["step"], r["val_accuracy"], r["val_reward"]) for r in m if "val_accuracy" in r]
@@ -345,7 +347,8 @@ def stage_grpo(args):
     fig.suptitle("GRPO on one-digit sums, SmolLM2-135M-Instruct + LoRA")
     fig.tight_layout()
     FIGURE.parent.mkdir(exist_ok=True)
-    fig.savefig(FIGURE)
+    figure = FIGURE.with_name(f"grpo_smollm2{args.tag}.png")
+    fig.savefig(figure)
     print(f"\n```\n{cmd} --out {out}\n```\n")
     print("| step | held-out accuracy (greedy, exact match) | held-out mean reward |")
     print("|---|---|---|")
@@ -355,7 +358,7 @@ def stage_grpo(args):
     print("|---|---|---|")
     for s in steps:
         print(f"| {s[0]} | {s[1]:.3f} | {s[2]:.4f} |")
-    (args.work / "grpo.json").write_text(json.dumps(result, indent=1, default=str))
+    (args.work / f"grpo{args.tag}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
 # --- step time and memory ----------------------------------------------------------------------
@@ -447,6 +450,10 @@ def main():
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--pairs", type=int, default=200, help="dpo: training pairs")
     p.add_argument("--eval-every", type=int, default=5, help="grpo: steps between evaluations")
+    p.add_argument("--batch", type=int, default=8, help="grpo: completions per step (4 a prompt)")
+    p.add_argument("--lr", type=float, default=1e-3, help="grpo: peak learning rate")
+    p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
+    p.add_argument("--tag", default="", help="grpo: suffix of the run directory and figure")
     args = p.parse_args()
     STAGES[args.stage](args)
 
