@@ -14,8 +14,7 @@ naming a mesh axis:
 Activations carry no names except one: every block's residual stream (B, T, D) is split over
 the batch mesh axes when the train step asks for it (`split_activations`). Without it, XLA's
 sharding propagation under FSDP follows the parameters (split along `embed`) and may keep the
-whole batch on every device: a fsdp=8 step's temporaries measured 113 MiB per device against
-20 MiB with the constraint (9 MiB for plain data parallelism).
+whole batch on every device (experiments/RESULTS.md, "Parallel layouts", has the memory).
 
 Shapes in comments: B batch, T query length, S key length, N query heads, K key/value heads,
 G = N // K query heads per key/value head, H head size, D model size, F mlp size.
@@ -228,11 +227,11 @@ class Attention(nn.Module):
 
         mask: None for plain causal (or, for an encoder, full) attention, which the fast paths
         then never materialise; else a boolean (B|1, 1, T, S) mask that includes causality.
-        cache: None, or (keys (B*K, H, S), values (B*K, S, H)); the new keys/values go to slots
-        [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
+        cache: None, or this layer's attention.LayerCache (decoding): the new keys/values go to
+        slots [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
         """
         cfg = self.cfg
-        B, T = x.shape[:2]
+        T = x.shape[1]
         N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
         q = Dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
         k = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
@@ -241,12 +240,8 @@ class Attention(nn.Module):
             q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
         impl = attn_lib.resolve(cfg.attention)
         if cache is not None:
-            ck, cv = cache
-            k = jnp.transpose(k, (0, 2, 3, 1)).reshape(B * K, H, T).astype(ck.dtype)  # (B*K, H, T)
-            v = jnp.swapaxes(v, 1, 2).reshape(B * K, T, H).astype(cv.dtype)  # (B*K, T, H)
-            cache = (jax.lax.dynamic_update_slice(ck, k, (0, 0, cache_index)),
-                     jax.lax.dynamic_update_slice(cv, v, (0, cache_index, 0)))
-            y = attn_lib.cached_attention(q, *cache, mask)
+            cache = cache.write(k, v, cache_index)
+            y = cache.attend(q, mask, impl)
         elif impl == "blocked" and self.causal:
             y = attn_lib.blocked_attention(q, k, v, mask)
         elif impl != "reference" and mask is None:
@@ -322,8 +317,9 @@ def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):
 
     model.scan_unroll=0 (automatic) unrolls the loop completely on CPU, where the loop's stacking
     of every layer's saved activations (zero-filled buffers, dynamic-update-slices, then slices in
-    the backward) costs ~15% of a training step, and keeps a rolled loop (fast compiles) on
-    accelerators. The parameter layout is the same either way.
+    the backward) is a measurable part of a training step (experiments/RESULTS.md, "Training
+    throughput"), and keeps a rolled loop (fast compiles) on accelerators. The parameter layout
+    is the same either way.
     """
     if cfg.remat != "none":
         # prevent_cse=False is safe (and faster) under scan; `train` (last arg) is static.
