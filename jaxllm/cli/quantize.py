@@ -50,7 +50,7 @@ def run(args) -> int:
     from jaxllm.data import BatchIterator, build_data
     from jaxllm.errors import ConfigError
     from jaxllm.models.decoder import init_params
-    from jaxllm.parallel.sharded import abstract_init
+    from jaxllm.models.layers import abstract_init
     from jaxllm.train import Checkpoints, RunDir, TrainState, load_run
 
     if args.method not in transforms.METHODS:

@@ -18,9 +18,14 @@ from pathlib import Path
 import jax
 
 from jaxllm import config as config_lib
+from jaxllm import models, transforms
 from jaxllm.errors import CheckpointError, JaxllmError
 from jaxllm.files import atomic_write, write_json_atomic
+from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.text import load_tokenizer
+from jaxllm.train.checkpoint import Checkpoints
+from jaxllm.transforms import lora
+from jaxllm.transforms.rules import is_transformed
 
 
 class RunDir:
@@ -144,10 +149,6 @@ class LoadedRun:
 
 def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     """Read a run directory's config, tokenizer and parameters (latest checkpoint by default)."""
-    from jaxllm.train.checkpoint import Checkpoints
-    from jaxllm.train.optimizer import make_optimizer
-    from jaxllm.train.objective import model_and_objective
-
     run = RunDir(path)
     cfg = run.load_config()
     tokenizer = run.load_tokenizer() if cfg.model.kind != "vit" else None  # a ViT has none
@@ -159,7 +160,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
-    model = model_and_objective(cfg, tokenizer.vocab_size if tokenizer else 0)[0]
+    model = models.build(cfg.model)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     like = jax.eval_shape(lambda: state_like(cfg, tx))
     state, _ = ckpts.restore(step, like)
@@ -221,16 +222,10 @@ def build_params(cfg: config_lib.Config, rng, base_params=None):
 def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
     """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
     arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
-    from jaxllm import transforms
-    from jaxllm.transforms.rules import is_transformed
-    from jaxllm.train.objective import init_function
-
-    init = init_function(cfg.model.kind)
     if base_params is None:
-        params, axes = init(cfg.model, rng)
+        params, axes = models.init_params(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
-        from jaxllm.parallel.sharded import abstract_init
-        params, axes = base_params, abstract_init(lambda r: init(cfg.model, r), rng)[1]
+        params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
@@ -244,14 +239,11 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
 
 def trainable_fn(cfg: config_lib.Config):
     """What a run trains: None (every parameter) or LoRA's mask function."""
-    from jaxllm.transforms import lora
     return lora.trainable if cfg.train.lora else None
 
 
 def state_like(cfg: config_lib.Config, tx):
     """A TrainState of the run's structure (a quantized, non-LoRA run keeps no optimizer state)."""
-    from jaxllm.train.step import TrainState
-
     params = build_params(cfg, jax.random.PRNGKey(cfg.train.seed))
     if cfg.model.weights and not cfg.train.lora:
         return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
