@@ -6,7 +6,8 @@
     small = index.quantized()                                   # int8 codes, one step per vector
 
 Metrics: "cosine" (vectors and queries L2-normalised, score = cosine similarity), "dot" (raw
-inner product) and "l2" (score = minus the Euclidean distance, so that higher is better).
+inner product) and "l2" (score = minus the squared Euclidean distance, so that higher is better;
+squared, because the square root of |q|^2 - 2 q.v + |v|^2 near 0 would magnify its rounding).
 
 On a mesh, the vectors are split along the mesh's `data` axis (rows padded to a multiple of its
 size): each device scores its rows and keeps its own top k, the k x devices candidates are
@@ -52,7 +53,7 @@ def _local_top_k(rows, step, sq_norms, valid, queries, *, k, metric):
     s = jnp.dot(queries, rows.T, precision=jax.lax.Precision.HIGHEST)  # (Q, n)
     if metric == "l2":
         q2 = jnp.sum(queries * queries, axis=-1, keepdims=True)
-        s = -jnp.sqrt(jnp.maximum(q2 - 2 * s + sq_norms[None, :], 0.0))
+        s = -jnp.maximum(q2 - 2 * s + sq_norms[None, :], 0.0)
     s = jnp.where(valid[None, :], s, -jnp.inf)
     return jax.lax.top_k(s, k)
 
