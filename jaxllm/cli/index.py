@@ -82,7 +82,8 @@ def _eval(args) -> int:
     if args.queries:
         sets = {"queries": load_queries(args.queries)}
     else:
-        sets = index.extra.get("eval_sets") or {}
+        sets = {name: qs for name, qs in (index.extra.get("eval_sets") or {}).items()
+                if name != "train"}  # the training queries are for fitting, not measuring
         if not sets:
             raise DataError(f"{args.index} has no saved evaluation queries; pass --queries "
                             f"FILE.jsonl")
