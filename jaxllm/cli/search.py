@@ -40,7 +40,7 @@ def run(args) -> int:
     if args.rerank:
         from jaxllm.retrieval.rerank import load_reranker
 
-        reranker = load_reranker(args.rerank)
+        reranker = load_reranker(args.rerank, index=index)
     results = index.search(args.query, mode=args.mode, k=args.k, alpha=args.alpha,
                            fusion=args.fusion, filter=args.filter, docs_first=args.docs_first,
                            reranker=reranker, candidates=args.candidates)

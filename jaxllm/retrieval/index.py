@@ -100,6 +100,7 @@ class Index:
         self.extra = extra or {}  # saved with the index (evaluation sets)
         self._encoder = None
         self._columns = None
+        self.path = None  # the folder it was loaded from or last saved to
 
     # ---- building --------------------------------------------------------------------------
 
@@ -260,19 +261,20 @@ class Index:
     def search(self, query: str | list[str], *, mode: str = "bm25", k: int = 10,
                alpha: float = 0.5, fusion: str = "rsf", filter=None,
                docs_first: int | None = None, reranker=None, candidates: int = 100,
-               encoder: str | None = None, mesh=None):
+               encoder: str | None = None, query_vectors: np.ndarray | None = None, mesh=None):
         """Results for one query (a list of Result) or for several (a list of lists).
 
         mode: "bm25", "dense" or "hybrid" (alpha: 0 = BM25 only, 1 = vector only; fusion "rsf"
         or "rrf" over the top `candidates` of each); filter: metadata conditions applied before
         the top k (see filters.py); docs_first: pick that many documents by abstract first;
-        reranker: an object with .score(query, texts) that reorders the top `candidates`."""
+        reranker: an object with .score(query, texts) that reorders the top `candidates`;
+        query_vectors: the queries already embedded (by the index's encoder)."""
         single = isinstance(query, str)
         queries = [query] if single else list(query)
         depth = max(candidates, k) if reranker is not None else k
         hits = self.search_hits(queries, mode=mode, k=depth, alpha=alpha, fusion=fusion,
                                 filter=filter, docs_first=docs_first, candidates=candidates,
-                                encoder=encoder, mesh=mesh)
+                                encoder=encoder, query_vectors=query_vectors, mesh=mesh)
         results = []
         for q, h in zip(queries, hits):
             ids, scores = h.ids, np.asarray(h.scores, np.float64)
@@ -332,6 +334,7 @@ class Index:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write(path / "CURRENT", name + "\n")
+        self.path = path
         for old in versions:
             shutil.rmtree(path / f"v{old}", ignore_errors=True)
 
@@ -388,6 +391,7 @@ class Index:
                    abstracts=abstracts,
                    extra=json.loads((folder / "extra.json").read_text(encoding="utf-8")))
         index._encoder = encoder
+        index.path = path
         return index
 
 
