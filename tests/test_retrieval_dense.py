@@ -48,8 +48,10 @@ def test_dense_equals_numpy_and_sharded_equals_one_device(data, metric):
         for a, b, (ref_ids, ref_s) in zip(one, many, reference(vectors, queries, metric, k, mask)):
             np.testing.assert_array_equal(a.ids, ref_ids)
             np.testing.assert_allclose(a.scores, ref_s, rtol=1e-5, atol=1e-5)
+            # the same rows and order; a score may differ in its last bit (XLA picks its
+            # product kernel by shape, and a device holds 1/8 of the rows)
             np.testing.assert_array_equal(a.ids, b.ids)
-            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-7)
         if metric != "dot" and mask is None:  # query 0 is row 7 (= row 150): 7, then 150
             assert list(one[0].ids[:2]) == [7, 150]
 
