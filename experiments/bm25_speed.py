@@ -7,6 +7,11 @@
            --docs /tmp/peerdata/paragraphs_100k.txt --top-out /tmp/numba.npz --build-runs 3" \
       --b ".venv/bin/python experiments/bm25_speed.py --docs /tmp/peerdata/paragraphs_100k.txt"
 
+Or both sides alternately, with the medians and per-pair ratios (jaxllm / bm25s numba):
+
+    flock /tmp/jaxllm-bench.lock python experiments/bm25_speed.py --compare-pairs 3 \
+      --docs /tmp/peerdata/paragraphs_100k.txt --peer-script ../shared/peers/05_bm25.py
+
 The same measurement as the peer's child process, on the same files: documents one per line,
 the peer's tokenizer (lowercase + regex \\w+, no stop words, no stemming), k1=1.5, b=0.75, the
 "lucene" variant (bm25s's default); build = token lists -> ready index (`--build-runs` timed
@@ -25,6 +30,7 @@ import re
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +42,34 @@ def read_lines(path):
         return [line for line in f.read().split("\n") if line]
 
 
+def compare(args):
+    """jaxllm (this file) and the peer's bm25s numba child, alternately, --pairs times."""
+    import subprocess
+    import sys
+
+    peer = [str(Path.home() / ".venv-peers/bin/python"), "-P", args.peer_script, "--child",
+            "--lib", "bm25s_numba", "--docs", args.docs, "--top-out", "/tmp/bm25_peer_top.npz",
+            "--build-runs", str(args.build_runs), "--query-runs-big", str(args.query_runs)]
+    ours = [sys.executable, __file__, "--docs", args.docs, "--build-runs", str(args.build_runs),
+            "--query-runs", str(args.query_runs)]
+    rows = []
+    for i in range(args.pairs):
+        a = json.loads(subprocess.run(peer, capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1])
+        b = json.loads(subprocess.run(ours, capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1])
+        rows.append({"peer_qps": a["queries"]["batch"]["qps_median"],
+                     "jaxllm_qps": b["queries"]["batch"]["qps_median"],
+                     "peer_build_s": a["build_s"]["median"], "jaxllm_build_s": b["build_s"]["median"],
+                     "peer_peak_MiB": a["peak_rss_MiB"], "jaxllm_peak_MiB": b["peak_rss_MiB"]})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    med["qps_ratio_per_pair"] = [round(r["jaxllm_qps"] / r["peer_qps"], 2) for r in rows]
+    med["build_ratio_per_pair"] = [round(r["jaxllm_build_s"] / r["peer_build_s"], 2)
+                                   for r in rows]
+    print(json.dumps({"bench": "bm25_compare", "pairs": rows, "median": med}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", default="/tmp/peerdata/paragraphs_100k.txt")
@@ -43,7 +77,13 @@ def main():
     ap.add_argument("--build-runs", type=int, default=3)
     ap.add_argument("--query-runs", type=int, default=3)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--compare-pairs", dest="pairs", type=int, default=0,
+                    help="run the bm25s numba peer and this alternately, that many pairs")
+    ap.add_argument("--peer-script", default=str(Path(__file__).resolve().parents[2] / "shared"
+                                                 / "peers" / "05_bm25.py"))
     args = ap.parse_args()
+    if args.pairs:
+        return compare(args)
     from jaxllm.retrieval.sparse import SparseIndex, SparseParams
 
     docs = read_lines(args.docs)

@@ -37,6 +37,18 @@ def table(rows, header) -> str:
     return "\n".join(out)
 
 
+class QueryVectors:
+    """Each set's queries embedded once."""
+
+    def __init__(self, index):
+        self.index, self.done = index, {}
+
+    def __call__(self, name, queries):
+        if name not in self.done:
+            self.done[name] = self.index.embed_queries([q["query"] for q in queries])
+        return self.done[name]
+
+
 def groups(queries):
     """The query groups reported: each type, and all of them together when several."""
     by_type = {}
@@ -49,8 +61,8 @@ def groups(queries):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bbc", required=True, help="index folder built from --corpus bbc")
-    ap.add_argument("--chat", required=True, help="index folder built from --corpus chatterbot")
+    ap.add_argument("--bbc", default=None, help="index folder built from --corpus bbc")
+    ap.add_argument("--chat", default=None, help="index folder built from --corpus chatterbot")
     ap.add_argument("--rerank", default="", help="comma-separated: cross, llm")
     ap.add_argument("--rerank-queries", type=int, default=20,
                     help="queries per group that the rerankers score (the LLM is slow on CPU)")
@@ -70,14 +82,11 @@ def main():
     alpha_rows = []
     for corpus, path, test_sets in (("bbc", args.bbc, ("known-item", "types")),
                                     ("chatterbot", args.chat, ("qa",))):
+        if path is None:
+            continue
         index = Index.load(path)
         sets = eval_sets(corpus, load_corpus(corpus))  # the same sets `index build` saves
-        embed = {}
-
-        def vectors(name, qs):
-            if name not in embed:
-                embed[name] = index.embed_queries([q["query"] for q in qs])
-            return embed[name]
+        vectors = QueryVectors(index)
 
         # alpha chosen on the training queries
         train = sets["train"]
@@ -144,7 +153,7 @@ def main():
     print(out)
     if args.append:
         cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
             if ln.startswith("Model name")), platform.processor())
         import jax
 

@@ -1,5 +1,7 @@
 """Analysis, chunking and the shipped corpora of jaxllm.retrieval."""
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -81,7 +83,7 @@ def test_window_chunks_invariants(words, size, data):
     assert chunks[0][0:1] == words[0:1] and chunks[-1][-1] == words[-1]
     # consecutive windows share exactly `overlap` words, and together cover the text once
     rebuilt = list(chunks[0])
-    for prev, c in zip(chunks, chunks[1:]):
+    for prev, c in itertools.pairwise(chunks):
         assert len(prev) == size and c[:overlap] == prev[size - overlap:]
         rebuilt += c[overlap:]
     assert rebuilt == words

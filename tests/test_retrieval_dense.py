@@ -4,10 +4,10 @@ against a worked example, and MiniLM end to end."""
 import jax
 import numpy as np
 import pytest
+from retrieval_helpers import DOCS
 
 from jaxllm.errors import ConfigError
 from jaxllm.retrieval import DenseIndex, Hits, Index, fuse
-from retrieval_helpers import DOCS
 
 
 def reference(vectors, queries, metric, k, allowed=None):

@@ -12,7 +12,7 @@ BODY = ("British hurdler Sarah Claxton is confident she can win her first major 
 
 def test_bbc_sets_rules_and_split():
     docs = [Document(f"d{i}", f"{BODY} unique{i} token{i % 3}", "Claxton hunting first major "
-                     f"medal's chances", {}) for i in range(50)]
+                     "medal's chances", {}) for i in range(50)]
     sets = bbc_sets(docs)
     assert [q["id"] for q in sets["known-item"]] == [f"ki{i}" for i in range(0, 50, 5)]
     by_type = {q["type"]: q for q in sets["types"] if q["relevant"] == ["d1"] or

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import error_of
+from retrieval_helpers import DOCS, HashEncoder
+
 from jaxllm.cli.main import main
 from jaxllm.errors import CheckpointError, ConfigError, DataError
 from jaxllm.retrieval import Chunking, Filter, Index
-from retrieval_helpers import DOCS, HashEncoder
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def index():
 def test_filter_conditions():
     cols = {"category": ["sport", "sport", "tech", None, "business"],
             "year": [2004, 2005, None, 2005, 2006]}
-    mask = lambda spec: Filter.parse(spec).mask(cols).tolist()  # noqa: E731
+    mask = lambda spec: Filter.parse(spec).mask(cols).tolist()
     assert mask("category=sport") == [True, True, False, False, False]
     assert mask("category=sport|tech") == [True, True, True, False, False]
     assert mask({"category": ["tech", "business"]}) == [False, False, True, False, True]

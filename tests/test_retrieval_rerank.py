@@ -4,11 +4,11 @@ reranker's left-padded batch against the plain forward of each prompt."""
 import jax
 import numpy as np
 import pytest
+from retrieval_helpers import DOCS
 
 from jaxllm.errors import CheckpointError
 from jaxllm.retrieval import Chunking, Index
 from jaxllm.retrieval.rerank import CrossEncoder, LLMReranker, train_cross_encoder
-from retrieval_helpers import DOCS
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def cross():
 def test_cross_encoder_pairs_and_batching(cross):
     tok = cross.base.tokenizer
     q, p = tok.encode("oil prices"), tok.encode("Oil prices rose as the cartel cut output.")
-    tokens, types, mask = cross.encode_pairs("oil prices", ["Oil prices rose as the cartel "
-                                                            "cut output.", "x " * 40])
+    passage = "Oil prices rose as the cartel cut output."
+    tokens, types, mask = cross.encode_pairs("oil prices", [passage, "x " * 40])
     row = [cross.cls] + q + [cross.sep] + p + [cross.sep]
     assert tokens.shape == (2, 64) and tokens[0, :len(row)].tolist() == row
     assert types[0, :len(row)].tolist() == [0] * (len(q) + 2) + [1] * (len(p) + 1)

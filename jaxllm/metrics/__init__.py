@@ -5,3 +5,5 @@
 """
 
 from jaxllm.metrics.ir import evaluate, evaluate_per_query
+
+__all__ = ["evaluate", "evaluate_per_query"]
