@@ -67,6 +67,12 @@ def main():
     ap.add_argument("--rerank-queries", type=int, default=20,
                     help="queries per group that the rerankers score (the LLM is slow on CPU)")
     ap.add_argument("--candidates", type=int, default=20, help="reranked candidates per query")
+    ap.add_argument("--rerank-groups", default="", help="comma-separated query groups to rerank "
+                    "(default: all)")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="the hybrid alpha (default: chosen on the training queries)")
+    ap.add_argument("--no-base", action="store_true",
+                    help="only the reranker rows (the other tables were printed before)")
     ap.add_argument("--append", action="store_true")
     args = ap.parse_args()
 
@@ -88,14 +94,25 @@ def main():
         sets = eval_sets(corpus, load_corpus(corpus))  # the same sets `index build` saves
         vectors = QueryVectors(index)
 
+        if index.encoder_info is None:  # a BM25-only index: its rows alone
+            rows = []
+            for set_name in test_sets:
+                for group, qs in groups(sets[set_name]).items():
+                    t = evaluate_index(index, qs, mode="bm25")["all"]
+                    rows.append([corpus, group, len(qs), "BM25"] + [f"{t[m]:.3f}" for m in METRICS])
+            lines.append(table(rows, ["corpus", "queries", "n", "configuration", *METRICS]))
+            continue
         # alpha chosen on the training queries
         train = sets["train"]
-        sweep = {a: evaluate_index(index, train, mode="hybrid", alpha=a,
-                                   query_vectors=vectors("train", train))["all"]["mrr@10"]
-                 for a in ALPHAS}
-        best = max(ALPHAS, key=lambda a: (sweep[a], -abs(a - 0.5)))
-        alpha_rows.append([corpus, "train (chooses alpha)"]
-                          + [f"{sweep[a]:.3f}" for a in ALPHAS])
+        if args.alpha is not None:  # chosen by an earlier run
+            best = args.alpha
+        else:
+            sweep = {a: evaluate_index(index, train, mode="hybrid", alpha=a,
+                                       query_vectors=vectors("train", train))["all"]["mrr@10"]
+                     for a in ALPHAS}
+            best = max(ALPHAS, key=lambda a: (sweep[a], -abs(a - 0.5)))
+            alpha_rows.append([corpus, "train (chooses alpha)"]
+                              + [f"{sweep[a]:.3f}" for a in ALPHAS])
         configs = [("BM25", {"mode": "bm25"}), ("dense", {"mode": "dense"}),
                    ("hybrid alpha 0.5", {"mode": "hybrid", "alpha": 0.5}),
                    (f"hybrid alpha {best} (best on train)", {"mode": "hybrid", "alpha": best}),
@@ -113,14 +130,17 @@ def main():
             pos = {q["id"]: i for i, q in enumerate(qs_all)}
             for group, qs in groups(qs_all).items():
                 qv = vecs_all[[pos[q["id"]] for q in qs]]
-                for label, kw in configs:
+                for label, kw in configs if not args.no_base else ():
                     t = evaluate_index(index, qs, query_vectors=qv, **kw)["all"]
                     rows.append([corpus, group, len(qs), label]
                                 + [f"{t[m]:.3f}" for m in METRICS])
-                if group == "all types" or len(groups(qs_all)) == 1 or set_name == "known-item":
+                if not args.no_base and (group == "all types" or len(groups(qs_all)) == 1
+                                         or set_name == "known-item"):
                     sw = [evaluate_index(index, qs, query_vectors=qv, mode="hybrid",
                                          alpha=a)["all"]["mrr@10"] for a in ALPHAS]
                     alpha_rows.append([corpus, group] + [f"{v:.3f}" for v in sw])
+                if args.rerank_groups and group not in args.rerank_groups.split(","):
+                    continue
                 for rname, reranker in rerankers.items():
                     sub = qs[:args.rerank_queries]
                     qv_sub = qv[:len(sub)]
