@@ -113,6 +113,22 @@ def test_evaluate_index_keeps_the_search_order(index):
     assert table["all"]["n"] == 1
 
 
+def test_reranker_reorders_the_same_candidates(index):
+    """A reranker sees the top `candidates` of the plain search (same fusion pool) and only
+    reorders them: here by text length, longest first."""
+    class ByLength:
+        def score(self, query, texts):
+            return np.array([len(t) for t in texts], float)
+
+    for mode in ("bm25", "hybrid"):
+        plain = index.search("the match final cup", mode=mode, k=4)
+        reranked = index.search("the match final cup", mode=mode, k=4, reranker=ByLength(),
+                                candidates=4)
+        assert {r.id for r in reranked} == {r.id for r in plain}
+        assert [len(r.text) for r in reranked] == sorted((len(r.text) for r in plain),
+                                                         reverse=True)
+
+
 def test_search_errors(index):
     with pytest.raises(ConfigError, match="alpha=1.5"):
         index.search("x", mode="hybrid", alpha=1.5)

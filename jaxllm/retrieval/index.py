@@ -211,7 +211,7 @@ class Index:
 
     def search_hits(self, queries: list[str], *, mode: str = "bm25", k: int = 10,
                     alpha: float = 0.5, fusion: str = "rsf", filter=None,
-                    docs_first: int | None = None, candidates: int = 100, encoder=None,
+                    docs_first: int | None = None, pool: int = 100, encoder=None,
                     query_vectors: np.ndarray | None = None, mesh=None) -> list[Hits]:
         """Chunk numbers and scores per query (see `search`)."""
         if mode not in MODES:
@@ -227,7 +227,7 @@ class Index:
                 and np.shape(query_vectors)[-1] != self.dense.dim:
             raise ConfigError(f"query vectors of dimension {np.shape(query_vectors)[-1]} do not "
                               f"match the index's {self.dense.dim} ({self.encoder_info['name']})")
-        n_cand = max(candidates, k) if mode == "hybrid" else k
+        n_cand = max(pool, k) if mode == "hybrid" else k
         analyzed = self.analyzer.analyze(queries) if mode != "dense" else None
         if docs_first:
             if isinstance(docs_first, bool) or not isinstance(docs_first, int) or docs_first < 1:
@@ -260,12 +260,13 @@ class Index:
 
     def search(self, query: str | list[str], *, mode: str = "bm25", k: int = 10,
                alpha: float = 0.5, fusion: str = "rsf", filter=None,
-               docs_first: int | None = None, reranker=None, candidates: int = 100,
+               docs_first: int | None = None, reranker=None, candidates: int = 20,
+               pool: int = 100,
                encoder: str | None = None, query_vectors: np.ndarray | None = None, mesh=None):
         """Results for one query (a list of Result) or for several (a list of lists).
 
         mode: "bm25", "dense" or "hybrid" (alpha: 0 = BM25 only, 1 = vector only; fusion "rsf"
-        or "rrf" over the top `candidates` of each); filter: metadata conditions applied before
+        or "rrf" over the top `pool` of each list); filter: metadata conditions applied before
         the top k (see filters.py); docs_first: pick that many documents by abstract first;
         reranker: an object with .score(query, texts) that reorders the top `candidates`;
         query_vectors: the queries already embedded (by the index's encoder)."""
@@ -273,7 +274,7 @@ class Index:
         queries = [query] if single else list(query)
         depth = max(candidates, k) if reranker is not None else k
         hits = self.search_hits(queries, mode=mode, k=depth, alpha=alpha, fusion=fusion,
-                                filter=filter, docs_first=docs_first, candidates=candidates,
+                                filter=filter, docs_first=docs_first, pool=pool,
                                 encoder=encoder, query_vectors=query_vectors, mesh=mesh)
         results = []
         for q, h in zip(queries, hits):
