@@ -45,7 +45,8 @@ def state():
             "mallopt": list(MALLOPT_CALLS)}
 
 before = state()
-import jaxllm, jaxllm.data, jaxllm.infer, jaxllm.pretrained, jaxllm.train
+import jaxllm, jaxllm.data, jaxllm.infer, jaxllm.metrics, jaxllm.pretrained, jaxllm.retrieval
+import jaxllm.train
 from jaxllm.data import tfds_builder
 from jaxllm.infer import vision
 import numpy as np
