@@ -13,7 +13,11 @@ GPT = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, d_model=32)
 LLAMA = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
                     positions="rope", rope_theta=100.0, norm="rmsnorm", mlp="swiglu",
                     use_bias=False, tie_embeddings=False)
-CONFIGS = {"gpt": GPT, "llama": LLAMA}
+# SmolLM2-135M's shape in miniature: 9 query heads over 3 kv heads, tied embeddings, RoPE 1e5
+SMOL = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=9, n_kv_heads=3, head_dim=8,
+                   d_model=32, d_ff=64, positions="rope", rope_theta=1e5, norm="rmsnorm",
+                   mlp="swiglu", use_bias=False, tie_embeddings=True)
+CONFIGS = {"gpt": GPT, "llama": LLAMA, "smol": SMOL}
 
 
 @functools.lru_cache(maxsize=None)

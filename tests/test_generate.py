@@ -1,7 +1,9 @@
-"""Generation: the KV cache changes nothing (greedy), batching changes nothing, the samplers
-draw from the distributions they claim, stop tokens stop, bad requests are refused."""
+"""Generation: the KV cache changes no logits on either decode path, batching changes nothing,
+the samplers draw from the distributions they claim, stop tokens stop, bad requests are
+refused."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,20 +19,39 @@ from jaxllm.models.decoder import Decoder
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7]]
 
 
-# 25: past the context of 16, the window slides. A context of 150 grows the cache: through 64
-# and 77 slots for 70 new tokens after the 7-token prompt, through 64, 128 and 150 for 160 new
-# (then the window slides); every phase must continue where the last one stopped.
-@pytest.mark.parametrize("name, max_len, new", [
-    ("gpt", 16, 6), ("gpt", 16, 25), ("llama", 16, 6), ("llama", 16, 25),
-    ("llama", 150, 70), ("llama", 150, 160)])
-def test_greedy_is_the_same_with_and_without_cache(name, max_len, new):
+@functools.partial(jax.jit, static_argnums=0)
+def full_forward(cfg, params, tokens):
+    return Decoder(cfg).apply({"params": params}, tokens)
+
+
+# 12 new tokens after the 7-token prompt pass the context of 16 (the window slides); a context
+# of 80 makes the cache grow (64, then 80 slots) before it slides. Every phase must continue
+# where the last one stopped.
+@pytest.mark.parametrize("name, max_len, new", [("gpt", 16, 12), ("llama", 16, 12),
+                                                ("smol", 80, 90)])
+def test_both_decode_paths_give_the_logits_of_the_full_forward_per_step(name, max_len, new):
+    """Sampled tokens (temperature 1, a fixed seed) and the logits each was drawn from, step by
+    step: both decode paths with the KV cache against the loop without it and, while the whole
+    sequence fits the context, against one plain forward pass over each row's sequence."""
     cfg = dataclasses.replace(CONFIGS[name], max_len=max_len)
     model, params = Decoder(cfg), noisy_params(cfg)
-    cached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0)
-    uncached = generate(model, params, PROMPTS, max_new_tokens=new, temperature=0,
-                        use_cache=False)
-    assert cached == uncached
-    assert [len(c) for c in cached] == [new] * 3
+    runs = {path: generate(model, params, PROMPTS, max_new_tokens=new, seed=3, decode_path=path,
+                           return_logits=True) for path in ("cpu", "accelerator")}
+    tokens, logits = generate(model, params, PROMPTS, max_new_tokens=new, seed=3,
+                              use_cache=False, return_logits=True)
+    assert [len(t) for t in tokens] == [new] * 3
+    steps = max_len - max(map(len, PROMPTS))  # the steps before the window slides
+    rows = np.zeros((3, max_len), np.int32)  # right-padded: causal, so nothing leaks back
+    for row, (prompt, toks) in enumerate(zip(PROMPTS, tokens)):
+        rows[row, :len(prompt) + steps] = prompt + toks[:steps]
+    full = np.asarray(full_forward(cfg, params, rows))
+    for row, prompt in enumerate(PROMPTS):
+        want = full[row, len(prompt) - 1:len(prompt) - 1 + steps]
+        np.testing.assert_allclose(logits[row][:steps], want, atol=1e-5, rtol=1e-5)
+        for path, (got_tokens, got_logits) in runs.items():
+            assert got_tokens[row] == tokens[row], path
+            np.testing.assert_allclose(got_logits[row], logits[row], atol=1e-5, rtol=1e-5,
+                                       err_msg=path)
 
 
 def test_greedy_matches_step_by_step_argmax_of_full_forward():
@@ -44,8 +65,8 @@ def test_greedy_matches_step_by_step_argmax_of_full_forward():
 
 
 def test_other_params_are_not_decoded_with_the_previous_calls_weights():
-    """generate keeps the decode-ready weights of the params it last saw: params of the same
-    shapes, or the same params updated in place of their leaves, must not reuse them."""
+    """The CPU decode path keeps its copy of the weights of the params it last saw: params of
+    the same shapes, or the same params updated in place of their leaves, must not reuse it."""
     model = Decoder(GPT)
     first, second = noisy_params(GPT, seed=1), noisy_params(GPT, seed=2)
     forward = jax.jit(lambda p, t: model.apply({"params": p}, t))
@@ -140,6 +161,7 @@ def test_stop_tokens_cut_each_row():
     ({"top_p": 0.0}, "top_p"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
     ({"vocab_size": 38}, "vocab_size=38"),
+    ({"decode_path": "gpu"}, "decode_path='gpu'"),
 ])
 def test_bad_requests_are_refused(kwargs, match):
     model, params = Decoder(GPT), noisy_params(GPT)
