@@ -50,7 +50,7 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
-    from jaxllm.train.run import pretrained_name
+    from jaxllm.train.params import pretrained_name
     # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
     # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.
     from_pretrained = args.batches is None and pretrained_name(cfg.train.init_from)
@@ -89,7 +89,6 @@ def run(args) -> int:
 
 def _run_pretrained(args) -> int:
     from jaxllm import pretrained
-    from jaxllm.data.tfds_builder import load_split_texts
     from jaxllm.errors import DataError
 
     m = pretrained.load(args.model)

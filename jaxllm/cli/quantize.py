@@ -114,7 +114,7 @@ def _pretrained_as_run(name: str):
 
     from jaxllm import config as config_lib, pretrained
     from jaxllm.train import LoadedRun, RunDir
-    from jaxllm.train.run import with_pretrained_model
+    from jaxllm.train.params import with_pretrained_model
 
     lm = pretrained.load(name)
     cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), name)
