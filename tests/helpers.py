@@ -84,15 +84,15 @@ def error_of(argv, capsys) -> str:
     return lines[0]
 
 
-def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64):
+def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):
     """Register `name` as a small Llama-style PretrainedDecoder over bytes (random weights of
     the model's shapes), so that --model / --init-from paths run in seconds; the registered
     smollm2-135m-instruct takes the same code path."""
     from jaxllm import pretrained
     from jaxllm.text import ByteTokenizer
 
-    cfg = ModelConfig(vocab_size=256, max_len=max_len, n_layers=2, n_heads=4, n_kv_heads=2,
-                      d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu",
+    cfg = ModelConfig(vocab_size=256, max_len=max_len, n_layers=n_layers, n_heads=4,
+                      n_kv_heads=2, d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu",
                       use_bias=False, scan_unroll=1)
     rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
     params = jax.tree_util.tree_map(

@@ -1,6 +1,11 @@
 """Every post-training objective computes on a data=2,fsdp=2,tensor=2 mesh what it computes on
 one device: the loss of each step and the parameters after two LoRA steps (the trainer's own
-state set-up, train.loop._initial_state, on both)."""
+state set-up, train.loop._initial_state, on both). SFT is the causal LM loss with a weighted
+loss mask: LoRA on this mesh is tests/test_parallel_misc.py's QLoRA case, masked rows
+tests/test_parallel_layouts.py's packed case.
+
+One layer and LoRA on attention only: each objective's two train steps compile in ~60% of the
+time of two layers with LoRA everywhere; the layers are one scanned block either way."""
 
 from dataclasses import replace
 
@@ -15,7 +20,7 @@ from jaxllm.train.objective import model_and_objective
 from jaxllm.train.params import trainable_fn
 from jaxllm.train.step import make_train_step
 
-MODEL = ModelConfig(vocab_size=64, max_len=12, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
+MODEL = ModelConfig(vocab_size=64, max_len=12, n_layers=1, n_heads=4, n_kv_heads=2, d_model=32,
                     positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
                     attention="reference", scan_unroll=1, value_head=True)
 LOSS_ATOL, PARAM_ATOL = 2e-5, 1e-4  # as tests/test_parallel_layouts.py
@@ -24,8 +29,6 @@ LOSS_ATOL, PARAM_ATOL = 2e-5, 1e-4  # as tests/test_parallel_layouts.py
 def batch(objective, rng, T=12, V=64):
     ids = lambda *s: rng.integers(1, V, s).astype(np.int32)  # noqa: E731
     mask = (np.arange(T) >= 4).astype(np.float32)  # a 4-token prompt, then the completion
-    if objective == "lm":
-        return {"inputs": ids(8, T), "targets": ids(8, T), "loss_mask": np.tile(mask, (8, 1))}
     if objective == "reward":
         return {"inputs": ids(4, 2, T), "last": rng.integers(4, T, (4, 2)).astype(np.int32),
                 "ranks": np.tile(np.array([1, 0], np.int32), (4, 1))}
@@ -50,7 +53,7 @@ def batch(objective, rng, T=12, V=64):
 def run(objective, mesh):
     cfg = Config(model=MODEL, optim=OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"),
                  train=TrainConfig(steps=2, batch_size=8, objective=objective,
-                                   lora="rank=2,alpha=4,targets=all"),
+                                   lora="rank=2,alpha=4,targets=attn"),
                  parallel=ParallelConfig(mesh=mesh))
     cfg = replace(cfg, align=replace(cfg.align, group_size=2))
     model, loss_fn = model_and_objective(cfg, 64)
@@ -65,14 +68,13 @@ def run(objective, mesh):
 
 
 @pytest.mark.slow
-def test_every_objective_on_a_mesh_equals_one_device():
-    for objective in ("lm", "reward", "dpo", "ppo", "grpo"):
-        want_losses, want = run(objective, "")
-        losses, got = run(objective, "data=2,fsdp=2,tensor=2")
-        np.testing.assert_allclose(losses, want_losses, rtol=0, atol=LOSS_ATOL,
-                                   err_msg=objective)
-        assert want_losses[0] != want_losses[1]  # the first step changed the parameters
-        for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want),
-                              jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
-            np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL,
-                                       err_msg=f"{objective} {jax.tree_util.keystr(path[0])}")
+@pytest.mark.parametrize("objective", ["reward", "dpo", "ppo", "grpo"])
+def test_every_objective_on_a_mesh_equals_one_device(objective):
+    want_losses, want = run(objective, "")
+    losses, got = run(objective, "data=2,fsdp=2,tensor=2")
+    np.testing.assert_allclose(losses, want_losses, rtol=0, atol=LOSS_ATOL)
+    assert want_losses[0] != want_losses[1]  # the first step changed the parameters
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want),
+                          jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL,
+                                   err_msg=jax.tree_util.keystr(path[0]))
