@@ -401,7 +401,7 @@ def stage_steptime(args):
         if not spec:
             cfg = config_lib.apply_overrides(cfg, ["train.lora="])
         cfg = config_lib.validate(cfg)
-        model, loss_fn = model_and_objective(cfg, cfg.model.vocab_size)
+        _, loss_fn = model_and_objective(cfg, cfg.model.vocab_size)
         tx = make_optimizer(cfg.optim, cfg.train.steps)
         trainable = trainable_fn(cfg)
         base = pretrained.load(NAME).params
@@ -428,8 +428,9 @@ def stage_steptime(args):
         del state, compiled
     ref = rows[1]
     print_table([f"objective (4 sequences x {args.seq} tokens per step)",
-                 "step time, median of 3", "vs SFT (LoRA)", "compiled memory: live (args + "
-                 "outputs + temps, donated counted once)", "vs SFT (LoRA)", "temporaries"],
+                 "step time, median of 3", "vs SFT (LoRA)",
+                 "compiled memory: live (args + outputs + temps, donated counted once)",
+                 "vs SFT (LoRA)", "temporaries"],
                 [[r["objective"], f"{r['median_s']:.2f} s",
                   f"{r['median_s'] / ref['median_s']:.2f}x",
                   f"{r['live_bytes'] / 1e6:.0f} MB", f"{r['live_bytes'] / ref['live_bytes']:.2f}x",

@@ -62,7 +62,7 @@ def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
     assert (files / "dpo" / "reference.npz").exists()
     # the first rollout's policy is the LoRA-off reference: KL 0; later steps log reward and KL
     for rl_run in ("grpo", "ppo"):
-        first = [r for r in rows(runs[rl_run]) if "train_kl" in r][0]
+        first = next(r for r in rows(runs[rl_run]) if "train_kl" in r)
         assert abs(first["train_kl"]) < 1e-5 and "train_reward" in first
     assert {"train_chosen_reward", "train_margin"} <= set(rows(runs["dpo"])[1])
     assert "val_kendall_tau" in rows(runs["reward"])[-1]
@@ -91,8 +91,8 @@ def test_bad_alignment_input(files, capsys, objective, data, extra, expected):
     (files / "long.jsonl").write_text(json.dumps({"prompt": "x" * 50, "answer": "1"}) + "\n"
                                       + json.dumps({"prompt": "y", "answer": "2"}) + "\n")
     out = files / "out"
-    argv = ["train", "--objective", objective, "--data", f"{data.split(':')[0]}:{files}/"
-            f"{data.split(':')[1]}", "--out", str(out), "--no-progress", "--init-from",
-            "tiny-llama", "--steps", "1"] + extra
+    fmt, name = data.split(":")
+    argv = ["train", "--objective", objective, "--data", f"{fmt}:{files}/{name}", "--out",
+            str(out), "--no-progress", "--init-from", "tiny-llama", "--steps", "1"] + extra
     assert expected in error_of(argv, capsys)
     assert not out.exists()  # nothing written

