@@ -15,7 +15,9 @@ from helpers import error_of, register_tiny_llama
 
 COMMON = ["--steps", "2", "--no-progress", "--set", "model.max_len=128", "--set",
           "train.batch_size=4", "--set", "train.eval_batches=1", "--set", "optim.warmup_steps=1",
-          "--set", "train.log_every=1", "--lora", "rank=2,alpha=4,targets=attn"]
+          "--set", "train.log_every=1", "--set", "model.weights="]
+LORA = ["--lora", "rank=2,alpha=4,targets=attn"]
+QLORA = LORA + ["--set", "model.weights=method=nf4,group=32"]
 
 
 @pytest.fixture
@@ -42,14 +44,17 @@ def rows(run):
 
 @pytest.mark.slow
 def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
+    """SFT with QLoRA (NF4 base), DPO with full fine-tuning, the others with LoRA; the later runs
+    set model.weights= (float weights, as the merged SFT run is) over the NF4 setting a run
+    inherits from its base."""
     runs = {k: str(files / k) for k in ("sft", "reward", "dpo", "grpo", "ppo")}
     assert main(["train", "--init-from", "tiny-llama", "--data", f"csv:{files}/sft.csv",
-                 "--out", runs["sft"]] + COMMON) == 0
+                 "--out", runs["sft"]] + COMMON + QLORA) == 0
     assert main(["train", "--objective", "reward", "--init-from", runs["sft"], "--data",
-                 f"jsonl:{files}/rank.jsonl", "--out", runs["reward"]] + COMMON) == 0
+                 f"jsonl:{files}/rank.jsonl", "--out", runs["reward"]] + COMMON + LORA) == 0
     assert main(["train", "--objective", "dpo", "--init-from", runs["sft"], "--data",
                  f"jsonl:{files}/prefs.jsonl", "--out", runs["dpo"]] + COMMON) == 0
-    rl = ["--set", "align.max_new_tokens=4"]
+    rl = ["--set", "align.max_new_tokens=4"] + LORA
     assert main(["train", "--objective", "grpo", "--init-from", runs["sft"], "--data",
                  f"jsonl:{files}/tasks.jsonl", "--out", runs["grpo"]] + COMMON + rl) == 0
     assert main(["train", "--objective", "ppo", "--init-from", runs["sft"], "--data",
