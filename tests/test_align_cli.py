@@ -61,6 +61,9 @@ def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
                  f"jsonl:{files}/tasks.jsonl", "--out", runs["ppo"], "--set",
                  f"align.reward={runs['reward']}"] + COMMON + rl) == 0
     capsys.readouterr()
+    config = {name: RunDir(run).load_config() for name, run in runs.items()}
+    assert config["sft"].model.weights.startswith("method=nf4") and config["sft"].train.lora
+    assert not config["dpo"].model.weights and not config["dpo"].train.lora  # full fine-tuning
     # before its first step the DPO policy is its reference: every margin 0, loss log 2
     dpo0 = rows(runs["dpo"])[0]
     assert dpo0["step"] == 0 and abs(dpo0["val_loss"] - math.log(2)) < 1e-4
