@@ -7,9 +7,9 @@ Each rollout takes train.batch_size / G prompts (G = align.group_size for GRPO, 
 samples G completions of each with jaxllm.infer.generate (align.temperature, at most
 align.max_new_tokens, stopping at <|im_end|>), scores them, and scores every completion token
 under the current policy (old log-probs, PPO's values) and the reference model. The reference
-is the initial model without a second copy for LoRA runs (the same tree with each LoRA leaf
-replaced by its frozen base); a full fine-tuning run keeps a frozen copy of its initial
-parameters. Advantages: GRPO's group-relative ones, or PPO's GAE over KL-penalised rewards,
+is the initial model without a second copy for LoRA runs (the same tree with each LoRA B
+factor zeroed); a full fine-tuning run keeps a frozen copy of its initial parameters.
+Advantages: GRPO's group-relative ones, or PPO's GAE over KL-penalised rewards,
 whitened. A rollout is trained on for align.updates_per_rollout steps (PPO's epochs, GRPO's mu),
 so the ratio to the rollout's policy moves away from 1 and the clip acts. Rollout n samples with
 seed (train.seed, n), so a resumed run repeats an uninterrupted one when it resumes at a rollout
@@ -26,6 +26,7 @@ Evaluation is greedy decoding of the held-out prompts: val_reward (the mean rewa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -49,9 +50,12 @@ from jaxllm.transforms.lora import LoraArray
 
 
 def without_lora(params):
-    """The tree with every LoRA leaf replaced by its frozen base: the model before fine-tuning."""
-    return jax.tree_util.tree_map(lambda x: x.base if isinstance(x, LoraArray) else x, params,
-                                  is_leaf=lambda x: isinstance(x, LoraArray))
+    """The model before fine-tuning: every LoRA leaf with its B factor zeroed (x W + x A 0 = x W
+    exactly). The tree keeps the policy's structure, so scoring it reuses the policy's compiled
+    program instead of compiling a second one."""
+    return jax.tree_util.tree_map(
+        lambda x: replace(x, lora_b=jnp.zeros_like(x.lora_b)) if isinstance(x, LoraArray) else x,
+        params, is_leaf=lambda x: isinstance(x, LoraArray))
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -194,7 +198,8 @@ class Rollouts:
             mask[i, len(p) - 1:len(seq) - 1] = 1.0
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         old, values = _token_stats(self.model, self.ppo, params, inputs, targets)
-        ref, _ = _token_stats(self.model, False, self._reference(params), inputs, targets)
+        # the same program as the policy's (PPO's reference values are computed and dropped)
+        ref, _ = _token_stats(self.model, self.ppo, self._reference(params), inputs, targets)
         out = {"inputs": inputs, "targets": targets, "mask": mask, "scores": scores,
                "solved": solved}
         if self.ppo:
