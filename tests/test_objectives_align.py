@@ -8,6 +8,7 @@ definitions with explicit loops, independently of the jax code.
 """
 
 import math
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -296,3 +297,29 @@ def test_reward_score_is_the_value_head_at_the_last_token():
     padded = np.where(np.arange(8)[None] > last[:, None], 0, inputs)
     np.testing.assert_allclose(score(params, jnp.asarray(padded), jnp.asarray(last)), got,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_rl_reference_is_the_model_before_lora():
+    """train.rollout.without_lora of a LoRA policy (B factors nonzero, so the policy differs)
+    scores as the plain parameters it started from, in the policy's own tree structure (the
+    reference shares the policy's compiled program)."""
+    from jaxllm import models
+    from jaxllm.train.rollout import without_lora
+    from jaxllm.transforms import lora
+
+    base = dict(random_params(TINY))
+    axes = models.abstract_params(TINY)[1]
+    policy_params = lora.init(base, lora.targets("attn"), rank=2, alpha=4.0, axes=axes)
+    leaves, tree = jax.tree_util.tree_flatten(policy_params, is_leaf=lambda x: isinstance(
+        x, lora.LoraArray))
+    rng = np.random.default_rng(3)
+    policy_params = jax.tree_util.tree_unflatten(tree, [
+        replace(x, lora_b=jnp.asarray(rng.normal(size=x.lora_b.shape), jnp.float32))
+        if isinstance(x, lora.LoraArray) else x for x in leaves])
+    reference = without_lora(policy_params)
+    assert (jax.tree_util.tree_structure(reference)
+            == jax.tree_util.tree_structure(policy_params))
+    inputs = np.random.default_rng(4).integers(1, 23, (2, 8)).astype(np.int32)
+    want = np.asarray(_logits(base, inputs))
+    np.testing.assert_allclose(np.asarray(_logits(reference, inputs)), want, rtol=0, atol=1e-6)
+    assert np.abs(np.asarray(_logits(policy_params, inputs)) - want).max() > 1e-3
