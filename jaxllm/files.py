@@ -1,4 +1,5 @@
 """Atomic file writes: a crash mid-write leaves the previous file (or none), never half of one.
+And the checks that an output path is free before any work is done for it.
 
 Files get the permissions any new file of the user's would get (0o666 less the umask), not
 mkstemp's private 0o600."""
@@ -10,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from jaxllm.errors import OutputError
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -38,3 +41,53 @@ def _umask() -> int:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write obj as (readable, UTF-8) JSON to path atomically."""
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output paths: checked before the work, so that a mistake costs no time and overwrites nothing.
+
+def check_new_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """path as a directory for new results: absent (to be created) or an empty directory.
+    Refuses a file, a non-empty directory (naming a few of its entries) or a place that cannot
+    be written, with an OutputError that names `what` (the flag or field)."""
+    path = Path(path)
+    if path.is_dir():
+        entries = sorted(p.name for p in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more"
+                                              if len(entries) > 4 else "")
+            raise OutputError(f"{what} {path} is a directory that already holds files ({shown}); "
+                              f"choose a new or empty directory")
+        _check_writable(path, path, what)
+        return path
+    if path.exists() or path.is_symlink():
+        raise OutputError(f"{what} {path} is an existing file; choose a new directory")
+    _check_writable(path, _existing_parent(path, what), what)
+    return path
+
+
+def check_new_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """path as a new file: it must not exist yet, and its directory must be writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory; give a file name (for example "
+                          f"{path / 'tokenizer.json'})")
+    if path.exists() or path.is_symlink():
+        raise OutputError(f"{what} {path} already exists; delete it or choose another name")
+    _check_writable(path, _existing_parent(path, what), what)
+    return path
+
+
+def _existing_parent(path: Path, what: str) -> Path:
+    """The nearest ancestor of path that exists; it must be a directory."""
+    parent = path.absolute().parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is a file, not a directory")
+    return parent
+
+
+def _check_writable(path: Path, directory: Path, what: str) -> None:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {directory} is not writable")

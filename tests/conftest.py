@@ -27,3 +27,12 @@ def data_dir(session_data_dir, monkeypatch):
     """Every test reads and writes TFDS data in one temporary dir, never in ~/.cache."""
     monkeypatch.setenv("JAXLLM_DATA_DIR", str(session_data_dir))
     return session_data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """tiny_run(kind) -> a run directory of that kind (helpers.RUN_COMMANDS: char, bpe, llama,
+    mlm, vit, clip, quantized, lora, exported), built once per test session on first use and
+    shared by every test: never change it in place (tiny_run.copy(kind, dest) gives a copy)."""
+    from helpers import TinyRuns
+    return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))

@@ -9,7 +9,7 @@ import pytest
 from jaxllm.cli.main import main
 from jaxllm.config import PRESETS
 from jaxllm.data.corpora import Document, register_corpus
-from helpers import error_of
+from helpers import checksums, error_of
 
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
         "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
@@ -107,3 +107,19 @@ def test_console_script_exit_status():
     from jaxllm.config import PRESETS  # every branch adds presets: list them, don't hard-code
     assert proc.stderr.strip() == ("jaxllm train: error: unknown preset 'x'; choose one of: "
                                    + ", ".join(sorted(PRESETS)))
+
+
+# --- nothing a user has is overwritten --------------------------------------------------------
+
+def test_export_never_writes_into_a_run(tiny_run, tmp_path, capsys):
+    """issue 16.1: export --out DIR where DIR is a run (or the --run itself) overwrote its
+    config.json with the Hugging Face one; generate/eval/resume of that run then failed."""
+    run = tiny_run("char")
+    copy = tiny_run.copy("char", tmp_path / "copy")
+    before = checksums(run, copy)
+    for out in (copy, run):
+        line = error_of(["export", "--run", str(run), "--out", str(out)], capsys)
+        assert f"--out {out} is a directory that already holds files" in line
+        assert "config.json" in line
+    assert checksums(run, copy) == before
+    assert main(["generate", "--run", str(copy), "--prompt", "A", "--max-new-tokens", "2"]) == 0

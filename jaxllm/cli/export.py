@@ -24,16 +24,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import jax
 
-    from jaxllm.errors import CheckpointError
+    from jaxllm.files import check_new_dir
     from jaxllm.io.hf import save_hf
 
-    out = Path(args.out)
-    if (out / "model.safetensors").exists():
-        raise CheckpointError(f"{out} already holds model.safetensors; choose another --out")
+    out = check_new_dir(args.out)  # never into a run (its config.json) or a user's files
     if args.run:
         from jaxllm.train import load_run
 

@@ -350,9 +350,9 @@ def save_hf(out_dir: str | Path, cfg: ModelConfig, params: dict, *, heads: bool 
     from safetensors.numpy import save
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = params_to_hf(cfg, params, heads=heads)
+    tensors = params_to_hf(cfg, params, heads=heads)  # refuses a model without an HF layout
     hf_cfg = dict(config_to_hf(cfg, heads=heads), **(extra_config or {}))
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     atomic_write(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     write_json_atomic(out / "config.json", hf_cfg)
     return out
