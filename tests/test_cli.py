@@ -123,3 +123,18 @@ def test_export_never_writes_into_a_run(tiny_run, tmp_path, capsys):
         assert "config.json" in line
     assert checksums(run, copy) == before
     assert main(["generate", "--run", str(copy), "--prompt", "A", "--max-new-tokens", "2"]) == 0
+
+
+def test_train_never_writes_into_a_directory_of_the_users(tmp_path, capsys):
+    """issue 16.2: train --out into a directory that is not a run replaced the user's
+    tokenizer.json, metrics.jsonl and loss.png without a word."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "metrics.jsonl").write_text("mine\n")
+    (notes / "tokenizer.json").write_text("{}")
+    before = checksums(notes)
+    line = error_of(["train", "--steps", "1", "--out", str(notes)] + TINY, capsys)
+    assert line.endswith(f"--out {notes} is a directory that already holds files (metrics.jsonl, "
+                         f"tokenizer.json); choose a new or empty directory")
+    assert checksums(notes) == before and sorted(p.name for p in notes.iterdir()) == [
+        "metrics.jsonl", "tokenizer.json"]

@@ -149,5 +149,5 @@ def test_mlm_preset_trains_from_the_cli_and_exports_as_bert(tmp_path, capsys):
     loaded = load_run(run)
     back = pretrained.load(str(out), cache=False)
     _assert_trees_equal(jax.device_get(loaded.params), back.params)
-    assert "already holds model.safetensors" in error_of(
+    assert "already holds files (config.json, model.safetensors, tokenizer.json)" in error_of(
         ["export", "--run", str(run), "--out", str(out)], capsys)

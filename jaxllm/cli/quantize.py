@@ -68,8 +68,7 @@ def run(args) -> int:
     if args.embed:
         spec += ",embed=true"
     out = RunDir(args.out)
-    if out.exists():
-        raise ConfigError(f"--out {args.out} already holds a run; choose another directory")
+    out.check_new()
     if args.model and (act == "static" or args.step is not None):
         raise ConfigError("--model quantizes a pretrained model's weights; --calib/--act static "
                           "and --step need a run (--run DIR)")

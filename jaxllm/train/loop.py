@@ -38,7 +38,9 @@ def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True)
     from jaxllm.parallel import plan as plan_lib  # (jaxllm.parallel imports jaxllm.train.step)
 
     plan_lib.check_config(config_lib.validate(cfg))  # mesh and pipeline shapes, before any file
-    return _run(cfg, RunDir(out_dir), resuming=False, progress=progress)
+    run = RunDir(out_dir)
+    run.check_new()  # before the data and tokenizer are built
+    return _run(cfg, run, resuming=False, progress=progress)
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = True) -> dict:

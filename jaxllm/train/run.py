@@ -19,7 +19,7 @@ import jax
 
 from jaxllm import config as config_lib
 from jaxllm.errors import CheckpointError, JaxllmError
-from jaxllm.files import atomic_write, write_json_atomic
+from jaxllm.files import atomic_write, check_new_dir, write_json_atomic
 from jaxllm.text import load_tokenizer
 
 
@@ -35,11 +35,17 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_file.exists()
 
-    def create(self, cfg: config_lib.Config, tokenizer) -> None:
-        """Start a new run here; refuses to touch a directory that already holds one."""
+    def check_new(self) -> None:
+        """Before any work for a new run: the directory is new or empty. A run there is for
+        --resume; any other file (a user's notes, metrics.jsonl, tokenizer.json) is left alone."""
         if self.exists() or (self.checkpoints.exists() and any(self.checkpoints.iterdir())):
-            raise CheckpointError(f"{self.path} already holds a run; pass --resume to continue it "
-                                  f"or choose another --out")
+            raise CheckpointError(f"{self.path} already holds a run; choose another --out "
+                                  f"(jaxllm train --resume --out {self.path} continues it)")
+        check_new_dir(self.path)
+
+    def create(self, cfg: config_lib.Config, tokenizer) -> None:
+        """Start a new run here; refuses a directory that holds a run or anything else."""
+        self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:  # a ViT reads no text
             tokenizer.save(self.tokenizer_file)
