@@ -224,6 +224,16 @@ def build_params(cfg: config_lib.Config, rng, base_params=None):
     return build_params_and_axes(cfg, rng, base_params)[0]
 
 
+def param_axes(cfg: config_lib.Config):
+    """The logical axis names of the parameters of cfg's model (model.kind), traced only: no
+    arrays are made."""
+    from jaxllm.parallel.sharded import abstract_init
+    from jaxllm.train.objective import init_function
+
+    init = init_function(cfg.model.kind)
+    return abstract_init(lambda r: init(cfg.model, r), jax.random.PRNGKey(0))[1]
+
+
 def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
     """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
     arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
@@ -231,12 +241,10 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
     from jaxllm.transforms.rules import is_transformed
     from jaxllm.train.objective import init_function
 
-    init = init_function(cfg.model.kind)
     if base_params is None:
-        params, axes = init(cfg.model, rng)
+        params, axes = init_function(cfg.model.kind)(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
-        from jaxllm.parallel.sharded import abstract_init
-        params, axes = base_params, abstract_init(lambda r: init(cfg.model, r), rng)[1]
+        params, axes = base_params, param_axes(cfg)
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
@@ -262,3 +270,79 @@ def state_like(cfg: config_lib.Config, tx):
     if cfg.model.weights and not cfg.train.lora:
         return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
     return TrainState.create(params, tx, trainable_fn(cfg))
+
+
+# --- post-training quantization of a run --------------------------------------------------------
+
+def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
+                 calib_batches: int = 0) -> LoadedRun:
+    """Quantize a run's weights into the new run directory `out` (what `jaxllm quantize` does)
+    and return it loaded. spec is a model.weights spec (jaxllm.transforms: "method=int4,group=64",
+    "embed=true" for the token embedding too); with act=static (W8A8), calib_batches training
+    batches of the run's corpus calibrate the activation steps (decoder runs). Every model kind
+    works: the axis names come from the run's own model. The new run's config records the spec,
+    so load_run, eval and generate read it like any run.
+
+        q = quantize_run(load_run("runs/base"), "runs/q4", "method=int4,group=64")
+    """
+    from jaxllm import transforms
+    from jaxllm.data import BatchIterator, build_data
+    from jaxllm.train.checkpoint import Checkpoints
+    from jaxllm.train.step import TrainState
+
+    cfg = loaded.config
+    run = RunDir(out)
+    options = transforms.parse_spec(spec, "quantize")
+    static = options.get("act") == "static"
+    if cfg.model.weights or cfg.train.lora:
+        raise config_lib.ConfigError(
+            f"{loaded.run.path} is already transformed (model.weights={cfg.model.weights!r}, "
+            f"train.lora={cfg.train.lora!r}); quantize a float run (merge LoRA first)")
+    if static and calib_batches < 1:
+        raise config_lib.ConfigError(f"quantize spec {spec!r}: act=static needs calibration "
+                                     f"batches (jaxllm quantize --calib N)")
+    if calib_batches and not static:
+        raise config_lib.ConfigError(f"{calib_batches} calibration batches calibrate static "
+                                     f"activations only; add act=static (--act static)")
+    if static and cfg.model.kind != "decoder":
+        raise config_lib.ConfigError(
+            f"static W8A8 calibrates a decoder on text batches; {loaded.run.path} is a "
+            f"{cfg.model.kind} run: use dynamic activations (act=dynamic, --act dynamic)")
+    run.check_new()
+    # static steps are found on the dynamically quantized model, then stored in the QArrays
+    qparams = transforms.apply_weights_spec(loaded.params, spec.replace("act=static",
+                                                                        "act=dynamic"),
+                                            param_axes(cfg))
+    if static:
+        dc, t = cfg.data, cfg.train
+        data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
+                          loaded.tokenizer)
+        it = BatchIterator(data.train, t.batch_size, cfg.model.max_len, t.seed + 7, dc.sampling,
+                           data.separator, "calibration")
+        ranges = transforms.calibrate(loaded.model, qparams, [next(it) for _ in
+                                                              range(calib_batches)])
+        qparams = transforms.apply_calibration(qparams, ranges)
+    new_cfg = replace(cfg, model=replace(cfg.model, weights=spec))
+    run.create(new_cfg, loaded.tokenizer)
+    ckpts = Checkpoints(run.checkpoints, keep=1)
+    state = TrainState(step=jax.numpy.asarray(loaded.step, jax.numpy.int32), params=qparams,
+                       opt_state={})
+    ckpts.save(loaded.step, state, {"quantized_from": str(loaded.run.path)})
+    ckpts.close()
+    return replace(loaded, run=run, config=new_cfg, params=qparams)
+
+
+def pretrained_as_run(name: str) -> LoadedRun:
+    """A pretrained decoder (jaxllm.pretrained) as a LoadedRun at step 0, with a run config
+    (train.init_from = name, the model's architecture and full context, a rolled layer loop as
+    jaxllm.pretrained uses), so that what is made from it (quantize_run) reads like any run."""
+    from jaxllm import pretrained
+
+    lm = pretrained.load(name)
+    if lm.config.kind != "decoder" or lm.tokenizer is None:
+        raise config_lib.ConfigError(f"{name} is not a decoder with a tokenizer; only such a "
+                                     f"pretrained model (smollm2-135m-instruct) becomes a run")
+    cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), name)
+    cfg = replace(cfg, model=replace(cfg.model, max_len=lm.config.max_len, scan_unroll=1))
+    return LoadedRun(run=RunDir(name), config=config_lib.validate(cfg), tokenizer=lm.tokenizer,
+                     model=lm.model, params=lm.params, step=0)
