@@ -17,8 +17,8 @@ from jaxllm.parallel.pipeline import bubble_fraction, check_pipeline
 from jaxllm.parallel.rules import Layout, parse_rules
 from jaxllm.parallel.sharded import shard_training
 from jaxllm.train.checkpoint import Checkpoints
-from jaxllm.train.optimizer import make_optimizer
-from jaxllm.train.step import TrainState, initial_loss_scale, make_train_step
+from jaxllm.optim import TrainState, initial_loss_scale, make_optimizer
+from jaxllm.train.step import make_train_step
 
 from test_parallel_layouts import CFG, LOSS_ATOL, TX, batches, init
 

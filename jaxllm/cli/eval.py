@@ -79,7 +79,7 @@ def run(args) -> int:
         batches = sequential_batches(data.validation, max(batch, 32), cfg.model.max_len,
                                      data.separator)
         what = "the whole validation split"
-    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[2]
+    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[1]
     eval_step = make_eval_step(loss_fn)
     m = evaluate(eval_step, loaded.params, batches)
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "

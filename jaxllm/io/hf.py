@@ -232,11 +232,9 @@ def _template(cfg: ModelConfig) -> dict:
     """Shapes of the model's parameters, without allocating them."""
     import jax
 
-    from jaxllm.parallel.sharded import abstract_init
-    from jaxllm.train.objective import init_function
+    from jaxllm import models
 
-    init = init_function(cfg.kind)
-    shapes = abstract_init(lambda r: init(cfg, r), jax.random.PRNGKey(0))[0]
+    shapes = models.abstract_params(cfg)[0]
     return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
 
 

@@ -71,6 +71,19 @@ def init_with_axes(module: nn.Module, rng, *example_inputs, **kwargs):
     return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
 
 
+def abstract_init(init_fn: Callable, rng, *init_args):
+    """(ShapeDtypeStruct tree, logical spec tree) of init_fn(rng, *init_args) -> (params, specs),
+    traced only: nothing is computed or allocated."""
+    box = {}
+
+    def params_only(r, *args):
+        params, specs = init_fn(r, *args)
+        box["specs"] = specs  # static Python objects: captured while tracing
+        return params
+
+    return jax.eval_shape(params_only, rng, *init_args), box["specs"]
+
+
 @partial(jax.jit, static_argnums=(0, 3))
 def _init_boxed(module, rng, example_inputs, kwargs):
     return module.init(rng, *example_inputs, **dict(kwargs))["params"]

@@ -2,9 +2,9 @@
 
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.loop import evaluate, resume, train
-from jaxllm.train.optimizer import decay_mask, learning_rate_schedule, make_optimizer
+from jaxllm.optim import TrainState, decay_mask, learning_rate_schedule, make_optimizer
 from jaxllm.train.run import LoadedRun, RunDir, load_run, with_pretrained_model
-from jaxllm.train.step import TrainState, make_eval_step, make_train_step
+from jaxllm.train.step import make_eval_step, make_train_step
 
 __all__ = ["Checkpoints", "LoadedRun", "RunDir", "TrainState", "decay_mask", "evaluate",
            "learning_rate_schedule", "load_run", "make_eval_step", "make_optimizer",

@@ -26,11 +26,11 @@ from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.errors import ConfigError
 from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
-from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
+from jaxllm.optim import TrainState, learning_rate_schedule, make_optimizer
 from jaxllm.train.objective import model_and_objective, model_vocab
 from jaxllm.train.run import (RunDir, build_params, build_params_and_axes, load_run,
                               pretrained_name, trainable_fn, with_vocab)
-from jaxllm.train.step import TrainState, make_eval_step, make_train_step
+from jaxllm.train.step import make_eval_step, make_train_step
 
 
 def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True) -> dict:
@@ -78,7 +78,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
         run.create(cfg, tokenizer)
     m = cfg.model
 
-    model, _, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
+    model, loss_fn = model_and_objective(cfg, tokenizer.vocab_size if tokenizer
                                                       else 0)
     tx = make_optimizer(cfg.optim, t.steps)
     trainable = trainable_fn(cfg)

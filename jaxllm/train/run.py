@@ -18,9 +18,15 @@ from pathlib import Path
 import jax
 
 from jaxllm import config as config_lib
+from jaxllm import models, transforms
+from jaxllm.data import BatchIterator, build_data
 from jaxllm.errors import CheckpointError, JaxllmError
 from jaxllm.files import atomic_write, check_new_dir, write_json_atomic
+from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.text import load_tokenizer
+from jaxllm.train.checkpoint import Checkpoints
+from jaxllm.transforms import lora
+from jaxllm.transforms.rules import is_transformed
 
 
 class RunDir:
@@ -150,10 +156,6 @@ class LoadedRun:
 
 def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     """Read a run directory's config, tokenizer and parameters (latest checkpoint by default)."""
-    from jaxllm.train.checkpoint import Checkpoints
-    from jaxllm.train.optimizer import make_optimizer
-    from jaxllm.train.objective import model_and_objective
-
     run = RunDir(path)
     cfg = run.load_config()
     tokenizer = run.load_tokenizer() if cfg.model.kind != "vit" else None  # a ViT has none
@@ -165,7 +167,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
-    model = model_and_objective(cfg, tokenizer.vocab_size if tokenizer else 0)[0]
+    model = models.build(cfg.model)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     like = jax.eval_shape(lambda: state_like(cfg, tx))
     state, _ = ckpts.restore(step, like)
@@ -224,27 +226,13 @@ def build_params(cfg: config_lib.Config, rng, base_params=None):
     return build_params_and_axes(cfg, rng, base_params)[0]
 
 
-def param_axes(cfg: config_lib.Config):
-    """The logical axis names of the parameters of cfg's model (model.kind), traced only: no
-    arrays are made."""
-    from jaxllm.parallel.sharded import abstract_init
-    from jaxllm.train.objective import init_function
-
-    init = init_function(cfg.model.kind)
-    return abstract_init(lambda r: init(cfg.model, r), jax.random.PRNGKey(0))[1]
-
-
 def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
     """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
     arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
-    from jaxllm import transforms
-    from jaxllm.transforms.rules import is_transformed
-    from jaxllm.train.objective import init_function
-
     if base_params is None:
-        params, axes = init_function(cfg.model.kind)(cfg.model, rng)
+        params, axes = models.init_params(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
-        params, axes = base_params, param_axes(cfg)
+        params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
@@ -258,14 +246,11 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
 
 def trainable_fn(cfg: config_lib.Config):
     """What a run trains: None (every parameter) or LoRA's mask function."""
-    from jaxllm.transforms import lora
     return lora.trainable if cfg.train.lora else None
 
 
 def state_like(cfg: config_lib.Config, tx):
     """A TrainState of the run's structure (a quantized, non-LoRA run keeps no optimizer state)."""
-    from jaxllm.train.step import TrainState
-
     params = build_params(cfg, jax.random.PRNGKey(cfg.train.seed))
     if cfg.model.weights and not cfg.train.lora:
         return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
@@ -285,11 +270,6 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
 
         q = quantize_run(load_run("runs/base"), "runs/q4", "method=int4,group=64")
     """
-    from jaxllm import transforms
-    from jaxllm.data import BatchIterator, build_data
-    from jaxllm.train.checkpoint import Checkpoints
-    from jaxllm.train.step import TrainState
-
     cfg = loaded.config
     run = RunDir(out)
     options = transforms.parse_spec(spec, "quantize")
@@ -312,7 +292,7 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
     # static steps are found on the dynamically quantized model, then stored in the QArrays
     qparams = transforms.apply_weights_spec(loaded.params, spec.replace("act=static",
                                                                         "act=dynamic"),
-                                            param_axes(cfg))
+                                            models.abstract_params(cfg.model)[1])
     if static:
         dc, t = cfg.data, cfg.train
         data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
