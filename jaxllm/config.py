@@ -372,9 +372,20 @@ _CHOICES = {
 }
 
 
+def flat_dict(cfg: Config) -> dict:
+    """{"section.key": value} of every field."""
+    return {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+
+
+def differences(cfg: Config, other: Config) -> dict:
+    """{"section.key": (cfg's value, other's value)} of the fields where the two differ."""
+    a, b = flat_dict(cfg), flat_dict(other)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
 def validate(cfg: Config) -> Config:
     """Raise ConfigError naming the first invalid field; return cfg unchanged when all is well."""
-    flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    flat = flat_dict(cfg)
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r}: expected one of {', '.join(choices)}")

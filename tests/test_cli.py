@@ -9,25 +9,65 @@ import pytest
 from jaxllm.cli.main import main
 from jaxllm.config import PRESETS
 from jaxllm.data.corpora import Document, register_corpus
-from helpers import checksums, error_of
+from helpers import TINY, checksums, error_of
 
-TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
-        "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
-        "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--steps", "6", "--out", str(out), "--no-progress"] + TINY) == 0
-    return out
+@pytest.fixture
+def run_dir(tiny_run):
+    """The session's tiny char run (4 steps; shared: never changed in place)."""
+    return tiny_run("char")
 
 
-def test_train_prints_the_result_and_the_run_directory(run_dir, capsys):
-    assert main(["train", "--resume", "--out", str(run_dir), "--steps", "8",
-                 "--no-progress"]) == 0
+def test_resume_records_the_new_target_and_a_finished_run_says_so(tiny_run, tmp_path,
+                                                                   monkeypatch, capsys):
+    """issue 16.4: `--resume --steps N` was not recorded, so after an interrupt the hinted
+    `jaxllm train --resume --out DIR` crashed (KeyError 'val_loss' at the old step count) or
+    went on with the old schedule; a finished run resumed now says it is finished."""
+    import json
+
+    import jaxllm.train.loop as loop
+
+    run = tiny_run.copy("char", tmp_path / "run")  # trained to its train.steps=4
+    before = checksums(run)
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
+    assert "is already finished at step 4" in capsys.readouterr().out
+    assert checksums(run) == before
+
+    def interrupted(*args, **kwargs):  # Ctrl-C before the first new checkpoint
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_run", interrupted)
+    assert main(["train", "--resume", "--out", str(run), "--steps", "8", "--no-progress"]) == 130
+    monkeypatch.undo()
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 8
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0  # the hint
     out = capsys.readouterr().out
-    assert "step 8: validation loss" in out and f"run directory: {run_dir}" in out
+    assert "step 8: validation loss" in out and f"run directory: {run}" in out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["4", "8"]
+
+
+def test_resume_takes_the_command_that_started_the_run(tiny_run, tmp_path, capsys):
+    """issue 15: the same flags again with --resume added are accepted; a value that differs
+    from config.json is refused, naming it; the device layout may change (and is recorded)."""
+    import json
+
+    from helpers import RUN_COMMANDS
+
+    run = tiny_run.copy("char", tmp_path / "run")
+    before = checksums(run)
+    started = ["train", "--preset", "shakespeare-char"] + RUN_COMMANDS["char"][1:]
+    assert main(started + ["--out", str(run), "--resume"]) == 0
+    assert "already finished at step 4" in capsys.readouterr().out
+    line = error_of(started + ["--out", str(run), "--resume", "--set", "model.n_layers=2",
+                               "--precision", "bf16"], capsys)
+    assert line.endswith(
+        f"{run} was started with a different config: model.n_layers=2 (the run has 1), "
+        f"model.dtype='bfloat16' (the run has 'float32'); a resume may change only --steps and "
+        f"the device layout (--mesh ...)")
+    line = error_of(["train", "--preset", "shakespeare-char-llama", "--steps", "4", "--resume",
+                     "--out", str(run)] + TINY, capsys)
+    assert "model.positions='rope' (the run has 'learned')" in line
+    assert checksums(run) == before
+    assert main(["train", "--resume", "--out", str(run), "--mesh", "data=4,tensor=2"]) == 0
+    assert json.loads((run / "config.json").read_text())["parallel"]["mesh"] == "data=4,tensor=2"
 
 
 def test_generate_prints_samples(run_dir, capsys):

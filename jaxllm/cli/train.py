@@ -13,7 +13,9 @@
   jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
-from its latest checkpoint with its own config.json (only --steps may change it).
+from its latest checkpoint with its own config.json: the command that started the run, with
+--resume added, continues it; only --steps (recorded) and the device layout (--mesh, --zero,
+--pipeline, --microbatches) may differ from config.json.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import time
 
 
+DEFAULT_PRESET = "shakespeare-char"
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
 # flag -> config key, for the flags that are plain overrides
 FLAG_KEYS = {"mesh": "parallel.mesh", "zero": "parallel.zero", "pipeline": "parallel.pipeline",
@@ -32,8 +35,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     from jaxllm.config import PRESETS
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--preset", default="shakespeare-char",
-                   help=f"one of: {', '.join(sorted(PRESETS))} (default shakespeare-char)")
+    p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} "
+                                    f"(default {DEFAULT_PRESET})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. model.n_layers=6 (repeatable)")
     p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
@@ -61,42 +64,26 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from jaxllm import config as config_lib
     from jaxllm.errors import ConfigError
 
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        if (args.overrides or args.save_every is not None or args.data is not None
-                or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)
-                or args.lora is not None or args.init_from is not None):
-            raise ConfigError("--resume continues a run with its own config.json; --set, --data "
-                              "and --save-every cannot change it (only --steps can)")
-        from jaxllm.train import resume
-        summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
+        from jaxllm.train import RunDir, resume
+        config = None
+        if args.preset is not None or _overrides(args, with_steps=False):
+            # the same command again: its config must match the run's (resume checks)
+            base = RunDir(args.out).load_config() if args.preset is None else None
+            config = _config(args, base)
+        summary = resume(args.out, steps=args.steps, config=config,
+                         progress=not args.no_progress)
+        if summary.get("finished"):
+            print(f"{args.out} is already finished at step {summary['step']} (train.steps); "
+                  f"pass a larger --steps to train it further")
+            return 0
     else:
-        cfg = config_lib.get_preset(args.preset)
-        from jaxllm.train.run import pretrained_name, with_pretrained_model
-        if args.init_from is not None and pretrained_name(args.init_from):
-            # the architecture and tokenizer are the model's; --set model.max_len=... still applies
-            cfg = with_pretrained_model(cfg, args.init_from)
-        overrides = list(args.overrides)
-        if args.data is not None:
-            overrides.append(f"data.corpus={args.data}")
-        if args.steps is not None:
-            overrides.append(f"train.steps={args.steps}")
-        if args.lora is not None:
-            overrides.append(f"train.lora={args.lora}")
-        if args.init_from is not None:
-            overrides.append(f"train.init_from={args.init_from}")
-        if args.save_every is not None:
-            overrides.append(f"train.save_every={args.save_every}")
-        overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()
-                      if getattr(args, flag) is not None]
-        if args.precision:
-            overrides.append(f"model.dtype={PRECISIONS[args.precision]}")
-        cfg = config_lib.validate(config_lib.apply_overrides(cfg, overrides))
-        out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = _config(args)
+        out = args.out or f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
     if "images_per_s_median" in summary:  # ViT / CLIP
@@ -112,3 +99,26 @@ def run(args) -> int:
     print(f"run directory: {summary['run_dir']}  (sample: jaxllm generate --run "
           f"{summary['run_dir']} --prompt TEXT)")
     return 0
+
+
+def _overrides(args, with_steps: bool = True) -> list[str]:
+    """The "section.key=value" overrides the flags ask for, --set ones first."""
+    overrides = list(args.overrides)
+    flags = {"data.corpus": args.data, "train.steps": args.steps if with_steps else None,
+             "train.lora": args.lora, "train.init_from": args.init_from,
+             "train.save_every": args.save_every,
+             "model.dtype": PRECISIONS[args.precision] if args.precision else None}
+    flags.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
+    return overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def _config(args, base=None):
+    """The validated config the flags ask for, on top of base (default: the --preset's)."""
+    from jaxllm import config as config_lib
+    from jaxllm.train.run import pretrained_name, with_pretrained_model
+
+    cfg = base or config_lib.get_preset(args.preset or DEFAULT_PRESET)
+    if args.init_from is not None and pretrained_name(args.init_from):
+        # the architecture and tokenizer are the model's; --set model.max_len=... still applies
+        cfg = with_pretrained_model(cfg, args.init_from)
+    return config_lib.validate(config_lib.apply_overrides(cfg, _overrides(args)))

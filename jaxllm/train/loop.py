@@ -43,13 +43,57 @@ def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True)
     return _run(cfg, run, resuming=False, progress=progress)
 
 
-def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = True) -> dict:
+# What a resume may change in a run's config: its length and its device layout (checkpoints
+# restore onto any mesh). Everything else would make it a different run.
+RESUMABLE_CHANGES = ("train.steps", "parallel.")
+
+
+def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.Config | None = None,
+           progress: bool = True) -> dict:
     """Continue the run in out_dir from its latest checkpoint, to its configured number of steps
-    (or to `steps`, which changes the learning-rate schedule's length)."""
+    or to `steps` (which changes the learning-rate schedule's length).
+
+    config, if given, is the config the caller would start this run with (the same command
+    again): it must equal the run's config.json except for train.steps and the parallel section,
+    which it changes (a model.vocab_size of 0 means the run's). A changed target or layout is
+    written to config.json, so a later resume continues the same way. A run already at its
+    last step trains nothing and says so (summary["finished"])."""
+    from jaxllm.parallel import plan as plan_lib
+
     run = RunDir(out_dir)
-    cfg = run.load_config()
+    saved = run.load_config()
+    cfg = saved
+    if config is not None:
+        if config.model.vocab_size == 0:  # "from the tokenizer": the run's
+            config = replace(config, model=replace(config.model, vocab_size=saved.model.vocab_size))
+        if steps is not None:
+            config = replace(config, train=replace(config.train, steps=steps))
+        differ = {k: v for k, v in config_lib.differences(config, saved).items()
+                  if not k.startswith(RESUMABLE_CHANGES)}
+        if differ:
+            raise ConfigError(
+                f"{run.path} was started with a different config: " + ", ".join(
+                    f"{k}={a!r} (the run has {b!r})" for k, (a, b) in differ.items())
+                + "; a resume may change only --steps and the device layout (--mesh ...)")
+        cfg = replace(saved, parallel=config.parallel, train=replace(
+            saved.train, steps=config.train.steps))
     if steps is not None:
-        cfg = config_lib.validate(replace(cfg, train=replace(cfg.train, steps=steps)))
+        cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    plan_lib.check_config(config_lib.validate(cfg))
+    latest = None
+    if run.checkpoints.is_dir():  # a run stopped before its first save has none
+        ckpts = Checkpoints(run.checkpoints, read_only=True)
+        latest = ckpts.latest_step()
+        ckpts.close()
+    if latest is not None and latest > cfg.train.steps:
+        raise ConfigError(f"{run.path} is already at step {latest}, past train.steps="
+                          f"{cfg.train.steps}; pass a larger --steps")
+    if cfg != saved:
+        run.write_config(cfg)  # the new target and layout, for this and any later resume
+    if latest == cfg.train.steps:
+        last = {k: v for r in run.read_metrics() for k, v in r.items() if k.startswith("val_")}
+        return {"run_dir": str(run.path), "start_step": latest, "step": latest,
+                "finished": True, **last}
     return _run(cfg, run, resuming=True, progress=progress)
 
 

@@ -1,6 +1,7 @@
 """A run directory and everything in it.
 
-    DIR/config.json        the full Config of the run (written once, atomically)
+    DIR/config.json        the full Config of the run (written atomically; a resume may change
+                           train.steps and the parallel section, nothing else)
     DIR/tokenizer.json     the run's tokenizer (char vocabulary, or byte)
     DIR/metrics.jsonl      one JSON object per log or evaluation (step, train_loss, val_loss, ...)
     DIR/loss.png           train and validation loss curves, redrawn at each evaluation
@@ -55,6 +56,11 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:  # a ViT reads no text
             tokenizer.save(self.tokenizer_file)
+        self.write_config(cfg)
+
+    def write_config(self, cfg: config_lib.Config) -> None:
+        """(Re)write config.json atomically: at creation, and when a resume changes the target
+        step count or the device layout."""
         atomic_write(self.config_file, cfg.to_json() + "\n")
 
     def check(self) -> None:
