@@ -102,6 +102,24 @@ def test_bad_training_input(argv, expected, capsys, tmp_path):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--steps", "abc"], "jaxllm train: error: argument --steps: invalid int value: "
+                                  "'abc' (see jaxllm train --help)"),
+    (["train", "--nope", "1"], "jaxllm train: error: unrecognized arguments: --nope 1"),
+    (["train", "--precision", "fp8"], "jaxllm train: error: argument --precision: invalid "
+                                      "choice: 'fp8'"),
+    (["nope"], "jaxllm: error: argument VERB: invalid choice: 'nope'"),
+    ([], "jaxllm: error: the following arguments are required: VERB"),
+    (["generate", "--prompt", "x"], "jaxllm generate: error: one of the arguments --run --model "
+                                    "is required"),
+    (["tokenizer", "encode", "--tokenizer", "gpt2", "a", "b"],
+     "jaxllm tokenizer: error: unrecognized arguments: b"),
+])
+def test_argparse_mistakes_are_one_line(argv, expected, capsys):
+    """issue 15: argparse's own errors printed a usage block; now one line and exit 2."""
+    assert error_of(argv, capsys).startswith(expected)
+
+
 def test_empty_corpus(capsys, tmp_path):
     register_corpus("empty_for_test", lambda: [Document("blank", "")], "nothing", replace=True)
     line = error_of(["train", "--set", "data.corpus=empty_for_test", "--out",

@@ -25,8 +25,19 @@ VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd}
 
 
+class UsageError(Exception):
+    """A command line argparse cannot read (an unknown flag, `--steps abc`, a bad choice)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line like every other error (no usage block)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxllm", description="Train, sample and evaluate language models with JAX/Flax.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, module in VERBS.items():
@@ -37,7 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     configure_cpu()  # before JAX starts: the verbs import it lazily
-    args = build_parser().parse_args(argv)
+    try:
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # said by the verb's parser, whose --help lists the flags
+            raise UsageError(f"jaxllm {args.verb}: error: unrecognized arguments: "
+                             f"{' '.join(unknown)} (see jaxllm {args.verb} --help)")
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     try:
         return VERBS[args.verb].run(args) or 0
     except JaxllmError as e:
