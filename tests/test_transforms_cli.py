@@ -178,3 +178,51 @@ def test_quantize_image_runs(kind, eval_args, tiny_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--run", str(out)] + eval_args) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_export_merges_lora_and_dequantizes(tiny_run, tmp_path, capsys):
+    """issue 16: export of a LoRA or quantized run crashed (float() of a LoraArray/QArray). It
+    now merges (W + alpha/r A B, checked in numpy) and dequantizes, and says so; --format run
+    writes the merged parameters as a plain run."""
+    import jax
+    import numpy as np
+
+    from jaxllm.io.hf import load_hf
+    from jaxllm.transforms import QArray
+    from jaxllm.transforms.lora import LoraArray
+    from jaxllm.train import load_run
+
+    merged = tmp_path / "merged"
+    assert main(["export", "--run", str(tiny_run("lora")), "--format", "run", "--out",
+                 str(merged)]) == 0
+    assert "as a plain run (LoRA factors merged into the weights)" in capsys.readouterr().out
+    plain = load_run(merged)
+    assert not plain.config.train.lora
+    is_lora = lambda x: isinstance(x, LoraArray)  # noqa: E731
+    lora_leaves = jax.tree_util.tree_leaves(load_run(tiny_run("lora")).params, is_leaf=is_lora)
+    n = 0
+    for x, w in zip(lora_leaves, jax.tree_util.tree_leaves(plain.params)):
+        if is_lora(x):
+            n += 1
+            a, b = np.asarray(x.lora_a, np.float64), np.asarray(x.lora_b, np.float64)
+            want = np.asarray(x.base, np.float64) + x.scale * np.einsum(
+                "...kr,...rn->...kn", a, b).reshape(x.shape)
+            np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6)
+    assert n >= 4
+    hf = tmp_path / "hf"
+    assert main(["export", "--run", str(tiny_run("lora")), "--out", str(hf)]) == 0
+    assert "(LoRA factors merged into the weights)" in capsys.readouterr().out
+    for a, b in zip(jax.tree_util.tree_leaves(load_hf(hf)[1]),
+                    jax.tree_util.tree_leaves(plain.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # int4 weights: each within half a step (at most absmax / 7) of the float run's weight
+    hfq = tmp_path / "hfq"
+    assert main(["export", "--run", str(tiny_run("quantized")), "--out", str(hfq)]) == 0
+    assert "(int4 weights dequantized to float32)" in capsys.readouterr().out
+    is_q = lambda x: isinstance(x, QArray)  # noqa: E731
+    kinds = jax.tree_util.tree_leaves(load_run(tiny_run("quantized")).params, is_leaf=is_q)
+    for q, w, d in zip(kinds, jax.tree_util.tree_leaves(load_run(tiny_run("char")).params),
+                       jax.tree_util.tree_leaves(load_hf(hfq)[1])):
+        w, d = np.asarray(w), np.asarray(d)
+        bound = np.abs(w).max() / 7 / 2 * 1.001 + 1e-7 if is_q(q) else 0
+        assert np.abs(d - w).max() <= bound

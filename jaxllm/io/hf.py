@@ -31,6 +31,9 @@ from jaxllm.files import atomic_write, write_json_atomic
 
 def architecture(cfg: ModelConfig) -> str:
     """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
+    if cfg.kind not in ("decoder", "encoder"):
+        raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
+                              f"writes Llama and GPT-2 decoders and BERT encoders")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:

@@ -157,7 +157,10 @@ class PretrainedEncoder:
             raise DataError("embed takes a list of texts; wrap a single text in a list")
         if self.tokenizer is None:
             raise DataError(f"model {self.name!r} has no tokenizer; use embed_ids")
-        ids = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)  # [CLS] .. [SEP]
+        if hasattr(self.tokenizer, "encode_batch"):
+            ids = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)  # [CLS]..[SEP]
+        else:  # a jaxllm run's char or byte tokenizer (an exported MLM run): no special tokens
+            ids = [self.tokenizer.encode(t) for t in texts]
         return self.embed_ids(ids, batch_size=batch_size)
 
     def embed_ids(self, ids: list[list[int]], *, batch_size: int = 32) -> np.ndarray:

@@ -309,13 +309,40 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
                                                               range(calib_batches)])
         qparams = transforms.apply_calibration(qparams, ranges)
     new_cfg = replace(cfg, model=replace(cfg.model, weights=spec))
-    run.create(new_cfg, loaded.tokenizer)
-    ckpts = Checkpoints(run.checkpoints, keep=1)
     state = TrainState(step=jax.numpy.asarray(loaded.step, jax.numpy.int32), params=qparams,
-                       opt_state={})
-    ckpts.save(loaded.step, state, {"quantized_from": str(loaded.run.path)})
+                       opt_state={})  # a quantized run trains only as QLoRA: no optimizer state
+    return _write_run(run, replace(loaded, config=new_cfg, params=qparams), state,
+                      {"quantized_from": str(loaded.run.path)})
+
+
+def merge_run(loaded: LoadedRun, out: str | Path) -> LoadedRun:
+    """A LoRA, QLoRA or quantized run as a plain float run in the new directory `out` (what
+    `jaxllm export --format run` does): LoRA factors merged into their base (W + alpha/r A B),
+    quantized weights dequantized; train.lora and model.weights are cleared, and the optimizer
+    state starts fresh, so the new run evaluates, exports and fine-tunes like any float run.
+
+        plain = merge_run(load_run("runs/lora"), "runs/merged")
+    """
+    run = RunDir(out)
+    run.check_new()
+    cfg = loaded.config
+    new_cfg = replace(cfg, model=replace(cfg.model, weights=""),
+                      train=replace(cfg.train, lora=""))
+    params = lora.merge(loaded.params, float_export=True)
+    tx = make_optimizer(new_cfg.optim, new_cfg.train.steps)
+    state = TrainState.create(params, tx)
+    state = state.replace(step=jax.numpy.asarray(loaded.step, jax.numpy.int32))
+    return _write_run(run, replace(loaded, config=new_cfg, params=params), state,
+                      {"merged_from": str(loaded.run.path)})
+
+
+def _write_run(run: RunDir, loaded: LoadedRun, state, note: dict) -> LoadedRun:
+    """Write loaded's config and tokenizer and one checkpoint of state as the new run `run`."""
+    run.create(loaded.config, loaded.tokenizer)
+    ckpts = Checkpoints(run.checkpoints, keep=1)
+    ckpts.save(loaded.step, state, note)
     ckpts.close()
-    return replace(loaded, run=run, config=new_cfg, params=qparams)
+    return replace(loaded, run=run)
 
 
 def pretrained_as_run(name: str) -> LoadedRun:
