@@ -89,5 +89,11 @@ def _existing_parent(path: Path, what: str) -> Path:
 
 
 def _check_writable(path: Path, directory: Path, what: str) -> None:
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path}: {directory} is not writable")
+    """Create and remove a file in directory: permissions, read-only and pseudo file systems
+    (where os.access says yes to root) all show."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot write in {directory} "
+                          f"({e.strerror or type(e).__name__})") from None

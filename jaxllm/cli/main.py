@@ -1,7 +1,8 @@
 """The `jaxllm` command: one subcommand (verb) per module in this package.
 
-Every mistake of the user's (a preset, an override, a file, a prompt) is a JaxllmError: the
-command prints it on one line and exits with status 2, without a traceback.
+Every mistake of the user's (a preset, an override, a file, a prompt, a flag argparse cannot
+read) is a JaxllmError or a UsageError: the command prints it on one line and exits with status
+2, without a traceback. So does an OSError (a full disk, a path that cannot be written).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return VERBS[args.verb].run(args) or 0
     except JaxllmError as e:
+        print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's, not jaxllm's: a full disk, a lost mount, permissions
         print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--data", default="shakespeare", help="corpus name or tfds:NAME")
     t.add_argument("--split", default="position", choices=["position", "document"])
     t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--out", required=True, help="where to write tokenizer.json")
+    t.add_argument("--out", required=True, help="where to write tokenizer.json (a new file)")
     e = sub.add_parser("encode", help="print the ids (or tokens) of a text")
     e.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt, .gguf or name")
     e.add_argument("--tokens", action="store_true", help="print tokens instead of ids")
@@ -47,8 +47,10 @@ def run(args) -> int:
         return 0
 
     from jaxllm.data.tfds_builder import load_split_texts
+    from jaxllm.files import check_new_file
     from jaxllm.text import train
 
+    check_new_file(args.out)  # before the training, not after it
     texts, _ = load_split_texts(args.data, args.split, args.val_fraction, "text")
     start = time.perf_counter()
     tok = train(texts, args.vocab_size, kind=args.kind)

@@ -41,6 +41,10 @@ def run(args) -> int:
     prompts = class_prompts(labels, args.template)  # checks labels and template first
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit={args.limit}: must be at least 1")
+    from jaxllm.files import check_new_file
+    for flag, path in (("--grid", args.grid), ("--similarity", args.similarity)):
+        if path:
+            check_new_file(path, flag)  # before the model is loaded
     from jaxllm.data.images import load_images
     from jaxllm.infer import vision
     from jaxllm.models.vit import check_images

@@ -64,6 +64,8 @@ class RunDir:
         atomic_write(self.config_file, cfg.to_json() + "\n")
 
     def check(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"{self.path} is a file, not a run directory")
         if not self.path.is_dir():
             raise CheckpointError(f"run directory {self.path} does not exist")
         if not self.exists():
