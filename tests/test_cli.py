@@ -95,6 +95,8 @@ def test_eval_prints_loss_and_perplexity(run_dir, capsys):
     (["train", "--set", "data.corpus=tfds:no_such_dataset_xyz"], "unknown TFDS dataset"),
     (["train", "--data", "tfds:no_such_dataset_xyz"], "unknown TFDS dataset"),
     (["train", "--resume"], "--resume needs --out"),
+    (["train", "--mesh", "data=16"], "XLA_FLAGS=--xla_force_host_platform_device_count=16 "
+                                     "simulates 16 devices"),
 ])
 def test_bad_training_input(argv, expected, capsys, tmp_path):
     assert expected in error_of(argv + ["--out", str(tmp_path / "r")] if "--resume" not in argv
