@@ -198,3 +198,22 @@ def test_train_never_writes_into_a_directory_of_the_users(tmp_path, capsys):
                          f"tokenizer.json); choose a new or empty directory")
     assert checksums(notes) == before and sorted(p.name for p in notes.iterdir()) == [
         "metrics.jsonl", "tokenizer.json"]
+
+
+def test_chat_is_greedy_in_the_cli_as_in_python(tiny_pretrained, monkeypatch, capsys):
+    """issue 16: `generate --chat` sampled at temperature 1.0 (gibberish) while lm.chat() is
+    greedy; the CLI now passes chat() the same default the Python call has."""
+    import inspect
+
+    from jaxllm.pretrained import PretrainedDecoder
+
+    seen = {}
+
+    def chat(self, message, **kwargs):
+        seen.update(kwargs)
+        return "Paris"
+    monkeypatch.setattr(PretrainedDecoder, "chat", chat)
+    assert main(["generate", "--model", "tiny-llama", "--chat", "Capital of France?"]) == 0
+    assert capsys.readouterr().out == "Paris\n"
+    python_default = inspect.signature(PretrainedDecoder.generate).parameters["temperature"]
+    assert seen["temperature"] == python_default.default == 0.0
