@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -89,7 +87,6 @@ def run(args) -> int:
 
 def _run_pretrained(args) -> int:
     from jaxllm import pretrained
-    from jaxllm.data.tfds_builder import load_split_texts
     from jaxllm.errors import DataError
 
     m = pretrained.load(args.model)
@@ -100,24 +97,9 @@ def _run_pretrained(args) -> int:
 
 
 def _windowed(args, m, corpus: str, label: str, split: tuple = ()) -> int:
-    """Perplexity of decoder m (a PretrainedDecoder) on the first --max-tokens tokens of a
-    corpus's validation text, in consecutive non-overlapping windows."""
-    from jaxllm.data.tfds_builder import load_split_texts
-    from jaxllm.errors import DataError
-
+    """Print the perplexity of decoder m (a PretrainedDecoder) on a corpus's validation text."""
     window = 512 if args.window is None else args.window
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise DataError(f"--max-tokens={args.max_tokens}: must be at least 2")
-    if window < 2:
-        raise DataError(f"--window={window}: must be at least 2")
-    _, val_texts = load_split_texts(corpus, *split)
-    text = "\n".join(val_texts)
-    if args.max_tokens:  # a token is at least one character: encode only what can be scored
-        text = text[:args.max_tokens * 8]
-    ids = m.tokenizer.encode(text)
-    if args.max_tokens:
-        ids = ids[:args.max_tokens]
-    r = m.perplexity(ids, window=window)
+    r = m.corpus_perplexity(corpus, max_tokens=args.max_tokens, window=window, split=split)
     print(f"{label} on the {corpus} validation split ({r['tokens']:,.0f} tokens, windows "
           f"of {min(window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
           f"{r['perplexity']:.3f}")
@@ -133,8 +115,7 @@ def _run_vision(args, loaded) -> int:
     test = load_images(cfg.data.corpus).test
     where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
     if cfg.model.kind == "vit":
-        logits = vision.classify(loaded.model, loaded.params, test.images)
-        acc = float(np.mean(np.argmax(logits, axis=1) == test.labels))
+        acc = vision.accuracy(loaded.model, loaded.params, test)
         print(f"{where} ({len(test.labels):,} images): accuracy {acc:.4f}")
         return 0
     if args.retrieval < 2:

@@ -65,11 +65,8 @@ def run(args) -> int:
     if args.limit:
         images = images[:args.limit]
         truth = None if truth is None else truth[:args.limit]
-    img = vision.image_embeddings(loaded.model, loaded.params, images)
-    txt = vision.text_embeddings(loaded.model, loaded.params, loaded.tokenizer, prompts,
-                                 cfg.model.max_len)
-    sim = img @ txt.T  # (N, K)
-    pred = np.argmax(sim, axis=1)
+    sim, pred = vision.zero_shot(loaded.model, loaded.params, loaded.tokenizer,
+                                 cfg.model.max_len, images, prompts)  # (N, K), (N,)
     counts = np.bincount(pred, minlength=len(labels))
     print(f"{len(images):,} images; predicted: " + ", ".join(
         f"{lab} {c}" for lab, c in zip(labels, counts)))

@@ -107,6 +107,26 @@ class PretrainedDecoder:
         kwargs.setdefault("max_new_tokens", 128)
         return self.generate(prompt, **kwargs).strip()
 
+    def corpus_perplexity(self, corpus: str, *, max_tokens: int | None = None,
+                          window: int = 512, split: tuple = ()) -> dict:
+        """perplexity() of the first max_tokens tokens (default all) of a corpus's validation
+        text (its documents joined by newlines), in windows of `window` tokens. split: the
+        (split, val_fraction, text_key) of data.load_split_texts (default: the corpus's own).
+
+            lm.corpus_perplexity("shakespeare", max_tokens=16384)   # what `jaxllm eval` prints
+        """
+        from jaxllm.data.tfds_builder import load_split_texts
+
+        if max_tokens is not None and max_tokens < 2:
+            raise DataError(f"max_tokens={max_tokens}: must be at least 2 (--max-tokens)")
+        if window < 2:
+            raise DataError(f"window={window}: must be at least 2 (--window)")
+        text = "\n".join(load_split_texts(corpus, *split)[1])
+        if max_tokens:  # a token is at least one character: encode only what can be scored
+            text = text[:max_tokens * 8]
+        ids = self._need_tokenizer().encode(text)
+        return self.perplexity(ids[:max_tokens] if max_tokens else ids, window=window)
+
     def perplexity(self, text_or_ids, *, window: int | None = None, batch_size: int = 8) -> dict:
         """Mean next-token cross-entropy and perplexity over a text (or token ids), scored in
         consecutive non-overlapping windows of `window` tokens (default min(max_len, 512))."""
