@@ -217,3 +217,30 @@ def test_chat_is_greedy_in_the_cli_as_in_python(tiny_pretrained, monkeypatch, ca
     assert capsys.readouterr().out == "Paris\n"
     python_default = inspect.signature(PretrainedDecoder.generate).parameters["temperature"]
     assert seen["temperature"] == python_default.default == 0.0
+
+
+def test_version_and_presets(capsys):
+    """issue 16: `jaxllm --version`, jaxllm.__version__ and `jaxllm presets` (names with one
+    line each; one preset's resolved config, overrides applied)."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    import jaxllm
+    from jaxllm.config import PRESETS, get_preset
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert jaxllm.__version__ == project["project"]["version"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"jaxllm {jaxllm.__version__}\n"
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(PRESETS)
+    assert all(len(line.split()) > 3 for line in lines)  # a description on each
+    assert main(["presets", "mnist-vit", "--set", "model.n_layers=2", "--steps", "7"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    want = get_preset("mnist-vit").to_dict()
+    want["model"]["n_layers"], want["train"]["steps"] = 2, 7
+    assert printed == want
+    assert "unknown preset 'nope'" in error_of(["presets", "nope"], capsys)

@@ -8,22 +8,26 @@ read) is a JaxllmError or a UsageError: the command prints it on one line and ex
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
+from jaxllm.cli import presets as presets_cmd
 from jaxllm.cli import quantize as quantize_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
+from jaxllm import __version__
 from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
-         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd}
+         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd}
 
 
 class UsageError(Exception):
@@ -40,6 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="jaxllm", description="Train, sample and evaluate language models with JAX/Flax.")
+    parser.add_argument("--version", action="version", version=f"jaxllm {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, module in VERBS.items():
         module.add_parser(sub.add_parser(name, help=module.__doc__.strip().splitlines()[0],
@@ -58,15 +63,27 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     try:
-        return VERBS[args.verb].run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.verb)
+            return VERBS[args.verb].run(args) or 0
     except JaxllmError as e:
         print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `jaxllm ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # the machine's, not jaxllm's: a full disk, a lost mount, permissions
         print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line_warning(verb: str):
+    """warnings.showwarning that prints `jaxllm VERB: warning: message` (no file and line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"jaxllm {verb}: warning: {message}", file=file or sys.stderr)
+    return show
 
 
 if __name__ == "__main__":

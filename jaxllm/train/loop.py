@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from jaxllm import config as config_lib
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.errors import ConfigError
+from jaxllm.platform import host_memory_bytes
 from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.optim import TrainState, learning_rate_schedule, make_optimizer
@@ -38,6 +40,7 @@ def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True)
     from jaxllm.parallel import plan as plan_lib  # (jaxllm.parallel imports jaxllm.train.step)
 
     plan_lib.check_config(config_lib.validate(cfg))  # mesh and pipeline shapes, before any file
+    _warn(cfg)
     run = RunDir(out_dir)
     run.check_new()  # before the data and tokenizer are built
     return _run(cfg, run, resuming=False, progress=progress)
@@ -80,6 +83,8 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
     if steps is not None:
         cfg = replace(cfg, train=replace(cfg.train, steps=steps))
     plan_lib.check_config(config_lib.validate(cfg))
+    if cfg != saved:
+        _warn(cfg)
     latest = None
     if run.checkpoints.is_dir():  # a run stopped before its first save has none
         ckpts = Checkpoints(run.checkpoints, read_only=True)
@@ -95,6 +100,12 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
         return {"run_dir": str(run.path), "start_step": latest, "step": latest,
                 "finished": True, **last}
     return _run(cfg, run, resuming=True, progress=progress)
+
+
+def _warn(cfg: config_lib.Config) -> None:
+    """Warn about settings that are valid but likely a mistake (config.sanity_warnings)."""
+    for message in config_lib.sanity_warnings(cfg, host_memory_bytes()):
+        warnings.warn(message, stacklevel=3)
 
 
 def evaluate(eval_step, params, batches) -> dict:
