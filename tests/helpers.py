@@ -88,7 +88,8 @@ class TinyRuns:
             with contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()) as err:
                 code = main([str(a) for a in argv] + ["--out", str(out)])
-            assert code == 0, f"building the tiny {kind} run failed: {err.getvalue()}"
+            assert code == 0 and (out / "config.json").exists(), \
+                f"building the tiny {kind} run failed: {err.getvalue()}"
             self._built[kind] = out
         return self._built[kind]
 
