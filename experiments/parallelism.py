@@ -40,7 +40,7 @@ from jaxllm.models.decoder import Decoder, init_params  # noqa: E402
 from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from jaxllm.parallel.mesh import make_mesh  # noqa: E402
 from jaxllm.parallel.pipeline import bubble_fraction, decoder_parts, make_pipeline_grads  # noqa: E402
-from jaxllm.parallel.rules import Layout, _is_spec  # noqa: E402
+from jaxllm.parallel.layout import Layout, _is_spec  # noqa: E402
 from jaxllm.parallel.sharded import shard_training  # noqa: E402
 from jaxllm.optim import TrainState, make_optimizer  # noqa: E402
 from jaxllm.train.step import make_train_step  # noqa: E402

@@ -27,7 +27,7 @@ def main(specs: list[str]) -> None:
     from jaxllm.data.images import ImageBatches, load_images
     from jaxllm.train.objective import model_and_objective
     from jaxllm.optim import TrainState, learning_rate_schedule, make_optimizer
-    from jaxllm.train.run import build_params
+    from jaxllm.train.params import build_params
     from jaxllm.train.step import make_train_step
 
     data = load_images("mnist")

@@ -48,7 +48,7 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
-    from jaxllm.train.run import pretrained_name
+    from jaxllm.train.params import pretrained_name
     # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
     # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.
     from_pretrained = args.batches is None and pretrained_name(cfg.train.init_from)

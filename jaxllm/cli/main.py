@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the machine's, not jaxllm's: a full disk, a lost mount, permissions
         print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if not getattr(e, "reported", False):  # (the training loop says where it stopped)
+            print(f"jaxllm {args.verb}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,8 @@
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
   jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
+      (the base run's architecture and tokenizer; a char base knows only its corpus's
+      characters: train it with --set data.tokenizer=byte to fine-tune on other text)
   jaxllm train --init-from smollm2-135m-instruct --data shakespeare --lora targets=all \
       --set model.max_len=256 --set train.batch_size=4   (a pretrained model: its architecture
       and tokenizer; model.max_len, the training sequence length, stays the preset's unless set)
@@ -115,10 +117,12 @@ def _overrides(args, with_steps: bool = True) -> list[str]:
 def _config(args, base=None):
     """The validated config the flags ask for, on top of base (default: the --preset's)."""
     from jaxllm import config as config_lib
-    from jaxllm.train.run import pretrained_name, with_pretrained_model
+    from jaxllm.train.params import pretrained_name, with_pretrained_model
+    from jaxllm.train.run import with_base_run
 
     cfg = base or config_lib.get_preset(args.preset or DEFAULT_PRESET)
-    if args.init_from is not None and pretrained_name(args.init_from):
-        # the architecture and tokenizer are the model's; --set model.max_len=... still applies
-        cfg = with_pretrained_model(cfg, args.init_from)
+    if args.init_from:
+        # the architecture and tokenizer are the base's; --set model.max_len=... still applies
+        cfg = (with_pretrained_model if pretrained_name(args.init_from) else with_base_run)(
+            cfg, args.init_from)
     return config_lib.validate(config_lib.apply_overrides(cfg, _overrides(args)))

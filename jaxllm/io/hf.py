@@ -241,10 +241,6 @@ def _template(cfg: ModelConfig) -> dict:
     return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
 
 
-def _is_shape(x):
-    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
-
-
 def _layer_entries(cfg, arch, prefix=""):
     for hf, path, conv in _entries(cfg, arch, prefix):
         if "{i}" in hf:

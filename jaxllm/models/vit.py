@@ -22,7 +22,6 @@ table, as big_vision does it:
 
 from __future__ import annotations
 
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -139,8 +138,3 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a ViT: (params, logical axis names of every param)."""
     images = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.channels), jnp.float32)
     return init_with_axes(ViT(cfg), rng, images)
-
-
-def with_variant(cfg: ModelConfig, name: str) -> ModelConfig:
-    """cfg with the sizes of a named variant (keeps image size, classes, pooling, ...)."""
-    return dataclasses.replace(cfg, **decode_variant(name))

@@ -22,7 +22,7 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 from jaxllm.errors import ConfigError
-from jaxllm.parallel.rules import Layout, _is_spec, state_specs
+from jaxllm.parallel.layout import Layout, _is_spec, state_specs
 from jaxllm.models.layers import abstract_init
 from jaxllm.optim.state import StepShardings, TrainState, initial_loss_scale
 
