@@ -244,3 +244,79 @@ def test_version_and_presets(capsys):
     want["model"]["n_layers"], want["train"]["steps"] = 2, 7
     assert printed == want
     assert "unknown preset 'nope'" in error_of(["presets", "nope"], capsys)
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+def test_ctrl_c_before_the_first_step_says_what_to_do(monkeypatch, tmp_path, capsys):
+    """issue 16: Ctrl-C before the loop exited silently."""
+    import jaxllm.train.loop as loop
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    out = tmp_path / "r"
+    monkeypatch.setattr(loop, "run_inputs", interrupt)  # while the data is read
+    assert main(["train", "--steps", "3", "--no-progress", "--out", str(out)] + TINY) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted before the first step; nothing was written"]
+    assert not out.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(loop, "make_train_step", interrupt)  # as the step is built
+    assert main(["train", "--steps", "3", "--no-progress", "--out", str(out)] + TINY) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"interrupted before the first step; continue with: jaxllm train --resume --out {out}")
+    assert main(["eval", "--run", "x"]) == 2 and capsys.readouterr()  # main still answers
+
+
+def test_ctrl_c_in_the_loop_keeps_every_finished_step(monkeypatch, tmp_path, capsys):
+    """issue 16: the rows of steps not logged yet at an interrupt were lost from metrics.jsonl;
+    now they get a row, and the state a checkpoint."""
+    import json
+
+    import jaxllm.train.loop as loop
+
+    real = loop.run_inputs
+
+    class Interrupting:  # the batch iterator, interrupted as it is asked for the 4th batch
+        def __init__(self, it):
+            self.it, self.calls = it, 0
+
+        def __next__(self):
+            self.calls += 1
+            if self.calls == 4:
+                raise KeyboardInterrupt
+            return next(self.it)
+
+        def __getattr__(self, name):
+            return getattr(self.it, name)
+
+    def interrupting_inputs(*args):
+        inputs = real(*args)
+        return inputs._replace(train=Interrupting(inputs.train))
+    monkeypatch.setattr(loop, "run_inputs", interrupting_inputs)
+    out = tmp_path / "r"
+    assert main(["train", "--steps", "6", "--no-progress", "--out", str(out)] + TINY) == 130
+    assert "interrupted; the latest checkpoint is step 3" in capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train_loss" in r] == [3]  # log_every is 10
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["3"]
+
+
+def test_interruptible_wait():
+    """The compile runs in a helper thread that Ctrl-C does not have to wait for."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from jaxllm.train.loop import _interruptible
+
+    assert _interruptible(lambda: 7) == 7
+    with pytest.raises(ZeroDivisionError):
+        _interruptible(lambda: 1 / 0)
+    never = threading.Event()
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _interruptible(never.wait)
+    assert time.perf_counter() - start < 5
