@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import jax
+from hypothesis import strategies as st
 
 from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
@@ -108,3 +109,44 @@ def checksums(*roots: Path) -> dict[str, str]:
         for f in files:
             out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def text_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """n (hypothesis, reference) sentence pairs for the text-metric tests: references are
+    sentences of CPython's pydoc topics (always installed), hypotheses a seeded perturbation
+    (words dropped, neighbours swapped, words replaced), as the peer benchmark makes them."""
+    import random
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = "".join(topics[k] for k in sorted(topics))
+    sents = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text)]
+    sents = [s for s in sents if len(s.split()) >= 5]
+    vocab = sorted({w for s in sents for w in s.split()})
+    rng = random.Random(seed)
+    hyps, refs = [], []
+    for i in range(n):
+        ref = sents[(i * 7919) % len(sents)]
+        w = [x for x in ref.split() if rng.random() > 0.15] or ref.split()[:1]
+        for j in range(len(w) - 1):
+            if rng.random() < 0.10:
+                w[j], w[j + 1] = w[j + 1], w[j]
+        hyps.append(" ".join(rng.choice(vocab) if rng.random() < 0.05 else x for x in w))
+        refs.append(ref)
+    return hyps, refs
+
+
+# The text-metric tests' shared inputs. sacrebleu's README example: two reference sets.
+SYS = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+REFS = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+        ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+
+# Pieces of text that exercise every tokenizer rule: periods and commas next to digits or not,
+# dashes after digits, HTML entities, mteval's <skipped> and hyphenated line breaks, Unicode
+# punctuation and symbols, case pairs whose lowercase differs in length.
+PIECES = ["the", "The", "dog", "a", " ", " ", " ", ".", ",", "-", "9", "1,000", "3.5", "x.y",
+          "'", '"', "(", ")", "!", "?", "&quot;", "&amp;", "&lt;", "<skipped>", "\n", "-\n",
+          "\t", "\u00a0", "é", "Σ", "İ", "€", "—", "«", "»", "。", "٣"]
+metric_texts = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)

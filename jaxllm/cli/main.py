@@ -18,6 +18,7 @@ from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import presets as presets_cmd
 from jaxllm.cli import quantize as quantize_cmd
+from jaxllm.cli import score as score_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
@@ -27,7 +28,8 @@ from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
-         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd}
+         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd,
+         "score": score_cmd}
 
 
 class UsageError(Exception):
