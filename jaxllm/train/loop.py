@@ -41,7 +41,6 @@ from jaxllm.train.step import make_eval_step, make_train_step
 def train(cfg: config_lib.Config, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Start a new run in out_dir (which must not hold one) and train it to cfg.train.steps."""
     plan_lib.check_config(config_lib.validate(cfg))  # mesh and pipeline shapes, before any file
-    _warn(cfg)
     run = RunDir(out_dir)
     run.check_new()  # before the data and tokenizer are built
     return _run(cfg, run, resuming=False, progress=progress)
@@ -84,8 +83,6 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
     if steps is not None:
         cfg = replace(cfg, train=replace(cfg.train, steps=steps))
     plan_lib.check_config(config_lib.validate(cfg))
-    if cfg != saved:
-        _warn(cfg)
     latest = None
     if run.checkpoints.is_dir():  # a run stopped before its first save has none
         ckpts = Checkpoints(run.checkpoints, read_only=True)
@@ -106,7 +103,7 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
 def _warn(cfg: config_lib.Config) -> None:
     """Warn about settings that are valid but likely a mistake (config.sanity_warnings)."""
     for message in config_lib.sanity_warnings(cfg, host_memory_bytes()):
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=2)
 
 
 def evaluate(eval_step, params, batches) -> dict:
@@ -141,6 +138,7 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
     base = init_from_params(cfg) if cfg.train.init_from and not resuming else None
     if not resuming:
         run.create(cfg, inputs.tokenizer)
+    _warn(cfg)  # once every check has passed: a warning is never followed by an error line
     model, loss_fn = model_and_objective(
         cfg, inputs.tokenizer.vocab_size if inputs.tokenizer else 0)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
