@@ -104,6 +104,7 @@ WRITERS = {
     "tokenizer": ["tokenizer", "train", "--vocab-size", "300", "--data", "pydoc", "--out",
                   "{out}"],
     "zero-shot": ["zero-shot", "--run", "{clip}", "--labels", "a,b", "--grid", "{out}"],
+    "index": ["index", "build", "--corpus", "bbc", "--no-progress", "--out", "{out}"],
 }
 
 

@@ -8,8 +8,9 @@ kinds of command are not run in full, to keep this test small:
   the run directory is filled with a tiny run of the same model kind, for the next commands.
   Training itself (every preset, layout and transform) is tested in tests/test_train.py,
   test_parallel_layouts.py, test_cli*.py.
-- commands and Python naming the real pretrained models (SmolLM2-135M, MiniLM): parsed only;
-  tests/test_pretrained*.py run them.
+- commands and Python naming the real pretrained models (SmolLM2-135M, MiniLM), and searches
+  that need MiniLM vectors or a trained reranker: parsed only; tests/test_pretrained*.py and
+  tests/test_retrieval_*.py run them.
 `make demo` / `make test` are the quickstart itself. Python blocks run with exec(), the same
 way (train() is the tiny stand-in; blocks loading the real pretrained models are skipped).
 """
@@ -30,6 +31,9 @@ from jaxllm.cli.main import build_parser, main
 
 README = Path(__file__).parents[1] / "README.md"
 PRETRAINED = ("smollm2-135m-instruct", "all-minilm-l6-v2", "pretrained.load", "jaxllm.embed")
+# dense and hybrid search need an index with MiniLM vectors, rerankers a trained cross-encoder
+# (minutes on a CPU): tests/test_retrieval_*.py run them
+SLOW_RETRIEVAL = ("--mode", "train-reranker", "--rerank")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
                 "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip"}
 
@@ -87,7 +91,7 @@ def test_readme_shell_commands_run_as_written(scratch, capsys):
             assert argv[0] in ("jaxllm", "make"), f"README shell line {argv}: not a command"
             if argv[0] == "make":
                 continue
-            if any(name in argv for name in PRETRAINED):
+            if any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL):
                 build_parser().parse_args(argv[1:])  # the flags exist (SystemExit otherwise)
                 continue
             err = io.StringIO()
@@ -106,5 +110,5 @@ def test_readme_python_runs_as_written(scratch, capsys):
             continue
         exec(compile(text, f"README.md python block {ran}", "exec"), {})  # noqa: S102
         ran += 1
-    assert ran == 4
+    assert ran == 5
     assert os.path.exists("tokenizer.json") and os.path.isdir("runs/quick")

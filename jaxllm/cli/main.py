@@ -16,9 +16,11 @@ from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
+from jaxllm.cli import index as index_cmd
 from jaxllm.cli import presets as presets_cmd
 from jaxllm.cli import quantize as quantize_cmd
 from jaxllm.cli import score as score_cmd
+from jaxllm.cli import search as search_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
@@ -29,7 +31,7 @@ from jaxllm.platform import configure_cpu
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd,
-         "score": score_cmd}
+         "score": score_cmd, "index": index_cmd, "search": search_cmd}
 
 
 class UsageError(Exception):
