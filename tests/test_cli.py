@@ -17,12 +17,15 @@ def run_dir(tiny_run):
     return tiny_run("char")
 
 
-def test_resume_records_the_new_target_and_a_finished_run_says_so(tiny_run, tmp_path,
-                                                                   monkeypatch, capsys):
+def test_resume_records_the_new_target_and_goes_back_to_a_step(tiny_run, tmp_path,
+                                                              monkeypatch, capsys):
     """issue 16.4: `--resume --steps N` was not recorded, so after an interrupt the hinted
     `jaxllm train --resume --out DIR` crashed (KeyError 'val_loss' at the old step count) or
     went on with the old schedule; a finished run resumed now says it is finished."""
     import json
+
+    import jax
+    import numpy as np
 
     import jaxllm.train.loop as loop
 
@@ -42,6 +45,30 @@ def test_resume_records_the_new_target_and_a_finished_run_says_so(tiny_run, tmp_
     out = capsys.readouterr().out
     assert "step 8: validation loss" in out and f"run directory: {run}" in out
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["4", "8"]
+
+    # issue 16: --resume --step N goes back to checkpoint N; the later checkpoint and rows are
+    # set aside (not replaced), and the steps trained again end bitwise where they ended before
+    from jaxllm.train import load_run
+
+    def steps_and_losses(text):  # the rows without their speeds
+        return [{k: v for k, v in json.loads(r).items() if not k.endswith("_per_s")}
+                for r in text.splitlines()]
+    rows = steps_and_losses((run / "metrics.jsonl").read_text())
+    first_8 = jax.device_get(load_run(run).params)
+    assert "no checkpoint at step 5; it has [4, 8]" in error_of(
+        ["train", "--resume", "--out", str(run), "--step", "5"], capsys)
+    assert "--step 4 picks the checkpoint a resume starts from; add --resume" in error_of(
+        ["train", "--step", "4", "--out", str(tmp_path / "new")], capsys)
+    assert main(["train", "--resume", "--out", str(run), "--step", "4", "--no-progress"]) == 0
+    assert f"the checkpoints after step 4 and their metrics rows are in {run / 'after-step-4'}" \
+        in capsys.readouterr().out
+    aside = run / "after-step-4"
+    assert [p.name for p in (aside / "checkpoints").iterdir()] == ["8"]
+    assert steps_and_losses((aside / "metrics.jsonl").read_text()) == [r for r in rows
+                                                                       if r["step"] > 4]
+    assert steps_and_losses((run / "metrics.jsonl").read_text()) == rows  # the same steps again
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(load_run(run).params),
+                           first_8)
 
 
 def test_resume_takes_the_command_that_started_the_run(tiny_run, tmp_path, capsys):

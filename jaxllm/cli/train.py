@@ -17,7 +17,8 @@
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
 from its latest checkpoint with its own config.json: the command that started the run, with
 --resume added, continues it; only --steps (recorded) and the device layout (--mesh, --zero,
---pipeline, --microbatches) may differ from config.json.
+--pipeline, --microbatches) may differ from config.json. --resume --step N goes back to the
+checkpoint of step N (the later ones and their metrics rows move to DIR/after-step-N/).
 """
 
 from __future__ import annotations
@@ -62,12 +63,17 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "dynamic loss scaling that skips non-finite steps)")
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--step", type=int, help="with --resume: continue from this checkpoint "
+                   "(default the latest); later checkpoints move to DIR/after-step-STEP/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     from jaxllm.errors import ConfigError
 
+    if args.step is not None and not args.resume:
+        raise ConfigError(f"--step {args.step} picks the checkpoint a resume starts from; add "
+                          f"--resume (the run's length is --steps)")
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
@@ -77,15 +83,19 @@ def run(args) -> int:
             # the same command again: its config must match the run's (resume checks)
             base = RunDir(args.out).load_config() if args.preset is None else None
             config = _config(args, base)
-        summary = resume(args.out, steps=args.steps, config=config,
+        summary = resume(args.out, steps=args.steps, config=config, step=args.step,
                          progress=not args.no_progress)
+        if "set_aside" in summary:
+            print(f"the checkpoints after step {args.step} and their metrics rows are in "
+                  f"{summary['set_aside']}")
         if summary.get("finished"):
             print(f"{args.out} is already finished at step {summary['step']} (train.steps); "
                   f"pass a larger --steps to train it further")
             return 0
     else:
         cfg = _config(args)
-        out = args.out or f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out if args.out is not None else (
+            f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}")
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
     if "images_per_s_median" in summary:  # ViT / CLIP

@@ -52,9 +52,13 @@ RESUMABLE_CHANGES = ("train.steps", "parallel.")
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.Config | None = None,
-           progress: bool = True) -> dict:
-    """Continue the run in out_dir from its latest checkpoint, to its configured number of steps
-    or to `steps` (which changes the learning-rate schedule's length).
+           step: int | None = None, progress: bool = True) -> dict:
+    """Continue the run in out_dir from its latest checkpoint (or from the checkpoint of `step`),
+    to its configured number of steps or to `steps` (which changes the learning-rate schedule's
+    length).
+
+    step: go back to an earlier checkpoint; the later checkpoints and their metrics rows are
+    moved into DIR/after-step-<step>/ (summary["set_aside"]), never deleted.
 
     config, if given, is the config the caller would start this run with (the same command
     again): it must equal the run's config.json except for train.steps and the parallel section,
@@ -83,21 +87,28 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
     if steps is not None:
         cfg = replace(cfg, train=replace(cfg.train, steps=steps))
     plan_lib.check_config(config_lib.validate(cfg))
-    latest = None
+    saved_steps = []
     if run.checkpoints.is_dir():  # a run stopped before its first save has none
         ckpts = Checkpoints(run.checkpoints, read_only=True)
-        latest = ckpts.latest_step()
+        saved_steps = ckpts.steps()
         ckpts.close()
+    if step is not None and step not in saved_steps:
+        raise ConfigError(f"--step {step}: {run.path} has no checkpoint at step {step}; it has "
+                          f"{saved_steps or 'none'}")
+    latest = step if step is not None else (saved_steps[-1] if saved_steps else None)
     if latest is not None and latest > cfg.train.steps:
-        raise ConfigError(f"{run.path} is already at step {latest}, past train.steps="
+        now = "at" if step is not None else "already at"
+        raise ConfigError(f"{run.path} is {now} step {latest}, past train.steps="
                           f"{cfg.train.steps}; pass a larger --steps")
     if cfg != saved:
         run.write_config(cfg)  # the new target and layout, for this and any later resume
+    later = [s for s in saved_steps if latest is not None and s > latest]
+    aside = {"set_aside": str(run.set_aside_after(latest, later))} if later else {}
     if latest == cfg.train.steps:
         last = {k: v for r in run.read_metrics() for k, v in r.items() if k.startswith("val_")}
         return {"run_dir": str(run.path), "start_step": latest, "step": latest,
-                "finished": True, **last}
-    return _run(cfg, run, resuming=True, progress=progress)
+                "finished": True, **last, **aside}
+    return {**_run(cfg, run, resuming=True, progress=progress), **aside}
 
 
 def _warn(cfg: config_lib.Config) -> None:

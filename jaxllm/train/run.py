@@ -122,6 +122,23 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
+    def set_aside_after(self, step: int, later: list[int]) -> Path:
+        """Move the checkpoints of steps `later` (all after `step`) and the metrics rows after
+        `step` into a new folder DIR/after-step-<step>[-k]/, so that a resume from `step` replaces
+        nothing (`jaxllm train --resume --step`). Returns that folder."""
+        aside = self.path / f"after-step-{step}"
+        k = 1
+        while aside.exists():
+            k += 1
+            aside = self.path / f"after-step-{step}-{k}"
+        (aside / "checkpoints").mkdir(parents=True)
+        rows = [r for r in self.read_metrics() if r.get("step", 0) > step]
+        atomic_write(aside / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        for s in later:
+            (self.checkpoints / str(s)).rename(aside / "checkpoints" / str(s))
+        self.truncate_metrics(step)
+        return aside
+
     def plot(self, accuracy: bool = False) -> None:
         """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval), and
         with accuracy=True a second panel of train and validation accuracy."""
