@@ -180,6 +180,13 @@ def test_corrupted_run_directory(run_dir, capsys, tmp_path):
     assert "not valid JSON" in error_of(["train", "--resume", "--out", str(bad)], capsys)
 
 
+def test_a_run_given_as_a_model_says_so(run_dir, capsys):
+    """A jaxllm run where a Hugging Face model directory belongs is named as a run, with the
+    flag that takes it (it was "unknown model", though the directory holds a config.json)."""
+    line = error_of(["generate", "--model", str(run_dir), "--prompt", "A"], capsys)
+    assert f"{run_dir} is a jaxllm run" in line and f"--run {run_dir}" in line
+
+
 def test_existing_run_is_kept(run_dir, capsys):
     before = (run_dir / "config.json").read_bytes()
     assert "already holds a run" in error_of(["train", "--out", str(run_dir)] + TINY, capsys)

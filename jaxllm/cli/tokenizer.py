@@ -29,7 +29,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--out", required=True, help="where to write tokenizer.json (a new file)")
     e = sub.add_parser("encode", help="print the ids (or tokens) of a text")
-    e.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt, .gguf or name")
+    e.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt, .gguf, a run "
+                   "directory or a name")
     e.add_argument("--tokens", action="store_true", help="print tokens instead of ids")
     e.add_argument("--special", action="store_true", help="add the model's special tokens")
     e.add_argument("text")

@@ -380,6 +380,10 @@ def load_hf(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
         hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    if isinstance(hf_cfg, dict) and {"model", "train"} <= hf_cfg.keys():
+        raise CheckpointError(f"{d} is a jaxllm run (jaxllm train), not a model in the Hugging "
+                              f"Face layout: the verbs take it as --run {d}, and `jaxllm export "
+                              f"--run {d} --out DIR` writes one")
     cfg = config_from_hf(hf_cfg)
     weights = d / "model.safetensors"
     tensors = read_safetensors(weights)

@@ -101,6 +101,10 @@ class PretrainedDecoder:
         """The assistant's answer to a user message (str) or a list of {role, content} messages,
         rendered with the model's chat template."""
         tok = self._need_tokenizer()
+        if not hasattr(tok, "apply_chat_template"):  # a jaxllm run's char or byte tokenizer
+            raise DataError(f"model {self.name!r} has no chat template (its tokenizer is "
+                            f"{type(tok).__name__}); continue a text with a prompt instead, or "
+                            f"chat with smollm2-135m-instruct")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True)
