@@ -32,8 +32,9 @@ def data_dir(session_data_dir, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """tiny_run(kind) -> a run directory of that kind (helpers.RUN_COMMANDS: char, bpe, llama,
-    mlm, vit, clip, quantized, lora, exported), built once per test session on first use and
-    shared by every test: never change it in place (tiny_run.copy(kind, dest) gives a copy)."""
+    mlm, vit, clip, quantized, lora, exported, exported-mlm), built once per test session on
+    first use and shared by every test: never change it in place (tiny_run.copy(kind, dest)
+    gives a copy)."""
     from helpers import TinyRuns
     return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
 

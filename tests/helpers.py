@@ -56,21 +56,24 @@ SMALL = ["--set", "data.corpus=digits", "--set", "model.image_size=8", "--set",
          "--set", "train.eval_every=2", "--set", "train.eval_batches=1", "--set",
          "optim.warmup_steps=1"]
 
-# kind -> the command that makes it ({char}: the char run's directory; --out is added)
+# kind -> the command that makes it ({char}: the char run's directory; --out is added). llama
+# reads bytes, so that the LoRA run fine-tunes it on another corpus (README).
 RUN_COMMANDS = {
     "char": ["train", "--steps", "4", "--no-progress"] + TINY,
     "bpe": ["train", "--preset", "shakespeare-bpe", "--set", "data.corpus=pydoc", "--set",
             "data.vocab_size=512", "--steps", "2", "--no-progress"] + TINY,
-    "llama": ["train", "--preset", "shakespeare-char-llama", "--steps", "2", "--no-progress"]
-             + TINY + ["--set", "model.n_kv_heads=1"],
+    "llama": ["train", "--preset", "shakespeare-char-llama", "--steps", "2", "--no-progress",
+              "--set", "data.tokenizer=byte"] + TINY + ["--set", "model.n_kv_heads=1"],
     "mlm": ["train", "--preset", "shakespeare-mlm", "--steps", "2", "--no-progress"] + TINY,
     "vit": ["train", "--preset", "mnist-vit", "--steps", "2", "--no-progress"] + SMALL,
     "clip": ["train", "--preset", "mnist-clip", "--steps", "2", "--no-progress", "--set",
              "model.text_layers=1", "--set", "model.embed_dim=8"] + SMALL,
     "quantized": ["quantize", "--run", "{char}", "--method", "int4", "--group", "16"],
-    "lora": ["train", "--init-from", "{char}", "--lora", "rank=2,alpha=4,targets=all",
-             "--steps", "2", "--no-progress"] + TINY,
+    # the README's fine-tuning example: a byte-level base onto another corpus
+    "lora": ["train", "--init-from", "{llama}", "--data", "pydoc", "--lora",
+             "rank=2,alpha=4,targets=all", "--steps", "2", "--no-progress"] + TINY,
     "exported": ["export", "--run", "{char}"],
+    "exported-mlm": ["export", "--run", "{mlm}"],
 }
 
 

@@ -4,8 +4,9 @@ Shell blocks: every `jaxllm ...` command runs in-process in a scratch directory 
 holds the session's tiny runs under the README's placeholder names (runs/... is a run). Two
 kinds of command are not run in full, to keep this test small:
 - `jaxllm train`: parsed and validated down to the layout and transform checks (mesh shapes,
-  LoRA/quantization specs, fine-tuning bases, output directories), then, instead of training,
-  the run directory is filled with a tiny run of the same model kind, for the next commands.
+  LoRA/quantization specs, output directories; a fine-tuning run's corpus read with its base's
+  tokenizer), then, instead of training, the run directory is filled with a tiny run of the
+  same model kind (a byte-level base: the tiny llama run), for the next commands.
   Training itself (every preset, layout and transform) is tested in tests/test_train.py,
   test_parallel_layouts.py, test_cli*.py.
 - commands and Python naming the real pretrained models (SmolLM2-135M, MiniLM), and searches
@@ -52,7 +53,9 @@ def commands(text: str) -> list[list[str]]:
 def _kind_of(cfg) -> str:
     if cfg.model.kind != "decoder":
         return {"encoder": "mlm"}.get(cfg.model.kind, cfg.model.kind)
-    return "lora" if cfg.train.lora else "char"
+    if cfg.train.lora:
+        return "lora"
+    return "llama" if cfg.data.tokenizer == "byte" else "char"  # the byte-level tiny run
 
 
 @pytest.fixture
@@ -64,13 +67,12 @@ def scratch(tiny_run, tmp_path, monkeypatch):
     for name, text in (("out.txt", "the cat sat on the mat\n"),
                        ("ref.txt", "the cat sat on a mat\n"), ("ref2.txt", "a cat sat\n")):
         (tmp_path / name).write_text(text)
-    kinds = {k: tiny_run(k) for k in ("char", "mlm", "vit", "clip", "lora")}
+    kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora")}
 
     def validated_run(cfg, run, *, resuming, progress):
         loop.check_transforms(cfg)
-        if cfg.train.init_from and not resuming:
-            from jaxllm.train.run import RunDir
-            RunDir(cfg.train.init_from).load_config()  # the base exists and is a run
+        if cfg.train.init_from and not resuming:  # the base's tokenizer reads this corpus
+            loop.run_inputs(cfg, run, resuming)  # (the data is built; nothing is compiled)
         shutil.copytree(kinds[_kind_of(cfg)], run.path, dirs_exist_ok=True)
         return {"run_dir": str(run.path), "step": cfg.train.steps, "val_loss": 1.0,
                 "val_perplexity": 2.7, "tokens_per_s_median": None}

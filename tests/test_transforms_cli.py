@@ -27,7 +27,7 @@ def test_quantize_then_eval_and_generate(run_dir, tiny_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_lora_fine_tuning_from_a_run(tiny_run, capsys):
-    out = tiny_run("lora")  # jaxllm train --init-from CHAR --lora rank=2,alpha=4,targets=all
+    out = tiny_run("lora")  # jaxllm train --init-from LLAMA --data pydoc --lora ...
     assert main(["eval", "--run", str(out), "--batches", "2"]) == 0
 
 
