@@ -104,12 +104,14 @@ def test_train_arguments_never_end_in_a_traceback(argv, resumable, stubbed_loop,
         assert not out.exists() or not any(out.iterdir())  # the stub writes nothing
 
 
+def _interrupt(*args, **kwargs):  # stands in for the model: the run stops before any compile
+    raise KeyboardInterrupt
+
+
 def test_warmup_longer_than_the_run_is_warned_about(tmp_path, monkeypatch, capsys):
     """issue 16: a warm-up longer than the run said nothing. The warning comes once the run is
     accepted (never before an error line); the model is not built here."""
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(loop, "model_and_objective", stop)
+    monkeypatch.setattr(loop, "model_and_objective", _interrupt)
     tiny = ["--no-progress", "--set", "model.n_layers=1", "--set", "model.d_model=32"]
     assert main(["train", "--steps", "30", "--out", str(tmp_path / "a")] + tiny) == 130
     assert capsys.readouterr().err.splitlines()[0] == (
@@ -117,3 +119,23 @@ def test_warmup_longer_than_the_run_is_warned_about(tmp_path, monkeypatch, capsy
         "learning rate never reaches optim.lr=0.001; set optim.warmup_steps lower")
     assert main(["train", "--steps", "101", "--out", str(tmp_path / "b")] + tiny) == 130
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_context_that_cannot_fit_is_warned_about(tmp_path, monkeypatch, capsys):
+    """issue 16: model.max_len=100000 on the char preset compiled for over 10 minutes at 6.8 GB
+    without a word. Its 12 rows x 4 heads x 100000^2 float32 scores are 1,788 GiB, more than a
+    64 GiB machine; its own max_len=64 is not warned about."""
+    import numpy as np
+
+    monkeypatch.setattr(loop, "host_memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(loop, "model_and_objective", _interrupt)
+    scores = np.float32(0).nbytes * np.prod([12, 4, 100_000, 100_000], dtype=np.float64)
+    argv = ["train", "--steps", "200", "--no-progress", "--set", "model.max_len=100000"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 130
+    warning = capsys.readouterr().err.splitlines()[0]
+    assert warning.startswith("jaxllm train: warning: model.max_len=100000: one layer's "
+                              f"attention scores would take {scores / 2**30:,.0f} GiB"), warning
+    assert "more than this machine's 64 GiB" in warning and "set model.max_len lower" in warning
+    assert main(["train", "--steps", "200", "--no-progress", "--out", str(tmp_path / "b")]) == 130
+    assert "warning" not in capsys.readouterr().err
+
