@@ -187,6 +187,29 @@ def test_a_run_given_as_a_model_says_so(run_dir, capsys):
     assert f"{run_dir} is a jaxllm run" in line and f"--run {run_dir}" in line
 
 
+def test_long_work_says_what_it_is_doing_on_a_terminal_only(run_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """issue 16: a model load, an evaluation and tokenizer training said nothing until they
+    ended. On a terminal they say what they are doing (eval: a bar of its batches); to a pipe
+    or a log, nothing but the result (and an error stays one line)."""
+    evaluate = ["eval", "--run", str(run_dir), "--batches", "2"]
+    load = ["generate", "--model", str(run_dir), "--prompt", "A"]  # refused once it is read
+    assert main(evaluate) == 0 and capsys.readouterr().err == ""
+    assert main(load) == 2 and len(capsys.readouterr().err.splitlines()) == 1
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(evaluate) == 0
+    err = capsys.readouterr().err
+    assert "evaluating:" in err and "0/2 [" in err, err  # the bar, cleared when done
+    assert main(load) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"jaxllm generate: loading {run_dir}..."
+    tok = ["tokenizer", "train", "--kind", "bytebpe", "--vocab-size", "260", "--data", "pydoc",
+           "--out", str(tmp_path / "tok.json")]
+    assert main(tok) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "jaxllm tokenizer: reading pydoc..."
+    assert lines[1].startswith("jaxllm tokenizer: training a bytebpe tokenizer of 260 tokens on ")
+
+
 def test_existing_run_is_kept(run_dir, capsys):
     before = (run_dir / "config.json").read_bytes()
     assert "already holds a run" in error_of(["train", "--out", str(run_dir)] + TINY, capsys)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli.progress import on_terminal, status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -79,7 +81,7 @@ def run(args) -> int:
         what = "the whole validation split"
     loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[1]
     eval_step = make_eval_step(loss_fn)
-    m = evaluate(eval_step, loaded.params, batches)
+    m = evaluate(eval_step, loaded.params, batches, progress=on_terminal())
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, accuracy {m['accuracy']:.4f}")
     return 0
@@ -89,6 +91,7 @@ def _run_pretrained(args) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    status("eval", f"loading {args.model}")
     m = pretrained.load(args.model)
     if m.config.kind != "decoder" or m.tokenizer is None:
         raise DataError(f"--model {args.model}: eval scores decoders with a tokenizer, such as "
@@ -99,7 +102,8 @@ def _run_pretrained(args) -> int:
 def _windowed(args, m, corpus: str, label: str, split: tuple = ()) -> int:
     """Print the perplexity of decoder m (a PretrainedDecoder) on a corpus's validation text."""
     window = 512 if args.window is None else args.window
-    r = m.corpus_perplexity(corpus, max_tokens=args.max_tokens, window=window, split=split)
+    r = m.corpus_perplexity(corpus, max_tokens=args.max_tokens, window=window, split=split,
+                            progress=on_terminal())
     print(f"{label} on the {corpus} validation split ({r['tokens']:,.0f} tokens, windows "
           f"of {min(window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
           f"{r['perplexity']:.3f}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -44,6 +46,7 @@ def run(args) -> int:
                               "(a pretrained model exports as --format safetensors)")
         from jaxllm import pretrained
 
+        status("export", f"loading {args.model}")
         m = pretrained.load(args.model)
         extra = {}
         if args.model in pretrained.REGISTRY:

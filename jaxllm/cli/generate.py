@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -79,6 +81,7 @@ def _run_pretrained(args) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    status("generate", f"loading {args.model}")
     m = pretrained.load(args.model)
     if m.config.kind != "decoder":
         raise DataError(f"--model {args.model} is an encoder; generate needs a decoder such as "

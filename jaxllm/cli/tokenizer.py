@@ -16,6 +16,8 @@ import argparse
 import json
 import time
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -52,7 +54,10 @@ def run(args) -> int:
     from jaxllm.text import train
 
     check_new_file(args.out)  # before the training, not after it
+    status("tokenizer", f"reading {args.data}")
     texts, _ = load_split_texts(args.data, args.split, args.val_fraction, "text")
+    status("tokenizer", f"training a {args.kind} tokenizer of {args.vocab_size} tokens on "
+           f"{sum(map(len, texts)):,} characters")
     start = time.perf_counter()
     tok = train(texts, args.vocab_size, kind=args.kind)
     seconds = time.perf_counter() - start

@@ -11,12 +11,14 @@ Rules for text longer than the model's context:
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxllm.errors import DataError
 from jaxllm.models.decoder import Decoder
@@ -112,7 +114,7 @@ class PretrainedDecoder:
         return self.generate(prompt, **kwargs).strip()
 
     def corpus_perplexity(self, corpus: str, *, max_tokens: int | None = None,
-                          window: int = 512, split: tuple = ()) -> dict:
+                          window: int = 512, split: tuple = (), progress: bool = False) -> dict:
         """perplexity() of the first max_tokens tokens (default all) of a corpus's validation
         text (its documents joined by newlines), in windows of `window` tokens. split: the
         (split, val_fraction, text_key) of data.load_split_texts (default: the corpus's own).
@@ -129,11 +131,14 @@ class PretrainedDecoder:
         if max_tokens:  # a token is at least one character: encode only what can be scored
             text = text[:max_tokens * 8]
         ids = self._need_tokenizer().encode(text)
-        return self.perplexity(ids[:max_tokens] if max_tokens else ids, window=window)
+        return self.perplexity(ids[:max_tokens] if max_tokens else ids, window=window,
+                               progress=progress)
 
-    def perplexity(self, text_or_ids, *, window: int | None = None, batch_size: int = 8) -> dict:
+    def perplexity(self, text_or_ids, *, window: int | None = None, batch_size: int = 8,
+                   progress: bool = False) -> dict:
         """Mean next-token cross-entropy and perplexity over a text (or token ids), scored in
-        consecutive non-overlapping windows of `window` tokens (default min(max_len, 512))."""
+        consecutive non-overlapping windows of `window` tokens (default min(max_len, 512));
+        progress: a bar on stderr."""
         ids = self._need_tokenizer().encode(text_or_ids) if isinstance(text_or_ids, str) \
             else list(text_or_ids)
         window = min(window or 512, self.config.max_len)
@@ -149,7 +154,8 @@ class PretrainedDecoder:
             tgts[r, :len(chunk) - 1] = chunk[1:]
             wts[r, :len(chunk) - 1] = 1
         total, count = 0.0, 0.0
-        for s in range(0, n, batch_size):
+        for s in tqdm(range(0, n, batch_size), disable=not progress, desc="scoring windows",
+                      unit="batch", file=sys.stderr, leave=False):
             sl = slice(s, s + batch_size)
             pad = batch_size - toks[sl].shape[0]
             t, g, w = (np.pad(a[sl], ((0, pad), (0, 0))) for a in (toks, tgts, wts))

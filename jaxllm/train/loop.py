@@ -117,10 +117,12 @@ def _warn(cfg: config_lib.Config) -> None:
         warnings.warn(message, stacklevel=2)
 
 
-def evaluate(eval_step, params, batches) -> dict:
-    """Mean loss, perplexity and accuracy of params over a list of batches."""
+def evaluate(eval_step, params, batches, progress: bool = False) -> dict:
+    """Mean loss, perplexity and accuracy of params over a list of batches (progress: a bar on
+    stderr)."""
     sums = None
-    for batch in batches:
+    for batch in tqdm(batches, disable=not progress, desc="evaluating", unit="batch",
+                      file=sys.stderr, leave=False):
         out = eval_step(params, batch)
         sums = out if sums is None else jax.tree_util.tree_map(lambda a, b: a + b, sums, out)
     return finalize_metrics(jax.device_get(sums))
