@@ -51,6 +51,7 @@ flag = st.sampled_from([
     ("--save-every", st.integers(-1, 100).map(str)),
     ("--preset", st.sampled_from(["shakespeare-char", "shakespeare-mlm", "mnist-vit", "x"])),
     ("--init-from", st.sampled_from(["/nonexistent/run", ""])),
+    ("--step", st.integers(-1, 8).map(str)),  # the resumable run has a checkpoint at 4
 ])
 
 
