@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -67,6 +69,8 @@ def run(args) -> int:
     if args.model and (act == "static" or args.step is not None):
         raise ConfigError("--model quantizes a pretrained model's weights; --calib/--act static "
                           "and --step need a run (--run DIR)")
+    if args.model:
+        status("quantize", f"loading {args.model}")
     loaded = pretrained_as_run(args.model) if args.model else load_run(args.run, step=args.step)
     q = quantize_run(loaded, args.out, spec, calib_batches=args.calib or 0)
     before, after = transforms.tree_bytes(loaded.params), transforms.tree_bytes(q.params)
