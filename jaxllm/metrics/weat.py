@@ -43,5 +43,6 @@ def weat(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> WeatResu
     if min(len(x), len(y), len(a), len(b)) == 0:
         raise ValueError("every WEAT word set needs at least one vector")
     sx, sy = associations(x, a, b), associations(y, a, b)
-    effect = (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std()
+    with np.errstate(invalid="ignore", divide="ignore"):  # identical associations: nan, as numpy
+        effect = (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std()
     return WeatResult(float(sx.sum() - sy.sum()), float(effect), (sx, sy))

@@ -108,19 +108,19 @@ def cooccurrence(corpus: Corpus, vocab_size: int, window: int = 10, symmetric: b
         k, v = _sum_by_key(np.concatenate(k_parts), np.concatenate(v_parts))
         keys.append(k)
         vals.append(v)
-    if not keys:
-        k, v = np.zeros(0, np.int64), np.zeros(0)
-    else:
-        k, v = _sum_by_key(np.concatenate(keys), np.concatenate(vals))
+    k, v = _sum_by_key(np.concatenate(keys or [np.zeros(0, np.int64)]),
+                       np.concatenate(vals or [np.zeros(0)]))
     return Cooccurrence((k // vocab_size).astype(np.int32), (k % vocab_size).astype(np.int32),
                         v, vocab_size)
 
 
 def _sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(keys):
+        return keys, values
     order = np.argsort(keys, kind="stable")
     keys, values = keys[order], values[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return keys[starts], np.add.reduceat(values, starts) if len(keys) else values
+    return keys[starts], np.add.reduceat(values, starts)
 
 
 # ----------------------------------------------------------------------------- the fit

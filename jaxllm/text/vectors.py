@@ -157,7 +157,7 @@ class KeyedVectors:
             raise DataError(f"analogy method {method!r} is unknown; use 3cosadd or 3cosmul")
         ok = self._ok_vocab(restrict_vocab, case_insensitive)
         fold = str.upper if case_insensitive else (lambda w: w)
-        sections, questions = [], []
+        sections, questions, known = [], [], []
         for line_no, line in enumerate(_read_lines(path, "analogy file")):
             if line.startswith(": "):
                 sections.append({"section": line.lstrip(": ").strip(), "correct": [],
@@ -166,17 +166,19 @@ class KeyedVectors:
             if not sections:
                 raise DataError(f"analogy file {str(path)!r}: line {line_no + 1} comes before "
                                 f"any ': section' line")
-            words = [fold(w) for w in line.split()]
+            words = tuple(fold(w) for w in line.split())
             if len(words) != 4:
                 continue  # gensim skips malformed lines too
             if all(w in ok for w in words):
-                questions.append((len(sections) - 1, tuple(words)))
-            elif dummy4unknown:
-                sections[-1]["incorrect"].append(tuple(words))
+                known.append(len(questions))
+                questions.append((len(sections) - 1, words))
+            elif dummy4unknown:  # counted wrong, in its place in the file
+                questions.append((len(sections) - 1, words))
         n_keep = min(restrict_vocab, len(self)) if restrict_vocab else len(self)
-        answers = self._answer(questions, ok, n_keep, fold, method)
-        for (s, quad), predicted in zip(questions, answers):
-            sections[s]["correct" if predicted == quad[3] else "incorrect"].append(quad)
+        answers = dict(zip(known, self._answer([questions[i] for i in known], ok, n_keep, fold,
+                                               method)))
+        for i, (s, quad) in enumerate(questions):
+            sections[s]["correct" if answers.get(i) == quad[3] else "incorrect"].append(quad)
         total = {"section": "Total accuracy",
                  "correct": [q for s in sections for q in s["correct"]],
                  "incorrect": [q for s in sections for q in s["incorrect"]]}
@@ -250,7 +252,7 @@ class KeyedVectors:
         model = np.array(model, np.float32)
         spearman = stats.spearmanr(gold, model)
         pearson = stats.pearsonr(gold, model)
-        oov_ratio = 100.0 * oov / (len(gold) if dummy4unknown else len(gold) + oov)
+        oov_ratio = float(oov) / (len(gold) if dummy4unknown else len(gold) + oov) * 100
         return ((float(pearson[0]), float(pearson[1])),
                 (float(spearman[0]), float(spearman[1])), oov_ratio)
 

@@ -92,7 +92,7 @@ class Word2VecConfig:
 
 @dataclass(frozen=True)
 class Vocab:
-    words: list[str]        # most frequent first; ties in order of first occurrence
+    words: list[str]        # most frequent first; ties: the later first occurrence first (gensim)
     counts: np.ndarray      # (V,) int64
     total_words: int        # every token of the corpus, in the vocabulary or not
 
@@ -106,11 +106,12 @@ def build_vocab(sentences: Iterable[Sequence[str]], min_count: int = 5) -> Vocab
     for s in sentences:
         counts.update(s)
     total = sum(counts.values())
-    kept = [(w, c) for w, c in counts.items() if c >= min_count]
-    kept.sort(key=lambda wc: -wc[1])  # stable: ties stay in order of first occurrence
+    kept = [(w, c) for w, c in counts.items() if c >= min_count]  # in order of first occurrence
     if not kept:
         raise DataError(f"no word occurs min_count={min_count} times in the corpus "
                         f"({total} tokens); lower min_count or give more text")
+    order = np.lexsort((-np.arange(len(kept)), -np.array([c for _, c in kept], np.int64)))
+    kept = [kept[i] for i in order]  # gensim's sort_by_descending_frequency
     return Vocab([w for w, _ in kept], np.array([c for _, c in kept], np.int64), total)
 
 
@@ -164,22 +165,34 @@ def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prob.astype(np.float32), alias.astype(np.int32)
 
 
+class _ByCount:
+    """A heap entry ordered by count alone, so that ties fall as heapq leaves them (as in
+    gensim's tree: equal counts make the same codes)."""
+    __slots__ = ("count", "node")
+
+    def __init__(self, count: int, node: int):
+        self.count, self.node = count, node
+
+    def __lt__(self, other: "_ByCount") -> bool:
+        return self.count < other.count
+
+
 def huffman(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Huffman codes of the words (word2vec.c's tree: the two rarest nodes merge first).
+    """Huffman codes of the words (word2vec.c's tree: the two rarest nodes merge first; gensim's
+    tie-breaking).
 
     Returns points (V, L) int32: the inner nodes (0..V-2, the root is V-2) from the root down to
     the word; codes (V, L) uint8: the branch taken at each (the label to predict is 1 - code);
     lengths (V,). Rows are zero-padded to the longest code L."""
     v = len(counts)
-    heap = [(int(c), i) for i, c in enumerate(counts)]
+    heap = [_ByCount(int(c), i) for i, c in enumerate(counts)]
     heapq.heapify(heap)
     parent = np.zeros(2 * v - 1, np.int64)
     branch = np.zeros(2 * v - 1, np.uint8)
     for inner in range(v, 2 * v - 1):
-        c1, n1 = heapq.heappop(heap)
-        c2, n2 = heapq.heappop(heap)
-        parent[n1], parent[n2], branch[n2] = inner, inner, 1
-        heapq.heappush(heap, (c1 + c2, inner))
+        first, second = heapq.heappop(heap), heapq.heappop(heap)
+        parent[first.node], parent[second.node], branch[second.node] = inner, inner, 1
+        heapq.heappush(heap, _ByCount(first.count + second.count, inner))
     root = 2 * v - 2
     paths = []
     for w in range(v):
@@ -222,6 +235,7 @@ class _Epochs:
                  rng: np.random.Generator):
         self.corpus, self.keep, self.cfg, self.rng = corpus, keep, cfg, rng
         self.block = cfg.batch_size * cfg.steps_per_call
+        self.done = 0.0  # the fraction of the corpus x epochs turned into examples so far
 
     def _alpha(self, epoch: int, raw_pos: np.ndarray) -> np.ndarray:
         cfg = self.cfg
@@ -239,6 +253,7 @@ class _Epochs:
         step = max(1, self.block // (2 * cfg.window))
         for lo in range(0, len(ids), step):
             hi = min(len(ids), lo + step)
+            self.done = (epoch + hi / len(ids)) / cfg.epochs
             ctx = _windows(ids, sentence, reach, lo, hi, cfg.window)
             if cfg.sg:
                 r, s = np.nonzero(ctx >= 0)
@@ -332,47 +347,50 @@ def sgd_step(cfg: Word2VecConfig, tables: dict, centre, ctx, alpha, negs, tree=N
     return new
 
 
-def draw_negatives(key: jax.Array, alias: tuple, shape: tuple[int, ...]) -> jax.Array:
-    """Word ids from the alias table (prob, alias) of alias_table()."""
+def draw_negatives(rng: np.random.Generator, alias: tuple[np.ndarray, np.ndarray],
+                   shape: tuple[int, ...]) -> np.ndarray:
+    """Word ids from the alias table (prob, alias) of alias_table(): a uniform slot, kept with
+    its probability or handed to its alias. Drawn on the host (numpy), where they cost a few
+    milliseconds per million and no compilation."""
     prob, alias_idx = alias
-    k1, k2 = jax.random.split(key)
-    draw = jax.random.randint(k1, shape, 0, prob.shape[0])
-    return jnp.where(jax.random.uniform(k2, shape) < prob[draw], draw, alias_idx[draw])
+    slot = rng.integers(0, len(prob), shape, dtype=np.int32)
+    return np.where(rng.random(shape, dtype=np.float32) < prob[slot], slot, alias_idx[slot])
 
 
 @functools.lru_cache(maxsize=16)
 def _make_block_fn(cfg: Word2VecConfig, mesh: Mesh | None):
-    """The jitted function that trains on one block of examples: a scan of sgd_step over its
-    batches, the negatives drawn for the whole block first."""
+    """The jitted function that trains on one block of examples (centre, ctx, alpha, negs):
+    a scan of sgd_step over its batches."""
     n_dev = 1 if mesh is None else mesh.shape["data"]
     per_dev = cfg.batch_size // n_dev
+    # a mesh with Explicit axes wants its arrays resharded by hand before shard_map
+    explicit = mesh is not None and jax.sharding.AxisType.Explicit in mesh.axis_types
 
-    def scan_block(tables, block, negs, tree):
-        centre, ctx, alpha = block
-        xs = (centre.reshape(-1, per_dev), ctx.reshape((-1, per_dev) + ctx.shape[1:]),
-              alpha.reshape(-1, per_dev), negs.reshape(-1, per_dev, cfg.negative))
+    def scan_block(tables, block, tree):
+        centre, ctx, alpha, negs = block
+        steps = centre.shape[0] // per_dev
+        xs = (centre.reshape(steps, per_dev), ctx.reshape((steps, per_dev) + ctx.shape[1:]),
+              alpha.reshape(steps, per_dev), negs.reshape(steps, per_dev, cfg.negative))
         axis = None if mesh is None else "data"
         tables, _ = jax.lax.scan(lambda t, x: (sgd_step(cfg, t, *x, tree, axis=axis), None),
                                  tables, xs)
         return tables
 
-    def block_fn(tables, block, key, alias, tree):
-        n = block[0].shape[0]
-        negs = (draw_negatives(key, alias, (n, cfg.negative)) if cfg.negative
-                else jnp.zeros((n, 0), jnp.int32))
+    def block_fn(tables, block, tree):
         if mesh is None:
-            return scan_block(tables, block, negs, tree)
+            return scan_block(tables, block, tree)
         # Device i takes the i-th share of every batch: lay the block out device-major,
         # (steps, devices, per-device) -> (devices, steps, per-device), flattened.
+        n = block[0].shape[0]
+
         def by_device(x):
             x = x.reshape((n // cfg.batch_size, n_dev, per_dev) + x.shape[1:])
             x = jnp.swapaxes(x, 0, 1).reshape((n,) + x.shape[3:])
-            return jax.reshard(x, NamedSharding(mesh, P("data")))
+            return jax.reshard(x, NamedSharding(mesh, P("data"))) if explicit else x
 
-        split = P("data")
-        return jax.shard_map(scan_block, mesh=mesh, in_specs=(P(), (split,) * 3, split, P()),
+        return jax.shard_map(scan_block, mesh=mesh, in_specs=(P(), (P("data"),) * 4, P()),
                              out_specs=P(), check_vma=False)(
-            tables, tuple(by_device(x) for x in block), by_device(negs), tree)
+            tables, tuple(by_device(x) for x in block), tree)
 
     return jax.jit(block_fn, donate_argnums=0)
 
@@ -428,20 +446,18 @@ def train_word2vec(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Wor
     replicated = None if mesh is None else NamedSharding(mesh, P())
     put = (lambda x: jax.device_put(x, replicated)) if mesh is not None else jnp.asarray
     tables = {name: put(t) for name, t in tables.items()}
-    alias, tree = jax.tree.map(put, (alias, tree))
+    tree = jax.tree.map(put, tree)
     block_fn = _make_block_fn(cfg, mesh)
 
     epochs = _Epochs(corpus, keep_probabilities(vocab.counts, cfg.sample), cfg, rng)
-    key = jax.random.key(cfg.seed)
-    expected = max(1, len(corpus.ids) * cfg.epochs)
     examples = 0
     start = time.perf_counter()
-    for n, block in enumerate(epochs.blocks()):
+    for block in epochs.blocks():  # the host prepares a block while the device trains on one
         examples += int(np.count_nonzero(block[2]))
-        tables = block_fn(tables, tuple(put(x) for x in block), jax.random.fold_in(key, n),
-                          alias, tree)
+        negs = draw_negatives(rng, alias, (len(block[0]), cfg.negative))
+        tables = block_fn(tables, tuple(put(x) for x in block + (negs,)), tree)
         if progress is not None:
-            progress(min(1.0, examples / expected))
+            progress(epochs.done)
     syn0 = np.asarray(tables["syn0"])
     seconds = time.perf_counter() - start
     kv = KeyedVectors(list(vocab.words), syn0, counts=vocab.counts.copy())
