@@ -16,13 +16,14 @@ from jaxllm.cli import generate as generate_cmd
 from jaxllm.cli import quantize as quantize_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
+from jaxllm.cli import vectors as vectors_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
 from jaxllm.errors import JaxllmError
 from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
-         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd}
+         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "vectors": vectors_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

