@@ -70,7 +70,7 @@ class Word2VecConfig:
     # behave like the sequential C code; 256 keeps a step's rows in the CPU cache. On an
     # accelerator, a few thousand keep it busy.
     batch_size: int = 256
-    steps_per_call: int = 2048  # updates per jitted call (one block of examples from the host)
+    steps_per_call: int = 256   # updates per jitted call (one block of examples from the host)
 
     def validate(self) -> None:
         checks = [("vector_size", self.vector_size >= 1), ("window", self.window >= 1),
@@ -459,7 +459,10 @@ def train_word2vec(sentences: Sequence[Sequence[str]], cfg: Word2VecConfig = Wor
     put = (lambda x: jax.device_put(x, replicated)) if mesh is not None else jnp.asarray
     tables = {name: put(t) for name, t in tables.items()}
     tree = jax.tree.map(put, tree)
-    block_fn = _make_block_fn(cfg, mesh)
+    # one compiled program per (model, output layers, batch): seeds, epochs or rates share it
+    block_fn = _make_block_fn(Word2VecConfig(sg=cfg.sg, negative=cfg.negative, hs=cfg.hs,
+                                             cbow_mean=cfg.cbow_mean,
+                                             batch_size=cfg.batch_size), mesh)
 
     epochs = _Epochs(corpus, keep_probabilities(vocab.counts, cfg.sample), cfg, rng)
     examples = 0
