@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from jaxllm.errors import DataError
 from jaxllm.metrics.weat import weat
-from jaxllm.text.vectors import KeyedVectors
+from jaxllm.text.vectors import KeyedVectors, _cosadd_queries
 
 gensim_models = pytest.importorskip("gensim.models")
 logging.getLogger("gensim").setLevel(logging.ERROR)
@@ -34,11 +34,39 @@ SMALL = 3000
 
 
 @pytest.fixture(scope="module")
-def slice_pair():
-    """The first 3,000 GoogleNews words as (ours, gensim's)."""
-    ours = KeyedVectors.load(GOOGLENEWS, limit=SMALL)
-    ref = gensim_models.KeyedVectors.load_word2vec_format(str(GOOGLENEWS), binary=True, limit=SMALL)
+def slice_pair(tmp_path_factory):
+    """The first 3,000 GoogleNews words, plus what makes gensim's rules matter: case variants of
+    question words (a copy of each vector, slightly moved: the variant is a near answer that
+    must be skipped, and the first variant must stand for the word) and exact twins of answers
+    (ties, which gensim breaks with numpy's argsort). As (ours, gensim's), read from one file."""
+    kv = KeyedVectors.load(GOOGLENEWS, limit=SMALL)
+    rng = np.random.default_rng(0)
+    words, vectors = list(kv.words), [kv.vectors]
+    for w in ["he", "she", "man", "woman", "his", "her", "boy", "girl", "good", "better"]:
+        for variant in (w.upper(), w.title()):
+            words.append(variant)
+            vectors.append(kv[w][None] * (1 + 0.05 * rng.standard_normal((1, 300), np.float32)))
+    for w in ["him", "herself", "brother", "sister", "son", "daughter", "best", "worse"]:
+        words.append(w + "_twin")  # the same vector: a tie with the original
+        vectors.append(kv[w][None])
+    path = tmp_path_factory.mktemp("slice") / "slice.bin"
+    KeyedVectors(words, np.concatenate(vectors)).save(path)
+    ours = KeyedVectors.load(path)
+    ref = gensim_models.KeyedVectors.load_word2vec_format(str(path), binary=True)
     return ours, ref
+
+
+@needs_googlenews
+def test_analogy_queries_are_gensims_bit_for_bit(slice_pair):
+    ours, ref = slice_pair
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, len(ours), (200, 3))  # most_similar passes float64 weights:
+    queries = _cosadd_queries(ours.vectors, ours.norms, rows)
+    for (a, b, c), q in zip(rows, queries):
+        words = [ours.words[b], ours.words[c], ours.words[a]]
+        expected = ref.get_mean_vector(words, np.array([1.0, 1.0, -1.0]), pre_normalize=True,
+                                       post_normalize=True)
+        np.testing.assert_array_equal(q, expected)
 
 
 def _random_kv(n=12, d=5, seed=0):

@@ -27,7 +27,8 @@ def corpus(tmp_path):
 def test_train_then_eval(tmp_path, corpus, capsys, model):
     text, pairs = corpus
     out = tmp_path / ("v.bin" if model == "skipgram" else "v.txt")
-    extra = ["--set", "batch_size=16", "--set", "sample=0"] if model == "skipgram" else []
+    extra = (["--set", "batch_size=16", "--set", "sample=0"] if model == "skipgram"
+             else ["--set", "solver=dense", "--set", "eta=0.1", "--epochs", "60"])
     assert main(["vectors", "train", "--text", str(text), "--model", model, "--dim", "8",
                  "--min-count", "1", "--epochs", "3", "--out", str(out), *extra]) == 0
     assert f"wrote {out}" in capsys.readouterr().out

@@ -209,11 +209,13 @@ def test_skipgram_learns_the_toy_topics():
     assert _topic_gap(kv, groups) > 0.3
 
 
-def test_mesh_run_equals_single_device():
-    """CBOW with both output layers: each step's examples split over 8 devices give the
-    single-device tables, and the toy corpus's two topics come apart."""
+@pytest.mark.slow
+@pytest.mark.parametrize("sg", [True, False], ids=["sg", "cbow"])
+def test_mesh_run_equals_single_device(sg):
+    """Both output layers: each step's examples split over 8 devices give the single-device
+    tables, and the toy corpus's two topics come apart."""
     sentences, groups = _toy_sentences(150)
-    cfg = Word2VecConfig(sg=False, hs=True, negative=3, vector_size=8, window=3, min_count=1,
+    cfg = Word2VecConfig(sg=sg, hs=True, negative=3, vector_size=8, window=3, min_count=1,
                          sample=0, epochs=3, batch_size=16, steps_per_call=8, alpha=0.05)
     kv1, _ = word2vec.train_word2vec(sentences, cfg)
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))

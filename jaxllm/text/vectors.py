@@ -11,10 +11,11 @@ gensim 4.4), decision for decision: words are matched in upper case to the first
 of their case variants among the first `restrict_vocab` words; an analogy a:b :: c:? is answered
 by the nearest word to unit(b) + unit(c) - unit(a) among those words, other than a, b and c
 (3CosAdd), and a question with an unknown word is skipped (or counted wrong with
-`dummy4unknown`). `method="3cosmul"` ranks by Levy and Goldberg's 3CosMul instead, with gensim's
-most_similar_cosmul's constants. The analogy questions are scored in batches, one matrix product
-per batch (jitted); a question whose best two candidates are closer than float32 rounding could
-separate is scored again one at a time exactly as gensim does, so near-ties resolve the same way.
+`dummy4unknown`). `method="3cosmul"` ranks by Levy and Goldberg's 3CosMul instead, as gensim's
+most_similar_cosmul computes it. The analogy questions are scored in batches, one matrix product
+per batch (jitted); a question whose best candidates are closer than float32 rounding could
+separate is scored again one at a time with gensim's arithmetic and its argsort, so near-ties
+and exact ties resolve the same way.
 
 Files follow word2vec.c's formats as gensim reads and writes them: a header "count dimension",
 then per word the word, a space and either `dimension` little-endian float32s (binary) or the
@@ -216,14 +217,18 @@ class KeyedVectors:
         norms = self.norms[:n_keep]
         if method == "3cosadd":
             queries = _cosadd_queries(self.vectors, self.norms, rows)
-            scores, cand = _batched_top(keep / norms[:, None], queries, 8, ties=True)
+            scores, cand = _batched_top(keep / norms[:, None], queries, 8)
         else:
             scores, cand = _batched_top_cosmul(keep, norms, self.vectors, self.norms, rows, 8)
         answers = []
         for q, (_, quad) in enumerate(questions):
             top = cand[q]
-            if method == "3cosadd" and np.min(-np.diff(scores[q])) < _TIE_GAP:
-                dists = np.dot(keep, queries[q]) / norms   # gensim's exact arithmetic
+            if np.min(-np.diff(scores[q])) < _TIE_GAP:  # re-scored with gensim's arithmetic
+                if method == "3cosadd":
+                    dists = np.dot(keep, queries[q]) / norms
+                else:
+                    a, b, c = (self.vectors[r] / self.norms[r] for r in rows[q])
+                    dists = _cosmul(keep, norms, [b, c], [a])
                 top = _top(dists, 8)
             picks = [i for i in top if i not in set(rows[q])][:5]
             predicted = None
@@ -262,8 +267,6 @@ class KeyedVectors:
         if not gold:
             raise DataError(f"word-pair file {str(path)!r} has no pair with both words in the "
                             f"vocabulary (and well-formed)")
-        # float32 similarities, as gensim hands them to scipy (Pearson is then computed in float32)
-        model = np.array(model, np.float32)
         spearman = stats.spearmanr(gold, model)
         pearson = stats.pearsonr(gold, model)
         oov_ratio = float(oov) / (len(gold) if dummy4unknown else len(gold) + oov) * 100
@@ -437,8 +440,7 @@ def _scores(unit: jax.Array, queries: jax.Array) -> jax.Array:
     return queries @ unit.T
 
 
-def _batched_top(unit: np.ndarray, queries: np.ndarray, k: int, ties: bool = False,
-                 batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def _batched_top(unit: np.ndarray, queries: np.ndarray, k: int, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine scores and rows of each query against unit-norm rows (jitted, batched).
     Batches are padded to a fixed size so that one compiled program serves them all."""
     k = min(k, unit.shape[0])
