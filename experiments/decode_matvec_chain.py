@@ -6,7 +6,7 @@ fused: q/k/v and gate/up each concatenated into one product).
 
     .venv/bin/python experiments/decode_matvec_chain.py 1 plain,split2
 """
-import sys, time, os, resource
+import sys, time
 from jaxllm.platform import configure_cpu; configure_cpu()
 import jax, jax.numpy as jnp, numpy as np
 from functools import partial

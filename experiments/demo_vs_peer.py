@@ -50,9 +50,9 @@ def main() -> None:
     run = out / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     jaxllm = [sys.executable, "-m", "jaxllm.cli.main"]
     t0 = time.perf_counter()
-    train = subprocess.run(jaxllm + ["train", "--preset", "shakespeare-char", "--steps",
-                                     str(args.steps), "--out", str(run), "--no-progress"],
-                           capture_output=True, text=True, check=True)
+    subprocess.run(jaxllm + ["train", "--preset", "shakespeare-char", "--steps", str(args.steps),
+                             "--out", str(run), "--no-progress"],
+                   capture_output=True, text=True, check=True)
     train_s = time.perf_counter() - t0
     evaluation = subprocess.run(jaxllm + ["eval", "--run", str(run)], capture_output=True,
                                 text=True, check=True)
@@ -70,8 +70,8 @@ def main() -> None:
     p = last_json(peer.stdout)
     peer_val = p["val_loss"][str(args.steps)]
 
-    print(f"| | jaxllm shakespeare-char | PyTorch peer (eager) |")
-    print(f"|---|---|---|")
+    print("| | jaxllm shakespeare-char | PyTorch peer (eager) |")
+    print("|---|---|---|")
     print(f"| validation loss, 20 sampled batches of 12 x 64 | {val20:.4f} | {peer_val:.4f} |")
     print(f"| validation loss, whole validation split | {full_val:.4f} | - |")
     print(f"| training wall time (s), incl. start-up | {train_s:.0f} | {peer_s:.0f} |")

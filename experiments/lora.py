@@ -38,8 +38,9 @@ from jaxllm.data import build_data, sequential_batches  # noqa: E402
 from jaxllm.models.decoder import Decoder  # noqa: E402
 from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from jaxllm.train import RunDir, evaluate, load_run, make_eval_step, make_optimizer, train  # noqa
-from jaxllm.train.run import build_params, trainable_fn  # noqa: E402
-from jaxllm.train.step import TrainState, make_train_step  # noqa: E402
+from jaxllm.train.params import build_params, trainable_fn  # noqa: E402
+from jaxllm.optim import TrainState  # noqa: E402
+from jaxllm.train.step import make_train_step  # noqa: E402
 from jaxllm.transforms import lora, tree_bytes  # noqa: E402
 
 VARIANTS = {

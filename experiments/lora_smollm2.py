@@ -40,8 +40,9 @@ from jaxllm import config as config_lib, pretrained  # noqa: E402
 from jaxllm.models.decoder import Decoder  # noqa: E402
 from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from jaxllm.train import RunDir, make_optimizer, train, with_pretrained_model  # noqa: E402
-from jaxllm.train.run import build_params, trainable_fn  # noqa: E402
-from jaxllm.train.step import TrainState, make_train_step  # noqa: E402
+from jaxllm.train.params import build_params, trainable_fn  # noqa: E402
+from jaxllm.optim import TrainState  # noqa: E402
+from jaxllm.train.step import make_train_step  # noqa: E402
 from jaxllm.transforms import lora, tree_bytes  # noqa: E402
 
 NAME = "smollm2-135m-instruct"

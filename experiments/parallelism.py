@@ -40,10 +40,10 @@ from jaxllm.models.decoder import Decoder, init_params  # noqa: E402
 from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
 from jaxllm.parallel.mesh import make_mesh  # noqa: E402
 from jaxllm.parallel.pipeline import bubble_fraction, decoder_parts, make_pipeline_grads  # noqa: E402
-from jaxllm.parallel.rules import Layout, _is_spec  # noqa: E402
+from jaxllm.parallel.layout import Layout, _is_spec  # noqa: E402
 from jaxllm.parallel.sharded import shard_training  # noqa: E402
-from jaxllm.train.optimizer import make_optimizer  # noqa: E402
-from jaxllm.train.step import TrainState, make_train_step  # noqa: E402
+from jaxllm.optim import TrainState, make_optimizer  # noqa: E402
+from jaxllm.train.step import make_train_step  # noqa: E402
 
 MODEL = ModelConfig(vocab_size=256, max_len=64, n_layers=4, n_heads=8, d_model=256,
                     scan_unroll=1)

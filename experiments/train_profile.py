@@ -20,7 +20,6 @@ Prints a table and one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import gzip

@@ -26,9 +26,9 @@ def main(specs: list[str]) -> None:
     from jaxllm import config as config_lib
     from jaxllm.data.images import ImageBatches, load_images
     from jaxllm.train.objective import model_and_objective
-    from jaxllm.train.optimizer import learning_rate_schedule, make_optimizer
-    from jaxllm.train.run import build_params
-    from jaxllm.train.step import TrainState, make_train_step
+    from jaxllm.optim import TrainState, learning_rate_schedule, make_optimizer
+    from jaxllm.train.params import build_params
+    from jaxllm.train.step import make_train_step
 
     data = load_images("mnist")
     for spec in specs or [""]:
@@ -36,7 +36,7 @@ def main(specs: list[str]) -> None:
         cfg = config_lib.validate(config_lib.apply_overrides(config_lib.get_preset("mnist-vit"),
                                                              overrides))
         t = cfg.train
-        _, _, loss_fn = model_and_objective(cfg, 0)
+        _, loss_fn = model_and_objective(cfg, 0)
         tx = make_optimizer(cfg.optim, t.steps)
         state = TrainState.create(build_params(cfg, jax.random.PRNGKey(0)), tx, None)
         it = ImageBatches(data.train, t.batch_size, 0, augment_shift=cfg.data.augment_shift)

@@ -149,7 +149,7 @@ class ParallelConfig:
     zero: int = 0  # ZeRO stage along `data`: 1 optimizer state, 2 + gradients, 3 + parameters
     pipeline: str = "none"  # schedule over the `stage` axis: "none", "gpipe" or "1f1b"
     microbatches: int = 0  # pipeline micro-batches per step; 0: 2 x stages
-    rules: str = ""  # logical-rule overrides, e.g. "embed=fsdp+data,vocab=" (see parallel/rules.py)
+    rules: str = ""  # logical-rule overrides, e.g. "embed=fsdp+data,vocab=" (see parallel/layout.py)
     offload_optimizer: bool = False  # optimizer state in pinned host memory where supported
 
 
@@ -221,9 +221,9 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=2000, batch_size=16, nsp_weight=1.0),
     ),
     # A small ViT for MNIST on CPU: 7 x 7 patches (16 tokens, mean-pooled), 4 pre-norm layers of
-    # width 64, random shifts of up to 2 pixels, 3200 steps of 256 (16.4 epochs: 8 minutes on a
-    # quiet 2-core CPU). 16 tokens instead of 49 + [CLS] make a step ~3x cheaper, and at this
-    # model size epochs matter more than resolution. Measured (experiments/RESULTS.md): see the ViT on MNIST section.
+    # width 64, random shifts of up to 2 pixels, 3200 steps of 256 (16.4 epochs). 16 tokens
+    # instead of 49 + [CLS] make a step several times cheaper, and at this model size epochs
+    # matter more than resolution. Accuracy and time: RESULTS.md, "ViT on MNIST".
     "mnist-vit": Config(
         model=ModelConfig(kind="vit", image_size=28, channels=1, patch_size=7, num_classes=10,
                           n_layers=4, n_heads=4, d_model=64, d_ff=128, norm_eps=1e-6, pool="gap"),

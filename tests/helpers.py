@@ -6,7 +6,7 @@ import jax
 
 from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
-from jaxllm.train.objective import init_function
+from jaxllm import models
 
 GPT = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, d_model=32)
 LLAMA = ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32,
@@ -19,7 +19,7 @@ CONFIGS = {"gpt": GPT, "llama": LLAMA}
 def noisy_params(cfg, seed=0, scale=0.05):
     """Initialised params of any model kind (cfg.kind) with every leaf perturbed by
     scale * N(0, 1), so zero biases and unit scales matter."""
-    params, _ = init_function(cfg.kind)(cfg, jax.random.PRNGKey(seed))
+    params, _ = models.init_params(cfg, jax.random.PRNGKey(seed))
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
     leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]

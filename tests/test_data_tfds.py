@@ -14,7 +14,7 @@ from jaxllm.data.corpora import (
     load_documents,
     register_corpus,
 )
-from jaxllm.data.pipeline import build_data
+from jaxllm.data.tokens import build_data
 from jaxllm.data.splits import split_documents
 from jaxllm.data.tfds_builder import (
     CorpusBuilder,

@@ -21,10 +21,10 @@ from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import decoder_parts, make_pipeline_grads
-from jaxllm.parallel.rules import Layout, _is_spec
+from jaxllm.parallel.layout import Layout, _is_spec
 from jaxllm.parallel.sharded import shard_training
-from jaxllm.train.optimizer import make_optimizer
-from jaxllm.train.step import TrainState, make_train_step
+from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.train.step import make_train_step
 
 CFG = ModelConfig(vocab_size=64, max_len=16, n_layers=4, n_heads=4, d_model=32,
                   attention="reference", scan_unroll=1)

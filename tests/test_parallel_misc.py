@@ -14,11 +14,11 @@ from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss
 from jaxllm.parallel.mesh import AXES, make_mesh, parse_mesh_spec
 from jaxllm.parallel.pipeline import bubble_fraction, check_pipeline
-from jaxllm.parallel.rules import Layout, parse_rules
+from jaxllm.parallel.layout import Layout, parse_rules
 from jaxllm.parallel.sharded import shard_training
 from jaxllm.train.checkpoint import Checkpoints
-from jaxllm.train.optimizer import make_optimizer
-from jaxllm.train.step import TrainState, initial_loss_scale, make_train_step
+from jaxllm.optim import TrainState, initial_loss_scale, make_optimizer
+from jaxllm.train.step import make_train_step
 
 from test_parallel_layouts import CFG, LOSS_ATOL, TX, batches, init
 
@@ -186,7 +186,7 @@ def test_qlora_on_a_mesh_trains_as_on_one_device():
 
     from jaxllm.config import Config, TrainConfig
     from jaxllm.transforms import lora
-    from jaxllm.train.run import build_params_and_axes
+    from jaxllm.train.params import build_params_and_axes
 
     cfg = Config(model=replace(CFG, weights="method=nf4,group=8"),
                  train=TrainConfig(lora="rank=4,alpha=8,targets=all"))

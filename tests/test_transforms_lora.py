@@ -14,7 +14,8 @@ import pytest
 from helpers import GPT, noisy_params
 from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss
-from jaxllm.train.step import TrainState, make_train_step
+from jaxllm.optim import TrainState
+from jaxllm.train.step import make_train_step
 from jaxllm.transforms import (Rule, TransformError, linear_rules, logical_axes, lora, quantize,
                                tree_bytes)
 from jaxllm.transforms.lora import LoraArray

@@ -18,7 +18,7 @@ from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.transforms import (QArray, Rule, TransformError, apply_calibration, calibrate,
                                dequantize, linear_rules, logical_axes, quantize, tree_bytes)
 from jaxllm.transforms.quantize import NF4_LEVELS, quantize_array
-from jaxllm.transforms.rules import glob_to_regex, map_selected
+from jaxllm.transforms.select import glob_to_regex, map_selected
 
 
 # --- rules ------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
-    from jaxllm.train.run import pretrained_name
+    from jaxllm.train.params import pretrained_name
     # A run from a pretrained model (jaxllm quantize --model, train --init-from NAME) is scored
     # in windows by default: its context (8192 for SmolLM2) is too long for whole-split batches.
     from_pretrained = args.batches is None and pretrained_name(cfg.train.init_from)
@@ -79,7 +79,7 @@ def run(args) -> int:
         batches = sequential_batches(data.validation, max(batch, 32), cfg.model.max_len,
                                      data.separator)
         what = "the whole validation split"
-    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[2]
+    loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[1]
     eval_step = make_eval_step(loss_fn)
     m = evaluate(eval_step, loaded.params, batches)
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
@@ -89,7 +89,6 @@ def run(args) -> int:
 
 def _run_pretrained(args) -> int:
     from jaxllm import pretrained
-    from jaxllm.data.tfds_builder import load_split_texts
     from jaxllm.errors import DataError
 
     m = pretrained.load(args.model)

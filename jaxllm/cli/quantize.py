@@ -50,7 +50,7 @@ def run(args) -> int:
     from jaxllm.data import BatchIterator, build_data
     from jaxllm.errors import ConfigError
     from jaxllm.models.decoder import init_params
-    from jaxllm.parallel.sharded import abstract_init
+    from jaxllm.models.layers import abstract_init
     from jaxllm.train import Checkpoints, RunDir, TrainState, load_run
 
     if args.method not in transforms.METHODS:
@@ -114,7 +114,7 @@ def _pretrained_as_run(name: str):
 
     from jaxllm import config as config_lib, pretrained
     from jaxllm.train import LoadedRun, RunDir
-    from jaxllm.train.run import with_pretrained_model
+    from jaxllm.train.params import with_pretrained_model
 
     lm = pretrained.load(name)
     cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), name)

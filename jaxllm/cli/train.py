@@ -76,7 +76,7 @@ def run(args) -> int:
         summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
     else:
         cfg = config_lib.get_preset(args.preset)
-        from jaxllm.train.run import pretrained_name, with_pretrained_model
+        from jaxllm.train.params import pretrained_name, with_pretrained_model
         if args.init_from is not None and pretrained_name(args.init_from):
             # the architecture and tokenizer are the model's; --set model.max_len=... still applies
             cfg = with_pretrained_model(cfg, args.init_from)

@@ -3,7 +3,7 @@
     corpora.py       named corpora (shakespeare, pydoc, your own), Document, corpus_text
     splits.py        the "position" and "document" train/validation splits
     tfds_builder.py  corpora prepared as array_record TFDS datasets; "tfds:NAME" readers
-    pipeline.py      build_data: texts -> tokenizer -> one int32 array per document
+    tokens.py        build_data: texts -> tokenizer -> one int32 array per document
     batches.py       deterministic, resumable windows / packed batches
 """
 
@@ -23,7 +23,7 @@ from jaxllm.data.corpora import (
     register_corpus,
     render_play,
 )
-from jaxllm.data.pipeline import LMData, build_data
+from jaxllm.data.tokens import LMData, build_data
 from jaxllm.data.splits import SPLITS, document_split, position_split, split_documents
 from jaxllm.data.tfds_builder import (
     default_data_dir,

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxllm.errors import DataError
 from jaxllm.text.models import WordLevel
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Bert
 
 SPECIALS = ("[PAD]", "[UNK]", "[EOT]")

@@ -113,7 +113,7 @@ def get_corpus(name: str) -> CorpusSpec:
 def load_documents(name: str) -> list[Document]:
     """The documents of a registered corpus; DataError if unknown or without any text.
 
-    Loaded once per process and registration (rendering all the plays takes ~0.7 s).
+    Loaded once per process and registration (rendering all the plays is not free).
     """
     return list(_load(get_corpus(name)))
 

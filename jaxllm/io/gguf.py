@@ -59,13 +59,6 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """llama.cpp's permutation (the inverse of unpermute_qk), from halves to adjacent pairs."""
-    rows = w.shape[0]
-    half = rows // n_heads // 2
-    return w.reshape(n_heads, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def llama_config(meta: dict) -> ModelConfig:
     """A jaxllm ModelConfig from the llama.* metadata of a GGUF file."""
     if meta.get("general.architecture") != "llama":

@@ -232,16 +232,10 @@ def _template(cfg: ModelConfig) -> dict:
     """Shapes of the model's parameters, without allocating them."""
     import jax
 
-    from jaxllm.parallel.sharded import abstract_init
-    from jaxllm.train.objective import init_function
+    from jaxllm import models
 
-    init = init_function(cfg.kind)
-    shapes = abstract_init(lambda r: init(cfg, r), jax.random.PRNGKey(0))[0]
+    shapes = models.abstract_params(cfg)[0]
     return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes)
-
-
-def _is_shape(x):
-    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
 
 
 def _layer_entries(cfg, arch, prefix=""):

@@ -100,11 +100,6 @@ def mean_pool(hidden, padding_mask):
     return jnp.sum(hidden.astype(jnp.float32) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1e-9)
 
 
-def cls_pool(hidden, padding_mask=None):
-    """The first ([CLS]) token's hidden state (B, D)."""
-    return hidden[:, 0].astype(jnp.float32)
-
-
 def l2_normalize(x, eps: float = 1e-12):
     """x / max(||x||, eps) along the last axis (torch.nn.functional.normalize's rule)."""
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)

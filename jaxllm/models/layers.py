@@ -14,8 +14,8 @@ naming a mesh axis:
 Activations carry no names except one: every block's residual stream (B, T, D) is split over
 the batch mesh axes when the train step asks for it (`split_activations`). Without it, XLA's
 sharding propagation under FSDP follows the parameters (split along `embed`) and may keep the
-whole batch on every device: a fsdp=8 step's temporaries measured 113 MiB per device against
-20 MiB with the constraint (9 MiB for plain data parallelism).
+whole batch on every device (experiments/parallelism.py measures the temporaries per device
+with and without it; RESULTS.md).
 
 Shapes in comments: B batch, T query length, S key length, N query heads, K key/value heads,
 G = N // K query heads per key/value head, H head size, D model size, F mlp size.
@@ -69,6 +69,19 @@ def init_with_axes(module: nn.Module, rng, *example_inputs, **kwargs):
     and input shapes (modules compare by their fields)."""
     boxed = _init_boxed(module, rng, example_inputs, tuple(sorted(kwargs.items())))
     return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+def abstract_init(init_fn: Callable, rng, *init_args):
+    """(ShapeDtypeStruct tree, logical spec tree) of init_fn(rng, *init_args) -> (params, specs),
+    traced only: nothing is computed or allocated."""
+    box = {}
+
+    def params_only(r, *args):
+        params, specs = init_fn(r, *args)
+        box["specs"] = specs  # static Python objects: captured while tracing
+        return params
+
+    return jax.eval_shape(params_only, rng, *init_args), box["specs"]
 
 
 @partial(jax.jit, static_argnums=(0, 3))
@@ -200,7 +213,7 @@ def rope(x, positions, theta: float):
 
 def gelu(x):
     """Exact GELU, x * Phi(x), written with erf (one cheap polynomial on XLA:CPU; flax's form uses
-    erfc, several times slower there). Same function to within 5e-7."""
+    erfc, several times slower there). The same function to float32 rounding."""
     return x * (0.5 + 0.5 * jax.lax.erf(x * (2 ** -0.5)))
 
 
@@ -309,8 +322,8 @@ def scanned(block_cls, cfg: ModelConfig, n_broadcast: int, name: str):
 
     model.scan_unroll=0 (automatic) unrolls the loop completely on CPU, where the loop's stacking
     of every layer's saved activations (zero-filled buffers, dynamic-update-slices, then slices in
-    the backward) costs ~15% of a training step, and keeps a rolled loop (fast compiles) on
-    accelerators. The parameter layout is the same either way.
+    the backward) is a measurable share of a training step (RESULTS.md), and keeps a rolled loop
+    (fast compiles) on accelerators. The parameter layout is the same either way.
     """
     if cfg.remat != "none":
         # prevent_cse=False is safe (and faster) under scan; `train` (last arg) is static.

@@ -22,7 +22,6 @@ table, as big_vision does it:
 
 from __future__ import annotations
 
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -139,27 +138,3 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a ViT: (params, logical axis names of every param)."""
     images = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.channels), jnp.float32)
     return init_with_axes(ViT(cfg), rng, images)
-
-
-def classifier_loss(model: ViT):
-    """The ViT objective: (params, batch, rng) -> (mean cross-entropy, sums).
-
-    batch: images (B, H, W, C) float32, labels (B,) int32. The sums use the causal objective's
-    names (loss_sum, correct, tokens = images) so the trainer's logging works unchanged."""
-    from jaxllm.objectives.causal_lm import token_cross_entropy
-
-    def loss_fn(params, batch, rng=None):
-        train = rng is not None
-        logits = model.apply({"params": params}, batch["images"], train=train,
-                             rngs={"dropout": rng} if train else None)["logits"]
-        ce, _ = token_cross_entropy(logits, batch["labels"])  # (B,)
-        n = jnp.asarray(ce.shape[0], jnp.float32)
-        correct = jnp.sum(jnp.argmax(logits, -1) == batch["labels"])
-        return jnp.mean(ce), {"loss_sum": jnp.sum(ce), "correct": correct, "tokens": n}
-
-    return loss_fn
-
-
-def with_variant(cfg: ModelConfig, name: str) -> ModelConfig:
-    """cfg with the sizes of a named variant (keeps image size, classes, pooling, ...)."""
-    return dataclasses.replace(cfg, **decode_variant(name))

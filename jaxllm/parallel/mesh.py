@@ -9,7 +9,7 @@ Every jaxllm mesh has the same four named axes, in this order, absent ones of si
     fsdp    fully sharded data parallel: the batch is split and parameters are sharded
     tensor  Megatron tensor parallel: heads, mlp and vocabulary are split
 
-A fixed axis set keeps the rule tables (rules.py) and PartitionSpecs independent of which axes a
+A fixed axis set keeps the rule tables (layout.py) and PartitionSpecs independent of which axes a
 run happens to use. The axes are `Auto`: jit propagates shardings from the in/out shardings and
 the few constraints jaxllm sets, rather than requiring every op to be annotated (Explicit).
 """
@@ -75,10 +75,6 @@ def make_mesh(spec: str | dict = "", devices=None) -> Mesh:
     sizes = parse_mesh_spec(spec or "data=-1", len(devices))
     return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES,
                          axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
-
-
-def mesh_sizes(mesh: Mesh) -> dict[str, int]:
-    return dict(mesh.shape)
 
 
 def describe(mesh: Mesh) -> str:

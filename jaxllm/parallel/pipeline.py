@@ -189,7 +189,7 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
         rest = {k: v for k, v in params.items() if k != key}
         x, embed_vjp = jax.vjp(lambda r: parts.embed(r, batch, _rng(rng, 0)), rest)
         xs, mbs = _split(x, M), _split(batch, M)
-        K = 2 * S - 1  # stash slots: the most micro-batches a stage holds between F and B
+        slots = 2 * S - 1  # the most micro-batches a stage holds between forward and backward
 
         def run(layers, rest, xs, mbs, rng, scale):
             s = jax.lax.axis_index("stage")
@@ -207,7 +207,7 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
                 inp = jnp.where(s == 0, xs[fi], fwd_in)
                 y = parts.stage(layers, inp, _take(mbs, fi), _rng(rng, s, fi))
                 stash = jnp.where(f_ok, jax.lax.dynamic_update_index_in_dim(
-                    stash, inp, fi % K, 0), stash)
+                    stash, inp, fi % slots, 0), stash)
                 # the last stage's loss and its gradient for micro-batch f
                 (obj_f, sums_f), head_vjp = _head_vjp(head_loss, rest, y, _take(mbs, fi))
                 last = (s == S - 1) & f_ok
@@ -224,7 +224,7 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
                 dy = jnp.where(b_ok, dy, jnp.zeros_like(dy))
                 _, stage_vjp = jax.vjp(
                     lambda lp, xin: parts.stage(lp, xin, _take(mbs, bi), _rng(rng, s, bi)),
-                    layers, jax.lax.dynamic_index_in_dim(stash, bi % K, keepdims=False))
+                    layers, jax.lax.dynamic_index_in_dim(stash, bi % slots, keepdims=False))
                 g_l, dx = stage_vjp(dy)
                 g_layers = jax.tree_util.tree_map(jnp.add, g_layers, g_l)
                 dxs = jnp.where((s == 0) & b_ok,
@@ -233,7 +233,7 @@ def make_pipeline_grads(parts: PipelineParts, mesh, microbatches: int, schedule:
                         obj, sums), None
 
             init = (jnp.zeros_like(xs[0]), jnp.zeros_like(xs[0]),
-                    jnp.zeros((K, *xs.shape[1:]), xs.dtype), zeros(layers), zeros(rest),
+                    jnp.zeros((slots, *xs.shape[1:]), xs.dtype), zeros(layers), zeros(rest),
                     jnp.zeros_like(xs), jnp.zeros((), jnp.float32),
                     jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), sums0))
             carry, _ = jax.lax.scan(tick, init, jnp.arange(M + 2 * S - 2))

@@ -19,7 +19,7 @@ from jaxllm.errors import ConfigError
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import (PipelineParts, bubble_fraction, check_pipeline,
                                       make_pipeline_grads)
-from jaxllm.parallel.rules import Layout, parse_rules
+from jaxllm.parallel.layout import Layout, parse_rules
 from jaxllm.parallel.sharded import ShardedSetup, shard_training
 
 

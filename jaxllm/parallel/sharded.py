@@ -22,21 +22,9 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 from jaxllm.errors import ConfigError
-from jaxllm.parallel.rules import Layout, _is_spec, state_specs
-from jaxllm.train.step import StepShardings, TrainState, initial_loss_scale
-
-
-def abstract_init(init_fn: Callable, rng, *init_args) -> tuple[Any, Any]:
-    """(ShapeDtypeStruct tree, logical spec tree) of init_fn(rng, *init_args), without computing
-    anything."""
-    box = {}
-
-    def params_only(r, *args):
-        params, specs = init_fn(r, *args)
-        box["specs"] = specs  # static Python objects: captured while tracing
-        return params
-
-    return jax.eval_shape(params_only, rng, *init_args), box["specs"]
+from jaxllm.parallel.layout import Layout, _is_spec, state_specs
+from jaxllm.models.layers import abstract_init
+from jaxllm.optim.state import StepShardings, TrainState, initial_loss_scale
 
 
 @dataclass

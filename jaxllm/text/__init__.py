@@ -11,7 +11,7 @@ tokenizers (BPE, byte-level BPE, WordPiece, Unigram, word-level: `PipelineTokeni
 Hugging Face tokenizer.json; `load_tokenizer` tells the two apart by the "model" key.
 
 Modules: simple.py (char, byte), pretokenize.py (normalizers, pre-tokenizers), models.py (BPE,
-WordPiece, WordLevel encoders), pipeline.py (the tokenizer: specials, cache, decode),
+WordPiece, WordLevel encoders), tokenizer.py (the tokenizer: specials, cache, decode),
 hf_json.py (tokenizer.json), registry.py (named tokenizers from data packages), chat.py.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Union
 
 from jaxllm.errors import DataError
 from jaxllm.text import registry
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.simple import ByteTokenizer, CharTokenizer
 from jaxllm.text.train import TRAINABLE_KINDS, train
 

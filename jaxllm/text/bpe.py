@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from jaxllm.errors import DataError
 from jaxllm.text import models
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import (ByteLevel, Metaspace, Sequence, SplitNewlines,
                                      bytes_to_unicode, utf8)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from jaxllm.errors import DataError
 from jaxllm.text import models
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Bert, ByteLevel, Metaspace, Sequence, SplitNewlines, Whitespace
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jaxllm.errors import DataError
 from jaxllm.text import models
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Bert, ByteLevel
 
 # name -> (pip package==version, import name, file inside the package, reader)
@@ -49,7 +49,7 @@ def package_file(name: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def load_named(name: str) -> PipelineTokenizer:
-    """The named tokenizer, read once per process (GGUFReader takes ~5 s on SmolLM2's file)."""
+    """The named tokenizer, read once per process (reading SmolLM2's GGUF vocabulary takes seconds)."""
     path = package_file(name)
     if name == "gpt2":
         return load_gpt2_files(path, path.with_name("vocab.bpe"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jaxllm.errors import DataError
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 
 TRAINABLE_KINDS = ("bytebpe", "bpe", "wordpiece", "unigram", "word")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from jaxllm.errors import DataError
 from jaxllm.text.bpe import BYTE_TOKENS, count_words
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Metaspace, Sequence, SplitNewlines
 
 UNK_PENALTY = 10.0  # HF/SentencePiece: an unknown character scores min(log p) - 10

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from jaxllm.errors import DataError
 from jaxllm.text import models
 from jaxllm.text.bpe import count_words
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Whitespace
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from jaxllm.errors import DataError
 from jaxllm.text import models
 from jaxllm.text.bpe import count_words
-from jaxllm.text.pipeline import PipelineTokenizer
+from jaxllm.text.tokenizer import PipelineTokenizer
 from jaxllm.text.pretokenize import Bert
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -6,7 +6,8 @@
     DIR/loss.png           train and validation loss curves, redrawn at each evaluation
     DIR/checkpoints/<step>/  orbax checkpoints: params, optimizer state, step, data iterator
 
-`load_run(DIR)` reads a finished or running run back for evaluation and generation.
+`load_run(DIR)` reads a finished or running run back for evaluation and generation;
+`init_from_params(cfg)` reads the run (or pretrained model) a fine-tuning run starts from.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from pathlib import Path
 import jax
 
 from jaxllm import config as config_lib
-from jaxllm.errors import CheckpointError, JaxllmError
-from jaxllm.files import atomic_write, write_json_atomic
+from jaxllm import models, pretrained
+from jaxllm.errors import CheckpointError, ConfigError, JaxllmError
+from jaxllm.files import atomic_write
+from jaxllm.optim import make_optimizer
 from jaxllm.text import load_tokenizer
+from jaxllm.train.checkpoint import Checkpoints
+from jaxllm.train.params import build_params, pretrained_name, state_like
 
 
 class RunDir:
@@ -144,10 +149,6 @@ class LoadedRun:
 
 def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     """Read a run directory's config, tokenizer and parameters (latest checkpoint by default)."""
-    from jaxllm.train.checkpoint import Checkpoints
-    from jaxllm.train.optimizer import make_optimizer
-    from jaxllm.train.objective import model_and_objective
-
     run = RunDir(path)
     cfg = run.load_config()
     tokenizer = run.load_tokenizer() if cfg.model.kind != "vit" else None  # a ViT has none
@@ -159,7 +160,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
         step = steps[-1]
     elif step not in steps:
         raise CheckpointError(f"{run.path} has no checkpoint at step {step}; it has {steps}")
-    model = model_and_objective(cfg, tokenizer.vocab_size if tokenizer else 0)[0]
+    model = models.build(cfg.model)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     like = jax.eval_shape(lambda: state_like(cfg, tx))
     state, _ = ckpts.restore(step, like)
@@ -168,91 +169,23 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
                      params=state.params, step=step)
 
 
-# Model fields that describe how a run uses a network, not the network itself: a run that starts
-# from a pretrained model keeps these from its own config and takes every other model.* field
-# (the architecture) from the pretrained model.
-RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
-                    "quant_group", "weights")
-
-
-def pretrained_name(init_from: str) -> bool:
-    """Whether train.init_from names a registered pretrained model (else it is a run directory)."""
-    from jaxllm.pretrained import REGISTRY
-    return init_from in REGISTRY
-
-
-def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Config:
-    """cfg set up to fine-tune the pretrained model `name` (jaxllm.pretrained): train.init_from =
-    name, the model section is the pretrained architecture except RUN_MODEL_FIELDS, which stay
-    cfg's (model.max_len is the training sequence length, at most the model's context), and
-    data.tokenizer is the model's tokenizer kind.
-
-        cfg = with_pretrained_model(get_preset("shakespeare-char"), "smollm2-135m-instruct")
-    """
-    from jaxllm import pretrained
-
-    lm = pretrained.load(name)
-    if lm.config.kind != "decoder" or lm.tokenizer is None:
-        raise config_lib.ConfigError(f"train.init_from={name!r}: fine-tuning starts from a "
-                                     f"decoder with a tokenizer, such as smollm2-135m-instruct")
-    if cfg.model.max_len > lm.config.max_len:
-        raise config_lib.ConfigError(f"model.max_len={cfg.model.max_len} exceeds {name}'s "
-                                     f"context of {lm.config.max_len}; set it lower")
-    model = replace(lm.config, **{f: getattr(cfg.model, f) for f in RUN_MODEL_FIELDS})
-    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=lm.tokenizer.kind),
-                   train=replace(cfg.train, init_from=name))
-
-
-def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
-    """The config with model.vocab_size set from the tokenizer (0 means automatic)."""
-    if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
-        raise config_lib.ConfigError(
-            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-            f"{vocab_size} tokens; set it to 0 (automatic) or at least {vocab_size}")
-    return replace(cfg, model=replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab_size))
-
-
-def build_params(cfg: config_lib.Config, rng, base_params=None):
-    """The run's parameter tree: fresh (or base_params, when fine-tuning), quantized as
-    model.weights says (jaxllm quantize, QLoRA), with LoRA factors as train.lora says."""
-    return build_params_and_axes(cfg, rng, base_params)[0]
-
-
-def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
-    """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
-    arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
-    from jaxllm import transforms
-    from jaxllm.transforms.rules import is_transformed
-    from jaxllm.train.objective import init_function
-
-    init = init_function(cfg.model.kind)
-    if base_params is None:
-        params, axes = init(cfg.model, rng)
-    else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
-        from jaxllm.parallel.sharded import abstract_init
-        params, axes = base_params, abstract_init(lambda r: init(cfg.model, r), rng)[1]
-    if cfg.model.weights:
-        params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
-    if cfg.train.lora:
-        params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
-                                            axes)
-    leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_transformed)
-    names = [x.logical_axes() if is_transformed(x) else a
-             for x, a in zip(leaves, treedef.flatten_up_to(axes))]
-    return params, jax.tree_util.tree_unflatten(treedef, names)
-
-
-def trainable_fn(cfg: config_lib.Config):
-    """What a run trains: None (every parameter) or LoRA's mask function."""
-    from jaxllm.transforms import lora
-    return lora.trainable if cfg.train.lora else None
-
-
-def state_like(cfg: config_lib.Config, tx):
-    """A TrainState of the run's structure (a quantized, non-LoRA run keeps no optimizer state)."""
-    from jaxllm.train.step import TrainState
-
-    params = build_params(cfg, jax.random.PRNGKey(cfg.train.seed))
-    if cfg.model.weights and not cfg.train.lora:
-        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
-    return TrainState.create(params, tx, trainable_fn(cfg))
+def init_from_params(cfg: config_lib.Config):
+    """The parameters of the run (or pretrained model) train.init_from names, checked to fit
+    this run's model."""
+    name = cfg.train.init_from
+    if pretrained_name(name):
+        # a copy: the train step donates its state, and these arrays are the cached model's
+        base = jax.tree_util.tree_map(lambda x: x.copy(), pretrained.load(name).params)
+    else:
+        base = load_run(name).params
+    like = jax.eval_shape(lambda: build_params(replace(cfg, train=replace(
+        cfg.train, lora=""), model=replace(cfg.model, weights="")), jax.random.PRNGKey(0)))
+    if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
+            a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(like),
+                                               jax.tree_util.tree_leaves(base))):
+        fix = (f"keep the model's architecture (drop --set model.* sizes; in Python, build the "
+               f"config with jaxllm.train.with_pretrained_model(cfg, {name!r}))"
+               if pretrained_name(name) else "use the same model.* settings")
+        raise ConfigError(f"train.init_from={name!r}: its parameters do not fit this run's "
+                          f"model config; {fix}")
+    return base

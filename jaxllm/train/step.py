@@ -23,46 +23,15 @@ differentiated, get optimizer state and change; the rest is held frozen (jaxllm.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from jaxllm.models.layers import split_activations
+from jaxllm.optim.state import StepShardings, TrainState
 from jaxllm.transforms.partition import combine, partition
-
-
-@struct.dataclass
-class TrainState:
-    step: jax.Array  # () int32: optimizer updates done so far
-    params: Any
-    opt_state: Any
-    # float16 only: {"scale": f32, "good_steps": i32, "skipped": i32}; None (no leaves) otherwise
-    loss_scale: Any = None
-
-    @classmethod
-    def create(cls, params, tx: optax.GradientTransformation, trainable: Callable | None = None,
-               *, loss_scaling: bool = False) -> "TrainState":
-        """trainable(params) -> bool tree (e.g. LoRA's): optimizer state for those leaves only."""
-        opt_params = params if trainable is None else partition(params, trainable(params))[0]
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(opt_params),
-                   loss_scale=initial_loss_scale() if loss_scaling else None)
-
-
-def initial_loss_scale(scale: float = 2.0 ** 15) -> dict:
-    return {"scale": jnp.asarray(scale, jnp.float32), "good_steps": jnp.zeros((), jnp.int32),
-            "skipped": jnp.zeros((), jnp.int32)}
-
-
-class StepShardings(NamedTuple):
-    """Shardings of a step on a mesh: `state` a TrainState of NamedShardings, `batch` one
-    sharding per batch leaf (a callable leaf -> sharding), `grads` the gradients' shardings."""
-    state: Any
-    batch: Callable
-    grads: Any
-    opt_compute: Any = None  # with optimizer offload: the device-memory shardings to update in
 
 
 def _sum_trees(a, b):

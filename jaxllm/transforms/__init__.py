@@ -24,7 +24,7 @@ from jaxllm.transforms import lora
 from jaxllm.transforms.calibration import apply_calibration, calibrate
 from jaxllm.transforms.partition import combine, partition
 from jaxllm.transforms.quantize import METHODS, QArray, dequantize, quantize, with_act
-from jaxllm.transforms.rules import Rule, TransformError, logical_axes, tree_bytes
+from jaxllm.transforms.select import Rule, TransformError, logical_axes, tree_bytes
 
 __all__ = ["METHODS", "QArray", "Rule", "TransformError", "apply_calibration", "calibrate",
            "combine", "dequantize", "embedding_rule", "linear_rules", "logical_axes", "lora", "parse_spec",

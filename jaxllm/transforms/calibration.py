@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.transforms.rules import TransformError, path_str
+from jaxllm.transforms.select import TransformError, path_str
 
 PERCENTILE = 99.99
 

@@ -28,7 +28,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxllm.transforms.rules import (Rule, TransformError, check_float, is_transformed,
+from jaxllm.transforms.select import (Rule, TransformError, check_float, is_transformed,
                                      lead_axes, map_selected, path_str)
 
 TRAINABLE = ("lora_a", "lora_b")

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.transforms.rules import (Rule, TransformError, as_rules, check_float, is_transformed,
+from jaxllm.transforms.select import (Rule, TransformError, check_float, is_transformed,
                                      lead_axes, map_selected)
 
 METHODS = ("int8", "int4", "nf4", "ternary")

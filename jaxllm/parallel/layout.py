@@ -132,11 +132,6 @@ class Layout:
             lambda path, spec, x: self.spec(spec, x.shape, role, _path_name(path)),
             logical_specs, abstract, is_leaf=_is_spec)
 
-    def tree_shardings(self, abstract, logical_specs, role: str = "params", memory_kind=None):
-        specs = self.tree_specs(abstract, logical_specs, role)
-        return jax.tree_util.tree_map(lambda s: self.sharding(s, memory_kind), specs,
-                                      is_leaf=_is_spec)
-
     def opt_specs(self, tx: optax.GradientTransformation, abstract_params, logical_specs):
         """PartitionSpecs of tx's state: param-shaped parts (Adam moments, ...) follow their
         parameter's logical names under the "opt" role; everything else (counts) is replicated."""

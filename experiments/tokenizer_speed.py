@@ -1,6 +1,6 @@
 """Tokenizer speed: jaxllm (pure Python) against HF tokenizers, tiktoken and sentencepiece.
 
-    flock /tmp/jaxllm-bench.lock .venv/bin/python experiments/tokenizers.py --rounds 3
+    flock /tmp/jaxllm-bench.lock .venv/bin/python experiments/tokenizer_speed.py --rounds 3
 
 Runs the jaxllm side (this venv) and the peer side (~/.venv-peers, this same file with
 --side peer) alternately, `--rounds` times each, in one sitting, and prints a table of medians

@@ -17,7 +17,6 @@ the caller passes them (`axes=`, the second value of jaxllm's init_params), or f
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,9 +65,6 @@ class Rule:
 
     def describe(self) -> str:
         return f"pattern={self.pattern!r}" if self.pattern is not None else f"regex={self.regex!r}"
-
-    def with_options(self, **options) -> "Rule":
-        return dataclasses.replace(self, options={**self.options, **options})
 
     def matches(self, path: str, leaf) -> bool:
         rx = self.regex if self.regex is not None else glob_to_regex(self.pattern)

@@ -1,0 +1,79 @@
+"""What a run reads: its tokenizer, training batches and fixed validation batches.
+
+    inputs = text_inputs(cfg, run, resuming)    # a corpus through the run's tokenizer
+    inputs = image_inputs(cfg, run, resuming)   # MNIST / digits images (+ captions for CLIP)
+    batch = next(inputs.train)                  # a pure function of (seed, step), resumable
+
+Both return the config completed by the data (model.vocab_size from the tokenizer), so the
+model is built for what the data holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from jaxllm import config as config_lib
+from jaxllm import pretrained
+from jaxllm.data import BatchIterator, build_data, eval_batches
+from jaxllm.data.captions import caption_tokenizer
+from jaxllm.data.images import ImageBatches, fixed_batches, load_images
+from jaxllm.models.vit import check_images
+from jaxllm.parallel.plan import padded_vocab
+from jaxllm.train.objective import model_vocab
+from jaxllm.train.params import pretrained_name, with_vocab
+from jaxllm.train.run import RunDir
+
+IMAGE_KINDS = ("vit", "clip")
+
+
+class Inputs(NamedTuple):
+    cfg: config_lib.Config  # with model.vocab_size set
+    tokenizer: Any  # None for a ViT
+    train: Any  # BatchIterator or ImageBatches: next(), batch(step), state(), restore()
+    validation: list  # fixed batches, the same at every evaluation
+    unit: str  # what a row of a batch counts: "tokens" (per position) or "images"
+    per_step: int  # units per optimizer step
+
+
+def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
+    """The inputs of a run of cfg.model.kind."""
+    return (image_inputs if cfg.model.kind in IMAGE_KINDS else text_inputs)(cfg, run, resuming)
+
+
+def text_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
+    """A corpus tokenized by the run's tokenizer: the saved one when resuming, the base's when
+    fine-tuning (train.init_from), else one built from the training text."""
+    dc, t = cfg.data, cfg.train
+    tokenizer = run.load_tokenizer() if resuming else None
+    if t.init_from and not resuming:
+        tokenizer = (pretrained.load(t.init_from).tokenizer if pretrained_name(t.init_from)
+                     else RunDir(t.init_from).load_tokenizer())
+    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key, tokenizer,
+                      vocab_size=dc.vocab_size)
+    vocab = model_vocab(cfg, data.tokenizer.vocab_size)
+    if not resuming:  # a mesh that splits the vocabulary may need a few padding rows
+        cfg = with_vocab(cfg, padded_vocab(cfg, vocab))
+    cfg = with_vocab(cfg, vocab)
+    m = cfg.model
+    micro_batch = t.batch_size // cfg.optim.grad_accum
+    train = BatchIterator(data.train, t.batch_size, m.max_len, t.seed, dc.sampling,
+                          data.separator, "train")
+    validation = eval_batches(data.validation, t.eval_batches, micro_batch, m.max_len,
+                              t.seed + 1, dc.sampling, data.separator, "validation")
+    return Inputs(cfg, data.tokenizer, train, validation, "tokens", t.batch_size * m.max_len)
+
+
+def image_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
+    """Images and labels (a ViT), with a caption per image for CLIP (its word tokenizer)."""
+    dc, t, m = cfg.data, cfg.train, cfg.model
+    data = load_images(dc.corpus)
+    check_images(m, (1, *data.image_shape))
+    tokenizer = None
+    if m.kind == "clip":
+        tokenizer = run.load_tokenizer() if resuming else caption_tokenizer()
+        cfg = with_vocab(cfg, tokenizer.vocab_size)
+    text = dict(tokenizer=tokenizer, text_len=m.max_len)
+    train = ImageBatches(data.train, t.batch_size, t.seed, augment_shift=dc.augment_shift, **text)
+    validation = fixed_batches(data.validation, t.eval_batches,
+                               t.batch_size // cfg.optim.grad_accum, t.seed + 1, **text)
+    return Inputs(cfg, tokenizer, train, validation, "images", t.batch_size)

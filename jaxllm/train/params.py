@@ -1,0 +1,116 @@
+"""What a run trains: its parameter tree, fresh or from a base, quantized and with LoRA factors.
+
+    params, axes = build_params_and_axes(cfg, rng)           # a fresh model, as cfg says
+    params = build_params(cfg, rng, base)   # fine-tuning: base = run.init_from_params(cfg)
+    cfg = with_pretrained_model(cfg, "smollm2-135m-instruct") # fine-tune a pretrained model
+
+`check_transforms` runs before a run directory is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax
+
+from jaxllm import config as config_lib
+from jaxllm import models, pretrained, transforms
+from jaxllm.errors import ConfigError
+from jaxllm.optim import TrainState
+from jaxllm.transforms import lora, parse_spec
+from jaxllm.transforms.select import is_transformed
+
+
+# Model fields that describe how a run uses a network, not the network itself: a run that starts
+# from a pretrained model keeps these from its own config and takes every other model.* field
+# (the architecture) from the pretrained model.
+RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
+                    "quant_group", "weights")
+
+
+def pretrained_name(init_from: str) -> bool:
+    """Whether train.init_from names a registered pretrained model (else it is a run directory)."""
+    return init_from in pretrained.REGISTRY
+
+
+def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Config:
+    """cfg set up to fine-tune the pretrained model `name` (jaxllm.pretrained): train.init_from =
+    name, the model section is the pretrained architecture except RUN_MODEL_FIELDS, which stay
+    cfg's (model.max_len is the training sequence length, at most the model's context), and
+    data.tokenizer is the model's tokenizer kind.
+
+        cfg = with_pretrained_model(get_preset("shakespeare-char"), "smollm2-135m-instruct")
+    """
+    lm = pretrained.load(name)
+    if lm.config.kind != "decoder" or lm.tokenizer is None:
+        raise ConfigError(f"train.init_from={name!r}: fine-tuning starts from a "
+                                     f"decoder with a tokenizer, such as smollm2-135m-instruct")
+    if cfg.model.max_len > lm.config.max_len:
+        raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {name}'s "
+                                     f"context of {lm.config.max_len}; set it lower")
+    model = replace(lm.config, **{f: getattr(cfg.model, f) for f in RUN_MODEL_FIELDS})
+    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=lm.tokenizer.kind),
+                   train=replace(cfg.train, init_from=name))
+
+
+def with_vocab(cfg: config_lib.Config, vocab_size: int) -> config_lib.Config:
+    """The config with model.vocab_size set from the tokenizer (0 means automatic)."""
+    if cfg.model.vocab_size and cfg.model.vocab_size < vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+            f"{vocab_size} tokens; set it to 0 (automatic) or at least {vocab_size}")
+    return replace(cfg, model=replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab_size))
+
+
+def build_params(cfg: config_lib.Config, rng, base_params=None):
+    """The run's parameter tree: fresh (or base_params, when fine-tuning), quantized as
+    model.weights says (jaxllm quantize, QLoRA), with LoRA factors as train.lora says."""
+    return build_params_and_axes(cfg, rng, base_params)[0]
+
+
+def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
+    """(build_params' tree, its logical axis names): a PartitionSpec of names per array, the
+    arrays inside a quantized or LoRA leaf named after their base leaf (what a mesh shards)."""
+    if base_params is None:
+        params, axes = models.init_params(cfg.model, rng)
+    else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
+        params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
+    if cfg.model.weights:
+        params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
+    if cfg.train.lora:
+        params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
+                                            axes)
+    leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_transformed)
+    names = [x.logical_axes() if is_transformed(x) else a
+             for x, a in zip(leaves, treedef.flatten_up_to(axes))]
+    return params, jax.tree_util.tree_unflatten(treedef, names)
+
+
+def trainable_fn(cfg: config_lib.Config):
+    """What a run trains: None (every parameter) or LoRA's mask function."""
+    return lora.trainable if cfg.train.lora else None
+
+
+def state_like(cfg: config_lib.Config, tx):
+    """A TrainState of the run's structure (a quantized, non-LoRA run keeps no optimizer state)."""
+    params = build_params(cfg, jax.random.PRNGKey(cfg.train.seed))
+    if cfg.model.weights and not cfg.train.lora:
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state={})
+    return TrainState.create(params, tx, trainable_fn(cfg))
+
+
+def check_transforms(cfg: config_lib.Config) -> None:
+    """LoRA / quantized-weights settings that fail before anything is written."""
+    t = cfg.train
+    if t.lora:
+        parse_spec(t.lora, "lora")
+    if cfg.model.weights:
+        parse_spec(cfg.model.weights, "quantize")
+    if cfg.model.weights and not t.lora:
+        raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
+                          f"its LoRA factors (QLoRA); set train.lora too")
+    if t.init_from and pretrained_name(t.init_from):
+        context = pretrained.load(t.init_from).config.max_len
+        if cfg.model.max_len > context:
+            raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {t.init_from}'s "
+                              f"context of {context}; set it lower")
