@@ -144,20 +144,16 @@ class KeyedVectors:
     def nearest(self, queries, topn: int = 10, batch: int = 1024) -> list[list[tuple[str, float]]]:
         """Cosine nearest neighbours of many words (or vectors) at once: one jitted matrix
         product and top-k per batch. A query word is left out of its own list."""
+        if not queries:
+            return []
         rows = [self._row(q) if isinstance(q, str) else -1 for q in queries]
         vecs = np.stack([self.vectors[r] if r >= 0 else np.asarray(q, np.float32)
                          for q, r in zip(queries, rows)])
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-30)
-        out = []
-        for lo in range(0, len(vecs), batch):
-            sims, idx = _batched_top(self._unit_matrix(), vecs[lo:lo + batch], topn + 1)
-            for r, s_row, i_row in zip(rows[lo:lo + batch], sims, idx):
-                out.append([(self.words[i], float(s)) for s, i in zip(s_row, i_row)
-                            if i != r][:topn])
-        return out
-
-    def _unit_matrix(self) -> np.ndarray:
-        return self.vectors / np.where(self.norms > 0, self.norms, 1.0)[:, None]
+        unit = self.vectors / np.where(self.norms > 0, self.norms, 1.0)[:, None]
+        sims, idx = _batched_top(unit, vecs, topn + 1, batch)
+        return [[(self.words[i], float(s)) for s, i in zip(s_row, i_row) if i != r][:topn]
+                for r, s_row, i_row in zip(rows, sims, idx)]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -442,8 +438,10 @@ def _scores(unit: jax.Array, queries: jax.Array) -> jax.Array:
 
 def _batched_top(unit: np.ndarray, queries: np.ndarray, k: int, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine scores and rows of each query against unit-norm rows (jitted, batched).
-    Batches are padded to a fixed size so that one compiled program serves them all."""
+    Batches are padded to a fixed size (a power of two for fewer queries) so that one compiled
+    program serves them all."""
     k = min(k, unit.shape[0])
+    batch = min(batch, 1 << max(0, len(queries) - 1).bit_length())
     unit_d = jnp.asarray(unit)
     scores, idx = [], []
     for lo in range(0, len(queries), batch):
