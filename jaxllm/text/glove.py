@@ -62,15 +62,17 @@ class GloveConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        checks = [("vector_size", self.vector_size >= 1), ("window", self.window >= 1),
-                  ("min_count", self.min_count >= 1), ("x_max", self.x_max > 0),
-                  ("alpha", self.alpha >= 0), ("eta", self.eta > 0), ("epochs", self.epochs >= 1),
-                  ("batch_size", self.batch_size >= 1),
-                  ("solver", self.solver in ("sparse", "dense"))]
-        for name, ok in checks:
+        checks = [("vector_size", self.vector_size >= 1, "an integer >= 1"),
+                  ("window", self.window >= 1, "an integer >= 1"),
+                  ("min_count", self.min_count >= 1, "an integer >= 1"),
+                  ("x_max", self.x_max > 0, "> 0"), ("alpha", self.alpha >= 0, ">= 0"),
+                  ("eta", self.eta > 0, "> 0"), ("epochs", self.epochs >= 1, "an integer >= 1"),
+                  ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+                  ("solver", self.solver in ("sparse", "dense"), "'sparse' or 'dense'")]
+        for name, ok, accepted in checks:
             if not ok:
-                raise ConfigError(f"glove {name}={getattr(self, name)!r} is out of range; see "
-                                  f"GloveConfig for the accepted values")
+                raise ConfigError(f"glove {name}={getattr(self, name)!r} is out of range; use "
+                                  f"{accepted}")
 
 
 @dataclass(frozen=True)

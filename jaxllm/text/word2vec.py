@@ -13,7 +13,7 @@ The algorithm is Mikolov et al.'s as word2vec.c and gensim run it, with gensim's
 - skip-gram predicts the centre word from each context word's input vector; CBOW predicts it from
   the mean (or sum) of the context vectors and adds the input-side error to each context vector;
 - negative sampling draws `negative` words per prediction from counts^0.75 (Walker's alias table:
-  exact, and one lookup per draw), skipping a draw equal to the centre word; hierarchical softmax
+  exact; drawn by numpy on the host), skipping a draw equal to the centre word; hierarchical softmax
   walks the centre word's Huffman path; both may be on at once (two output tables, as in gensim);
 - the learning rate decays linearly from `alpha` to `min_alpha` over all epochs, by the raw
   corpus position of each centre word; input vectors start uniform in [-1/D, 1/D) (numpy's
@@ -67,22 +67,26 @@ class Word2VecConfig:
     epochs: int = 5
     seed: int = 0
     # Examples (skip-gram: pairs, CBOW: centre words) summed into one update. Small batches
-    # behave like the sequential C code; 256 keeps a step's rows in the CPU cache. On an
-    # accelerator, a few thousand keep it busy.
+    # behave like the sequential C code, and a step's rows stay in a CPU's cache; an
+    # accelerator wants a few thousand to keep busy.
     batch_size: int = 256
     steps_per_call: int = 256   # updates per jitted call (one block of examples from the host)
 
     def validate(self) -> None:
-        checks = [("vector_size", self.vector_size >= 1), ("window", self.window >= 1),
-                  ("min_count", self.min_count >= 1), ("sample", self.sample >= 0),
-                  ("negative", self.negative >= 0), ("ns_exponent", True),
-                  ("alpha", self.alpha > 0), ("min_alpha", 0 <= self.min_alpha <= self.alpha),
-                  ("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
-                  ("steps_per_call", self.steps_per_call >= 1)]
-        for name, ok in checks:
+        checks = [("vector_size", self.vector_size >= 1, "an integer >= 1"),
+                  ("window", self.window >= 1, "an integer >= 1"),
+                  ("min_count", self.min_count >= 1, "an integer >= 1"),
+                  ("sample", self.sample >= 0, ">= 0 (0 keeps every word)"),
+                  ("negative", self.negative >= 0, "an integer >= 0"),
+                  ("alpha", self.alpha > 0, "> 0"),
+                  ("min_alpha", 0 <= self.min_alpha <= self.alpha, "between 0 and alpha"),
+                  ("epochs", self.epochs >= 1, "an integer >= 1"),
+                  ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+                  ("steps_per_call", self.steps_per_call >= 1, "an integer >= 1")]
+        for name, ok, accepted in checks:
             if not ok:
-                raise ConfigError(f"word2vec {name}={getattr(self, name)!r} is out of range; see "
-                                  f"Word2VecConfig for the accepted values")
+                raise ConfigError(f"word2vec {name}={getattr(self, name)!r} is out of range; use "
+                                  f"{accepted}")
         if not self.hs and self.negative == 0:
             raise ConfigError("word2vec needs negative > 0 or hs=True (negative=0 with hs=False "
                               "trains nothing)")
@@ -99,7 +103,6 @@ def sentences_from_text(text: str, lowercase: bool = True) -> list[list[str]]:
     if lowercase:
         text = text.lower()
     return [words for line in text.splitlines() if (words := _WORD.findall(line))]
-
 
 
 @dataclass(frozen=True)
