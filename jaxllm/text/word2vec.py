@@ -24,7 +24,8 @@ per core racing on shared memory (Hogwild). Here the host (numpy) turns each epo
 training examples in corpus order, and one jitted call per block scans over them `batch_size`
 examples at a time: each step gathers its rows, computes every example's update from the same
 parameters and scatter-adds the sum, so a word that occurs twice in one step gets both updates
-at once. The sigmoid is exact (the C code reads a 1,000-entry table and skips scores beyond +-6).
+at once. The sigmoid is exact (the C code reads a 1,000-entry table and skips scores beyond +-6),
+and a sentence is not cut after 10,000 words (gensim's limit).
 On a mesh, each step's examples are split over the `data` axis: every device gathers and computes
 its share, the updates are all-gathered and every device applies all of them, so the tables stay
 replicated and the result is the single-device result.
@@ -156,7 +157,7 @@ def encode_corpus(sentences: Iterable[Sequence[str]], vocab: Vocab) -> Corpus:
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
-    """Probability of keeping each word in an epoch (gensim's `sample_int` / 2**32)."""
+    """Probability of keeping each word in an epoch (gensim's `sample_int` / (2**32 - 1))."""
     counts = counts.astype(np.float64)
     if sample == 0:
         return np.ones_like(counts)
