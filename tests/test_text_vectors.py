@@ -179,8 +179,8 @@ def test_cosmul_analogies_agree_with_gensim_cosmul(slice_pair, tmp_path):
 def test_weat_matches_the_formula():
     rng = np.random.default_rng(1)
     x, y, a, b = (rng.standard_normal((n, 6)) for n in (4, 4, 3, 5))
-    cos = lambda u, v: u @ v / np.linalg.norm(u) / np.linalg.norm(v)  # noqa: E731
-    s = lambda w: np.mean([cos(w, ai) for ai in a]) - np.mean([cos(w, bi) for bi in b])  # noqa
+    cos = lambda u, v: u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+    s = lambda w: np.mean([cos(w, ai) for ai in a]) - np.mean([cos(w, bi) for bi in b])
     sx, sy = [s(w) for w in x], [s(w) for w in y]
     result = weat(x, y, a, b)
     assert result.score == pytest.approx(sum(sx) - sum(sy), rel=1e-12)

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import error_of
 
 from jaxllm.cli.main import main
 from jaxllm.text.vectors import KeyedVectors
-from helpers import error_of
 
 
 @pytest.fixture

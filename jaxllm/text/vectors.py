@@ -39,7 +39,6 @@ from jaxllm.errors import DataError
 from jaxllm.files import atomic_write
 from jaxllm.metrics.weat import WeatResult, weat
 
-
 # Benchmarks shipped in data packages (located, never imported): name -> (kind, package, path).
 BENCHMARKS = {
     "questions-words": ("analogies", "gensim", "test/test_data/questions-words.txt"),
@@ -131,10 +130,10 @@ class KeyedVectors:
         positive, negative = _as_list(positive), _as_list(negative)
         if not positive:
             raise DataError("most_similar_cosmul needs at least one positive word")
-        exclude = {self.index[w] for w in positive + negative if isinstance(w, str)}
         dists = _cosmul(self.vectors, self.norms,
                         [self._unit_or_vector(w) for w in positive],
                         [self._unit_or_vector(w) for w in negative])
+        exclude = {self.index[w] for w in positive + negative if isinstance(w, str)}
         best = _top(dists, topn + len(exclude))
         return [(self.words[i], float(dists[i])) for i in best if i not in exclude][:topn]
 
@@ -315,7 +314,7 @@ class KeyedVectors:
 
     @classmethod
     def load(cls, path: str | os.PathLike, binary: bool | None = None,
-             limit: int | None = None) -> "KeyedVectors":
+             limit: int | None = None) -> KeyedVectors:
         """Read word2vec.c's binary or text format (as gensim's load_word2vec_format)."""
         binary = _is_binary(path) if binary is None else binary
         name = f"word2vec file {str(path)!r}"
@@ -373,7 +372,6 @@ def benchmark_path(name: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / rel
 
 
-
 def _sample(words: list[str], n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(words, n) if len(words) > n else words
 
@@ -411,7 +409,7 @@ def _query_vector(kv: KeyedVectors, positive: list, negative: list) -> np.ndarra
 
 def _cosadd_queries(vectors: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The 3CosAdd query of each (a, b, c) row triple: _query_vector(b + c - a), batched."""
-    unit = lambda col: vectors[rows[:, col]] / norms[rows[:, col], None]  # noqa: E731
+    unit = lambda col: vectors[rows[:, col]] / norms[rows[:, col], None]
     mean = (unit(1) + unit(2)) - unit(0)                 # float32, added in gensim's order
     mean = mean.astype(np.float64) / 3.0
     return np.stack([_unitvec(m) for m in mean]).astype(np.float32)

@@ -189,7 +189,7 @@ class _ByCount:
     def __init__(self, count: int, node: int):
         self.count, self.node = count, node
 
-    def __lt__(self, other: "_ByCount") -> bool:
+    def __lt__(self, other: _ByCount) -> bool:
         return self.count < other.count
 
 
