@@ -120,7 +120,8 @@ def _train(args) -> int:
         if is_glove:
             raise ConfigError("--devices is a word2vec option")
         if args.devices > len(jax.devices()):
-            raise ConfigError(f"--devices {args.devices}: only {len(jax.devices())} devices")
+            raise ConfigError(f"--devices {args.devices}: there are {len(jax.devices())} device(s) "
+                              f"here; use at most that many")
         mesh = jax.make_mesh((args.devices,), ("data",))
     sentences = _sentences(args)
     if not sentences:
