@@ -89,16 +89,17 @@ class Cooccurrence:
 
 
 def cooccurrence(corpus: Corpus, vocab_size: int, window: int = 10, symmetric: bool = True,
-                 chunk: int = 1 << 22) -> Cooccurrence:
+                 chunk: int = 1 << 20) -> Cooccurrence:
     """The 1/distance-weighted co-occurrence counts of a corpus, as sorted sparse triples.
 
     Works through the corpus `chunk` positions at a time: each chunk's (row * V + col) keys are
-    summed (sort + reduce), and the partial sums are merged once at the end."""
+    summed (sort + reduce) and merged into the running sums, so memory stays near the number of
+    distinct pairs."""
     ids, sentence = corpus.ids.astype(np.int64), corpus.sentence
-    keys, vals = [], []
+    keys, vals = np.zeros(0, np.int64), np.zeros(0)
     for lo in range(0, len(ids), chunk):
         hi = min(len(ids), lo + chunk)
-        k_parts, v_parts = [], []
+        k_parts, v_parts = [keys], [vals]
         for d in range(1, window + 1):
             left = np.arange(lo, min(hi, len(ids) - d))
             same = sentence[left] == sentence[left + d]
@@ -107,13 +108,9 @@ def cooccurrence(corpus: Corpus, vocab_size: int, window: int = 10, symmetric: b
             if symmetric:
                 k_parts.append(b * vocab_size + a)
             v_parts.extend([np.full(len(a), 1.0 / d)] * (2 if symmetric else 1))
-        k, v = _sum_by_key(np.concatenate(k_parts), np.concatenate(v_parts))
-        keys.append(k)
-        vals.append(v)
-    k, v = _sum_by_key(np.concatenate(keys or [np.zeros(0, np.int64)]),
-                       np.concatenate(vals or [np.zeros(0)]))
-    return Cooccurrence((k // vocab_size).astype(np.int32), (k % vocab_size).astype(np.int32),
-                        v, vocab_size)
+        keys, vals = _sum_by_key(np.concatenate(k_parts), np.concatenate(v_parts))
+    return Cooccurrence((keys // vocab_size).astype(np.int32),
+                        (keys % vocab_size).astype(np.int32), vals, vocab_size)
 
 
 def _sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
