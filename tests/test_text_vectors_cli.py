@@ -62,3 +62,20 @@ def test_errors_are_one_line(tmp_path, corpus, capsys):
     assert "word2vec file" in error_of(["vectors", "eval", "--vectors", str(text)], capsys)
     assert "known: questions-words" in error_of(["vectors", "eval", "--vectors", str(text),
                                                  "--pairs", "nope"], capsys)
+
+
+def test_sharegpt_corpus_reads_the_complete_records(tmp_path, monkeypatch):
+    """The package's JSON stops mid-record: the complete records are read, the cut one dropped."""
+    from jaxllm.data import corpora
+
+    records = [{"id": "a", "conversations": [{"from": "human", "value": "Hi there\n"},
+                                             {"from": "gpt", "value": "Hello, world."}]},
+               {"id": "b", "conversations": [{"from": "human", "value": ""}]},
+               {"id": "c", "conversations": [{"from": "gpt", "value": "x\ny"}]}]
+    text = "[\n" + ",\n".join(json.dumps(r) for r in records) + ',\n  {"id": "d", "conv'
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/ShareGPT_V3_unfiltered_cleaned_split.json").write_text(text)
+    monkeypatch.setattr(corpora, "_package_dir", lambda name: tmp_path)
+    docs = corpora.load_sharegpt()
+    assert [(d.title, d.text) for d in docs] == [("a", "Hi there\nHello, world.\n"),
+                                                 ("c", "x\ny\n")]
