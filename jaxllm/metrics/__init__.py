@@ -1,0 +1,1 @@
+"""Evaluation metrics on plain arrays: weat.py (WEAT score and effect size)."""
