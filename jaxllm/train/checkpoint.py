@@ -8,19 +8,19 @@ checkpoint as the latest one (the temporary directory is removed when the run is
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
 from jaxllm.errors import CheckpointError
-
-# orbax logs every save/restore at INFO through absl; a training loop prints its own progress.
-logging.getLogger("absl").setLevel(logging.WARNING)
+from jaxllm.platform import quiet
 
 
 class Checkpoints:
+    """A run's checkpoint manager. orbax logs every save and restore at INFO through absl, and a
+    training loop prints its own progress: each orbax call runs under `platform.quiet()`."""
+
     def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
         if read_only and not self.directory.is_dir():
@@ -31,8 +31,13 @@ class Checkpoints:
             cleanup_tmp_directories=not read_only,
             # synchronous: the next (buffer-donating) train step must not race a background copy
             enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "data"))
+        with quiet():
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_names=("state", "data"))
+            # A writer removes the unfinished saves of an earlier process in a background
+            # thread that logs as it starts: let it finish here, inside quiet() (orbax has no
+            # public call for this; without it the thread may log one INFO line).
+            getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -41,9 +46,11 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state, data_state: dict) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
-        self._manager.wait_until_finished()
+        with quiet():
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+                force=True)
+            self._manager.wait_until_finished()
 
     def restore(self, step: int, like_state):
         """(state, data_state) saved at `step`. like_state (arrays or jax.ShapeDtypeStructs) gives
@@ -54,8 +61,9 @@ class Checkpoints:
                                            sharding=getattr(x, "sharding", None) or default),
             like_state)
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+            with quiet():
+                restored = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many kinds; the user needs to know which files
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise CheckpointError(
@@ -65,4 +73,5 @@ class Checkpoints:
         return restored["state"], restored["data"]
 
     def close(self) -> None:
-        self._manager.close()
+        with quiet():
+            self._manager.close()

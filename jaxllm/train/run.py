@@ -100,15 +100,14 @@ class RunDir:
     def plot(self, accuracy: bool = False) -> None:
         """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval), and
         with accuracy=True a second panel of train and validation accuracy."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
         rows = self.read_metrics()
         train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
         if accuracy:
-            fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+            fig = Figure(figsize=(11, 4), dpi=100)
+            ax, ax_acc = fig.subplots(1, 2)
             for key, label, style in (("train_accuracy", "train", "-"),
                                       ("val_accuracy", "validation", "o-")):
                 pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -119,7 +118,8 @@ class RunDir:
             ax_acc.grid(alpha=0.3)
             ax_acc.legend()
         else:
-            fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+            fig = Figure(figsize=(7, 4), dpi=100)
+            ax = fig.subplots()
         if train:
             ax.plot(*zip(*train), label="train", linewidth=1)
         if val:
@@ -132,7 +132,6 @@ class RunDir:
         fig.tight_layout()
         tmp = self.plot_file.with_name(".loss.png.tmp")
         fig.savefig(tmp, format="png")
-        plt.close(fig)
         tmp.replace(self.plot_file)
 
 
