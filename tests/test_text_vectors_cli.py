@@ -75,7 +75,7 @@ def test_sharegpt_corpus_reads_the_complete_records(tmp_path, monkeypatch):
     text = "[\n" + ",\n".join(json.dumps(r) for r in records) + ',\n  {"id": "d", "conv'
     (tmp_path / "data").mkdir()
     (tmp_path / "data/ShareGPT_V3_unfiltered_cleaned_split.json").write_text(text)
-    monkeypatch.setattr(corpora, "_package_dir", lambda name: tmp_path)
+    monkeypatch.setattr(corpora, "package_folder", lambda name: tmp_path)
     docs = corpora.load_sharegpt()
     assert [(d.title, d.text) for d in docs] == [("a", "Hi there\nHello, world.\n"),
                                                  ("c", "x\ny\n")]

@@ -3,9 +3,7 @@ alias table exact; windows as gensim's loop; one SGD step against hand-written n
 a mesh run equal to the single-device run; GloVe's co-occurrence against a loop and its two
 solvers' steps against glove.c's and mittens' update rules."""
 
-import importlib.util
 import logging
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxllm.errors import ConfigError, DataError
+from jaxllm.files import package_folder
 from jaxllm.text import glove, word2vec
 from jaxllm.text.word2vec import Word2VecConfig
 
-LEE = Path(importlib.util.find_spec("gensim").submodule_search_locations[0]) / \
-    "test/test_data/lee_background.cor" if importlib.util.find_spec("gensim") else None
+LEE = package_folder("gensim") / "test/test_data/lee_background.cor" if package_folder("gensim") \
+    else None
 logging.getLogger("gensim").setLevel(logging.ERROR)
 
 

