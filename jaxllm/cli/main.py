@@ -23,6 +23,7 @@ from jaxllm.cli import score as score_cmd
 from jaxllm.cli import search as search_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
+from jaxllm.cli import vectors as vectors_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
 from jaxllm import __version__
 from jaxllm.errors import JaxllmError
@@ -31,7 +32,8 @@ from jaxllm.platform import configure_cpu
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd,
-         "score": score_cmd, "index": index_cmd, "search": search_cmd}
+         "score": score_cmd, "index": index_cmd, "search": search_cmd,
+         "vectors": vectors_cmd}
 
 
 class UsageError(Exception):
