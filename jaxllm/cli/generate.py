@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli import cluster
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -34,6 +36,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="stop a sample at this text, which must be one token (repeatable)")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:

@@ -1,7 +1,8 @@
 """The `jaxllm` command: one subcommand (verb) per module in this package.
 
 Every mistake of the user's (a preset, an override, a file, a prompt) is a JaxllmError: the
-command prints it on one line and exits with status 2, without a traceback.
+command prints it on one line and exits with status 2, without a traceback. train, eval and
+generate take `--distributed` to run on several hosts (cluster.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxllm.cli import cluster
 from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
@@ -38,13 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     configure_cpu()  # before JAX starts: the verbs import it lazily
     args = build_parser().parse_args(argv)
+    label = f"jaxllm {args.verb}"
     try:
-        return VERBS[args.verb].run(args) or 0
+        label = cluster.join(args, label)  # --distributed: before anything touches a device
+        code = VERBS[args.verb].run(args) or 0
     except JaxllmError as e:
-        print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{label}: error: {e}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    cluster.leave(args, code)
+    return code
 
 
 if __name__ == "__main__":

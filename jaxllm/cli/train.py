@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from jaxllm.cli import cluster
+
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
 # flag -> config key, for the flags that are plain overrides
@@ -58,6 +60,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:

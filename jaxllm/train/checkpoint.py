@@ -13,8 +13,10 @@ from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxllm.errors import CheckpointError
+from jaxllm.files import is_remote
 
 # orbax logs every save/restore at INFO through absl; a training loop prints its own progress.
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -22,7 +24,9 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 class Checkpoints:
     def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
-        self.directory = Path(directory).absolute()
+        self.directory = epath.Path(directory)
+        if not is_remote(self.directory):
+            self.directory = self.directory.absolute()
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints directory at {self.directory}")
         options = ocp.CheckpointManagerOptions(
@@ -47,8 +51,10 @@ class Checkpoints:
 
     def restore(self, step: int, like_state):
         """(state, data_state) saved at `step`. like_state (arrays or jax.ShapeDtypeStructs) gives
-        the tree, shapes, dtypes and shardings (one device when it has none)."""
-        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        the tree, shapes, dtypes and shardings (when it has none: this process's first device;
+        a checkpoint restores onto any mesh and process count, each process reading the shards
+        its devices hold)."""
+        default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                            sharding=getattr(x, "sharding", None) or default),
