@@ -47,6 +47,7 @@ from jax.experimental import multihost_utils
 from jaxllm.errors import ConfigError
 from jaxllm.parallel import stderr_filter
 
+
 class Cluster(NamedTuple):
     process_id: int
     num_processes: int
@@ -131,7 +132,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise ConfigError(f"cannot join the cluster: {str(e).splitlines()[0]} (initialize must "
                           f"run before anything uses a device)") from None
     timer.cancel()
-    from jax._src.distributed import global_state  # the runtime's key-value client
+    # the runtime's client (its key-value store holds the heartbeats); JAX has no public name
+    # for it, orbax reaches it the same way
+    from jax._src.distributed import global_state
 
     cluster = Cluster(jax.process_index(), jax.process_count(), global_state.coordinator_address)
     _prefix = f"{name} [process {cluster.process_id} of {cluster.num_processes}]"
@@ -141,11 +144,13 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         atexit.register(finish)  # before JAX's own exit handler (atexit runs last-in first)
         previous = sys.excepthook
 
-        def mark_failed(*exc):
+        def fail(*exc):  # an uncaught exception: tell the peers, print it, exit at once
             finish(ok=False)
             previous(*exc)
+            sys.stderr.flush()
+            os._exit(1)  # JAX's shutdown would wait for peers that stop on seeing the failure
 
-        sys.excepthook = mark_failed
+        sys.excepthook = fail
     return cluster
 
 

@@ -115,13 +115,13 @@ def plan_training(cfg: Config, init_fn: Callable, tx, rng, *init_args,
     return Plan(layout, setup, step_kwargs, bubble)
 
 
-def process_rows(plan: Plan, batch_size: int) -> np.ndarray | None:
+def process_rows(layout: Layout, batch_size: int) -> np.ndarray | None:
     """The rows of a global batch of batch_size that this process's devices hold (increasing;
     a row held by several devices, e.g. along `tensor`, counts once); None with one process,
     which holds them all. Each process loads only these rows (BatchIterator.batch(step, rows))."""
     if jax.process_count() == 1:
         return None
-    sharding = plan.layout.sharding(plan.layout.batch_spec(1))
+    sharding = layout.sharding(layout.batch_spec(1))
     blocks = sharding.addressable_devices_indices_map((batch_size,)).values()
     return np.unique(np.concatenate([np.arange(batch_size)[index[0]] for index in blocks]))
 

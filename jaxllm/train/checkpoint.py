@@ -23,7 +23,13 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class Checkpoints:
-    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
+    """A run's checkpoints. With async_save, `save` returns once the arrays are copied to host
+    memory and orbax writes them in a background thread (the next save, a restore and `close`
+    wait for it); the train step may then donate the state's buffers (on CPU, where the copy is
+    a view, XLA declines to donate a buffer a view still holds, and copies instead)."""
+
+    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False,
+                 async_save: bool = False):
         self.directory = epath.Path(directory)
         if not is_remote(self.directory):
             self.directory = self.directory.absolute()
@@ -33,8 +39,7 @@ class Checkpoints:
             # a reader (eval, generate) never deletes or cleans up anything
             max_to_keep=None if read_only else keep, create=not read_only,
             cleanup_tmp_directories=not read_only,
-            # synchronous: the next (buffer-donating) train step must not race a background copy
-            enable_async_checkpointing=False)
+            enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "data"))
 
@@ -47,6 +52,9 @@ class Checkpoints:
     def save(self, step: int, state, data_state: dict) -> None:
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+
+    def wait(self) -> None:
+        """Until the last save is on disk (at once when saves are synchronous)."""
         self._manager.wait_until_finished()
 
     def restore(self, step: int, like_state):
@@ -54,6 +62,7 @@ class Checkpoints:
         the tree, shapes, dtypes and shardings (when it has none: this process's first device;
         a checkpoint restores onto any mesh and process count, each process reading the shards
         its devices hold)."""
+        self.wait()
         default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,

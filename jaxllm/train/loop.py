@@ -83,7 +83,7 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
     place_train = place_eval = None
     if plan is not None:
         # on several processes, each loads only the rows its devices hold
-        inputs.train.rows = plan_lib.process_rows(plan, cfg.train.batch_size)
+        inputs.train.rows = plan_lib.process_rows(plan.layout, cfg.train.batch_size)
         place_train = functools.partial(plan_lib.place_batch, plan, rows=inputs.train.rows,
                                         batch_size=cfg.train.batch_size)
         place_eval = functools.partial(plan_lib.place_batch, plan)

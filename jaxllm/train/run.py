@@ -112,8 +112,8 @@ class RunDir:
             return
         line = json.dumps(row) + "\n"
         if is_remote(self.metrics_file):  # an object store cannot append: rewrite the object
-            old = self.metrics_file.read_text(encoding="utf-8") if self.metrics_file.exists() else ""
-            atomic_write(self.metrics_file, old + line)
+            old = self.read_metrics()
+            atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in old) + line)
             return
         with self.metrics_file.open("a", encoding="utf-8") as f:
             f.write(line)
