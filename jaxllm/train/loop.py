@@ -86,7 +86,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
         inputs.train.rows = plan_lib.process_rows(plan.layout, cfg.train.batch_size)
         place_train = functools.partial(plan_lib.place_batch, plan, rows=inputs.train.rows,
                                         batch_size=cfg.train.batch_size)
-        place_eval = functools.partial(plan_lib.place_batch, plan)
+        if jax.process_count() > 1:  # one process passes numpy, as it always has
+            place_eval = functools.partial(plan_lib.place_batch, plan)
     ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep)
     start = 0
     if resuming and ckpts.latest_step() is not None:
