@@ -45,7 +45,8 @@ TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=4", "model.max_le
         "train.eval_every=8", "train.log_every=1", "train.eval_batches=2",
         "optim.warmup_steps=2"]
 TEXT = ["--preset", "shakespeare-char", "--data", "pydoc"]
-VISION = ["--data", "digits", "--set", "model.n_layers=2", "--set", "model.d_model=32",
+VISION = ["--data", "digits", "--set", "model.image_size=8", "--set", "model.patch_size=4",
+          "--set", "model.n_layers=2", "--set", "model.d_model=32",
           "--set", "model.d_ff=64", "--set", "model.text_layers=1", "--set", "model.embed_dim=32",
           "--set", "data.augment_shift=1"]
 LORA = ["--init-from", "{base}", "--data", "pydoc", "--lora", "rank=4,alpha=8,targets=all"]
@@ -72,6 +73,7 @@ SPEED = ["--preset", "shakespeare-char", "--data", "pydoc", "--mesh", "data=8", 
          "--set", "train.eval_every=1000", "--set", "train.save_every=1000",
          "--set", "train.eval_batches=1"]
 CKPT_MODEL = ["model.n_layers=8", "model.d_model=512", "model.n_heads=8", "model.max_len=64",
+              "train.batch_size=16",
               "parallel.mesh=fsdp=8", "data.corpus=pydoc"]
 
 
@@ -142,13 +144,16 @@ def compare(one: Path, two: Path) -> tuple[float, float]:
     return dl, dp
 
 
-def part_layouts(work: Path, data_dir: Path) -> str:
+def part_layouts(work: Path, data_dir: Path, only: list[str]) -> str:
+    # the LoRA runs' base: on their mesh, so that its vocabulary is padded as theirs
     base = work / "base"
-    run_procs([train_cmd(TEXT + ["--out", str(base)] + [a for o in TINY for a in ("--set", o)])],
-              8, data_dir)
+    run_procs([train_cmd(TEXT + ["--out", str(base), "--mesh", "fsdp=4,tensor=2"]
+                         + [a for o in TINY for a in ("--set", o)])], 8, data_dir)
     lines = ["| layout | max abs loss difference (logged, 5 decimals) | max abs parameter "
              "difference |", "|---|---|---|"]
     for name, args, mesh, extra in LAYOUTS:
+        if only and name not in only:
+            continue
         args = [a.replace("{base}", str(base)) for a in args]
         overrides = [a for o in TINY for a in ("--set", o)]
         one, two = train_both(args + overrides + ["--mesh", mesh] + extra,
@@ -323,12 +328,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("part", choices=["layouts", "speed", "checkpoint", "kill"])
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
+    ap.add_argument("--only", nargs="+", default=[], help="layouts: these rows only (names "
+                    "as in LAYOUTS)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="jaxllm-multihost-"))
     try:
         load = os.getloadavg()
-        table = {"layouts": part_layouts, "speed": part_speed, "checkpoint": part_checkpoint,
-                 "kill": part_kill}[args.part](work, work / "data")
+        parts = {"layouts": lambda w, d: part_layouts(w, d, args.only), "speed": part_speed,
+                 "checkpoint": part_checkpoint, "kill": part_kill}
+        table = parts[args.part](work, work / "data")
         load = f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     finally:
         shutil.rmtree(work, ignore_errors=True)

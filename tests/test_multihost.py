@@ -132,7 +132,7 @@ def cluster(tmp_path_factory, session_data_dir):
                         json.dumps(tasks).replace("audit{}", f"audit{i}")] for i in (0, 1)],
                       session_data_dir, base / "logs")
         try:
-            codes = wait(procs, timeout=900)
+            codes = wait(procs, timeout=1800)  # minutes on a quiet machine; bounded anyway
         finally:
             kill(procs)
     logs = [(base / "logs" / f"{i}.err").read_text() for i in (0, 1)]
