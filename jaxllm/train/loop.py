@@ -88,7 +88,8 @@ def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool)
                                         batch_size=cfg.train.batch_size)
         if jax.process_count() > 1:  # one process passes numpy, as it always has
             place_eval = functools.partial(plan_lib.place_batch, plan)
-    ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep)
+    # asynchronous: the loop waits only for the copy to host memory (RESULTS.md, multi-host)
+    ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep, async_save=True)
     start = 0
     if resuming and ckpts.latest_step() is not None:
         start = ckpts.latest_step()
