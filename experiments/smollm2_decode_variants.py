@@ -6,6 +6,9 @@ A variant is ATTENTION-FUSIONS[-CACHE]:
                           kv head multiplies and sums over the cache; otherwise matrix products)
                products   always the two batched matrix products (jaxllm before 2026-12-01)
                none       no attention at all: wrong tokens, timing only (what attention costs)
+               plain      generate's "accelerator" decode path instead of its "cpu" one: no
+                          copy of the weights, a rolled layer loop, a (B, S, K, H) cache and the
+                          training attention call (what the CPU path's choices gain on XLA:CPU)
     FUSIONS    ynn        the process's XLA flags (jaxllm.platform.configure_cpu)
                noynn      the program compiled without YNNPACK fusions
     CACHE      grown      (default) the KV cache grows through generate.cache_sizes (64, 128, 160
@@ -67,24 +70,28 @@ def main():
     names = args.variants.split(",")
     lm = pretrained.load("smollm2-135m-instruct")
     ids = np.random.default_rng(0).integers(100, 49152, (args.batch, 32))
-    layers, head = generate._prepared(lm.model, lm.params)
-    call = (lm.params, layers, head, jnp.asarray(ids, jnp.int32),
-            jnp.ones(ids.shape, bool), jax.random.PRNGKey(0))
+    weights = generate._cached_cpu_decode_weights(lm.model, lm.params)
+    inputs = (jnp.asarray(ids, jnp.int32), jnp.ones(ids.shape, bool), jax.random.PRNGKey(0))
     static = dict(model=lm.model, max_new_tokens=args.new, temperature=0.0, top_k=0, top_p=1.0,
-                  stop_tokens=(), use_cache=True, n_tokens=lm.model.cfg.vocab_size)
+                  stop_tokens=(), use_cache=True, n_tokens=lm.model.cfg.vocab_size,
+                  keep_logits=False)
+    calls = {}  # name: the arguments of its program
     library, sizes = attention.cached_attention, generate.cache_sizes
     programs = {}
     for name in names:
         attn, fusions, cache = (name + "-grown").split("-")[:3]
         attention.cached_attention = {"jaxllm": library, "products": products_attention,
-                                      "none": no_attention}[attn]
+                                      "none": no_attention, "plain": library}[attn]
+        path = "accelerator" if attn == "plain" else "cpu"
+        calls[name] = (lm.params, weights if path == "cpu" else None, *inputs)
         generate.cache_sizes = {"grown": sizes, "full": lambda prompt, window: [window]}[cache]
         # A new function object per variant: jit caches traces by function, so jitting the same
         # function again would reuse the first variant's trace.
         raw = generate._generate.__wrapped__
         fresh = functools.wraps(raw)(lambda *a, **k: raw(*a, **k))
         try:
-            lowered = jax.jit(fresh, static_argnames=tuple(static)).lower(*call, **static)
+            lowered = jax.jit(fresh, static_argnames=(*static, "path")).lower(
+                *calls[name], path=path, **static)
         finally:
             attention.cached_attention = library
             generate.cache_sizes = sizes
@@ -92,7 +99,7 @@ def main():
         programs[name] = lowered.compile(compiler_options=options)
     reference = None  # (name, tokens) of the first variant that attends
     for name, program in programs.items():
-        tokens = np.asarray(program(*call)[0])  # also the warm-up call
+        tokens = np.asarray(program(*calls[name])[0])  # also the warm-up call
         if name.startswith("none"):
             continue
         if reference is None:
@@ -103,7 +110,7 @@ def main():
     for _ in range(args.rounds):
         for name, program in programs.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(program(*call))
+            jax.block_until_ready(program(*calls[name]))
             speeds[name].append(args.batch * args.new / (time.perf_counter() - t0))
     result = {name: round(statistics.median(s), 1) for name, s in speeds.items()}
     ratios = {name: round(statistics.median(a / b for a, b in zip(speeds[name], speeds[names[0]])), 3)

@@ -52,3 +52,17 @@ def _umask() -> int:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write obj as (readable, UTF-8) JSON to path atomically."""
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
+
+
+def package_folder(module: str) -> Path | None:
+    """The folder of an installed package, found with importlib.util.find_spec without importing
+    it (data packages may read all their files or pull heavy dependencies on import); None when
+    it is not installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None

@@ -1,10 +1,23 @@
-"""Test set-up: 8 simulated CPU devices, and a private TFDS data dir for the whole session."""
+"""Test set-up: 8 simulated CPU devices, a compilation cache and a private TFDS data dir for the
+whole session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
+
+# JAX's persistent compilation cache, kept for this test run only: a program built again by
+# another jit object (each make_train_step, each CLI run, a resumed run, a subprocess) is read
+# back instead of compiled again (measured in experiments/RESULTS.md, "Test time").
+# Set through the environment so that subprocesses share it; a directory the user set is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxllm-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # numpy's OpenBLAS spins its threads on this shared 2-core machine: the numpy references' small
 # matrix-vector products ran ~50x slower multi-threaded (8 ms vs 0.17 ms for 1536 x 576).

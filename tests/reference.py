@@ -37,7 +37,7 @@ def rotate(x, positions, theta):
 
 def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
     """tokens (B, T) -> logits (B, T, V) in float64."""
-    p = _to_f64(params)
+    p = to_f64(params)
     B, T = tokens.shape
     N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
     positions = np.tile(np.arange(T), (B, 1)) if positions is None else np.asarray(positions)
@@ -60,7 +60,7 @@ def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
             x = x + p["pos_embedding"][positions[b]]
         allowed = np.tril(np.ones((T, T), bool)) & (seg[b][:, None] == seg[b][None, :])
         for layer in range(cfg.n_layers):
-            lp = _layer(p["blocks"], layer)
+            lp = layer_of(p["blocks"], layer)
             h = norm(x, lp["attn_norm"])
             q = linear(h, lp["attn"]["query"])  # (T, N, H)
             k = linear(h, lp["attn"]["key"])  # (T, K, H)
@@ -90,13 +90,15 @@ def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
     return logits
 
 
-def _to_f64(tree):
+def to_f64(tree):
+    """A nested dict of arrays as float64 numpy arrays (shared by the numpy references)."""
     if isinstance(tree, dict):
-        return {k: _to_f64(v) for k, v in tree.items()}
+        return {k: to_f64(v) for k, v in tree.items()}
     return np.asarray(tree, dtype=np.float64)
 
 
-def _layer(tree, i):
+def layer_of(tree, i):
+    """Layer i of a nested dict of arrays stacked on a leading layers axis."""
     if isinstance(tree, dict):
-        return {k: _layer(v, i) for k, v in tree.items()}
+        return {k: layer_of(v, i) for k, v in tree.items()}
     return tree[i]

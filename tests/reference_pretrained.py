@@ -1,9 +1,12 @@
-"""Independent pure-numpy forwards of the two pretrained models, written from the file formats.
+"""Independent pure-numpy forwards written from the file formats: the two pretrained models and
+the Hugging Face layouts jaxllm exports.
 
 They share no code with jaxllm: the Llama forward reads the GGUF tensors under their GGUF names
 with Q and K still permuted and rotates adjacent pairs (x[2i], x[2i+1]) as llama.cpp does, so it
-also checks jaxllm's un-permutation; the BERT forward reads the Hugging Face tensor names of
-model.safetensors. Both loop over layers and heads with explicit softmax.
+also checks jaxllm's un-permutation; the BERT, Llama and GPT-2 forwards read the Hugging Face
+tensor names of model.safetensors in their orientation (a Linear weight is (out, in), a GPT-2
+Conv1D weight (in, out) with query, key and value fused) and the sizes from config.json. All
+loop over layers and heads with explicit softmax.
 """
 
 from __future__ import annotations
@@ -147,3 +150,76 @@ def sentence_embedding(tensors, hf_cfg, ids):
     """sentence-transformers' all-MiniLM-L6-v2 pipeline: mean pooling, then L2 normalisation."""
     m = bert_hidden(tensors, hf_cfg, ids).mean(0)
     return m / max(np.linalg.norm(m), 1e-12)
+
+
+# --- Llama and GPT-2 from Hugging Face safetensors ---------------------------------------------
+
+def _attend(q, k, v):
+    """Causal attention of one sequence: q (T, N, H), k and v (T, K, H) with N/K query heads
+    per key/value head (Hugging Face's repeat_kv order) -> (T, N * H)."""
+    T, N, H = q.shape
+    group = N // k.shape[1]
+    out = np.zeros((T, N, H))
+    causal = np.tril(np.ones((T, T), bool))
+    for n in range(N):
+        s = q[:, n] @ k[:, n // group].T / math.sqrt(H)
+        s = np.where(causal, s, -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        out[:, n] = (w / w.sum(-1, keepdims=True)) @ v[:, n // group]
+    return out.reshape(T, N * H)
+
+
+def _rotate_half(x, theta):
+    """Hugging Face Llama's RoPE: dimension i pairs with i + H/2, angle pos * theta^(-2i/H).
+    x (T, heads, H)."""
+    T, _, H = x.shape
+    ang = np.arange(T)[:, None] * theta ** (-np.arange(0, H, 2) / H)[None]  # (T, H/2)
+    c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
+    a, b = x[..., :H // 2], x[..., H // 2:]
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+
+def hf_llama_logits(tensors, hf_cfg, ids):
+    """Logits (T, V) of LlamaForCausalLM for one sequence of ids, float64."""
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    N, K = hf_cfg["num_attention_heads"], hf_cfg["num_key_value_heads"]
+    H, eps, theta = hf_cfg["head_dim"], hf_cfg["rms_norm_eps"], hf_cfg["rope_theta"]
+    T = len(ids)
+    x = t["model.embed_tokens.weight"][np.asarray(ids)]
+    for i in range(hf_cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = _rms(x, t[p + "input_layernorm.weight"], eps)
+        q = (h @ t[p + "self_attn.q_proj.weight"].T).reshape(T, N, H)
+        k = (h @ t[p + "self_attn.k_proj.weight"].T).reshape(T, K, H)
+        v = (h @ t[p + "self_attn.v_proj.weight"].T).reshape(T, K, H)
+        a = _attend(_rotate_half(q, theta), _rotate_half(k, theta), v)
+        x = x + a @ t[p + "self_attn.o_proj.weight"].T
+        h = _rms(x, t[p + "post_attention_layernorm.weight"], eps)
+        g = h @ t[p + "mlp.gate_proj.weight"].T
+        u = h @ t[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ t[p + "mlp.down_proj.weight"].T
+    x = _rms(x, t["model.norm.weight"], eps)
+    head = t["model.embed_tokens.weight"] if hf_cfg["tie_word_embeddings"] else t["lm_head.weight"]
+    return x @ head.T
+
+
+def hf_gpt2_logits(tensors, hf_cfg, ids):
+    """Logits (T, V) of GPT2LMHeadModel (exact GELU, as config.json's "gelu") for one sequence
+    of ids, float64."""
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    N, eps = hf_cfg["n_head"], hf_cfg["layer_norm_epsilon"]
+    T = len(ids)
+    x = t["transformer.wte.weight"][np.asarray(ids)] + t["transformer.wpe.weight"][:T]
+    D = x.shape[-1]
+    for i in range(hf_cfg["n_layer"]):
+        p = f"transformer.h.{i}."
+        h = _ln(x, t[p + "ln_1.weight"], t[p + "ln_1.bias"], eps)
+        qkv = h @ t[p + "attn.c_attn.weight"] + t[p + "attn.c_attn.bias"]  # (T, 3D)
+        q, k, v = (qkv[:, j * D:(j + 1) * D].reshape(T, N, D // N) for j in range(3))
+        x = x + _attend(q, k, v) @ t[p + "attn.c_proj.weight"] + t[p + "attn.c_proj.bias"]
+        h = _ln(x, t[p + "ln_2.weight"], t[p + "ln_2.bias"], eps)
+        u = h @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"]
+        u = 0.5 * u * (1 + _erf(u / math.sqrt(2)))
+        x = x + u @ t[p + "mlp.c_proj.weight"] + t[p + "mlp.c_proj.bias"]
+    x = _ln(x, t["transformer.ln_f.weight"], t["transformer.ln_f.bias"], eps)
+    return x @ t["transformer.wte.weight"].T

@@ -11,19 +11,9 @@ import math
 
 import numpy as np
 
+from reference import layer_of, to_f64
+
 _erf = np.vectorize(math.erf)
-
-
-def _f64(tree):
-    if isinstance(tree, dict):
-        return {k: _f64(v) for k, v in tree.items()}
-    return np.asarray(tree, dtype=np.float64)
-
-
-def _layer(tree, i):
-    if isinstance(tree, dict):
-        return {k: _layer(v, i) for k, v in tree.items()}
-    return tree[i]
 
 
 def layer_norm(x, q, eps):
@@ -42,7 +32,7 @@ def transformer(x, blocks, n_layers, n_heads, eps, causal):
     T = x.shape[0]
     allowed = np.tril(np.ones((T, T), bool)) if causal else np.ones((T, T), bool)
     for layer in range(n_layers):
-        lp = _layer(blocks, layer)
+        lp = layer_of(blocks, layer)
         h = layer_norm(x, lp["attn_norm"], eps)
         q, k, v = (linear(h, lp["attn"][n]) for n in ("query", "key", "value"))  # (T, N, H)
         H = q.shape[-1]
@@ -74,7 +64,7 @@ def sincos_2d(rows, cols, width, temperature=10000.0):
 
 def vit_features(cfg, params, image):
     """One image (H, W, C) -> (pooled features (D,), logits or None)."""
-    p = _f64(params)
+    p = to_f64(params)
     P = cfg.patch_size
     Hh, Ww, C = image.shape
     rows, cols = Hh // P, Ww // P
@@ -100,7 +90,7 @@ def vit_features(cfg, params, image):
 
 def text_features(cfg, params, tokens, eot):
     """One caption: tokens (T,) and the end-of-text index -> the final-norm state there (Dt,)."""
-    p = _f64(params)
+    p = to_f64(params)
     x = p["embed"]["embedding"][tokens] + p["pos_embedding"][:len(tokens)]
     x = transformer(x, p["blocks"], cfg.text_layers or cfg.n_layers,
                     cfg.text_heads or cfg.n_heads, cfg.norm_eps, causal=True)
@@ -109,7 +99,7 @@ def text_features(cfg, params, tokens, eot):
 
 def clip_embeddings(cfg, params, images, tokens, eots):
     """L2-normalised image (B, E) and text (B, E) embeddings and the clamped logit scale."""
-    p = _f64(params)
+    p = to_f64(params)
     img = np.stack([vit_features(cfg, params["image"], im)[0] for im in images])
     txt = np.stack([text_features(cfg, params["text"], t, e) for t, e in zip(tokens, eots)])
     img = img @ p["image_proj"]["kernel"]

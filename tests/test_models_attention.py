@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxllm.models.attention import (attention_mask, blocked_attention, cached_attention,
-                                     reference_attention)
+                                     reference_attention, resolve_decode_path)
 
 
 @st.composite
@@ -108,3 +108,12 @@ def test_cached_one_token_step_equals_reference(groups):
     rng = np.random.default_rng(groups)
     q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, H)), jnp.float32) for n in (K * groups, K, K))
     assert_cached_equals_reference(q, k, v, 1)
+
+
+def test_the_decode_path_follows_the_backend_unless_named(monkeypatch):
+    assert resolve_decode_path() == "cpu"  # these tests run on XLA:CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_decode_path("auto") == "accelerator"
+    assert resolve_decode_path("cpu") == "cpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert resolve_decode_path("accelerator") == "accelerator"

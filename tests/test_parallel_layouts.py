@@ -1,72 +1,168 @@
 """Every parallel layout computes what one device computes.
 
-A tiny decoder (4 layers, d=32, vocab 64, context 16, batch 8) trains 5 AdamW steps on one device
-and on each layout of the 8 simulated CPU devices. Tolerance (float32): the loss of every step
-within 2e-5 absolute (losses are ~4.2, so ~5e-6 relative) and every final parameter within 1e-4
-absolute; observed differences are ~5e-7 and ~2e-5 (summation order of the all-reduces, and
-Adam's division by sqrt(v) amplifying last-bit differences of near-zero gradients).
+A tiny decoder (vocab 64, context 16, batch 8; 2 layers, or 4 for the pipelines' stages) trains
+5 steps of SGD with momentum on one device and on each layout of the 8 simulated CPU devices.
+SGD's update is proportional to the gradient, so a gradient off by any factor moves the
+parameters (Adam's normalised update would hide it); the gradient norm of every step is
+compared as well. Tolerance (float32): the loss of every step within 2e-5 absolute (losses are
+~4.2), the gradient norm within 1e-5 relative, every final parameter within 1e-5 absolute.
+Layouts also vary what rides along: remat policies, packed rows (segment ids, positions, loss
+mask), bfloat16 compute, and dropout through the pipelines (against the pipeline's sequential
+definition with the same dropout keys).
 The sharding of every parameter and optimizer-state leaf is checked against hand-written specs
 for the leaves that define each strategy and against the rule table for all others.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import NamedTuple
+
 import jax
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxllm.config import ModelConfig, OptimConfig
-from jaxllm.models.decoder import Decoder, init_params
+from helpers import LOSS_ATOL, MESH_CFG, mesh_batches
+from jaxllm import models
+from jaxllm.models.decoder import Decoder
 from jaxllm.objectives.causal_lm import causal_lm_loss
+from jaxllm.optim import TrainState
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import decoder_parts, make_pipeline_grads
 from jaxllm.parallel.layout import Layout, _is_spec
 from jaxllm.parallel.sharded import shard_training
-from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.train.step import make_train_step
 
-CFG = ModelConfig(vocab_size=64, max_len=16, n_layers=4, n_heads=4, d_model=32,
-                  attention="reference", scan_unroll=1)
-TX = make_optimizer(OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant"), 5)
-LOSS_ATOL, PARAM_ATOL = 2e-5, 1e-4
+SGD = optax.sgd(0.5, momentum=0.9)
+GRAD_NORM_RTOL, PARAM_ATOL = 1e-5, 1e-5
+BF16 = {"loss": 2e-2, "grad_norm": 2e-2, "param": 1e-2}  # bfloat16 compute on both sides
 
 
-def init(rng):
-    return init_params(CFG, rng)
+class Case(NamedTuple):
+    mesh: str
+    zero: int = 0
+    pipeline: str | None = None
+    model: dict = {}  # ModelConfig overrides (remat, dtype, dropout)
+    specs: dict = {}  # leaf -> PartitionSpec (opt_X: the optimizer state of leaf X)
 
 
-def batches():
-    rs = np.random.RandomState(0)
-    return [{"inputs": rs.randint(0, 64, (8, 16)).astype(np.int32),
-             "targets": rs.randint(0, 64, (8, 16)).astype(np.int32)} for _ in range(5)]
+# The leaves that define each strategy: query kernel (layers, embed, heads, kv), out kernel
+# (layers, heads, kv, embed), up kernel (layers, embed, mlp), down kernel (layers, mlp, embed),
+# embedding (vocab, embed).
+LAYOUTS = {
+    "dp=8": Case("data=8", specs={"query": P(), "opt_query": P()}),
+    "fsdp=8,remat=full": Case("fsdp=8", model={"remat": "full"}, specs={
+        "query": P(None, "fsdp"), "down": P(None, None, "fsdp"), "embedding": P(None, "fsdp"),
+        "opt_query": P(None, "fsdp")}),
+    "tensor=4,data=2,bf16,remat=dots": Case("data=2,tensor=4", model={
+        "remat": "dots", "dtype": "bfloat16"}, specs={
+        "query": P(None, None, "tensor"), "out": P(None, "tensor"),  # column / row parallel
+        "up": P(None, None, "tensor"), "down": P(None, "tensor"),
+        "embedding": P("tensor"), "opt_query": P(None, None, "tensor")}),
+    "zero1": Case("data=8", 1, specs={"query": P(), "opt_query": P(None, "data")}),
+    "zero2,remat=dots_no_batch": Case("data=8", 2, model={"remat": "dots_no_batch"},
+                                      specs={"query": P(), "opt_query": P(None, "data")}),
+    "zero3,remat=save_attention_out": Case("data=8", 3, model={"remat": "save_attention_out"},
+                                           specs={"query": P(None, "data"),
+                                                  "opt_query": P(None, "data")}),
+    # pipelines: 4 layers, packed rows
+    "stage=4,gpipe,dropout": Case("stage=4,data=2", 0, "gpipe", {"dropout": 0.1},
+                                  specs={"query": P("stage"), "embedding": P()}),
+    "stage=4,1f1b,dropout,remat=full": Case("stage=4,data=2", 0, "1f1b",
+                                            {"dropout": 0.1, "remat": "full"},
+                                            specs={"query": P("stage")}),
+    "data=2,tensor=2,stage=2,gpipe": Case("data=2,tensor=2,stage=2", 0, "gpipe", specs={
+        "query": P("stage", None, "tensor"), "down": P("stage", "tensor")}),
+    # (data is a manual axis of this 1f1b: each data shard draws the same dropout masks for its
+    # rows, which no single-device run reproduces, so this one runs without dropout)
+    "data=2,tensor=2,stage=2,1f1b": Case("data=2,tensor=2,stage=2", 0, "1f1b", specs={
+        "query": P("stage", None, "tensor"), "embedding": P("tensor")}),
+}
 
 
-@pytest.fixture(scope="module")
-def single_device():
-    loss_fn = causal_lm_loss(Decoder(CFG))
-    state = TrainState.create(init(jax.random.PRNGKey(0))[0], TX)
-    step = make_train_step(loss_fn, TX)
-    losses = []
-    for b in batches():
+def model_cfg(case: Case):
+    """The pipelines keep 4 layers (one per stage of 4); the other layouts use 2."""
+    cfg = MESH_CFG if case.pipeline else replace(MESH_CFG, n_layers=2)
+    return replace(cfg, **case.model)
+
+
+def run_steps(step, state, batches):
+    """(losses, grad norms, final state) of one step per batch."""
+    losses, norms = [], []
+    for b in batches:
         state, m = step(state, b)
         losses.append(float(m["loss"]))
-    return losses, jax.device_get(state.params)
+        norms.append(float(m["grad_norm"]))
+    return losses, norms, state
 
 
-def train_on(spec, zero=0, pipeline=None, microbatches=4):
-    layout = Layout.build(make_mesh(spec), zero=zero)
-    setup = shard_training(layout, init, TX, jax.random.PRNGKey(0))
-    model = Decoder(CFG)
-    grads_fn = (make_pipeline_grads(decoder_parts(model), layout.mesh, microbatches, pipeline)
-                if pipeline else None)
-    step = make_train_step(causal_lm_loss(model), TX, shardings=setup.shardings,
+def sequential_pipeline_grads(model, stages: int, microbatches: int):
+    """A grads_fn computing on one device what a pipeline of `stages` computes: the embedding,
+    then each micro-batch (rows m, m + M, ...) through the stages in order, then the head, with
+    the pipeline's dropout keys (fold_in(rng, 0) for the embedding, fold_in(fold_in(fold_in(
+    rng, 1), stage), micro-batch) for a stage)."""
+    parts = decoder_parts(model)
+    n = model.cfg.n_layers // stages
+    fold = jax.random.fold_in
+
+    def loss_of(params, batch, rng):
+        rest = {k: v for k, v in params.items() if k != "blocks"}
+        x = parts.embed(rest, batch, fold(rng, 0))
+        out = x
+        for m in range(microbatches):
+            rows = slice(m, None, microbatches)
+            xm, mb = x[rows], {k: v[rows] for k, v in batch.items()}
+            for s in range(stages):
+                layers = jax.tree_util.tree_map(lambda a: a[s * n:(s + 1) * n], params["blocks"])
+                xm = parts.stage(layers, xm, mb, fold(fold(fold(rng, 1), s), m))
+            out = out.at[rows].set(xm)
+        return parts.head(rest, out, batch)
+
+    def grads_fn(params, batch, rng, scale):
+        def scaled(p):
+            loss, sums = loss_of(p, batch, rng)
+            return loss * scale, (loss, sums)
+
+        grads, (loss, sums) = jax.grad(scaled, has_aux=True)(params)
+        return loss, sums, grads
+
+    return grads_fn
+
+
+_REFERENCES: dict = {}
+
+
+def single_device(case: Case):
+    """(losses, grad norms, params) on one device, for the model and data of a case; computed
+    once per distinct reference (the pipelines with dropout follow the pipeline's definition)."""
+    cfg = replace(model_cfg(case), remat="none")  # a remat policy changes no value
+    dropout = cfg.dropout > 0
+    key = (cfg, dropout and make_mesh(case.mesh).shape["stage"])
+    if key not in _REFERENCES:
+        model = Decoder(cfg)
+        grads_fn = (sequential_pipeline_grads(model, make_mesh(case.mesh).shape["stage"], 4)
+                    if dropout else None)
+        step = make_train_step(causal_lm_loss(model), SGD, grads_fn=grads_fn)
+        state = TrainState.create(models.init_params(cfg, jax.random.PRNGKey(0))[0], SGD)
+        losses, norms, state = run_steps(step, state, mesh_batches(packed=bool(case.pipeline)))
+        _REFERENCES[key] = losses, norms, jax.device_get(state.params)
+    return _REFERENCES[key]
+
+
+def train_on(case: Case, microbatches=4):
+    cfg = model_cfg(case)
+    layout = Layout.build(make_mesh(case.mesh), zero=case.zero)
+    setup = shard_training(layout, lambda r: models.init_params(cfg, r), SGD,
+                           jax.random.PRNGKey(0))
+    model = Decoder(cfg)
+    grads_fn = (make_pipeline_grads(decoder_parts(model), layout.mesh, microbatches,
+                                    case.pipeline) if case.pipeline else None)
+    step = make_train_step(causal_lm_loss(model), SGD, shardings=setup.shardings,
                            grads_fn=grads_fn)
-    state, losses = setup.state, []
-    for b in batches():
-        state, m = step(state, b)
-        losses.append(float(m["loss"]))
-    return losses, state, setup
+    losses, norms, state = run_steps(step, setup.state, mesh_batches(packed=bool(case.pipeline)))
+    return losses, norms, state, setup
 
 
 def check_shardings(state, setup):
@@ -81,33 +177,8 @@ def check_shardings(state, setup):
             assert x.sharding.is_equivalent_to(NamedSharding(mesh, spec), x.ndim), (x.shape, spec)
 
 
-def mu(state):  # Adam's first moment (same tree as params)
-    return state.opt_state[1][0].mu
-
-
-# (mesh, zero, pipeline) and hand-written specs of the leaves that define the strategy:
-# query kernel (layers, embed, heads, kv), out kernel (layers, heads, kv, embed),
-# up kernel (layers, embed, mlp), down kernel (layers, mlp, embed), embedding (vocab, embed).
-LAYOUTS = {
-    "dp=8": ("data=8", 0, None, {"query": P(), "mu_query": P()}),
-    "fsdp=8": ("fsdp=8", 0, None, {"query": P(None, "fsdp"), "down": P(None, None, "fsdp"),
-                                   "embedding": P(None, "fsdp"),
-                                   "mu_query": P(None, "fsdp")}),
-    "tensor=4,data=2": ("data=2,tensor=4", 0, None, {
-        "query": P(None, None, "tensor"), "out": P(None, "tensor"),  # column / row parallel
-        "up": P(None, None, "tensor"), "down": P(None, "tensor"),
-        "embedding": P("tensor"), "mu_query": P(None, None, "tensor")}),
-    "zero1": ("data=8", 1, None, {"query": P(), "mu_query": P(None, "data")}),
-    "zero2": ("data=8", 2, None, {"query": P(), "mu_query": P(None, "data")}),
-    "zero3": ("data=8", 3, None, {"query": P(None, "data"), "mu_query": P(None, "data")}),
-    "stage=4,gpipe": ("stage=4,data=2", 0, "gpipe", {"query": P("stage"),
-                                                     "embedding": P()}),
-    "stage=4,1f1b": ("stage=4,data=2", 0, "1f1b", {"query": P("stage")}),
-    "data=2,tensor=2,stage=2,gpipe": ("data=2,tensor=2,stage=2", 0, "gpipe", {
-        "query": P("stage", None, "tensor"), "down": P("stage", "tensor")}),
-    "data=2,tensor=2,stage=2,1f1b": ("data=2,tensor=2,stage=2", 0, "1f1b", {
-        "query": P("stage", None, "tensor"), "embedding": P("tensor")}),
-}
+def momentum(state):  # SGD's momentum trace (same tree as params)
+    return state.opt_state[0].trace
 
 
 def _leaf(tree, name):
@@ -120,20 +191,24 @@ def _leaf(tree, name):
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_layout_matches_single_device(name, single_device):
-    spec, zero, pipeline, expected = LAYOUTS[name]
-    ref_losses, ref_params = single_device
-    losses, state, setup = train_on(spec, zero, pipeline)
-    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=LOSS_ATOL)
+def test_layout_matches_single_device(name):
+    case = LAYOUTS[name]
+    tol = BF16 if case.model.get("dtype") == "bfloat16" else {
+        "loss": LOSS_ATOL, "grad_norm": GRAD_NORM_RTOL, "param": PARAM_ATOL}
+    ref_losses, ref_norms, ref_params = single_device(case)
+    losses, norms, state, setup = train_on(case)
+    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=tol["loss"])
+    np.testing.assert_allclose(norms, ref_norms, rtol=tol["grad_norm"])
     for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
                           jax.tree_util.tree_leaves(ref_params),
                           jax.tree_util.tree_leaves(jax.device_get(state.params))):
-        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL, err_msg=str(path[0]))
+        np.testing.assert_allclose(b, a, rtol=0, atol=tol["param"], err_msg=str(path[0]))
     check_shardings(state, setup)
     mesh = setup.shardings.state.params["embed"]["embedding"].mesh
-    for leaf, want in expected.items():
-        x = _leaf(mu(state), leaf[3:]) if leaf.startswith("mu_") else _leaf(state.params, leaf)
+    for leaf, want in case.specs.items():
+        x = (_leaf(momentum(state), leaf[4:]) if leaf.startswith("opt_")
+             else _leaf(state.params, leaf))
         assert x.sharding.is_equivalent_to(NamedSharding(mesh, want), x.ndim), (leaf, x.sharding)
-    if zero >= 2:  # gradients are constrained to the data-split layout (reduce-scatter)
+    if case.zero >= 2:  # gradients are constrained to the data-split layout (reduce-scatter)
         g = _leaf(setup.shardings.grads, "query")
         assert g.spec == P(None, "data", None, None)

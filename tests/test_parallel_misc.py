@@ -20,7 +20,8 @@ from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.optim import TrainState, initial_loss_scale, make_optimizer
 from jaxllm.train.step import make_train_step
 
-from test_parallel_layouts import CFG, LOSS_ATOL, TX, batches, init
+from helpers import ADAMW, LOSS_ATOL, MESH_CFG, error_of, mesh_batches, mesh_init
+
 
 
 def test_mesh_spec_fills_and_orders_axes():
@@ -51,7 +52,7 @@ def test_indivisible_parameter_names_parameter_dimension_and_axis():
     with pytest.raises(ConfigError, match=r"parameter blocks/attn/\w+/\w+: dimension \d "
                                           r"\(\w*heads, size 4\) is not divisible by mesh "
                                           r"axes tensor \(size 8\)"):
-        shard_training(layout, init, TX, jax.random.PRNGKey(0))
+        shard_training(layout, mesh_init, ADAMW, jax.random.PRNGKey(0))
 
 
 def test_rule_overrides_and_errors():
@@ -76,10 +77,11 @@ def test_pipeline_checks_and_bubble():
 
 
 def test_checkpoint_saved_under_fsdp_restores_under_data_tensor(tmp_path):
-    loss_fn = causal_lm_loss(Decoder(CFG))
-    data = batches()
-    first = shard_training(Layout.build(make_mesh("fsdp=8")), init, TX, jax.random.PRNGKey(0))
-    step = make_train_step(loss_fn, TX, shardings=first.shardings, donate=False)
+    loss_fn = causal_lm_loss(Decoder(MESH_CFG))
+    data = mesh_batches()
+    first = shard_training(Layout.build(make_mesh("fsdp=8")), mesh_init, ADAMW,
+                           jax.random.PRNGKey(0))
+    step = make_train_step(loss_fn, ADAMW, shardings=first.shardings, donate=False)
     state = first.state
     for b in data[:2]:
         state, _ = step(state, b)
@@ -87,15 +89,23 @@ def test_checkpoint_saved_under_fsdp_restores_under_data_tensor(tmp_path):
     ckpts.save(2, state, {"step": 2})
     _, expected = step(state, data[2])
 
-    second = shard_training(Layout.build(make_mesh("data=2,tensor=4")), init, TX,
+    second = shard_training(Layout.build(make_mesh("data=2,tensor=4")), mesh_init, ADAMW,
                             jax.random.PRNGKey(1))
     restored, data_state = Checkpoints(tmp_path / "ckpt").restore(2, second.state)
     assert data_state == {"step": 2} and int(restored.step) == 2
+    # every array of the saved state comes back: parameters and Adam's moments and count
+    # (the new layout's own state, from another seed and before any step, differs in each)
+    saved, fresh = jax.device_get(state), jax.device_get(second.state)
+    for (path, want), got, other in zip(jax.tree_util.tree_leaves_with_path(saved),
+                                        jax.tree_util.tree_leaves(jax.device_get(restored)),
+                                        jax.tree_util.tree_leaves(fresh)):
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+        assert not np.array_equal(other, want), jax.tree_util.keystr(path)
     q = restored.params["blocks"]["attn"]["query"]["kernel"]
     assert q.sharding.is_equivalent_to(
         NamedSharding(second.shardings.state.params["embed"]["embedding"].mesh,
                       P(None, None, "tensor")), 4)
-    step2 = make_train_step(loss_fn, TX, shardings=second.shardings)
+    step2 = make_train_step(loss_fn, ADAMW, shardings=second.shardings)
     _, got = step2(restored, data[2])
     assert abs(float(got["loss"]) - float(expected["loss"])) < LOSS_ATOL
     ckpts.close()
@@ -110,7 +120,7 @@ def test_float16_loss_scaling_skips_non_finite_steps():
     # A scale of 2^40 overflows float16 gradients: the step must change nothing but the scale.
     state = state.replace(loss_scale=dict(initial_loss_scale(2.0 ** 40)))
     step = make_train_step(causal_lm_loss(Decoder(cfg)), tx, donate=False, growth_interval=2)
-    data = batches()
+    data = mesh_batches()
     after, m = step(state, data[0])
     assert int(m["skipped_steps"]) == 1 and float(after.loss_scale["scale"]) == 2.0 ** 39
     for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(after.params)):
@@ -153,7 +163,7 @@ def test_optimizer_offload_to_pinned_host_trains_the_same():
         setup = shard_training(layout, model_init, tx, jax.random.PRNGKey(0))
         step = make_train_step(causal_lm_loss(Decoder(cfg)), tx, shardings=setup.shardings)
         state = setup.state
-        for b in batches()[:2]:
+        for b in mesh_batches()[:2]:
             state, m = step(state, b)
         losses[offload] = float(m["loss"])
         kinds = {x.sharding.memory_kind for x in jax.tree_util.tree_leaves(state.opt_state)}
@@ -170,9 +180,9 @@ def test_fsdp_splits_the_activations_along_the_batch():
     b = {"inputs": np.zeros((32, 32), np.int32), "targets": np.zeros((32, 32), np.int32)}
     temp = {}
     for spec in ("data=8", "fsdp=8"):
-        setup = shard_training(Layout.build(make_mesh(spec)), lambda r: init_params(cfg, r), TX,
-                               jax.random.PRNGKey(0))
-        step = make_train_step(causal_lm_loss(Decoder(cfg)), TX, shardings=setup.shardings,
+        setup = shard_training(Layout.build(make_mesh(spec)), lambda r: init_params(cfg, r),
+                               ADAMW, jax.random.PRNGKey(0))
+        step = make_train_step(causal_lm_loss(Decoder(cfg)), ADAMW, shardings=setup.shardings,
                                donate=False)
         temp[spec] = step.lower(setup.state, b).compile().memory_analysis().temp_size_in_bytes
     assert temp["fsdp=8"] < 3 * temp["data=8"], temp
@@ -188,17 +198,17 @@ def test_qlora_on_a_mesh_trains_as_on_one_device():
     from jaxllm.transforms import lora
     from jaxllm.train.params import build_params_and_axes
 
-    cfg = Config(model=replace(CFG, weights="method=nf4,group=8"),
+    cfg = Config(model=replace(MESH_CFG, weights="method=nf4,group=8"),
                  train=TrainConfig(lora="rank=4,alpha=8,targets=all"))
     build = lambda r: build_params_and_axes(cfg, r)  # noqa: E731
     loss_fn = causal_lm_loss(Decoder(cfg.model))
-    single = TrainState.create(build(jax.random.PRNGKey(0))[0], TX, lora.trainable)
-    single_step = make_train_step(loss_fn, TX, trainable=lora.trainable)
-    setup = shard_training(Layout.build(make_mesh("data=2,fsdp=2,tensor=2")), build, TX,
+    single = TrainState.create(build(jax.random.PRNGKey(0))[0], ADAMW, lora.trainable)
+    single_step = make_train_step(loss_fn, ADAMW, trainable=lora.trainable)
+    setup = shard_training(Layout.build(make_mesh("data=2,fsdp=2,tensor=2")), build, ADAMW,
                            jax.random.PRNGKey(0), trainable=lora.trainable)
-    step = make_train_step(loss_fn, TX, shardings=setup.shardings, trainable=lora.trainable)
+    step = make_train_step(loss_fn, ADAMW, shardings=setup.shardings, trainable=lora.trainable)
     state = setup.state
-    for b in batches()[:2]:
+    for b in mesh_batches()[:2]:
         single, m1 = single_step(single, b)
         state, m2 = step(state, b)
         assert abs(float(m1["loss"]) - float(m2["loss"])) < LOSS_ATOL
@@ -212,8 +222,6 @@ def test_qlora_on_a_mesh_trains_as_on_one_device():
 
 
 def test_lora_with_a_pipeline_is_refused_before_anything_is_written(tmp_path, capsys):
-    from helpers import error_of
-
     out = tmp_path / "run"
     line = error_of(["train", "--preset", "shakespeare-char", "--lora", "rank=4", "--mesh",
                      "stage=2,data=4", "--pipeline", "gpipe", "--out", str(out)], capsys)

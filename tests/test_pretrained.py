@@ -72,6 +72,22 @@ def test_smollm2_greedy_continuation_equals_numpy_reference(smol, smol_reference
     assert tok.decode(got[0]).startswith("The capital of France is Paris.")
 
 
+@pytest.mark.slow
+def test_smollm2_sampling_is_the_same_with_and_without_cache(smol):
+    """A 60-token prompt and 12 new tokens: the KV cache starts at 64 slots and grows to 72
+    (cache_sizes) after 4 tokens; sampling with one seed draws the same tokens as re-running
+    the whole window each step, so every step's logits agree."""
+    from jaxllm.infer.generate import cache_sizes
+
+    ids = smol.tokenizer.encode(" ".join(PROMPTS))
+    prompts = [ids[:60], ids[:25]]  # left padding too
+    assert cache_sizes(60, 72) == [64, 72]
+    kw = dict(max_new_tokens=12, temperature=1.0, seed=7, stop_tokens=())
+    cached = smol.generate(prompts, **kw)
+    assert cached == smol.generate(prompts, use_cache=False, **kw)
+    assert [len(c) for c in cached] == [12, 12]
+
+
 def test_smollm2_perplexity_equals_the_reference_cross_entropy(smol, smol_reference):
     ids = smol.tokenizer.encode(" ".join(PROMPTS))[:41]
     got = smol.perplexity(ids, window=20)  # windows [0, 20), [20, 40): 40 predictions

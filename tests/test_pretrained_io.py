@@ -17,14 +17,14 @@ from jaxllm.cli.main import main
 from jaxllm.config import ModelConfig
 from jaxllm.errors import CheckpointError
 from jaxllm.io.gguf import read_gguf
-from jaxllm.io.hf import load_hf, params_to_hf, save_hf
-from helpers import error_of
+from jaxllm.io.hf import load_hf, save_hf
+from helpers import GPT, LLAMA, error_of
+from reference import decoder_logits
+from reference_pretrained import hf_gpt2_logits, hf_llama_logits
 
 SMALL = {
-    "llama": ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, n_kv_heads=2,
-                         d_model=32, positions="rope", norm="rmsnorm", mlp="swiglu",
-                         use_bias=False, tie_embeddings=False),
-    "gpt2": ModelConfig(vocab_size=37, max_len=16, n_layers=2, n_heads=4, d_model=32),
+    "llama": LLAMA,
+    "gpt2": GPT,
     "bert": ModelConfig(kind="encoder", norm_position="post", type_vocab_size=2, vocab_size=37,
                         max_len=16, n_layers=2, n_heads=4, d_model=32, norm_eps=1e-12),
 }
@@ -55,6 +55,24 @@ def test_export_round_trip_keeps_every_parameter(arch, tmp_path):
     same_ff = dataclasses.replace(cfg, d_ff=cfg.ff_size)  # HF configs state the mlp size
     assert got_cfg == same_ff and hf_cfg["model_type"] == arch
     _assert_trees_equal(params, got)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_exported_decoder_read_by_hugging_face_names_gives_the_same_logits(arch, tmp_path):
+    """The exported directory read without jaxllm: config.json's sizes and the tensors under
+    their Hugging Face names and orientation, in a numpy forward (reference_pretrained.py),
+    against the numpy forward of jaxllm's own parameter tree (reference.py, itself held equal
+    to the Decoder in test_models_decoder.py). Pure numpy in float64: nothing to compile."""
+    cfg = {"llama": LLAMA, "gpt2": GPT}[arch]
+    params = jax.tree_util.tree_map(lambda x: 0.3 * x, _params(cfg))
+    save_hf(tmp_path, cfg, params)
+    hf_cfg = json.loads((tmp_path / "config.json").read_text())
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 11))
+    ours = decoder_logits(cfg, params, ids)
+    reference = {"llama": hf_llama_logits, "gpt2": hf_gpt2_logits}[arch]
+    for row in range(2):
+        np.testing.assert_allclose(ours[row], reference(tensors, hf_cfg, ids[row]), atol=1e-9)
 
 
 def test_missing_or_misshapen_tensor_is_named(tmp_path):

@@ -17,11 +17,13 @@ import optax
 import pytest
 
 from jaxllm.config import ModelConfig, OptimConfig, apply_overrides, get_preset
+from jaxllm.data import build_data, eval_batches
 from jaxllm.errors import CheckpointError, ConfigError
 from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss
 from jaxllm.train import (RunDir, TrainState, decay_mask, learning_rate_schedule, load_run,
                           make_optimizer, make_train_step, resume, train)
+from reference import decoder_logits
 
 TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.max_len=32",
         "train.batch_size=4", "train.steps=12", "train.save_every=4", "train.eval_every=6",
@@ -108,6 +110,30 @@ def test_run_directory_contents(finished_run):
     assert all(r["tokens_per_s"] > 0 for r in rows if "train_loss" in r)
     assert rows[-1]["val_loss"] == summary["val_loss"] < rows[0]["val_loss"]
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_loss_is_the_token_mean_over_all_batches(finished_run):
+    """The val_loss of the last step is the cross-entropy of the final parameters averaged over
+    every token of all train.eval_batches validation batches, by the numpy reference forward."""
+    out, summary = finished_run
+    loaded = load_run(out)
+    cfg, dc, t = loaded.config, loaded.config.data, loaded.config.train
+    data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
+                      loaded.tokenizer)
+    batches = eval_batches(data.validation, t.eval_batches, t.batch_size, cfg.model.max_len,
+                           t.seed + 1, dc.sampling, data.separator)
+    params = jax.device_get(loaded.params)
+    losses = []  # per batch: (cross-entropy of each target token, its weight)
+    for b in batches:
+        logits = decoder_logits(cfg.model, params, b["inputs"])  # (B, T, V) float64
+        top = logits.max(-1, keepdims=True)
+        log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
+        nll = log_z - np.take_along_axis(logits, b["targets"][..., None], -1)[..., 0]
+        losses.append((nll, b.get("loss_mask", np.ones_like(nll))))
+    mean = sum((n * w).sum() for n, w in losses) / sum(w.sum() for _, w in losses)
+    first = (losses[0][0] * losses[0][1]).sum() / losses[0][1].sum()
+    assert len(batches) == 2 and abs(first - mean) > 1e-3  # batches that tell them apart
+    assert summary["val_loss"] == pytest.approx(mean, abs=2e-5)  # logged to 5 decimals
 
 
 def test_resume_after_losing_checkpoints_is_bitwise_exact(finished_run, tmp_path):

@@ -19,6 +19,7 @@ from jaxllm.transforms import (QArray, Rule, TransformError, apply_calibration, 
                                dequantize, linear_rules, logical_axes, quantize, tree_bytes)
 from jaxllm.transforms.quantize import NF4_LEVELS, quantize_array
 from jaxllm.transforms.select import glob_to_regex, map_selected
+from reference_quantize import quantize_uniform
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -53,18 +54,39 @@ def test_rule_matching_nothing_is_an_error():
 
 # --- round trip ---------------------------------------------------------------------------------
 
+def _per_element(qa, a, lead):
+    """A QArray's steps or zero points (*lead, G, 1, *rest) repeated over the g elements of
+    each group: the leaf's shape."""
+    return np.repeat(np.asarray(a), qa.group, axis=lead + 1).reshape(qa.shape)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["int8", "int4"]), st.booleans(),
-       st.sampled_from(["channel", "tensor", 4, 8]), st.sampled_from([(16, 3), (8, 2, 5)]),
-       st.floats(1e-3, 1e3))
-def test_uniform_round_trip_within_half_a_step(seed, method, symmetric, group, shape, scale):
+       st.sampled_from(["channel", "tensor", 4, 8]),
+       st.sampled_from([((16, 3), 0), ((8, 2, 5), 0), ((2, 8, 4), 1)]), st.floats(1e-3, 1e3))
+def test_uniform_quantization_equals_numpy_quantizer(seed, method, symmetric, group, shape_lead,
+                                                      scale):
+    """Codes, steps and zero points against tests/reference_quantize.py, int8/int4, symmetric
+    or not, per tensor/channel/group, with and without a stacked (layers) axis."""
+    shape, lead = shape_lead
     w = scale * np.random.default_rng(seed).standard_t(3, size=shape).astype(np.float32)
-    qa = quantize_array(jnp.asarray(w), method=method, group=group, symmetric=symmetric)
+    qa = quantize_array(jnp.asarray(w), method=method, group=group, symmetric=symmetric,
+                        lead=lead)
+    codes, steps, zeros, deq = quantize_uniform(w, method, symmetric, group, lead)
+    np.testing.assert_allclose(_per_element(qa, qa.scale, lead), steps, rtol=1e-6)
+    assert (qa.zero is None) == symmetric
+    if not symmetric:
+        np.testing.assert_allclose(_per_element(qa, qa.zero, lead), zeros, rtol=1e-5, atol=1e-5)
+    # codes are equal except on a rounding tie, where float32 operation order may pick the
+    # other neighbour
+    exact = w.astype(np.float64) / steps + (0 if zeros is None else zeros)
+    tie = np.abs(np.abs(exact - np.floor(exact)) - 0.5) < 1e-3
+    got = np.asarray(qa.codes()).reshape(w.shape)
+    np.testing.assert_array_equal(got[~tie], codes[~tie])
+    assert np.all(np.abs(got - codes) <= 1)
     back = np.asarray(qa.dequantize())
-    # the step of each element, broadcast back to the leaf's shape
-    G = qa.q.shape[0]
-    step = np.broadcast_to(np.asarray(qa.scale), (G, qa.group, *qa.out_shape)).reshape(w.shape)
-    assert np.all(np.abs(back - w) <= step / 2 * (1 + 1e-5) + 1e-30)
+    assert np.all(np.abs(back - deq)[~tie] <= 1e-4 * steps[~tie])
+    assert np.all(np.abs(back - w) <= steps / 2 * (1 + 1e-5) + 1e-30)  # the reference's step
     bits = {"int8": 8, "int4": 4}[method]
     assert qa.q.size * qa.q.dtype.itemsize == w.size * bits // 8  # packed
 

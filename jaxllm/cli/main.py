@@ -15,7 +15,10 @@ from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
 from jaxllm.cli import generate as generate_cmd
+from jaxllm.cli import index as index_cmd
 from jaxllm.cli import quantize as quantize_cmd
+from jaxllm.cli import score as score_cmd
+from jaxllm.cli import search as search_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
@@ -24,7 +27,8 @@ from jaxllm.platform import configure_cpu
 
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
-         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd}
+         "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "score": score_cmd,
+         "index": index_cmd, "search": search_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,8 +39,8 @@ from etils import epath
 from jaxllm.data.corpora import Document, get_corpus, load_documents
 from jaxllm.data.splits import SPLITS, check_val_fraction, split_documents
 from jaxllm.errors import DataError
+from jaxllm.platform import quiet
 
-tfds.disable_progress_bar()
 log = logging.getLogger("jaxllm.data")
 
 TFDS_PREFIX = "tfds:"
@@ -54,16 +54,11 @@ def default_data_dir() -> Path:
 
 @contextlib.contextmanager
 def _quiet_tfds() -> Iterator[None]:
-    """Keep TFDS's banners ("Downloading and preparing dataset Unknown size ...") and absl
-    warnings about half-empty folders out of the user's terminal; errors still propagate."""
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        absl_logger.setLevel(level)
+    """Keep TFDS's banners ("Downloading and preparing dataset Unknown size ..."), progress bars
+    and absl warnings about half-empty folders out of the user's terminal while jaxllm works
+    with TFDS (restored afterwards); errors still propagate."""
+    with quiet(logging.ERROR), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 # -----------------------------------------------------------------------------------------------

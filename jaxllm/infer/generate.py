@@ -8,8 +8,22 @@ prompt is run once (prefill) and then one token per step; the loop is lax.while_
 one jit (one per size the KV cache grows through, see cache_sizes), so there is no Python
 dispatch per token, and it stops early once every row has produced a stop token. Past the
 model's context (max_len) the loop continues with a sliding window (the last max_len tokens
-are re-run each step, as nanoGPT's sample does). use_cache=False re-runs
-the window every step; greedy output is the same either way.
+are re-run each step, as nanoGPT's sample does). use_cache=False re-runs the window every
+step; greedy output is the same either way.
+
+Two decode paths, one per kind of backend (`decode_path`, "auto" resolved by
+attention.resolve_decode_path from jax.default_backend() at call time):
+
+    "cpu"          what XLA:CPU runs fastest: a second copy of the weights split per layer with
+                   a (D, vocab) head (kept for the params of the last call), the layer loop
+                   fully unrolled over it, the KV cache split per layer in a transposed
+                   (B*K, H, S) key layout, grouped-query attention as multiply-and-sum
+                   (attention.cached_attention); see _cpu_path
+    "accelerator"  the plain program XLA fuses well on GPU and TPU: the model's own weights, a
+                   rolled loop over its stacked layers, a (B, S, K, H) cache and the training
+                   attention call; see _accelerator_path
+
+Both give the same logits (tests/test_generate.py runs both on the CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import DataError
+from jaxllm.models.attention import DECODE_PATHS, resolve_decode_path
 from jaxllm.models.decoder import Decoder, KVCache
 from jaxllm.transforms.quantize import QArray
 
@@ -71,13 +86,14 @@ def _window_logits(model, params, buffer, mask, cur, window: int):
 
 
 @partial(jax.jit, static_argnames=("n_layers", "tied"))
-def _prepare(params, *, n_layers: int, tied: bool):
-    """The decode loop's weights: each layer's own arrays, and the head as a (D, vocab) matrix.
+def _cpu_decode_weights(params, *, n_layers: int, tied: bool):
+    """The CPU decode path's copy of the weights: each layer's own arrays, and the head as a
+    (D, vocab) matrix.
 
     XLA:CPU copies a layer's weights out of the stacked (L, ...) arrays wherever it slices them
-    (inside a while loop at every step; outside, once per call: ~0.3-0.6 s of a 5 s SmolLM2
-    call). The tied (vocab, D) embedding multiplied in its transposed form ran ~10x slower than
-    a (D, vocab) matrix (0.40 vs 0.03 s per step for SmolLM2's 49152 x 576).
+    (inside a while loop at every step; outside, once per call), and it multiplies by a tied
+    (vocab, D) embedding in its transposed form far slower than by a (D, vocab) matrix
+    (experiments/RESULTS.md, "SmolLM2-135M decoding: where the time goes").
     """
     if tied:  # a quantized table (model.weights embed=true) is dequantized for the head; the
         table = params["embed"]["embedding"]  # lookups keep reading its codes
@@ -87,27 +103,30 @@ def _prepare(params, *, n_layers: int, tied: bool):
     return _split_layers(params["blocks"], n_layers), head
 
 
-# One prepared copy, for the parameters of the last call (held by weak references: the slot is
+# The CPU decode weights of the params of the last call (held by weak references: the slot is
 # emptied when they are freed). Repeated calls with the same params skip the copies above at
 # the price of holding the weights twice while the slot lives.
-_PREPARED: dict = {}
+_LAST_CPU_DECODE_WEIGHTS: dict = {}
 
 
-def _prepared(model: Decoder, params):
+def _cached_cpu_decode_weights(model: Decoder, params):
+    """_cpu_decode_weights(params), reused while the same params (the same leaf objects) come
+    back."""
     leaves = jax.tree_util.tree_leaves(params)
-    slot = _PREPARED.get("slot")
+    slot = _LAST_CPU_DECODE_WEIGHTS.get("slot")
     if slot is not None and slot[0] == model.cfg and len(slot[1]) == len(leaves) and all(
             ref() is leaf for ref, leaf in zip(slot[1], leaves)):
         return slot[2]
-    _PREPARED.clear()
-    prepared = _prepare(params, n_layers=model.cfg.n_layers, tied=model.cfg.tie_embeddings)
+    _LAST_CPU_DECODE_WEIGHTS.clear()
+    weights = _cpu_decode_weights(params, n_layers=model.cfg.n_layers,
+                                  tied=model.cfg.tie_embeddings)
     try:
         refs = [weakref.ref(leaf) for leaf in leaves]
-        weakref.finalize(leaves[0], _PREPARED.clear)
+        weakref.finalize(leaves[0], _LAST_CPU_DECODE_WEIGHTS.clear)
     except TypeError:  # a leaf that takes no weak reference (a Python scalar): do not cache
-        return prepared
-    _PREPARED["slot"] = (model.cfg, refs, prepared)
-    return prepared
+        return weights
+    _LAST_CPU_DECODE_WEIGHTS["slot"] = (model.cfg, refs, weights)
+    return weights
 
 
 def cache_sizes(prompt_len: int, window: int, first: int = 64) -> list[int]:
@@ -115,11 +134,9 @@ def cache_sizes(prompt_len: int, window: int, first: int = 64) -> list[int]:
     holds the prompt and one new token, then doubling, up to `window`.
 
     A step's attention reads every slot of the cache, filled or not, so a cache of the whole
-    window from the start reads ~1.7x the filled slots on average for a 32-token prompt and 128
-    new tokens. Growing it (64, 128, 160 slots there) made SmolLM2-135M decode ~9% faster at
-    batch 8 and ~5% at batch 1, for a longer compile (one loop per size; doubling
-    keeps their number logarithmic) and one copy of the cache per size
-    (experiments/smollm2_decode_variants.py, RESULTS.md)."""
+    window from the start reads far more slots than are filled early on. Growing it costs a
+    longer compile (one loop per size; doubling keeps their number logarithmic) and one copy
+    of the cache per size (timings: experiments/smollm2_decode_variants.py, RESULTS.md)."""
     size = min(window, -(-(prompt_len + 1) // first) * first)
     sizes = [size]
     while size < window:
@@ -128,110 +145,159 @@ def cache_sizes(prompt_len: int, window: int, first: int = 64) -> list[int]:
     return sizes
 
 
-def _grow(cache: KVCache, size: int) -> KVCache:
-    """The per-layer cache (lists of keys (B*K, H, S) and values (B*K, S, H)) with empty slots
-    appended up to `size`."""
-    extra = size - cache.size
-    if extra == 0:
-        return cache
-    return cache.replace(k=[jnp.pad(k, ((0, 0), (0, 0), (0, extra))) for k in cache.k],
-                         v=[jnp.pad(v, ((0, 0), (0, extra), (0, 0))) for v in cache.v],
-                         valid=jnp.pad(cache.valid, ((0, 0), (0, extra))))
+def _prefill(model: Decoder, params, prompt, prompt_mask, cache: KVCache):
+    """The prompt written into the cache; the logits (B, vocab) of its last position."""
+    logits, cache = model.apply({"params": params}, prompt, cache, prompt_mask, last_only=True,
+                                method=Decoder.decode)
+    return logits[:, -1], cache
 
 
-@partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p",
-                                   "stop_tokens", "use_cache", "n_tokens"))
-def _generate(params, layers, head, prompt, prompt_mask, rng, *, model: Decoder,
-              max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-              stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int):
-    """params: the model's own; layers, head: from _prepare (what the cached path reads)."""
-    cfg = model.cfg
-    # The cached path decodes with a separate (D, vocab) head (the same numbers when tied) and
-    # the layer loop unrolled over the per-layer weights: stacking them inside the step lets the
-    # simplifier turn slice(stack(xs)) back into xs, so no weight is copied (2.9 -> 1.1 ms per
-    # token for the 4-layer, d=256 model of experiments/decode_throughput.py).
-    fast_cfg = dataclasses.replace(cfg, tie_embeddings=False, scan_unroll=cfg.n_layers)
-    unrolled = Decoder(fast_cfg)
-    fast_params = dict(params, head={"kernel": head})
-    # Prefill and sliding window: the model's own layer loop (rolled for the pretrained models:
-    # an unrolled prefill would compile ~10 s longer to save one ~0.2 s copy of the weights).
+def _cpu_path(cfg, params, layers, head):
+    """The CPU decode path: (model, params) of the prompt and sliding-window passes, and its
+    prefill(prompt, prompt_mask, size) and step(tokens, cache) -> (logits, cache).
+
+    It decodes with the separate (D, vocab) head (the same numbers when tied) and the layer
+    loop fully unrolled over the per-layer weights of _cpu_decode_weights: stacking them inside
+    the step lets XLA's simplifier turn slice(stack(xs)) back into xs, so no weight is copied
+    per step. The cache is carried through the loop split per layer, for the same reason, in
+    the "cpu" layout (attention.LayerCache). The prompt and the sliding window run the model's
+    own layer loop (rolled for the pretrained models: an unrolled prefill compiles much longer
+    to save one copy of the weights per call).
+    """
     model = Decoder(dataclasses.replace(cfg, tie_embeddings=False))
-    B, P = prompt.shape
-    total = P + max_new_tokens
-    window = min(total, cfg.max_len)
-    buffer = jnp.concatenate([prompt, jnp.full((B, max_new_tokens), PAD, jnp.int32)], axis=1)
-    mask = jnp.concatenate([prompt_mask, jnp.ones((B, max_new_tokens), bool)], axis=1)
+    unrolled = Decoder(dataclasses.replace(cfg, tie_embeddings=False, scan_unroll=cfg.n_layers))
+    params = dict(params, head={"kernel": head})
+
+    def split(cache):
+        return cache.replace(k=_split_layers(cache.k, cfg.n_layers),
+                             v=_split_layers(cache.v, cfg.n_layers))
+
+    def prefill(prompt, prompt_mask, size):
+        cache = KVCache.empty(cfg, prompt.shape[0], size, "cpu")
+        logits, cache = _prefill(model, params, prompt, prompt_mask, cache)
+        return logits, split(cache)
+
+    def step(tokens, cache):
+        stacked_params = dict(params, blocks=_stack_layers(layers))
+        stacked = cache.replace(k=_stack_layers(cache.k), v=_stack_layers(cache.v))
+        logits, cache = unrolled.apply({"params": stacked_params}, tokens[:, None], stacked,
+                                       method=Decoder.decode)
+        return logits[:, 0], split(cache)
+
+    return model, params, prefill, step
+
+
+def _accelerator_path(cfg, params):
+    """The accelerator decode path, what XLA fuses well on GPU and TPU: the model as trained,
+    a rolled loop over its stacked layers (unless model.scan_unroll says otherwise), its own
+    (tied or separate) head, and a KV cache in the training layout (attention.LayerCache,
+    "accelerator"). Returns what _cpu_path returns."""
+    model = Decoder(dataclasses.replace(cfg, scan_unroll=cfg.scan_unroll or 1))
+
+    def prefill(prompt, prompt_mask, size):
+        cache = KVCache.empty(cfg, prompt.shape[0], size, "accelerator")
+        return _prefill(model, params, prompt, prompt_mask, cache)
+
+    def step(tokens, cache):
+        logits, cache = model.apply({"params": params}, tokens[:, None], cache,
+                                    method=Decoder.decode)
+        return logits[:, 0], cache
+
+    return model, params, prefill, step
+
+
+@partial(jax.jit, static_argnames=("model", "path", "max_new_tokens", "temperature", "top_k",
+                                   "top_p", "stop_tokens", "use_cache", "n_tokens",
+                                   "keep_logits"))
+def _generate(params, cpu_weights, prompt, prompt_mask, rng, *, model: Decoder, path: str,
+              max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+              stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int, keep_logits: bool):
+    """(new tokens (B, max_new_tokens), how many were made, their logits (B, max_new_tokens,
+    n_tokens) float32 if keep_logits else None). params: the model's own; cpu_weights:
+    _cpu_decode_weights(params) on the "cpu" path, None on the "accelerator" path."""
+    cfg = model.cfg
+    if path == "cpu":
+        model, params, prefill, step = _cpu_path(cfg, params, *cpu_weights)
+    else:
+        model, params, prefill, step = _accelerator_path(cfg, params)
+    batch, prompt_len = prompt.shape
+    window = min(prompt_len + max_new_tokens, cfg.max_len)
+    buffer = jnp.concatenate([prompt, jnp.full((batch, max_new_tokens), PAD, jnp.int32)], axis=1)
+    mask = jnp.concatenate([prompt_mask, jnp.ones((batch, max_new_tokens), bool)], axis=1)
     stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
 
-    sizes = cache_sizes(P, window) if use_cache else []
+    sizes = cache_sizes(prompt_len, window) if use_cache else []
     if use_cache:
-        cache = KVCache.empty(cfg, B, sizes[0])
-        logits, cache = model.apply({"params": fast_params}, prompt, cache, prompt_mask,
-                                    last_only=True, method=Decoder.decode)
-        logits = logits[:, -1]
-        cache = cache.replace(k=_split_layers(cache.k, cfg.n_layers),
-                              v=_split_layers(cache.v, cfg.n_layers))
+        logits, cache = prefill(prompt, prompt_mask, sizes[0])
     else:
         cache = None
-        logits = _window_logits(model, fast_params, buffer, mask, P, window)
+        logits = _window_logits(model, params, buffer, mask, prompt_len, window)
 
-    # The cache is split per layer too (carried through the loop as L arrays), for the same
-    # reason as the weights.
     def cached_logits(tok, cache, buffer, cur):
-        p = dict(fast_params, blocks=_stack_layers(layers))
-        stacked = cache.replace(k=_stack_layers(cache.k), v=_stack_layers(cache.v))
-        out, cache = unrolled.apply({"params": p}, tok[:, None], stacked, method=Decoder.decode)
-        cache = cache.replace(k=_split_layers(cache.k, cfg.n_layers),
-                              v=_split_layers(cache.v, cfg.n_layers))
-        return out[:, 0], cache
+        return step(tok, cache)
 
     def window_logits(tok, cache, buffer, cur):
-        return _window_logits(model, fast_params, buffer, mask, cur, window), cache
+        return _window_logits(model, params, buffer, mask, cur, window), cache
 
     def phase(carry, stop, next_logits):
         """Steps i < stop: sample token i from the logits, write it, compute the next logits."""
         def cond(carry):
-            i, _, _, _, done, _ = carry
+            i, _, _, _, done, _, _ = carry
             return (i < stop) & ~jnp.all(done)
 
         def body(carry):
-            i, logits, cache, buffer, done, rng = carry
+            i, logits, cache, buffer, done, rng, kept = carry
+            if keep_logits:
+                kept = jax.lax.dynamic_update_slice_in_dim(
+                    kept, logits[:, None, :n_tokens].astype(jnp.float32), i, axis=1)
             if n_tokens < cfg.vocab_size:  # rows a mesh padded the vocabulary with: never drawn
                 logits = jnp.where(jnp.arange(cfg.vocab_size) < n_tokens, logits, -jnp.inf)
             tok = sample_logits(logits, jax.random.fold_in(rng, i), temperature, top_k, top_p)
-            buffer = jax.lax.dynamic_update_slice_in_dim(buffer, tok[:, None], P + i, axis=1)
+            buffer = jax.lax.dynamic_update_slice_in_dim(buffer, tok[:, None], prompt_len + i,
+                                                         axis=1)
             done = done | jnp.any(tok[:, None] == stops[None, :], axis=1)
-            logits, cache = next_logits(tok, cache, buffer, P + i + 1)
-            return i + 1, logits, cache, buffer, done, rng
+            logits, cache = next_logits(tok, cache, buffer, prompt_len + i + 1)
+            return i + 1, logits, cache, buffer, done, rng, kept
 
         return jax.lax.while_loop(cond, body, carry)
 
-    carry = (jnp.zeros((), jnp.int32), logits, cache, buffer, jnp.zeros((B,), bool), rng)
-    # With the cache, token i can be appended while slot P + i exists. The cache grows through
-    # cache_sizes, one loop per size (shapes are static), so that attention reads only about as
-    # many slots as are filled. The sliding-window phase is only built when the context runs out.
+    kept = jnp.zeros((batch, max_new_tokens, n_tokens), jnp.float32) if keep_logits else None
+    carry = (jnp.zeros((), jnp.int32), logits, cache, buffer, jnp.zeros((batch,), bool), rng,
+             kept)
+    # With the cache, token i can be appended while slot prompt_len + i exists. The cache grows
+    # through cache_sizes, one loop per size (shapes are static), so that attention reads only
+    # about as many slots as are filled. The sliding-window phase is only built when the
+    # context runs out.
     stop = 0
     for size in sizes:
         if stop == max_new_tokens:
             break
-        carry = carry[:2] + (_grow(carry[2], size),) + carry[3:]
-        stop = min(max_new_tokens, size - P)
+        carry = carry[:2] + (carry[2].grow(size),) + carry[3:]
+        stop = min(max_new_tokens, size - prompt_len)
         carry = phase(carry, stop, cached_logits)
     if stop < max_new_tokens:
         carry = phase(carry, max_new_tokens, window_logits)
-    n, _, _, buffer, _, _ = carry
-    return buffer[:, P:], n
+    n, _, _, buffer, _, _, kept = carry
+    return buffer[:, prompt_len:], n, kept
 
 
 def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
-             use_cache: bool = True, vocab_size: int | None = None) -> list[list[int]]:
+             use_cache: bool = True, vocab_size: int | None = None,
+             decode_path: str = "auto", return_logits: bool = False):
     """New token ids for each prompt (a list of token ids), cut before the first stop token.
 
     vocab_size: the tokenizer's vocabulary when the model's is larger (a run trained on a mesh
-    pads it to what the mesh divides); ids from there up are never generated."""
+    pads it to what the mesh divides); ids from there up are never generated.
+    return_logits: return (token ids, logits), where logits[i] is a float32 array
+    (len(ids[i]), vocab_size) of the model's logits each new token was drawn from (before
+    temperature, top-k and top-p).
+    decode_path: "auto" (the current backend's), "cpu" or "accelerator" (see the module
+    docstring); the tokens are the same either way, the speed is not."""
     cfg = model.cfg
+    if decode_path not in ("auto", *DECODE_PATHS):
+        raise DataError(f"decode_path={decode_path!r}: choose auto, {', '.join(DECODE_PATHS)}")
     n_tokens = cfg.vocab_size if vocab_size is None else int(vocab_size)
     if not 0 < n_tokens <= cfg.vocab_size:
         raise DataError(f"vocab_size={vocab_size}: must be between 1 and the model's "
@@ -257,21 +323,25 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         bad = [t for t in p if not 0 <= t < cfg.vocab_size]
         if bad:
             raise DataError(f"token ids {bad[:5]} are outside the vocabulary [0, {cfg.vocab_size})")
-    P = max(lengths)
-    tokens = np.full((len(prompts), P), PAD, np.int32)
-    mask = np.zeros((len(prompts), P), bool)
-    for row, p in enumerate(prompts):  # left padding: every prompt ends at slot P - 1
-        tokens[row, P - len(p):] = p
-        mask[row, P - len(p):] = True
-    layers, head = _prepared(model, params)
-    out, n = _generate(
-        params, layers, head, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
-        model=model, max_new_tokens=max_new_tokens, temperature=float(temperature),
+    prompt_len = max(lengths)
+    tokens = np.full((len(prompts), prompt_len), PAD, np.int32)
+    mask = np.zeros((len(prompts), prompt_len), bool)
+    for row, p in enumerate(prompts):  # left padding: every prompt ends at slot prompt_len - 1
+        tokens[row, prompt_len - len(p):] = p
+        mask[row, prompt_len - len(p):] = True
+    path = resolve_decode_path(decode_path)
+    cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
+    out, n, logits = _generate(
+        params, cpu_weights, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
+        model=model, path=path, max_new_tokens=max_new_tokens, temperature=float(temperature),
         top_k=int(top_k), top_p=float(top_p), stop_tokens=tuple(int(s) for s in stop_tokens),
-        use_cache=use_cache, n_tokens=n_tokens)
+        use_cache=use_cache, n_tokens=n_tokens, keep_logits=return_logits)
     out = np.asarray(out)[:, : int(n)]
     results = []
     for row in out.tolist():
         cut = next((i for i, t in enumerate(row) if t in set(stop_tokens)), len(row))
         results.append(row[:cut])
-    return results
+    if not return_logits:
+        return results
+    logits = np.asarray(logits)
+    return results, [logits[row, :len(ids)] for row, ids in enumerate(results)]

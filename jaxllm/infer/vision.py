@@ -101,13 +101,10 @@ def recall_at_k(sim: np.ndarray, relevant: np.ndarray, ks=(1, 5)) -> dict[int, f
 # --- pictures ----------------------------------------------------------------------------------
 
 def _save(fig, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     tmp.replace(path)
 
 
@@ -115,14 +112,12 @@ def plot_predictions(images: np.ndarray, predicted: Sequence[str], truth: Sequen
                      path: str | Path, title: str = "", cols: int = 8) -> None:
     """A grid of images with their predicted labels (green when right; red, with the truth,
     when wrong)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
     n = len(images)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.4), dpi=100,
-                             squeeze=False)
+    fig = Figure(figsize=(1.4 * cols, 1.6 * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -141,12 +136,10 @@ def plot_similarity(sim: np.ndarray, images: np.ndarray, texts: Sequence[str],
                     path: str | Path) -> None:
     """The image-text cosine similarity matrix of a batch: images as row labels, texts as
     column labels, the values written in the cells (CLIP paper, figure of zero-shot)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
     n, m = sim.shape
-    fig = plt.figure(figsize=(2 + 0.8 * m, 1.5 + 0.7 * n), dpi=100)
+    fig = Figure(figsize=(2 + 0.8 * m, 1.5 + 0.7 * n), dpi=100)
     ax = fig.add_axes([0.12, 0.02, 0.86, 0.72])
     ax.imshow(sim, cmap="viridis", aspect="auto")
     for i in range(n):

@@ -5,11 +5,14 @@ to it by the tests.
     fast                  jax.nn.dot_product_attention (cuDNN flash attention on GPU)
     blocked_attention     causal attention by query blocks that skip the fully masked key blocks,
                           with a hand-written backward: the fastest on XLA:CPU
-    cached_attention      queries over a KV cache laid out for in-place reads (decoding)
+    cached_attention      queries over the CPU decode path's KV cache, read in place
 
 `resolve(cfg)` picks the implementation of model.attention="auto": blocked on CPU, fast on GPU
 and TPU. Shapes: q (B, T, N, H); k, v (B, S, K, H) with N = K * G (grouped-query attention);
 masks are boolean, True where a query may attend to a key, broadcastable to (B, 1, T, S).
+
+Decoding has two paths, one per kind of backend, chosen by `resolve_decode_path` (see
+`LayerCache` for the cache layouts, jaxllm/infer/generate.py for the rest of each path).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 NEG = jnp.finfo(jnp.float32).min  # the score of a masked pair (finite: no NaN in empty rows)
+
+DECODE_PATHS = ("cpu", "accelerator")
 
 
 def resolve(attention: str) -> str:
@@ -27,6 +33,17 @@ def resolve(attention: str) -> str:
     if attention != "auto":
         return attention
     return "blocked" if jax.default_backend() == "cpu" else "fast"
+
+
+def resolve_decode_path(path: str = "auto") -> str:
+    """The decode path a value means on the current backend: "auto" is "cpu" on XLA:CPU and
+    "accelerator" on GPU and TPU; "cpu" and "accelerator" choose one anywhere (the tests run
+    both on the CPU)."""
+    if path == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    if path not in DECODE_PATHS:
+        raise ValueError(f"decode path {path!r}: choose auto or one of {', '.join(DECODE_PATHS)}")
+    return path
 
 
 def attention_mask(q_index, kv_index, *, causal=True, q_segments=None, kv_segments=None,
@@ -136,18 +153,54 @@ def blocked_attention(q, k, v, mask=None, *, block: int = 64):
 
 # --- decoding ------------------------------------------------------------------------------------
 
+@struct.dataclass
+class LayerCache:
+    """One layer's keys and values while decoding, in the layout of a decode path:
+
+        "cpu"          keys (B*K, H, S), values (B*K, S, H): the layout cached_attention reads
+                       in place (below)
+        "accelerator"  keys and values (B, S, K, H): the training layout, attended by the same
+                       reference / jax.nn.dot_product_attention call as training, which XLA
+                       fuses well on GPU and TPU
+
+    The arrays carry a leading layers axis where the model stacks its layers (KVCache)."""
+    k: jax.Array
+    v: jax.Array
+    layout: str = struct.field(pytree_node=False)
+
+    def write(self, k, v, index) -> "LayerCache":
+        """The cache with new keys and values k, v (B, T, K, H) in slots [index, index + T)."""
+        k, v = k.astype(self.k.dtype), v.astype(self.v.dtype)
+        if self.layout == "accelerator":
+            return self.replace(k=jax.lax.dynamic_update_slice(self.k, k, (0, index, 0, 0)),
+                                v=jax.lax.dynamic_update_slice(self.v, v, (0, index, 0, 0)))
+        B, T, K, H = k.shape
+        k = jnp.transpose(k, (0, 2, 3, 1)).reshape(B * K, H, T)  # (B*K, H, T)
+        v = jnp.swapaxes(v, 1, 2).reshape(B * K, T, H)  # (B*K, T, H)
+        return self.replace(k=jax.lax.dynamic_update_slice(self.k, k, (0, 0, index)),
+                            v=jax.lax.dynamic_update_slice(self.v, v, (0, index, 0)))
+
+    def attend(self, q, mask, impl: str):
+        """Queries q (B, T, N, H) over every slot of the cache (the mask (B, 1, T, S) decides
+        which count), with the resolved model.attention `impl` on the accelerator path."""
+        if self.layout == "cpu":
+            return cached_attention(q, self.k, self.v, mask)
+        attend = reference_attention if impl == "reference" else jax.nn.dot_product_attention
+        return attend(q, self.k, self.v, mask=mask)  # blocked is causal self-attention only
+
+
 def cached_attention(q, k, v, mask):
-    """Queries q (B, T, N, H) over a KV cache of keys k (B*K, H, S) and values v (B*K, S, H).
+    """Queries q (B, T, N, H) over the CPU path's KV cache: keys k (B*K, H, S), values
+    v (B*K, S, H), mask (B, 1, T, S).
 
     Batch and kv heads are merged and the keys are stored transposed, so that both products,
     scores = q @ k and out = probs @ v, are plain matrix products per (row, kv head) that read
-    the cache in place (no copy or transpose of the cache per decode step). mask (B, 1, T, S).
-    For one query token these products contract over the cache's major axis: SmolLM2-135M at
-    batch 8 spent 20 ms per step in them against 28 ms with (B*K, S, H) keys and (B*K, H, S)
-    values. A one-token step with grouped queries (G > 1 query heads per kv head) multiplies
-    and sums instead of calling G-row matrix products: SmolLM2 decodes ~6% faster at batch 1 and 8.
-    With G = 1, XLA:CPU ran the multiply-and-sum ~80x slower than the products, so that case
-    keeps them (experiments/decode_attention.py, smollm2_decode_variants.py, RESULTS.md).
+    the cache in place (no copy or transpose of the cache per decode step); for one query token
+    they contract over the cache's major axis, which XLA:CPU runs faster than the training
+    layout. A one-token step with grouped queries (G > 1 query heads per kv head) multiplies and
+    sums instead of calling G-row matrix products, faster on XLA:CPU; with G = 1 XLA:CPU runs
+    the multiply-and-sum far slower than the products, so that case keeps them (timings:
+    experiments/decode_attention.py, smollm2_decode_variants.py, RESULTS.md).
     """
     B, T, N, H = q.shape
     K = k.shape[0] // B

@@ -15,14 +15,13 @@ Two entry points share the parameters:
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.attention import attention_mask
+from jaxllm.models.attention import LayerCache, attention_mask, resolve_decode_path
 from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
                                  logical, scanned)
 
@@ -32,25 +31,51 @@ class KVCache:
     """Keys and values of every layer for a batch of sequences being decoded.
 
     Slots are filled left to right; all rows write at the same slot, and rows whose prompt is
-    shorter are left-padded (their padding slots are not `valid`).
+    shorter are left-padded (their padding slots are not `valid`). k and v are stacked over the
+    layers, in the layout of a decode path (attention.LayerCache):
+        "cpu"          k (L, B*K, H, S), v (L, B*K, S, H)
+        "accelerator"  k, v (L, B, S, K, H)
     """
-    k: jax.Array  # (L, B*K, H, S)  layouts that attention reads in place
-    v: jax.Array  # (L, B*K, S, H)  (see attention.cached_attention)
+    k: jax.Array
+    v: jax.Array
     valid: jax.Array  # (B, S) bool: the slot holds a real token of that row
     length: jax.Array  # () int32: slots filled so far; the next token goes to slot `length`
     next_position: jax.Array  # (B,) int32: position id of each row's next real token
+    layout: str = struct.field(pytree_node=False)  # "cpu" or "accelerator"
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, size: int) -> "KVCache":
+    def empty(cls, cfg: ModelConfig, batch: int, size: int, layout: str = "auto") -> "KVCache":
+        """An empty cache of `size` slots; layout "auto" is the current backend's decode path."""
+        layout = resolve_decode_path(layout)
         L, K, H, dtype = cfg.n_layers, cfg.kv_heads, cfg.head_size, DTYPES[cfg.dtype]
-        return cls(k=jnp.zeros((L, batch * K, H, size), dtype),
-                   v=jnp.zeros((L, batch * K, size, H), dtype),
-                   valid=jnp.zeros((batch, size), bool), length=jnp.zeros((), jnp.int32),
-                   next_position=jnp.zeros((batch,), jnp.int32))
+        if layout == "cpu":
+            k = jnp.zeros((L, batch * K, H, size), dtype)
+            v = jnp.zeros((L, batch * K, size, H), dtype)
+        else:
+            k = v = jnp.zeros((L, batch, size, K, H), dtype)
+        return cls(k=k, v=v, valid=jnp.zeros((batch, size), bool),
+                   length=jnp.zeros((), jnp.int32), next_position=jnp.zeros((batch,), jnp.int32),
+                   layout=layout)
 
     @property
     def size(self) -> int:
         return self.valid.shape[1]
+
+    def grow(self, size: int) -> "KVCache":
+        """The cache with empty slots appended up to `size`. k and v may also be lists of
+        per-layer arrays (the CPU decode loop carries them so)."""
+        extra = size - self.size
+        if extra == 0:
+            return self
+        k_axis, v_axis = (-1, -2) if self.layout == "cpu" else (-3, -3)  # the slot axes
+
+        def pad(axis):
+            return lambda a: jnp.pad(a, [(0, extra if i == a.ndim + axis else 0)
+                                         for i in range(a.ndim)])
+
+        return self.replace(k=jax.tree_util.tree_map(pad(k_axis), self.k),
+                            v=jax.tree_util.tree_map(pad(v_axis), self.v),
+                            valid=jnp.pad(self.valid, ((0, 0), (0, extra))))
 
 
 class Decoder(nn.Module):
@@ -111,9 +136,10 @@ class Decoder(nn.Module):
         q_index = start + jnp.arange(T)
         mask = attention_mask(q_index, jnp.arange(cache.size), kv_valid=valid)  # (B, 1, T, S)
         x = self._embed(tokens, positions, False)
-        x, (k, v) = self.blocks(x, (cache.k, cache.v), positions, mask, start, False)
-        cache = KVCache(k=k, v=v, valid=valid, length=start + T,
-                        next_position=cache.next_position + counts[:, -1])
+        x, layers = self.blocks(x, LayerCache(cache.k, cache.v, cache.layout), positions, mask,
+                                start, False)
+        cache = cache.replace(k=layers.k, v=layers.v, valid=valid, length=start + T,
+                              next_position=cache.next_position + counts[:, -1])
         return self._logits(x[:, -1:] if last_only else x), cache
 
 

@@ -228,11 +228,11 @@ class Attention(nn.Module):
 
         mask: None for plain causal (or, for an encoder, full) attention, which the fast paths
         then never materialise; else a boolean (B|1, 1, T, S) mask that includes causality.
-        cache: None, or (keys (B*K, H, S), values (B*K, S, H)); the new keys/values go to slots
-        [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
+        cache: None, or this layer's attention.LayerCache (decoding): the new keys/values go to
+        slots [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
         """
         cfg = self.cfg
-        B, T = x.shape[:2]
+        T = x.shape[1]
         N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
         q = Dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
         k = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
@@ -241,12 +241,8 @@ class Attention(nn.Module):
             q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
         impl = attn_lib.resolve(cfg.attention)
         if cache is not None:
-            ck, cv = cache
-            k = jnp.transpose(k, (0, 2, 3, 1)).reshape(B * K, H, T).astype(ck.dtype)  # (B*K, H, T)
-            v = jnp.swapaxes(v, 1, 2).reshape(B * K, T, H).astype(cv.dtype)  # (B*K, T, H)
-            cache = (jax.lax.dynamic_update_slice(ck, k, (0, 0, cache_index)),
-                     jax.lax.dynamic_update_slice(cv, v, (0, cache_index, 0)))
-            y = attn_lib.cached_attention(q, *cache, mask)
+            cache = cache.write(k, v, cache_index)
+            y = cache.attend(q, mask, impl)
         elif impl == "blocked" and self.causal:
             y = attn_lib.blocked_attention(q, k, v, mask)
         elif impl != "reference" and mask is None:

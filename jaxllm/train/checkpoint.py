@@ -8,7 +8,6 @@ checkpoint as the latest one (the temporary directory is removed when the run is
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import jax
@@ -17,20 +16,21 @@ from etils import epath
 
 from jaxllm.errors import CheckpointError
 from jaxllm.files import is_remote
-
-# orbax logs every save/restore at INFO through absl; a training loop prints its own progress.
-logging.getLogger("absl").setLevel(logging.WARNING)
+from jaxllm.platform import quiet
 
 
 class Checkpoints:
-    """A run's checkpoints. With async_save, `save` returns once the arrays are copied to host
-    memory and orbax writes them in a background thread (the next save, a restore and `close`
-    wait for it); the train step may then donate the state's buffers (on CPU, where the copy is
-    a view, XLA declines to donate a buffer a view still holds, and copies instead)."""
+    """A run's checkpoint manager. orbax logs every save and restore at INFO through absl, and a
+    training loop prints its own progress: each orbax call runs under `platform.quiet()`.
+
+    With async_save, `save` returns once the arrays are copied to host memory and orbax writes
+    them in a background thread (the next save, a restore and `close` wait for it); the train
+    step may then donate the state's buffers (on CPU, where the copy is a view, XLA declines to
+    donate a buffer a view still holds, and copies instead)."""
 
     def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False,
                  async_save: bool = False):
-        self.directory = epath.Path(directory)
+        self.directory, self.async_save = epath.Path(directory), async_save
         if not is_remote(self.directory):
             self.directory = self.directory.absolute()
         if read_only and not self.directory.is_dir():
@@ -40,8 +40,13 @@ class Checkpoints:
             max_to_keep=None if read_only else keep, create=not read_only,
             cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "data"))
+        with quiet():
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_names=("state", "data"))
+            # A writer removes the unfinished saves of an earlier process in a background
+            # thread that logs as it starts: let it finish here, inside quiet() (orbax has no
+            # public call for this; without it the thread may log one INFO line).
+            getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -50,12 +55,17 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state, data_state: dict) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+        with quiet():
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+                force=True)
+            if not self.async_save:
+                self._manager.wait_until_finished()
 
     def wait(self) -> None:
         """Until the last save is on disk (at once when saves are synchronous)."""
-        self._manager.wait_until_finished()
+        with quiet():
+            self._manager.wait_until_finished()
 
     def restore(self, step: int, like_state):
         """(state, data_state) saved at `step`. like_state (arrays or jax.ShapeDtypeStructs) gives
@@ -69,8 +79,9 @@ class Checkpoints:
                                            sharding=getattr(x, "sharding", None) or default),
             like_state)
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+            with quiet():
+                restored = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many kinds; the user needs to know which files
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise CheckpointError(
@@ -80,4 +91,5 @@ class Checkpoints:
         return restored["state"], restored["data"]
 
     def close(self) -> None:
-        self._manager.close()
+        with quiet():
+            self._manager.close()

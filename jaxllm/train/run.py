@@ -130,15 +130,14 @@ class RunDir:
         with accuracy=True a second panel of train and validation accuracy."""
         if not self.writer:
             return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
         rows = self.read_metrics()
         train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
         if accuracy:
-            fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+            fig = Figure(figsize=(11, 4), dpi=100)
+            ax, ax_acc = fig.subplots(1, 2)
             for key, label, style in (("train_accuracy", "train", "-"),
                                       ("val_accuracy", "validation", "o-")):
                 pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -149,7 +148,8 @@ class RunDir:
             ax_acc.grid(alpha=0.3)
             ax_acc.legend()
         else:
-            fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+            fig = Figure(figsize=(7, 4), dpi=100)
+            ax = fig.subplots()
         if train:
             ax.plot(*zip(*train), label="train", linewidth=1)
         if val:
@@ -160,9 +160,8 @@ class RunDir:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        png = io.BytesIO()
+        png = io.BytesIO()  # an object store has no rename: write the bytes atomically
         fig.savefig(png, format="png")
-        plt.close(fig)
         atomic_write(self.plot_file, png.getvalue())
 
 

@@ -209,8 +209,20 @@ def quantize_array(w, *, method: str = "int8", group="channel", symmetric: bool 
                              f"must be a multiple of {per}, not {g}")
     if method in ("nf4", "ternary") and not symmetric:
         raise TransformError(f"{path}: {method} is symmetric by construction; drop symmetric=False")
-    G = K // g
-    x = jnp.asarray(w, jnp.float32).reshape(*shape[:lead], G, g, *out_shape)
+    q, scale, zero = _quantize_groups(jnp.asarray(w), method=method, symmetric=symmetric,
+                                      lead=lead, G=K // g, g=g, out_shape=out_shape)
+    names = tuple(names) if names is not None else (None,) * len(shape)
+    return QArray(q=q, scale=scale, zero=zero, act_scale=None, method=method,
+                  in_shape=in_shape, out_shape=out_shape, group=g, names=names,
+                  dtype=jnp.dtype(w.dtype).name)
+
+
+@partial(jax.jit, static_argnames=("method", "symmetric", "lead", "G", "g", "out_shape"))
+def _quantize_groups(w, *, method: str, symmetric: bool, lead: int, G: int, g: int,
+                     out_shape: tuple):
+    """(packed codes, float32 steps, zero points or None) of w, checked by quantize_array; one
+    compiled program per shape and method rather than a dispatch per operation."""
+    x = w.astype(jnp.float32).reshape(*w.shape[:lead], G, g, *out_shape)
     a = lead + 1  # the within-group axis
     zero = None
     if method in ("int8", "int4"):
@@ -239,11 +251,7 @@ def quantize_array(w, *, method: str = "int8", group="channel", symmetric: bool 
         scale = jnp.mean(jnp.abs(x), axis=a, keepdims=True)
         scale = jnp.where(scale > 0, scale, 1.0)
         stored = jnp.clip(jnp.round(x / scale), -1, 1).astype(jnp.int32) + 1
-    q = _pack(stored, a, method, symmetric)
-    names = tuple(names) if names is not None else (None,) * len(shape)
-    return QArray(q=q, scale=scale.astype(jnp.float32), zero=zero, act_scale=None, method=method,
-                  in_shape=in_shape, out_shape=out_shape, group=g, names=names,
-                  dtype=jnp.dtype(w.dtype).name)
+    return _pack(stored, a, method, symmetric), scale.astype(jnp.float32), zero
 
 
 def _pack(codes, axis: int, method: str, symmetric: bool = True):
@@ -302,9 +310,17 @@ def quantize(tree, rules="**/kernel", *, axes=None, method: str = "int8", group=
 
 def dequantize(tree, dtype=None):
     """Replace every QArray of a tree by the float array it stands for."""
+    name = None if dtype is None else jnp.dtype(dtype).name
     return jax.tree_util.tree_map(
-        lambda x: x.dequantize(dtype) if isinstance(x, QArray) else x, tree,
+        lambda x: _dequantize_one(x, dtype=name) if isinstance(x, QArray) else x, tree,
         is_leaf=lambda x: isinstance(x, QArray))
+
+
+@partial(jax.jit, static_argnames="dtype")
+def _dequantize_one(qa: QArray, dtype):
+    """QArray.dequantize as one compiled program (called eagerly, the unpacking would dispatch
+    one small program per operation)."""
+    return qa.dequantize(dtype)
 
 
 def with_act(tree, act: str):

@@ -1,0 +1,17 @@
+"""Evaluation metrics: generation (BLEU, chrF, ROUGE), classification, fairness.
+
+Generation metrics equal sacrebleu 2.6 and rouge-score 0.1.2; group fairness equals fairlearn.
+ir.py: hit rate, MRR, nDCG, recall, precision and MAP at k from TREC run/qrels dictionaries,
+equal to pytrec_eval (`jaxllm.metrics.ir.evaluate`).
+"""
+
+from jaxllm.metrics.bleu import BLEUScore, corpus_bleu, sentence_bleu, sentence_bleu_scores
+from jaxllm.metrics.chrf import CHRFScore, corpus_chrf, sentence_chrf, sentence_chrf_scores
+from jaxllm.metrics.classification import (accuracy, confusion_matrix,
+                                           expected_calibration_error, precision_recall_fscore)
+from jaxllm.metrics.counterfactual import counterfactual_scores, counterfactual_shift
+from jaxllm.metrics.fairness import (demographic_parity_difference, demographic_parity_ratio,
+                                     equal_opportunity_difference, equal_opportunity_ratio,
+                                     equalized_odds_difference, equalized_odds_ratio, group_table)
+from jaxllm.metrics.rouge import RougeScore, rouge
+from jaxllm.metrics import ir  # noqa: F401  (IR metrics: jaxllm.metrics.ir.evaluate)

@@ -1,0 +1,147 @@
+"""Evaluation sets built from the shipped corpora: deterministic, saved with an index.
+
+A query is {"id", "query", "relevant": [document ids], "type"}; every chunk of a relevant
+document is relevant.
+
+BBC News ("bbc"), articles numbered in corpus order (category folders, then file names):
+- "known-item": the headline of every 5th article (0, 5, 10, ...; 445 queries), its article the
+  one relevant document. The headline is not indexed (it is the title), so it must match the body.
+- six query types a RAG system meets, 89 articles each (article i with i % 25 == the type's
+  offset below, so no two types and no known-item query share an article), made by rules from
+  the article itself (no model writes them):
+    web       web-search style: the headline lowercased, stop words out, first 4 words
+    concept   concept seeking: the lead sentence without names (capitalised words after its
+              first) and numbers, i.e. what happened, not who
+    fact      fact seeking: the first sentence holding a number, the number replaced by "what",
+              at most 12 words around it, ending in "?"
+    keyword   the 2 rarest words (4+ letters) of the body: lowest document frequency in the
+              corpus, ties by the word
+    misspell  the web query with a typo in every word of 5+ letters (two middle letters swapped)
+    substring an exact passage: the 10 words in the middle of the body
+- "train": the headlines of the remaining articles (for fine-tuning a reranker, choosing alpha).
+
+chatterbot ("chatterbot"): "qa" (the even-numbered distinct questions; relevant: every answer
+given to that question) and "train" (the odd-numbered ones).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from jaxllm.retrieval.analysis import ENGLISH_STOP_WORDS
+from jaxllm.retrieval.chunking import Document
+
+KNOWN_ITEM_EVERY = 5
+TYPE_EVERY = 25
+TYPE_OFFSETS = {"web": 1, "concept": 2, "fact": 3, "keyword": 4, "misspell": 6, "substring": 7}
+TYPES = tuple(TYPE_OFFSETS)
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_NUMBER = re.compile(r"^\d[\d,.]*%?$")
+_STOP = set(ENGLISH_STOP_WORDS)
+
+
+def _web(title: str) -> str:
+    words = [w.lower().strip("'") for w in _WORD.findall(title)]
+    return " ".join([w for w in words if w not in _STOP][:4])
+
+
+def _concept(text: str) -> str:
+    lead = _SENTENCE.split(text.strip(), maxsplit=1)[0]
+    words = lead.split()
+    kept = [w for i, w in enumerate(words)
+            if not any(ch.isdigit() for ch in w) and (i == 0 or not w[:1].isupper())]
+    return " ".join(kept).rstrip(".")
+
+
+def _fact(text: str) -> str | None:
+    for sentence in _SENTENCE.split(text):
+        words = sentence.split()
+        at = next((i for i, w in enumerate(words) if _NUMBER.match(w.strip(".,;:()\"'"))), None)
+        if at is not None and len(words) >= 6:
+            words[at] = "what"
+            lo = max(0, at - 6)
+            return " ".join(words[lo: lo + 12]).rstrip(".,;:") + "?"
+    return None
+
+
+def _typo(word: str) -> str:
+    if len(word) < 5:
+        return word
+    i = len(word) // 2
+    return word[:i - 1] + word[i] + word[i - 1] + word[i + 1:]
+
+
+def _keywords(text: str, df: Counter) -> str:
+    words = dict.fromkeys(w.lower() for w in _WORD.findall(text) if len(w) > 3)
+    rare = sorted(words, key=lambda w: (df[w], w))[:2]
+    return " ".join(rare)
+
+
+def _substring(text: str) -> str:
+    words = text.split()
+    mid = max(0, len(words) // 2 - 5)
+    return " ".join(words[mid: mid + 10])
+
+
+def bbc_sets(docs: list[Document]) -> dict[str, list[dict]]:
+    df = Counter(w for d in docs for w in {x.lower() for x in _WORD.findall(d.text)})
+    sets: dict[str, list[dict]] = {"known-item": [], "types": [], "train": []}
+    offset_type = {o: t for t, o in TYPE_OFFSETS.items()}
+    for i, d in enumerate(docs):
+        if i % KNOWN_ITEM_EVERY == 0:
+            sets["known-item"].append({"id": f"ki{i}", "query": d.title, "relevant": [d.id],
+                                       "type": "known-item"})
+            continue
+        kind = offset_type.get(i % TYPE_EVERY)
+        if kind is None:
+            sets["train"].append({"id": f"tr{i}", "query": d.title, "relevant": [d.id],
+                                  "type": "train"})
+            continue
+        if kind == "web":
+            q = _web(d.title)
+        elif kind == "concept":
+            q = _concept(d.text)
+        elif kind == "fact":
+            q = _fact(d.text) or _concept(d.text)
+        elif kind == "keyword":
+            q = _keywords(d.text, df)
+        elif kind == "misspell":
+            q = " ".join(_typo(w) for w in _web(d.title).split())
+        else:
+            q = _substring(d.text)
+        sets["types"].append({"id": f"{kind}{i}", "query": q, "relevant": [d.id], "type": kind})
+    return sets
+
+
+def chatterbot_sets(docs: list[Document]) -> dict[str, list[dict]]:
+    answers: dict[str, list[str]] = {}
+    for d in docs:
+        if d.title:
+            answers.setdefault(d.title, []).append(d.id)
+    sets: dict[str, list[dict]] = {"qa": [], "train": []}
+    for i, (q, ids) in enumerate(answers.items()):
+        name = "qa" if i % 2 == 0 else "train"
+        sets[name].append({"id": f"{name}{i}", "query": q, "relevant": ids, "type": name})
+    return sets
+
+
+def eval_sets(corpus: str, docs: list[Document]) -> dict[str, list[dict]]:
+    """The evaluation sets of a shipped corpus by name; none for other corpora."""
+    if corpus == "bbc":
+        return bbc_sets(docs)
+    if corpus == "chatterbot":
+        return chatterbot_sets(docs)
+    return {}
+
+
+def attach_eval_sets(index, corpus: str, docs: list[Document] | None = None) -> None:
+    """Store the corpus's evaluation sets in the index (saved with it)."""
+    if corpus not in ("bbc", "chatterbot"):
+        return
+    if docs is None:
+        from jaxllm.retrieval.corpora import load_corpus
+
+        docs = load_corpus(corpus)
+    index.extra["eval_sets"] = eval_sets(corpus, docs)

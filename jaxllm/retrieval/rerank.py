@@ -1,0 +1,277 @@
+"""Rerankers: reorder a short list of candidates by reading query and passage together.
+
+- `CrossEncoder`: jaxllm's BERT encoder over "[CLS] query [SEP] passage [SEP]" (token types 0
+  then 1), mean-pooled, one linear relevance logit; `probabilities` is its sigmoid. It starts
+  from all-MiniLM-L6-v2's weights (a new head) and is fine-tuned by `train_cross_encoder` on an
+  index's training queries: for each, the best-ranked BM25 chunk of a relevant document is the
+  positive and the best-ranked BM25 chunks of other documents the (hard) negatives, with binary
+  cross-entropy, so that the sigmoid reads as a probability of relevance.
+- `LLMReranker`: SmolLM2-135M-Instruct asked, in its chat template, whether the passage answers
+  the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
+  each side summed over the " yes"/"Yes"/... spellings that are single tokens).
+
+Both have .score(query, texts) -> (n,) float scores (higher = more relevant), which
+`Index.search(..., reranker=...)` uses to reorder its top candidates. A trained cross-encoder is
+saved in a folder (reranker.json + model.safetensors, written under a temporary name and renamed)
+such as IDX/reranker, where `jaxllm search IDX ... --rerank cross` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxllm.errors import CheckpointError, ConfigError
+from jaxllm.models.decoder import Decoder, KVCache
+from jaxllm.models.encoder import Encoder, mean_pool
+
+BASE = "all-minilm-l6-v2"
+LLM = "smollm2-135m-instruct"
+LLM_PROMPT = ("Does the passage answer the query? Answer yes or no.\n\nQuery: {query}\n\n"
+              "Passage: {passage}")
+LENGTHS = (64, 128, 256)  # cross-encoder input lengths compiled
+
+
+@partial(jax.jit, static_argnums=0)
+def _cross_logits(model, params, tokens, types, mask):
+    hidden = model.apply({"params": params["encoder"]}, tokens, types, mask)["hidden"]
+    pooled = mean_pool(hidden, mask)  # (B, D)
+    return pooled @ params["head"]["w"] + params["head"]["b"]  # (B,)
+
+
+class CrossEncoder:
+    def __init__(self, base, params, max_len: int = 128):
+        self.base = base  # the PretrainedEncoder whose config and tokenizer are used
+        self.params = params  # {"encoder": ..., "head": {"w": (D,), "b": ()}}
+        self.max_len = max_len
+        self.model = Encoder(base.config)
+        tok = base.tokenizer
+        self.cls, self.sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+
+    @classmethod
+    def from_pretrained(cls, name: str = BASE, *, max_len: int = 128, seed: int = 0):
+        """The base encoder's weights with a new head (small random weights, zero bias)."""
+        from jaxllm import pretrained
+
+        base = pretrained.load(name)
+        d = base.config.d_model
+        w = jax.random.normal(jax.random.PRNGKey(seed), (d,)) * 0.02
+        return cls(base, {"encoder": base.params, "head": {"w": w, "b": jnp.zeros(())}}, max_len)
+
+    def encode_pairs(self, query: str, texts: list[str]):
+        """tokens, token types and padding mask (B, T) of [CLS] query [SEP] passage [SEP]
+        pairs, the passage cut to fit max_len, T the smallest of LENGTHS that fits."""
+        tok = self.base.tokenizer
+        q = tok.encode(query)[: self.max_len // 2]
+        rows = []
+        for t in texts:
+            p = tok.encode(t)[: self.max_len - len(q) - 3]
+            rows.append(([self.cls] + q + [self.sep] + p + [self.sep], len(q) + 2))
+        longest = max(len(r) for r, _ in rows)
+        T = next((n for n in LENGTHS if n >= longest), longest)
+        tokens = np.zeros((len(rows), T), np.int32)
+        types = np.zeros((len(rows), T), np.int32)
+        mask = np.zeros((len(rows), T), bool)
+        for i, (ids, n_first) in enumerate(rows):
+            tokens[i, :len(ids)] = ids
+            types[i, n_first:len(ids)] = 1
+            mask[i, :len(ids)] = True
+        return tokens, types, mask
+
+    def score(self, query: str, texts: list[str]) -> np.ndarray:
+        """Relevance logits (n,) of each text for the query."""
+        if not texts:
+            return np.zeros(0, np.float32)
+        tokens, types, mask = self.encode_pairs(query, list(texts))
+        return np.asarray(_cross_logits(self.model, self.params, tokens, types, mask))
+
+    def probabilities(self, query: str, texts: list[str]) -> np.ndarray:
+        return 1 / (1 + np.exp(-self.score(query, texts).astype(np.float64)))
+
+    def save(self, path) -> None:
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir(parents=True)
+        try:
+            flat = {"/".join(str(getattr(k, "key", k)) for k in keys): np.asarray(v)
+                    for keys, v in jax.tree_util.tree_flatten_with_path(self.params)[0]}
+            save_file(flat, str(tmp / "model.safetensors"))
+            (tmp / "reranker.json").write_text(json.dumps(
+                {"kind": "cross-encoder", "base": self.base.name, "max_len": self.max_len}))
+            old = path.parent / f".{path.name}.old.{secrets.token_hex(4)}"
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path) -> CrossEncoder:
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        try:
+            info = json.loads((path / "reranker.json").read_text())
+            flat = load_file(str(path / "model.safetensors"))
+        except (OSError, ValueError):
+            raise CheckpointError(f"{path} holds no trained cross-encoder; train one with "
+                                  f"`jaxllm index train-reranker IDX`") from None
+        model = cls.from_pretrained(info["base"], max_len=info["max_len"])
+        leaves, tree = jax.tree_util.tree_flatten_with_path(model.params)
+        values = []
+        for keys, leaf in leaves:
+            name = "/".join(str(getattr(k, "key", k)) for k in keys)
+            if name not in flat or flat[name].shape != np.shape(leaf):
+                raise CheckpointError(f"{path}: tensor {name} is missing or misshapen")
+            values.append(jnp.asarray(flat[name]))
+        model.params = jax.tree_util.tree_unflatten(tree, values)
+        return model
+
+
+def training_pairs(index, queries, negatives: int = 3, depth: int = 30):
+    """(query, positive text, [negative texts]) for each query whose relevant documents have a
+    chunk: the positive is the best BM25-ranked chunk of a relevant document (else its first
+    chunk), the negatives the best BM25-ranked chunks of other documents (then other chunks in a
+    seeded order, when BM25 finds too few)."""
+    first_chunk = {}
+    for i, c in enumerate(index.chunks):
+        first_chunk.setdefault(c.metadata["doc_id"], i)
+    hits = index.search_hits([q["query"] for q in queries], mode="bm25", k=depth)
+    out = []
+    for q, h in zip(queries, hits):
+        relevant = set(q["relevant"])
+        ranked = [int(i) for i in h.ids]
+        pos = next((i for i in ranked if index.chunks[i].metadata["doc_id"] in relevant),
+                   next((first_chunk[d] for d in q["relevant"] if d in first_chunk), None))
+        negs = [i for i in ranked if index.chunks[i].metadata["doc_id"] not in relevant]
+        if len(negs) < negatives:  # BM25 found too few: other chunks, in a seeded order
+            rng = np.random.default_rng(len(out))
+            negs += [int(i) for i in rng.permutation(len(index.chunks))
+                     if index.chunks[i].metadata["doc_id"] not in relevant and i not in negs]
+        if pos is None or len(negs) < negatives:
+            continue
+        out.append((q["query"], index.chunks[pos].text,
+                    [index.chunks[i].text for i in negs[:negatives]]))
+    return out
+
+
+def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int = 4,
+                        negatives: int = 3, max_len: int = 128, lr: float = 3e-5, seed: int = 0,
+                        progress: bool = True, log=None) -> CrossEncoder:
+    """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with BM25
+    hard negatives (binary cross-entropy; AdamW, linear warm-up over the first 10% of steps)."""
+    import optax
+    from tqdm import tqdm
+
+    pairs = training_pairs(index, queries, negatives)
+    if not pairs:
+        raise ConfigError("no training pairs: the training queries found no relevant chunk and "
+                          f"{negatives} other chunks with BM25")
+    ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed)
+    schedule = optax.linear_schedule(0.0, lr, max(steps // 10, 1))
+    tx = optax.adamw(schedule, weight_decay=0.01)
+    opt_state = tx.init(ce.params)
+    model = ce.model
+
+    def loss_fn(params, tokens, types, mask, labels):
+        hidden = model.apply({"params": params["encoder"]}, tokens, types, mask)["hidden"]
+        logits = mean_pool(hidden, mask) @ params["head"]["w"] + params["head"]["b"]
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+    @jax.jit
+    def step(params, opt_state, tokens, types, mask, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, types, mask, labels)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs))
+    params = ce.params
+    for s in tqdm(range(steps), desc="training the cross-encoder", disable=not progress):
+        batch = [pairs[order[(s * batch_queries + j) % len(pairs)]] for j in range(batch_queries)]
+        parts = [ce.encode_pairs(q, [p] + n) for q, p, n in batch]
+        T = max(t.shape[1] for t, _, _ in parts)  # one length per step: pad to the longest
+        tokens, types, mask = (np.concatenate([np.pad(a[i], ((0, 0), (0, T - a[i].shape[1])))
+                                               for a in parts]) for i in range(3))
+        labels = np.tile(np.r_[1.0, np.zeros(negatives)], batch_queries).astype(np.float32)
+        params, opt_state, loss = step(params, opt_state, tokens, types, mask, labels)
+        if log is not None and (s % 25 == 0 or s == steps - 1):
+            log(s, float(loss))
+    ce.params = params
+    return ce
+
+
+class LLMReranker:
+    def __init__(self, name: str = LLM, max_passage_tokens: int = 192):
+        from jaxllm import pretrained
+
+        self.lm = pretrained.load(name)
+        self.max_passage_tokens = max_passage_tokens
+        tok = self.lm.tokenizer
+        vocab = set()
+        self.yes, self.no = [], []
+        for word, side in (("yes", self.yes), ("no", self.no)):
+            for form in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+                ids = tok.encode(form)
+                if len(ids) == 1 and ids[0] not in vocab:
+                    vocab.add(ids[0])
+                    side.append(ids[0])
+        if not self.yes or not self.no:
+            raise ConfigError(f"{name}: 'yes'/'no' are not single tokens of its vocabulary")
+
+    def prompt_ids(self, query: str, text: str) -> list[int]:
+        tok = self.lm.tokenizer
+        passage = tok.decode(tok.encode(text)[: self.max_passage_tokens])
+        msg = [{"role": "user", "content": LLM_PROMPT.format(query=query, passage=passage)}]
+        return tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
+
+    def score(self, query: str, texts: list[str]) -> np.ndarray:
+        """log p(yes) - log p(no) of the answer's first token, per text."""
+        if not texts:
+            return np.zeros(0, np.float32)
+        ids = [self.prompt_ids(query, t) for t in texts]
+        T = -(-max(map(len, ids)) // 32) * 32  # a few compiled lengths
+        tokens = np.zeros((len(ids), T), np.int32)
+        real = np.zeros((len(ids), T), bool)
+        for i, row in enumerate(ids):  # left padding: every prompt ends at the last slot
+            tokens[i, T - len(row):] = row
+            real[i, T - len(row):] = True
+        logp = _last_log_probs(self.lm.model, self.lm.params, tokens, real,
+                               KVCache.empty(self.lm.config, len(ids), T))
+        logp = np.asarray(logp, np.float64)
+        yes = np.logaddexp.reduce(logp[:, self.yes], axis=1)
+        no = np.logaddexp.reduce(logp[:, self.no], axis=1)
+        return (yes - no).astype(np.float32)
+
+
+@partial(jax.jit, static_argnums=0)
+def _last_log_probs(model, params, tokens, real, cache):
+    logits, _ = model.apply({"params": params}, tokens, cache, real, last_only=True,
+                            method=Decoder.decode)
+    return jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+
+
+def load_reranker(kind: str, index=None, path=None):
+    """"cross": the cross-encoder trained for an index (IDX/reranker, or `path`); "llm":
+    SmolLM2-135M-Instruct."""
+    if kind == "llm":
+        return LLMReranker()
+    if kind == "cross":
+        where = path or (None if index is None or index.path is None
+                         else Path(index.path) / "reranker")
+        if where is None:
+            raise ConfigError("the cross-encoder reranker needs an index folder or a path")
+        return CrossEncoder.load(where)
+    raise ConfigError(f"reranker {kind!r} is not one of cross, llm")

@@ -1,0 +1,65 @@
+"""Rerankers: the cross-encoder's input layout, batching, training and files; the LLM
+reranker's left-padded batch against the plain forward of each prompt."""
+
+import jax
+import numpy as np
+import pytest
+from retrieval_helpers import DOCS
+
+from jaxllm.errors import CheckpointError
+from jaxllm.retrieval import Chunking, Index
+from jaxllm.retrieval.rerank import CrossEncoder, LLMReranker, train_cross_encoder
+
+
+@pytest.fixture(scope="module")
+def cross():
+    return CrossEncoder.from_pretrained(max_len=24)
+
+
+@pytest.mark.slow
+def test_cross_encoder_pairs_and_batching(cross):
+    tok = cross.base.tokenizer
+    q, p = tok.encode("oil prices"), tok.encode("Oil prices rose as the cartel cut output.")
+    passage = "Oil prices rose as the cartel cut output."
+    tokens, types, mask = cross.encode_pairs("oil prices", [passage, "x " * 40])
+    row = [cross.cls] + q + [cross.sep] + p + [cross.sep]
+    assert tokens.shape == (2, 64) and tokens[0, :len(row)].tolist() == row
+    assert types[0, :len(row)].tolist() == [0] * (len(q) + 2) + [1] * (len(p) + 1)
+    assert mask[0].sum() == len(row) and mask[1].sum() == 24  # the long passage is cut to fit
+    assert tokens[1, 23] == cross.sep
+    texts = [d.text for d in DOCS]
+    together = cross.score("interest rates", texts)
+    alone = np.concatenate([cross.score("interest rates", [t]) for t in texts[:2]])
+    np.testing.assert_allclose(together[:2], alone, rtol=1e-4, atol=1e-5)
+    probs = cross.probabilities("interest rates", texts)
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-together)), rtol=1e-6)
+    with pytest.raises(CheckpointError, match="no trained cross-encoder"):
+        CrossEncoder.load("/nonexistent/reranker")
+
+
+@pytest.mark.slow
+def test_cross_encoder_training_and_files(tmp_path):
+    index = Index.build(DOCS, chunking=Chunking("none"))
+    train = [{"query": d.title + " " + d.text.split()[1], "relevant": [d.id]} for d in DOCS]
+    losses = []
+    model = train_cross_encoder(index, train, steps=12, batch_queries=2, negatives=2,
+                                max_len=32, lr=1e-4, progress=False,
+                                log=lambda s, loss: losses.append(loss))
+    assert losses[-1] < losses[0]
+    model.save(tmp_path / "reranker")
+    back = CrossEncoder.load(tmp_path / "reranker")
+    texts = [d.text for d in DOCS]
+    np.testing.assert_allclose(back.score("oil", texts), model.score("oil", texts), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_llm_reranker_equals_unpadded_forward():
+    llm = LLMReranker(max_passage_tokens=24)
+    texts = ["The bank raised interest rates to curb inflation.", "Rain stopped play.",
+             "A new phone with a faster chip and a better camera was launched today."]
+    scores = llm.score("Why did the bank raise rates?", texts)
+    for text, s in zip(texts, scores):
+        ids = llm.prompt_ids("Why did the bank raise rates?", text)
+        logp = np.asarray(jax.nn.log_softmax(llm.lm.logits([ids])[0, -1]), np.float64)
+        ref = np.logaddexp.reduce(logp[llm.yes]) - np.logaddexp.reduce(logp[llm.no])
+        assert abs(s - ref) < 1e-3
