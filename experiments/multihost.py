@@ -149,8 +149,8 @@ def part_layouts(work: Path, data_dir: Path, only: list[str]) -> str:
     base = work / "base"
     run_procs([train_cmd(TEXT + ["--out", str(base), "--mesh", "fsdp=4,tensor=2"]
                          + [a for o in TINY for a in ("--set", o)])], 8, data_dir)
-    lines = ["| layout | max abs loss difference (logged, 5 decimals) | max abs parameter "
-             "difference |", "|---|---|---|"]
+    lines = [("| layout | max abs loss difference (logged, 5 decimals) | max abs parameter "
+              "difference |"), "|---|---|---|"]
     for name, args, mesh, extra in LAYOUTS:
         if only and name not in only:
             continue
@@ -177,8 +177,8 @@ def part_speed(work: Path, data_dir: Path) -> str:
         speeds["2x4"].append(median_speed(two))
         print(k, speeds, flush=True)
     ratios = [b / a for a, b in zip(speeds["1x8"], speeds["2x4"])]
-    lines = ["| set-up | tokens/s (median of 3 runs; each the median of its logged windows) "
-             "| runs |", "|---|---|---|"]
+    lines = [("| set-up | tokens/s (median of 3 runs; each the median of its logged windows) "
+              "| runs |"), "|---|---|---|"]
     for name, v in speeds.items():
         lines.append(f"| {name} | {statistics.median(v):,.0f} | "
                      f"{', '.join(f'{x:,.0f}' for x in v)} |")
@@ -188,8 +188,8 @@ def part_speed(work: Path, data_dir: Path) -> str:
     outs = [json.loads(out.strip().splitlines()[-1]) for out in run_procs(
         [[sys.executable, __file__, "--worker", str(i), str(port), "bytes"] for i in (0, 1)],
         4, data_dir)]
-    lines += ["", "Bytes of one training batch (train.batch_size=16, model.max_len=64, windows) "
-              "that each process loads, against the whole batch:", "",
+    lines += ["", ("Bytes of one training batch (train.batch_size=16, model.max_len=64, "
+                   "windows) that each process loads, against the whole batch:"), "",
               "| mesh | process 0 | process 1 | whole batch | share per process |",
               "|---|---|---|---|---|"]
     for p0, p1 in zip(*outs):
@@ -204,8 +204,8 @@ def part_checkpoint(work: Path, data_dir: Path) -> str:
                       str(work / "two")] for i in (0, 1)], 4, data_dir)
     one = run_procs([[sys.executable, __file__, "--worker", "0", "0", "checkpoint",
                       str(work / "one")]], 8, data_dir)
-    lines = ["| set-up | state MB | sync save: loop waits s | async save: loop waits s | "
-             "async: on disk after s |", "|---|---|---|---|---|"]
+    lines = [("| set-up | state MB | sync save: loop waits s | async save: loop waits s | "
+              "async: on disk after s |"), "|---|---|---|---|---|"]
     for name, out in (("1x8", one[0]), ("2x4", two[0])):
         r = json.loads(out.strip().splitlines()[-1])
         lines.append(f"| {name} | {r['mb']:.0f} | {r['sync']:.2f} | {r['async_wait']:.2f} | "
@@ -299,7 +299,7 @@ def worker_checkpoint(directory: str) -> dict:
 
     from jaxllm.train import Checkpoints
 
-    cfg, plan = _plan(CKPT_MODEL)
+    _, plan = _plan(CKPT_MODEL)
     state = plan.state
     mb = sum(x.nbytes for x in jax.tree_util.tree_leaves(state)) / 2 ** 20
     out = {"mb": mb}
@@ -343,7 +343,7 @@ def main() -> None:
     import jax
 
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
         if line.startswith("Model name")), platform.processor())
     timed = "flock /tmp/jaxllm-bench.lock " if args.part in ("speed", "checkpoint") else ""
     header = (f"Command: `{timed}.venv/bin/python experiments/multihost.py "

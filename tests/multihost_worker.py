@@ -14,6 +14,12 @@ then runs the tasks in order (one jax.distributed session for all of them):
                                                 its message is saved to JSON
     {"audit": JSON}                            record every file this process opens for
                                                 writing (all tasks), saved to JSON at the end
+    {"batch": JSON, "mesh": SPEC, "tokens": [...], "batch_size": B, "seq_len": T, "seed": S,
+     "step": N}                                 load this process's rows of a BatchIterator
+                                                batch, assemble the global batch on SPEC's mesh
+                                                (plan.place_batch) and reduce it across both
+                                                processes; each saves what it saw to JSON
+                                                ({i}: the process id)
 
 Kept apart from the test module so that the pytest process (8 devices) never imports it.
 """
@@ -45,13 +51,19 @@ def main(process_id: int, port: int, tasks: list[dict]) -> None:
         sys.addaudithook(hook)
     distributed.initialize(f"127.0.0.1:{port}", 2, process_id, join_timeout_s=120,
                            failure_timeout_s=60)
-    from jaxllm.config import apply_overrides, get_preset
-    from jaxllm.train import train
+
+    def train(overrides, out):  # imported here: a `batch` task needs no model code
+        from jaxllm.config import apply_overrides, get_preset
+        from jaxllm.train import train as train_run
+
+        train_run(apply_overrides(get_preset("shakespeare-char"), overrides), out,
+                  progress=False)
 
     for task in tasks:
         if "train" in task:
-            train(apply_overrides(get_preset("shakespeare-char"), task["overrides"]),
-                  task["train"], progress=False)
+            train(task["overrides"], task["train"])
+        elif "batch" in task:
+            batch(process_id, task)
         elif "restore" in task:
             restore(task["restore"], task["mesh"], task["out"])
         elif "cli" in task:
@@ -59,8 +71,7 @@ def main(process_id: int, port: int, tasks: list[dict]) -> None:
         elif "error" in task:
             from jaxllm.errors import ConfigError
             try:
-                train(apply_overrides(get_preset("shakespeare-char"), task["overrides"]),
-                      os.path.join(os.path.dirname(task["error"]), "never"), progress=False)
+                train(task["overrides"], os.path.join(os.path.dirname(task["error"]), "never"))
                 message = None
             except ConfigError as e:
                 message = str(e)
@@ -89,6 +100,42 @@ def cli(argv: list[str], out: str) -> None:
             f.write(printed.getvalue())
 
 
+def batch(process_id: int, task: dict) -> None:
+    """This process's rows of one batch, the global batch they assemble into, and a weighted sum
+    of it computed on the mesh (a reduction across both processes)."""
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxllm.data.batches import BatchIterator
+    from jaxllm.parallel import distributed
+    from jaxllm.parallel import plan as plan_lib
+    from jaxllm.parallel.layout import Layout
+    from jaxllm.parallel.mesh import make_mesh
+
+    layout = Layout.build(make_mesh(task["mesh"]))
+    n = task["batch_size"]
+    rows = plan_lib.process_rows(layout, n)
+    batches = BatchIterator([np.asarray(task["tokens"], np.int32)], n, task["seq_len"],
+                            task["seed"])
+    local = batches.batch(task["step"], rows)
+    # place_batch reads only plan.setup.shardings.batch: the batch sharding a training plan
+    # gives, without building a model
+    shardings = SimpleNamespace(batch=lambda x: layout.sharding(layout.batch_spec(x.ndim)))
+    placed = plan_lib.place_batch(SimpleNamespace(setup=SimpleNamespace(shardings=shardings)),
+                                  local, rows, n)
+    weights = jnp.arange(1, n + 1, dtype=jnp.int32)[:, None]
+    total = jax.jit(lambda b: jnp.sum(b["inputs"] * weights) - jnp.sum(b["targets"]))(placed)
+    whole = distributed.fetch(placed)
+    with open(task["batch"].format(process_id), "w") as f:
+        json.dump({"rows": rows.tolist(),
+                   "loaded_bytes": sum(v.nbytes for v in local.values()),
+                   "total": int(distributed.fetch(total)),
+                   "batch": {k: v.tolist() for k, v in whole.items()}}, f)
+
+
 def restore(run_dir: str, mesh: str, out: str) -> None:
     """The run's latest checkpoint restored onto another layout, gathered, saved by process 0."""
     from dataclasses import replace
@@ -97,7 +144,8 @@ def restore(run_dir: str, mesh: str, out: str) -> None:
     import numpy as np
 
     from jaxllm.optim import make_optimizer
-    from jaxllm.parallel import distributed, plan as plan_lib
+    from jaxllm.parallel import distributed
+    from jaxllm.parallel import plan as plan_lib
     from jaxllm.train import Checkpoints, RunDir
     from jaxllm.train.params import build_params_and_axes
 

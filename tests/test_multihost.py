@@ -29,6 +29,7 @@ import pytest
 
 from jaxllm.cli.main import main
 from jaxllm.config import apply_overrides, get_preset
+from jaxllm.data.batches import BatchIterator
 from jaxllm.errors import ConfigError
 from jaxllm.parallel.distributed import check_arguments
 from jaxllm.train import RunDir, load_run, train
@@ -54,6 +55,8 @@ LAYOUTS = {
 LOSS_ATOL, PARAM_ATOL = 2e-5, 1e-4
 GENERATE = ["generate", "--prompt", "The ", "--max-new-tokens", "12", "--temperature", "0.8",
             "--seed", "3"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -241,6 +244,37 @@ def test_killed_process_stops_the_other_and_both_resume(cluster, tmp_path, sessi
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_two_processes_assemble_the_single_process_batch(tmp_path, session_data_dir):
+    """The fast two-process check (no model): on data=2,tensor=4 each process loads only the rows
+    its devices hold, half the batch; the global array place_batch assembles from both is
+    bitwise the batch one process makes whole, and a sum over it on the mesh (a reduction across
+    the processes over gloo) equals numpy's."""
+    tokens = np.random.default_rng(0).integers(0, 1000, size=300).tolist()
+    n, seq_len, seed, step = 8, 6, 5, 3
+    task = {"batch": str(tmp_path / "batch{}.json"), "mesh": "data=2,tensor=4", "tokens": tokens,
+            "batch_size": n, "seq_len": seq_len, "seed": seed, "step": step}
+    port = free_port()
+    procs = start([[sys.executable, str(WORKER), str(i), str(port), json.dumps([task])]
+                   for i in (0, 1)], session_data_dir, tmp_path / "logs")
+    try:
+        codes = wait(procs, timeout=120)
+    finally:
+        kill(procs)
+    assert codes == [0, 0], [(tmp_path / "logs" / f"{i}.err").read_text() for i in (0, 1)]
+    seen = [json.loads((tmp_path / f"batch{i}.json").read_text()) for i in (0, 1)]
+    assert [s["rows"] for s in seen] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    expected = BatchIterator([np.asarray(tokens, np.int32)], n, seq_len, seed).batch(step)
+    whole_bytes = sum(v.nbytes for v in expected.values())
+    assert [s["loaded_bytes"] for s in seen] == [whole_bytes // 2] * 2
+    weighted = int((expected["inputs"] * np.arange(1, n + 1)[:, None]).sum()
+                   - expected["targets"].sum())
+    for s in seen:
+        assert s["batch"].keys() == expected.keys()
+        for k, v in expected.items():
+            np.testing.assert_array_equal(np.asarray(s["batch"][k]), v, err_msg=k)
+        assert s["total"] == weighted
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"],
      "--process-id 2 is out of range for --num-processes 2; use 0 to 1"),
@@ -271,10 +305,10 @@ def test_unreachable_coordinator_is_one_line_within_the_join_timeout(tmp_path, s
         kill(procs)
     err = (tmp_path / "0.err").read_text().strip().splitlines()
     assert code == 1 and time.monotonic() - start_time < 60
-    assert err == [f"jaxllm train [process 1 of 2]: error: not every process joined the "
-                   f"coordinator at 127.0.0.1:{port} within 3 s; start all of them with the same "
-                   f"--coordinator and --num-processes (process 0 serves the coordinator), and "
-                   f"check the address"]
+    assert err == [(f"jaxllm train [process 1 of 2]: error: not every process joined the "
+                    f"coordinator at 127.0.0.1:{port} within 3 s; start all of them with the "
+                    f"same --coordinator and --num-processes (process 0 serves the coordinator), "
+                    f"and check the address")]
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ import time
 
 from jaxllm.cli import cluster
 
-
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
 # flag -> config key, for the flags that are plain overrides
 FLAG_KEYS = {"mesh": "parallel.mesh", "zero": "parallel.zero", "pipeline": "parallel.pipeline",

@@ -54,7 +54,7 @@ class Cluster(NamedTuple):
     coordinator: str
 
 
-_watchdog: "_Watchdog | None" = None
+_watchdog: _Watchdog | None = None
 _prefix = "jaxllm"  # how this process's lines start: "jaxllm train [process 1 of 2]"
 
 
@@ -110,9 +110,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if process_id is not None:
         _prefix = f"{name} [process {process_id} of {num_processes}]"
     timer = threading.Timer(join_timeout_s, _exit_now, (
-        f"not every process joined the coordinator at {coordinator or '(detected)'} within "
-        f"{join_timeout_s:g} s; start all of them with the same --coordinator and "
-        f"--num-processes (process 0 serves the coordinator), and check the address",))
+        (f"not every process joined the coordinator at {coordinator or '(detected)'} within "
+         f"{join_timeout_s:g} s; start all of them with the same --coordinator and "
+         f"--num-processes (process 0 serves the coordinator), and check the address"),))
     timer.daemon = True
     timer.start()
     try:
