@@ -27,6 +27,7 @@ Kept apart from the test module so that the pytest process (8 devices) never imp
 import json
 import os
 import sys
+import time
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
@@ -60,6 +61,7 @@ def main(process_id: int, port: int, tasks: list[dict]) -> None:
                   progress=False)
 
     for task in tasks:
+        started = time.perf_counter()
         if "train" in task:
             train(task["overrides"], task["train"])
         elif "batch" in task:
@@ -77,6 +79,8 @@ def main(process_id: int, port: int, tasks: list[dict]) -> None:
                 message = str(e)
             with open(task["error"], "w") as f:
                 json.dump(message, f)
+        # each task's time in the log (logs/<i>.out), to see where the test's time goes
+        print(f"{json.dumps(task)[:120]}: {time.perf_counter() - started:.1f} s", flush=True)
     if audit:
         with open(audit, "w") as f:
             json.dump(sorted(set(written)), f)
