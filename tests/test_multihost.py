@@ -11,6 +11,10 @@ reference here keeps the test's compile time down. Tolerances as in test_paralle
 (float32): per-step losses within 2e-5 (the logged losses are rounded to 5 decimals), final
 parameters within 1e-4. The subprocesses share a persistent compilation cache, so the killed and
 resumed runs reuse the programs the first pair compiled for the same config.
+
+The cluster tests (marked `cluster`: about 8 minutes of compiling on a 2-core machine) run in
+`make test-cluster`, which CI (.ci/run) runs after `make test`; the fast real two-process test
+and the argument errors run in `make test`.
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ def cluster(tmp_path_factory, session_data_dir):
     return base
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_two_processes_train_like_one(cluster, name):
     one, two = losses(cluster / "one"), losses(cluster / "two" / name)
@@ -159,7 +163,7 @@ def test_two_processes_train_like_one(cluster, name):
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=PARAM_ATOL, err_msg=k)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_only_process_0_writes_the_run_files(cluster):
     written = [json.loads((cluster / f"audit{i}.json").read_text()) for i in (0, 1)]
     run = str(cluster / "two" / "data=8")
@@ -174,7 +178,7 @@ def test_only_process_0_writes_the_run_files(cluster):
     assert all(any(parts[0] == "checkpoints" for parts in m) for m in mine)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_eval_and_generate_on_two_processes_print_what_one_prints(cluster, capsys):
     """`jaxllm eval` and `generate` as process 0 of two ran them on the two-process run, and
     as this process runs them on the same run."""
@@ -186,7 +190,7 @@ def test_eval_and_generate_on_two_processes_print_what_one_prints(cluster, capsy
         assert printed and (cluster / name).read_text() == printed
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_checkpoint_from_one_process_restores_on_two_in_another_layout(cluster):
     """Saved on 1 process x 8 devices (data=8), restored on 2 x 4 as fsdp=8."""
     saved = flat_params(cluster / "one")
@@ -196,7 +200,7 @@ def test_checkpoint_from_one_process_restores_on_two_in_another_layout(cluster):
             np.testing.assert_array_equal(restored[k], saved[k], err_msg=k)
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_layout_errors_on_two_processes(cluster):
     read = lambda name: json.loads((cluster / name).read_text())  # noqa: E731
     assert "multiply to 4 but there are 8 devices (2 processes together)" in read("mesh.json")
@@ -204,7 +208,7 @@ def test_layout_errors_on_two_processes(cluster):
     assert "a run on 2 processes needs a mesh" in read("no_mesh.json")
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_killed_process_stops_the_other_and_both_resume(cluster, tmp_path, session_data_dir):
     """Process 1 is killed mid-run: process 0 stops within 60 s with one line; both resume and
     end bitwise equal to the uninterrupted two-process run (the cluster's data=8 run)."""
