@@ -1,5 +1,6 @@
 """Atomic file writes: a crash mid-write leaves the previous file (or none), never half of one.
-And the checks that an output path is free before any work is done for it.
+And the checks that an output path is free before any work is done for it. Local paths and
+object-store paths (gs://, through etils.epath) both.
 
 Files get the permissions any new file of the user's would get (0o666 less the umask), not
 mkstemp's private 0o600."""
@@ -15,8 +16,21 @@ from typing import Any
 from jaxllm.errors import OutputError
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for an object-store path such as gs://bucket/run (read and written through
+    etils.epath), False for a local one."""
+    return "://" in os.fspath(path)
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write data to path via a temporary file in the same directory, fsync, then os.replace."""
+    """Write data to path via a temporary file in the same directory, fsync, then os.replace.
+    A remote path (gs://...) is written as one object, which its store publishes whole once
+    the upload completes."""
+    if is_remote(path):
+        from etils import epath
+
+        epath.Path(path).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

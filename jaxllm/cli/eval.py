@@ -20,6 +20,8 @@ import argparse
 
 from jaxllm.cli.progress import on_terminal, status
 
+from jaxllm.cli import cluster
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -36,6 +38,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--retrieval", type=int, default=1000,
                    help="CLIP: test images (and captions) in the retrieval benchmark")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:

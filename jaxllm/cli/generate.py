@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli import cluster
 from jaxllm.cli.progress import status
 
 
@@ -38,6 +39,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="stop a sample at this text, which must be one token (repeatable)")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:

@@ -2,7 +2,8 @@
 
 Every mistake of the user's (a preset, an override, a file, a prompt, a flag argparse cannot
 read) is a JaxllmError or a UsageError: the command prints it on one line and exits with status
-2, without a traceback. So does an OSError (a full disk, a path that cannot be written).
+2, without a traceback. So does an OSError (a full disk, a path that cannot be written). train,
+eval and generate take `--distributed` to run on several hosts (cluster.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 import warnings
 
+from jaxllm.cli import cluster
 from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
@@ -23,6 +25,7 @@ from jaxllm.cli import score as score_cmd
 from jaxllm.cli import search as search_cmd
 from jaxllm.cli import tokenizer as tokenizer_cmd
 from jaxllm.cli import train as train_cmd
+from jaxllm.cli import vectors as vectors_cmd
 from jaxllm.cli import zero_shot as zero_shot_cmd
 from jaxllm import __version__
 from jaxllm.errors import JaxllmError
@@ -31,7 +34,8 @@ from jaxllm.platform import configure_cpu
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd,
-         "score": score_cmd, "index": index_cmd, "search": search_cmd}
+         "score": score_cmd, "index": index_cmd, "search": search_cmd,
+         "vectors": vectors_cmd}
 
 
 class UsageError(Exception):
@@ -66,29 +70,33 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    label = f"jaxllm {args.verb}"
     try:
+        label = cluster.join(args, label)  # --distributed: before anything touches a device
         with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning(args.verb)
-            return VERBS[args.verb].run(args) or 0
+            warnings.showwarning = _one_line_warning(label)
+            code = VERBS[args.verb].run(args) or 0
     except JaxllmError as e:
-        print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{label}: error: {e}", file=sys.stderr)
+        code = 2
     except BrokenPipeError:  # `jaxllm ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        code = 1
     except OSError as e:  # the machine's, not jaxllm's: a full disk, a lost mount, permissions
-        print(f"jaxllm {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{label}: error: {e}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt as e:
         if not getattr(e, "reported", False):  # (the training loop says where it stopped)
-            print(f"jaxllm {args.verb}: interrupted", file=sys.stderr)
-        return 130
+            print(f"{label}: interrupted", file=sys.stderr)
+        code = 130
+    cluster.leave(args, code)
+    return code
 
 
-def _one_line_warning(verb: str):
+def _one_line_warning(label: str):
     """warnings.showwarning that prints `jaxllm VERB: warning: message` (no file and line)."""
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"jaxllm {verb}: warning: {message}", file=file or sys.stderr)
+        print(f"{label}: warning: {message}", file=file or sys.stderr)
     return show
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from jaxllm.cli import cluster
 
 DEFAULT_PRESET = "shakespeare-char"
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
@@ -66,6 +67,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, help="with --resume: continue from this checkpoint "
                    "(default the latest); later checkpoints move to DIR/after-step-STEP/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:

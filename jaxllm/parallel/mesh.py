@@ -65,9 +65,11 @@ def parse_mesh_spec(spec: str, n_devices: int, platform: str = "") -> dict[str, 
                               f"them{simulate}")
         sizes[fill] = n_devices // known
     elif known != n_devices:
+        processes = jax.process_count()
+        where = f" ({processes} processes together)" if processes > 1 else ""
         raise ConfigError(f"mesh spec {spec!r}: the axis sizes multiply to {known} but there "
-                          f"are {n_devices} devices; make them multiply to {n_devices} or "
-                          f"use -1 for one axis{simulate}")
+                          f"are {n_devices} devices{where}; make them multiply to {n_devices} "
+                          f"or use -1 for one axis{simulate}")
     return sizes
 
 

@@ -8,10 +8,15 @@
 The loop syncs with the device only at log, evaluation and save steps, so the host prepares the
 next batch while the previous step runs. A resumed run restores parameters, optimizer state and
 the batch iterator from the latest checkpoint and ends bitwise equal to an uninterrupted one.
+
+On several processes (jaxllm.parallel.distributed) every process runs this same loop: each loads
+only the rows of each batch its devices hold, all of them evaluate and save their shards of each
+checkpoint, and process 0 alone writes the run's files and shows the progress bar.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -28,6 +33,7 @@ from jaxllm.errors import ConfigError
 from jaxllm.platform import host_memory_bytes
 from jaxllm.objectives.causal_lm import finalize_metrics
 from jaxllm.optim import TrainState, learning_rate_schedule, make_optimizer
+from jaxllm.parallel import distributed
 from jaxllm.parallel import plan as plan_lib
 from jaxllm.parallel.pipeline import decoder_parts
 from jaxllm.train.checkpoint import Checkpoints
@@ -100,10 +106,13 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
         now = "at" if step is not None else "already at"
         raise ConfigError(f"{run.path} is {now} step {latest}, past train.steps="
                           f"{cfg.train.steps}; pass a larger --steps")
-    if cfg != saved:
+    if cfg != saved and run.writer:
         run.write_config(cfg)  # the new target and layout, for this and any later resume
     later = [s for s in saved_steps if latest is not None and s > latest]
-    aside = {"set_aside": str(run.set_aside_after(latest, later))} if later else {}
+    aside = {}
+    if later and run.writer:
+        aside = {"set_aside": str(run.set_aside_after(latest, later))}
+    distributed.barrier("jaxllm-resume")  # process 0 has moved aside what this resume replaces
     if latest == cfg.train.steps:
         last = {k: v for r in run.read_metrics() for k, v in r.items() if k.startswith("val_")}
         return {"run_dir": str(run.path), "start_step": latest, "step": latest,
@@ -117,15 +126,15 @@ def _warn(cfg: config_lib.Config) -> None:
         warnings.warn(message, stacklevel=2)
 
 
-def evaluate(eval_step, params, batches, progress: bool = False) -> dict:
-    """Mean loss, perplexity and accuracy of params over a list of batches (progress: a bar on
-    stderr)."""
+def evaluate(eval_step, params, batches, progress: bool = False, place=None) -> dict:
+    """Mean loss, perplexity and accuracy of params over a list of batches (each put on the
+    mesh by `place` if given; progress: a bar on stderr)."""
     sums = None
     for batch in tqdm(batches, disable=not progress, desc="evaluating", unit="batch",
                       file=sys.stderr, leave=False):
-        out = eval_step(params, batch)
+        out = eval_step(params, batch if place is None else place(batch))
         sums = out if sums is None else jax.tree_util.tree_map(lambda a, b: a + b, sums, out)
-    return finalize_metrics(jax.device_get(sums))
+    return finalize_metrics(distributed.fetch(sums))
 
 
 def _run(cfg: config_lib.Config, run: RunDir, *, resuming: bool, progress: bool) -> dict:
@@ -155,8 +164,17 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
     model, loss_fn = model_and_objective(
         cfg, inputs.tokenizer.vocab_size if inputs.tokenizer else 0)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
-    state, step_kwargs, place = _initial_state(cfg, model, tx, base)
-    ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep)
+    state, step_kwargs, plan = _initial_state(cfg, model, tx, base)
+    place_train = place_eval = None
+    if plan is not None:
+        # on several processes, each loads only the rows its devices hold
+        inputs.train.rows = plan_lib.process_rows(plan.layout, cfg.train.batch_size)
+        place_train = functools.partial(plan_lib.place_batch, plan, rows=inputs.train.rows,
+                                        batch_size=cfg.train.batch_size)
+        if jax.process_count() > 1:  # one process passes numpy, as it always has
+            place_eval = functools.partial(plan_lib.place_batch, plan)
+    # asynchronous: the loop waits only for the copy to host memory (RESULTS.md, multi-host)
+    ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep, async_save=True)
     start = 0
     if resuming and ckpts.latest_step() is not None:
         start = ckpts.latest_step()
@@ -171,12 +189,14 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
                                  seed=cfg.train.seed, trainable=trainable_fn(cfg),
                                  schedule=learning_rate_schedule(cfg.optim, cfg.train.steps),
                                  **step_kwargs)
-    compiled = _interruptible(
-        lambda: train_step.lower(state, inputs.train.batch(inputs.train.step)).compile())
+    place = place_train or (lambda b: b)
+    compiled = _interruptible(lambda: train_step.lower(
+        state, place(inputs.train.batch(inputs.train.step, inputs.train.rows))).compile())
     step_fn = lambda state, batch: compiled(state, place(batch))  # noqa: E731
+    eval_step = make_eval_step(loss_fn)
+    eval_fn = lambda params, batches: evaluate(eval_step, params, batches, place_eval)  # noqa: E731
     try:
-        return _loop(cfg, run, inputs, state, step_fn, make_eval_step(loss_fn), ckpts, start,
-                     progress)
+        return _loop(cfg, run, inputs, state, step_fn, eval_fn, ckpts, start, progress)
     finally:
         ckpts.close()
 
@@ -202,7 +222,7 @@ def _interruptible(fn):
 
 
 def _initial_state(cfg: config_lib.Config, model, tx, base=None):
-    """(TrainState, make_train_step's mesh arguments, batch placement): on one device, or
+    """(TrainState, make_train_step's mesh arguments, the mesh Plan or None): on one device, or
     created already sharded over the mesh (never whole on one device). base: the fine-tuning
     run's parameters (init_from_params), or None."""
     t = cfg.train
@@ -210,17 +230,17 @@ def _initial_state(cfg: config_lib.Config, model, tx, base=None):
     if not plan_lib.uses_mesh(cfg.parallel):
         state = TrainState.create(build_params(cfg, jax.random.PRNGKey(t.seed), base), tx,
                                   trainable, loss_scaling=cfg.model.dtype == "float16")
-        return state, {}, lambda batch: batch
+        return state, {}, None
     # a fine-tuning base enters the sharding jit as an argument
     init_args = () if base is None else (jax.device_get(base),)
     plan = plan_lib.plan_training(
         cfg, lambda rng, *b: build_params_and_axes(cfg, rng, *b), tx,
         jax.random.PRNGKey(t.seed), *init_args, trainable=trainable,
         parts=decoder_parts(model, t.z_loss) if cfg.model.kind == "decoder" else None)
-    return plan.state, plan.step_kwargs, lambda batch: plan_lib.place_batch(plan, batch)
+    return plan.state, plan.step_kwargs, plan
 
 
-def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step, eval_step,
+def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step, eval_fn,
           ckpts: Checkpoints, start: int, progress: bool) -> dict:
     """Steps start..train.steps: log every log_every, evaluate every eval_every, save every
     save_every (and at the end); Ctrl-C saves the last finished step."""
@@ -228,7 +248,7 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
     vision = inputs.unit == "images"
 
     def log_eval(step: int) -> dict:
-        val = evaluate(eval_step, state.params, inputs.validation)
+        val = eval_fn(state.params, inputs.validation)
         row = {"step": step, "val_loss": round(val["loss"], 5),
                "val_perplexity": round(val["perplexity"], 4),
                "val_accuracy": round(val["accuracy"], 5)}
@@ -236,7 +256,8 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
         run.plot(accuracy=vision)
         return row
 
-    bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", file=sys.stderr,
+    bar = tqdm(total=t.steps, initial=start, disable=not (progress and run.writer), unit="step",
+               file=sys.stderr,
                dynamic_ncols=True, desc=run.path.name)
     summary = {"run_dir": str(run.path), "start_step": start}
     if start == 0:
@@ -249,7 +270,7 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
             pending.append(metrics)
             done = completed = step + 1
             if done % t.log_every == 0 or done == t.steps:
-                fetched, pending = jax.device_get(pending), []
+                fetched, pending = distributed.fetch(pending), []
                 speeds.append(len(fetched) * inputs.per_step
                               / (time.perf_counter() - window_start))
                 row = _train_row(done, fetched, speeds[-1], inputs.unit)
@@ -259,9 +280,10 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
                 bar.update(len(fetched))
             if done % t.eval_every == 0 or done == t.steps:
                 summary.update(log_eval(done))
-                bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
-                    f"(accuracy {summary['val_accuracy']:.4f})" if vision else
-                    f"(perplexity {summary['val_perplexity']:.3f})"))
+                if run.writer:
+                    bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
+                        f"(accuracy {summary['val_accuracy']:.4f})" if vision else
+                        f"(perplexity {summary['val_perplexity']:.3f})"))
             if done % t.save_every == 0 or done == t.steps:
                 ckpts.save(done, state, inputs.train.state())
             if pending == []:
@@ -271,11 +293,11 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
         # If the interrupt landed inside a step, its input state was donated (deleted) and the
         # last checkpoint is what remains (a resume drops the rows after it).
         if pending:
-            fetched = jax.device_get(pending)
+            fetched = distributed.fetch(pending)
             run.append_metrics(_train_row(completed, fetched, len(fetched) * inputs.per_step
                                           / (time.perf_counter() - window_start), inputs.unit))
         if not any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)):
-            done = int(jax.device_get(state.step))
+            done = int(distributed.fetch(state.step))
             if done > (ckpts.latest_step() or 0):
                 ckpts.save(done, state, {**inputs.train.state(), "step": done})
         bar.close()

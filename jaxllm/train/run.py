@@ -11,22 +11,30 @@
 `init_from_params(cfg)` reads the run (or pretrained model) a fine-tuning run starts from.
 `quantize_run` and `merge_run` write a run's parameters quantized, or merged and dequantized, as
 a new run (jaxllm quantize, jaxllm export --format run).
+
+DIR may be local or on an object store (gs://bucket/run on a TPU VM): paths go through
+etils.epath. In a multi-host run every process opens the same DIR, only process 0 writes
+config.json, tokenizer.json, metrics.jsonl and loss.png, and every process writes its own shards
+of each checkpoint (orbax).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
+from etils import epath
 
 from jaxllm import config as config_lib
 from jaxllm import models, pretrained, transforms
 from jaxllm.data import BatchIterator, build_data
 from jaxllm.errors import CheckpointError, ConfigError, JaxllmError
-from jaxllm.files import atomic_write, check_new_dir
+from jaxllm.files import atomic_write, check_new_dir, is_remote
 from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.parallel import distributed
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, pretrained_name, state_like,
@@ -36,7 +44,7 @@ from jaxllm.transforms import lora
 
 class RunDir:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = epath.Path(path)
         self.config_file = self.path / "config.json"
         self.tokenizer_file = self.path / "tokenizer.json"
         self.metrics_file = self.path / "metrics.jsonl"
@@ -46,17 +54,27 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_file.exists()
 
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (process 0 of a multi-host run)."""
+        return distributed.is_primary()
+
     def check_new(self) -> None:
         """Before any work for a new run: the directory is new or empty. A run there is for
-        --resume; any other file (a user's notes, metrics.jsonl, tokenizer.json) is left alone."""
+        --resume; any other file (a user's notes, metrics.jsonl, tokenizer.json) is left alone.
+        (An object-store directory is checked for a run only.)"""
         if self.exists() or (self.checkpoints.exists() and any(self.checkpoints.iterdir())):
             raise CheckpointError(f"{self.path} already holds a run; choose another --out "
                                   f"(jaxllm train --resume --out {self.path} continues it)")
-        check_new_dir(self.path)
+        if not is_remote(self.path):
+            check_new_dir(self.path)
 
     def create(self, cfg: config_lib.Config, tokenizer) -> None:
         """Start a new run here; refuses a directory that holds a run or anything else."""
         self.check_new()
+        distributed.barrier("jaxllm-run-create")  # every process looked before process 0 writes
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:  # a ViT reads no text
             tokenizer.save(self.tokenizer_file)
@@ -96,7 +114,10 @@ class RunDir:
         if not self.tokenizer_file.exists():
             raise CheckpointError(f"{self.tokenizer_file} is missing; the run directory is damaged")
         try:
-            return load_tokenizer(self.tokenizer_file)
+            return load_tokenizer(json.loads(self.tokenizer_file.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{self.tokenizer_file} is not valid JSON ({e}); the run "
+                                  f"directory is damaged") from None
         except JaxllmError as e:
             raise CheckpointError(f"{self.tokenizer_file} cannot be read: {e}") from None
 
@@ -114,11 +135,20 @@ class RunDir:
         return rows
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        if not self.writer:
+            return
+        line = json.dumps(row) + "\n"
+        if is_remote(self.metrics_file):  # an object store cannot append: rewrite the object
+            old = self.read_metrics()
+            atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in old) + line)
+            return
+        with self.metrics_file.open("a", encoding="utf-8") as f:
+            f.write(line)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (by a run that died before its next checkpoint)."""
+        if not self.writer:
+            return
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -142,6 +172,8 @@ class RunDir:
     def plot(self, accuracy: bool = False) -> None:
         """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval), and
         with accuracy=True a second panel of train and validation accuracy."""
+        if not self.writer:
+            return
         from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
         rows = self.read_metrics()
@@ -172,9 +204,9 @@ class RunDir:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = self.plot_file.with_name(".loss.png.tmp")
-        fig.savefig(tmp, format="png")
-        tmp.replace(self.plot_file)
+        png = io.BytesIO()  # an object store has no rename: write the bytes atomically
+        fig.savefig(png, format="png")
+        atomic_write(self.plot_file, png.getvalue())
 
 
 @dataclass
