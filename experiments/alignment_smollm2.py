@@ -50,9 +50,9 @@ from jaxllm.text.chat import ANSWER_END  # noqa: E402
 from jaxllm.train import RunDir, load_run, train  # noqa: E402
 from jaxllm.train.loop import evaluate_run  # noqa: E402
 from jaxllm.train.objective import model_and_objective  # noqa: E402
-from jaxllm.train.params import (build_params, trainable_fn, with_base_model,  # noqa: E402
-                                 with_pretrained_model)
+from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model  # noqa: E402
 from jaxllm.train.rollout import without_lora  # noqa: E402
+from jaxllm.train.run import with_base_run  # noqa: E402
 from jaxllm.train.step import make_train_step  # noqa: E402
 from jaxllm.transforms import lora  # noqa: E402
 
@@ -69,7 +69,7 @@ def config(objective: str, init_from: str, data: str, validation: str, *, steps:
     if objective in ("reward", "ppo"):
         cfg = config_lib.apply_overrides(cfg, ["model.value_head=true"])
     cfg = (with_pretrained_model(cfg, init_from) if init_from in pretrained.REGISTRY
-           else with_base_model(cfg, RunDir(init_from).load_config()))
+           else with_base_run(cfg, init_from))
     sets = [f"data.validation={validation}", f"model.max_len={seq}", "model.scan_unroll=1",
             f"train.batch_size={batch}", f"optim.lr={lr}", f"optim.min_lr={lr / 10}",
             "optim.warmup_steps=5", f"train.eval_every={steps}", f"train.save_every={steps}",

@@ -40,3 +40,22 @@ def data_dir(session_data_dir, monkeypatch):
     """Every test reads and writes TFDS data in one temporary dir, never in ~/.cache."""
     monkeypatch.setenv("JAXLLM_DATA_DIR", str(session_data_dir))
     return session_data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """tiny_run(kind) -> a run directory of that kind (helpers.RUN_COMMANDS: char, bpe, llama,
+    mlm, vit, clip, quantized, lora, exported, exported-mlm), built once per test session on
+    first use and shared by every test: never change it in place (tiny_run.copy(kind, dest)
+    gives a copy)."""
+    from helpers import TinyRuns
+    return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
+
+
+@pytest.fixture
+def tiny_pretrained(monkeypatch):
+    """A registered name ("tiny-llama") whose load() gives a small Llama-style PretrainedDecoder
+    over bytes, so that the --model / --init-from paths run in seconds; smollm2-135m-instruct
+    takes the same code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
+    from helpers import register_tiny_llama
+    return register_tiny_llama(monkeypatch)

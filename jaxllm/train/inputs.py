@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
+
 from jaxllm import config as config_lib
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
 from jaxllm.models.vit import check_images
+from jaxllm.parallel import distributed
 from jaxllm.train import align_inputs, rollout
 from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import vocab_config, with_vocab
@@ -47,12 +50,22 @@ class Inputs(NamedTuple):
 
 
 def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
-    """The inputs of a run of cfg.model.kind and cfg.train.objective."""
+    """The inputs of a run of cfg.model.kind and cfg.train.objective. On several processes,
+    process 0 prepares the corpus's files first while the others wait (hosts may share the data
+    directory, and two processes preparing one dataset at once collide), then the others read
+    them."""
     if cfg.model.kind in IMAGE_KINDS:
-        return image_inputs(cfg, run, resuming)
-    if cfg.train.objective != "lm" or align_inputs.data_file(cfg.data.corpus):
-        return Inputs(**ALIGN_BUILDERS[cfg.train.objective](cfg, run, resuming))
-    return text_inputs(cfg, run, resuming)
+        make = image_inputs
+    elif cfg.train.objective != "lm" or align_inputs.data_file(cfg.data.corpus):
+        def make(cfg, run, resuming):
+            return Inputs(**ALIGN_BUILDERS[cfg.train.objective](cfg, run, resuming))
+    else:
+        make = text_inputs
+    if jax.process_count() == 1:
+        return make(cfg, run, resuming)
+    inputs = make(cfg, run, resuming) if distributed.is_primary() else None
+    distributed.barrier("jaxllm-data-prepared")
+    return inputs if inputs is not None else make(cfg, run, resuming)
 
 
 def text_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:

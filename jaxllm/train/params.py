@@ -54,15 +54,6 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
                    train=replace(cfg.train, init_from=name))
 
 
-def with_base_model(cfg: config_lib.Config, base: config_lib.Config) -> config_lib.Config:
-    """cfg set up to fine-tune a run whose config is `base`: its model section (architecture,
-    context, dtype, quantized weights) except model.value_head, which is this run's objective's
-    choice, and its tokenizer kind. A run-directory counterpart of with_pretrained_model (the
-    chain SFT -> reward / DPO / GRPO passes runs on); --set model.* overrides still apply."""
-    model = replace(base.model, value_head=cfg.model.value_head)
-    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=base.data.tokenizer))
-
-
 def vocab_config(cfg: config_lib.Config, vocab: int, resuming: bool) -> config_lib.Config:
     """model.vocab_size for a vocabulary of `vocab` ids: a new run on a mesh that splits the
     vocabulary may need a few padding rows (a resumed run keeps its saved size)."""
