@@ -7,6 +7,7 @@ tests/test_parallel_layouts.py's packed case.
 One layer and LoRA on attention only: each objective's two train steps compile in ~60% of the
 time of two layers with LoRA everywhere; the layers are one scanned block either way."""
 
+import functools
 from dataclasses import replace
 
 import jax
@@ -15,6 +16,7 @@ import pytest
 
 from jaxllm.config import Config, ModelConfig, OptimConfig, ParallelConfig, TrainConfig
 from jaxllm.optim import make_optimizer
+from jaxllm.parallel.plan import place_batch
 from jaxllm.train.loop import _initial_state
 from jaxllm.train.objective import model_and_objective
 from jaxllm.train.params import trainable_fn
@@ -58,7 +60,8 @@ def run(objective, mesh):
     cfg = replace(cfg, align=replace(cfg.align, group_size=2))
     model, loss_fn = model_and_objective(cfg, 64)
     tx = make_optimizer(cfg.optim, 2)
-    state, step_kwargs, place = _initial_state(cfg, model, tx, resuming=False)
+    state, step_kwargs, plan = _initial_state(cfg, model, tx)
+    place = (lambda b: b) if plan is None else functools.partial(place_batch, plan)
     step = make_train_step(loss_fn, tx, trainable=trainable_fn(cfg), **step_kwargs)
     rng, losses = np.random.default_rng(0), []
     for _ in range(2):
