@@ -320,6 +320,8 @@ PRESET_NOTES = {
     "mnist-vit": "a small ViT classifier on MNIST (16 patches of 7x7)",
     "mnist-clip": "CLIP on MNIST with captions made from the labels (zero-shot with held-out "
                   "templates)",
+    "sft-smollm2": "chat fine-tuning (SFT) of SmolLM2-135M-Instruct with LoRA rank 16 on a CSV "
+                   "of system, question, answer rows (jaxllm data chatterbot)",
 }
 
 
