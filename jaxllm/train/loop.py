@@ -194,7 +194,7 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
         state, place(inputs.train.batch(inputs.train.step, inputs.train.rows))).compile())
     step_fn = lambda state, batch: compiled(state, place(batch))  # noqa: E731
     eval_step = make_eval_step(loss_fn)
-    eval_fn = lambda params, batches: evaluate(eval_step, params, batches, place_eval)  # noqa: E731
+    eval_fn = lambda params, batches: evaluate(eval_step, params, batches, place=place_eval)  # noqa: E731
     try:
         return _loop(cfg, run, inputs, state, step_fn, eval_fn, ckpts, start, progress)
     finally:
