@@ -73,34 +73,6 @@ def test_bad_quant_config(tmp_path, capsys):
 
 # --- a pretrained model (a tiny registered stand-in for smollm2-135m-instruct) ----------------
 
-@pytest.fixture
-def tiny_pretrained(monkeypatch):
-    """A registered name whose load() gives a small Llama-style PretrainedDecoder over bytes, so
-    that the --model / --init-from paths run in seconds; smollm2-135m-instruct takes the same
-    code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxllm import pretrained
-    from jaxllm.config import ModelConfig
-    from jaxllm.models.decoder import init_params
-    from jaxllm.text import ByteTokenizer
-
-    cfg = ModelConfig(vocab_size=256, max_len=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                      d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
-                      scan_unroll=1)
-    rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
-    params = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
-        jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0))[0]))
-    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), "tiny-llama")
-    monkeypatch.setitem(pretrained.REGISTRY, "tiny-llama",
-                        pretrained.Entry("none", "none", "none", "gguf", "none"))
-    monkeypatch.setitem(pretrained._CACHE, "tiny-llama", lm)
-    return lm
-
-
 @pytest.mark.slow
 def test_pretrained_model_quantized_evaluated_and_fine_tuned(tiny_pretrained, tmp_path, capsys):
     import jax
