@@ -3,6 +3,8 @@
 Generation metrics equal sacrebleu 2.6 and rouge-score 0.1.2; group fairness equals fairlearn.
 ir.py: hit rate, MRR, nDCG, recall, precision and MAP at k from TREC run/qrels dictionaries,
 equal to pytrec_eval (`jaxllm.metrics.ir.evaluate`).
+rag.py: faithfulness (lexical, model-judged) and relevancy (judged, embedding cosine) of an
+answer, AUROC of uncertainty scores.
 """
 
 from jaxllm.metrics.bleu import BLEUScore, corpus_bleu, sentence_bleu, sentence_bleu_scores
@@ -15,3 +17,4 @@ from jaxllm.metrics.fairness import (demographic_parity_difference, demographic_
                                      equalized_odds_difference, equalized_odds_ratio, group_table)
 from jaxllm.metrics.rouge import RougeScore, rouge
 from jaxllm.metrics import ir  # noqa: F401  (IR metrics: jaxllm.metrics.ir.evaluate)
+from jaxllm.metrics import rag  # noqa: F401  (answers: faithfulness, relevancy, auroc)
