@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxllm.cli import ask as ask_cmd
 from jaxllm.cli import embed as embed_cmd
 from jaxllm.cli import eval as eval_cmd
 from jaxllm.cli import export as export_cmd
@@ -26,7 +27,7 @@ from jaxllm.platform import configure_cpu
 VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "score": score_cmd,
-         "index": index_cmd, "search": search_cmd}
+         "index": index_cmd, "search": search_cmd, "ask": ask_cmd}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,14 +83,16 @@ def fit_context(lm, question, results, build_prompt, max_new_tokens: int):
 
 
 def answer(index, question: str, *, lm=None, k: int = 5, mode: str = "bm25",
-           alpha: float = 0.5, filter=None, retrieve=None, rerank=None, compress=None,
+           alpha: float = 0.5, filter=None, retrieve=None, rerank=None, candidates: int = 20,
+           compress=None,
            build_prompt=sources_messages, generate=None, max_new_tokens: int = 128,
            min_score: float | None = None, max_nll: float | None = None,
            on_text=None, self_query: bool = False) -> Answer:
     """Answer a question from an index with a chat model (`lm`: a PretrainedDecoder, by
     default smollm2-135m-instruct); see the module docstring for the stages. self_query: let
     the model extract a metadata filter from the question first (selfquery.py); a filter
-    that leaves no results is dropped."""
+    that leaves no results is dropped. With a rerank stage, `candidates` results are
+    retrieved and the best k after reranking kept."""
     if not isinstance(question, str) or not question.strip():
         raise DataError("the question is empty; ask something")
     if lm is None:
@@ -107,16 +109,16 @@ def answer(index, question: str, *, lm=None, k: int = 5, mode: str = "bm25",
         extracted = sq.filter or None
         timings["self_query"] = time.perf_counter() - t
         t = time.perf_counter()
-    results = None
+    depth, results = (max(k, candidates) if rerank is not None else k), None
     if extracted:  # searched with the model's filter; without it if that leaves nothing
-        results = retriever(mode, alpha, _merge(filter, extracted))(index, question, k)
+        results = retriever(mode, alpha, _merge(filter, extracted))(index, question, depth)
         extracted = extracted if results else None
     if not results:
-        results = (retrieve or retriever(mode, alpha, filter))(index, question, k)
+        results = (retrieve or retriever(mode, alpha, filter))(index, question, depth)
     timings["retrieve"] = time.perf_counter() - t
     t = time.perf_counter()
     if rerank is not None:
-        results = rerank(question, results)
+        results = rerank(question, results)[:k]
     timings["rerank"] = time.perf_counter() - t
     t = time.perf_counter()
     if compress is not None:
