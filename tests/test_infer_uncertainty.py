@@ -42,6 +42,17 @@ def test_log_probs_and_entropies_equal_numpy_from_the_logits():
         assert max_entropy(en) == pytest.approx((-(np.exp(steps) * steps).sum(-1)).max(), abs=1e-4)
 
 
+def test_padding_prompts_to_a_bucket_changes_no_token_or_score():
+    model, params = Decoder(GPT), noisy_params(GPT)
+    plain = generate(model, params, PROMPTS, max_new_tokens=6, seed=0, temperature=0.7,
+                     return_scores=True)
+    padded = generate(model, params, PROMPTS, max_new_tokens=6, seed=0, temperature=0.7,
+                      return_scores=True, pad_to=16)  # 7 -> 10 slots (16 - 6 new tokens)
+    assert padded[0] == plain[0]
+    for a, b in zip(padded[1] + padded[2], plain[1] + plain[2]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_sequence_scores_by_hand():
     assert mean_nll(np.log([0.5, 0.25])) == pytest.approx((np.log(2) + np.log(4)) / 2)
     assert max_entropy([0.1, 0.9, 0.3]) == pytest.approx(0.9)

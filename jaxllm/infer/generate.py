@@ -340,7 +340,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
              use_cache: bool = True, vocab_size: int | None = None,
              decode_path: str = "auto", return_logits: bool = False,
              return_scores: bool = False, constraint: Constraint | None = None,
-             on_token=None):
+             on_token=None, pad_to: int = 1):
     """New token ids for each prompt (a list of token ids), cut before the first stop token.
 
     vocab_size: the tokenizer's vocabulary when the model's is larger (a run trained on a mesh
@@ -357,6 +357,9 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
     matches it (complete within max_new_tokens, which must be at least its min_tokens).
     on_token: called on the host as on_token(step, tokens) with each step's new token of
     every row (an int array (B,)) while the loop runs, for streaming.
+    pad_to: left-pad the prompts to a multiple of this many tokens (at most the context), so
+    that prompts of different lengths share one compiled loop; the tokens are the same (the
+    padding stops short of making the window slide earlier).
     decode_path: "auto" (the current backend's), "cpu" or "accelerator" (see the module
     docstring); the tokens are the same either way, the speed is not."""
     cfg = model.cfg
@@ -395,7 +398,9 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         # rows padded to a power of two: constraints of similar size share one compiled loop
         rows = max(64, 1 << (len(constraint.table) - 1).bit_length())
         tables = tuple(jnp.asarray(a) for a in constraint.padded(rows, cfg.vocab_size))
-    prompt_len = max(lengths)
+    padded = -(-max(lengths) // max(1, pad_to)) * max(1, pad_to)
+    # the padding never makes the window slide earlier than the longest prompt would
+    prompt_len = max(max(lengths), min(padded, cfg.max_len - max_new_tokens))
     tokens = np.full((len(prompts), prompt_len), PAD, np.int32)
     mask = np.zeros((len(prompts), prompt_len), bool)
     for row, p in enumerate(prompts):  # left padding: every prompt ends at slot prompt_len - 1

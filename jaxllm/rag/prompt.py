@@ -17,6 +17,7 @@ from jaxllm.errors import DataError
 from jaxllm.infer import generate
 
 ABSTAIN = "I don't know from these sources."
+PAD_TO = 128  # prompts are padded to a multiple of this: one compiled generate per bucket
 SYSTEM = ("Answer the question using only the numbered sources below. Cite the sources you use "
           "as [1], [2]. If the sources do not contain the answer, reply exactly: " + ABSTAIN)
 
@@ -97,7 +98,7 @@ def complete(lm, messages, *, max_new_tokens: int = 128, temperature: float = 0.
     out, log_probs, entropies = generate(
         lm.model, lm.params, [ids], max_new_tokens=max_new_tokens, temperature=temperature,
         seed=seed, stop_tokens=tuple(sorted(stops)), return_scores=True, on_token=on_token,
-        constraint=constraint)
+        constraint=constraint, pad_to=PAD_TO)
     total = time.perf_counter() - start
     text = lm.tokenizer.decode(out[0])
     if on_text is not None and len(text) > shown[0]:
