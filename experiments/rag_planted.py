@@ -184,8 +184,9 @@ def main():
         print(qi, f["type"], f["answer"], "|", text[:60].replace("\n", " "), flush=True)
 
     ir = evaluate(run, qrels, ["hit@3", "mrr@10"])
-    out = [f"{args.plant} facts planted, {len(questions)} questions ({len(questions) // 6} "
-           f"or more per query type); BM25 index of {len(index.chunks)} chunks built in "
+    n_type = {t: sum(f["type"] == t for f in questions) for t in TYPES}
+    out = [f"{args.plant} facts planted, {len(questions)} questions "
+           f"({', '.join(f'{t} {n}' for t, n in n_type.items())}); BM25 index of {len(index.chunks)} chunks built in "
            f"{build_s:.1f} s; retrieval of the fact's chunks: hit@3 {ir['hit@3']:.3f}, "
            f"MRR@10 {ir['mrr@10']:.3f}.\n"]
     summary = []
@@ -209,9 +210,10 @@ def main():
                f"for predicting a wrong answer\n\n" + table(
                    [[k, f"{auroc(v, wrong):.3f}"] for k, v in unc.items()], ["score", "AUROC"]))
     stages = ("retrieve", "rerank", "compress", "prefill", "decode")
-    lat = [[name] + [f"{np.mean([r.get('t_' + s, 0.0) for r in rs]):.3f}" for s in stages]
+    lat = [[name] + [f"{np.median([r.get('t_' + s, 0.0) for r in rs]):.3f}" for s in stages]
            for name, rs in rows.items() if name != "closed-book"]
-    out.append("Latency per answer by stage (seconds, mean; after a warm-up answer):\n\n"
+    out.append("Latency per answer by stage (seconds, median over the questions: the first "
+               "answer of each prompt-length bucket also compiles):\n\n"
                + table(lat, ["condition", *stages]))
     plot_coverage(unc, wrong, Path(__file__).with_name("figures") / "rag_coverage.png")
     out.append("Accuracy-coverage when abstaining on the least certain answers: "
