@@ -2,6 +2,7 @@
 would still fit, and what is kept is what a numpy surprisal from the model's logits ranks
 highest; token level keeps exactly that many tokens."""
 
+import functools
 import math
 
 import numpy as np
@@ -21,20 +22,33 @@ RESULTS = [Result(f"d{i}#0", 1.0 - i / 10, t, {"doc_id": f"d{i}"}) for i, t in e
 
 
 def reference_surprisal(lm, text):
-    """Per sentence of a text: (token count, mean surprisal) from numpy's log-softmax of the
-    model's logits over prefix + the sentences' tokens (each after the first with its space)."""
+    """Per sentence of a text: (token count, per-token surprisal) from numpy's log-softmax of
+    the model's logits over prefix + the sentences' tokens (each after the first with its
+    space). The rows of all TEXTS go through the model as one right-padded batch."""
+    return _reference(lm)[TEXTS.index(text)]
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(lm):
     tok = lm.tokenizer
     prefix = tok.encode(f"Question: {QUESTION}\nContext:")
-    per = [tok.encode(s if j == 0 else " " + s) for j, s in enumerate(sentences(text))]
-    ids = prefix + [t for p in per for t in p]
-    x = np.asarray(lm.logits([ids])[0], np.float64)
-    logp = x - x.max(-1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-    nll = -logp[np.arange(len(ids) - 1), ids[1:]][len(prefix) - 1:]
-    out, start = [], 0
-    for p in per:
-        out.append((len(p), nll[start:start + len(p)]))
-        start += len(p)
+    pers = [[tok.encode(s if j == 0 else " " + s) for j, s in enumerate(sentences(t))]
+            for t in TEXTS]
+    rows = [prefix + [t for p in per for t in p] for per in pers]
+    batch = np.zeros((len(rows), max(map(len, rows))), np.int32)
+    for i, ids in enumerate(rows):
+        batch[i, :len(ids)] = ids
+    x = np.asarray(lm.logits(batch), np.float64)
+    out = []
+    for i, (ids, per) in enumerate(zip(rows, pers)):
+        logp = x[i, :len(ids)] - x[i, :len(ids)].max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        nll = -logp[np.arange(len(ids) - 1), ids[1:]][len(prefix) - 1:]
+        spans, start = [], 0
+        for p in per:
+            spans.append((len(p), nll[start:start + len(p)]))
+            start += len(p)
+        out.append(spans)
     return out
 
 
