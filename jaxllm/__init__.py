@@ -4,6 +4,13 @@ Importing jaxllm imports nothing heavy (the command line configures XLA before J
 the convenience functions below import what they need when called.
 """
 
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("jaxllm")  # pyproject.toml's, as installed
+except _metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
+
 
 def embed(texts, model: str = "all-minilm-l6-v2", *, batch_size: int = 32):
     """Sentence embeddings (N, D), L2-normalised, of a list of texts with a pretrained encoder

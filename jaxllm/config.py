@@ -249,6 +249,44 @@ PRESETS: dict[str, Config] = {
 }
 
 
+# One line per preset for `jaxllm presets` (the comments above say more).
+PRESET_NOTES = {
+    "shakespeare-char": "the CPU default: a 4-layer character-level GPT on Shakespeare "
+                        "(2000 steps, minutes on a CPU)",
+    "shakespeare-bpe": "shakespeare-char's model on a byte-level BPE of 4096 tokens trained "
+                       "on the train split",
+    "shakespeare-char-llama": "the Llama recipe (RoPE, RMSNorm, SwiGLU, grouped-query "
+                              "attention) at shakespeare-char's size",
+    "gpt2-small": "GPT-2 small (124M class), bfloat16, 0.5M tokens per step: for accelerators",
+    "shakespeare-mlm": "a small BERT-style encoder: masked-LM and next-sentence prediction on "
+                       "Shakespeare characters",
+    "mnist-vit": "a small ViT classifier on MNIST (16 patches of 7x7)",
+    "mnist-clip": "CLIP on MNIST with captions made from the labels (zero-shot with held-out "
+                  "templates)",
+}
+
+
+def sanity_warnings(cfg: Config, memory_bytes: int | None = None) -> list[str]:
+    """Settings that are valid but probably not what was meant, as sentences to warn with: a
+    warm-up that outlasts the run; a context whose attention scores (batch x heads x max_len^2
+    float32, what one layer's reference attention holds) exceed memory_bytes."""
+    out = []
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    if o.warmup_steps >= t.steps:
+        out.append(f"optim.warmup_steps={o.warmup_steps} is not shorter than train.steps="
+                   f"{t.steps}: the learning rate never reaches optim.lr={o.lr}; set "
+                   f"optim.warmup_steps lower")
+    if m.kind in ("decoder", "encoder"):
+        scores = t.batch_size * m.n_heads * m.max_len ** 2 * 4
+        if memory_bytes and scores > memory_bytes:
+            out.append(f"model.max_len={m.max_len}: one layer's attention scores would take "
+                       f"{scores / 2**30:,.0f} GiB (train.batch_size={t.batch_size} x "
+                       f"{m.n_heads} heads x {m.max_len}^2 x 4 bytes), more than this "
+                       f"machine's {memory_bytes / 2**30:,.0f} GiB; compiling may take very "
+                       f"long and run out of memory: set model.max_len lower")
+    return out
+
+
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
@@ -372,9 +410,20 @@ _CHOICES = {
 }
 
 
+def flat_dict(cfg: Config) -> dict:
+    """{"section.key": value} of every field."""
+    return {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+
+
+def differences(cfg: Config, other: Config) -> dict:
+    """{"section.key": (cfg's value, other's value)} of the fields where the two differ."""
+    a, b = flat_dict(cfg), flat_dict(other)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
 def validate(cfg: Config) -> Config:
     """Raise ConfigError naming the first invalid field; return cfg unchanged when all is well."""
-    flat = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()}
+    flat = flat_dict(cfg)
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key}={flat[key]!r}: expected one of {', '.join(choices)}")

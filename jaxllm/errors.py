@@ -20,3 +20,7 @@ class DataError(JaxllmError, ValueError):
 
 class CheckpointError(JaxllmError):
     """A run directory or checkpoint that is missing, incomplete or does not match the model."""
+
+
+class OutputError(JaxllmError):
+    """An output path that would overwrite something the user has, or cannot be written."""

@@ -15,6 +15,8 @@ Importing jaxllm changes no global state; only these two do, and only when calle
     keeps its peak memory instead of returning it between steps.
 - `quiet()` lowers the absl logger (orbax, TFDS) to warnings and turns TFDS's progress bars
   off while jaxllm saves a checkpoint or prepares a dataset, and restores both afterwards.
+
+`host_memory_bytes()` only reads the machine's memory size (the config's size warnings).
 """
 
 from __future__ import annotations
@@ -101,3 +103,11 @@ def quiet(absl_level: int = logging.WARNING) -> Iterator[None]:
         absl_logger.setLevel(level)
         if bars_on is not None:
             bars.display_progress_bar(bars_on)
+
+
+def host_memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -42,6 +42,16 @@ def data_dir(session_data_dir, monkeypatch):
     return session_data_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """tiny_run(kind) -> a run directory of that kind (helpers.RUN_COMMANDS: char, bpe, llama,
+    mlm, vit, clip, quantized, lora, exported, exported-mlm), built once per test session on
+    first use and shared by every test: never change it in place (tiny_run.copy(kind, dest)
+    gives a copy)."""
+    from helpers import TinyRuns
+    return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
+
+
 def tiny_decoder(max_len: int = 64):
     """A small Llama-style PretrainedDecoder over bytes with random weights: RoPE positions, so
     the weights are the same whatever its context (max_len)."""

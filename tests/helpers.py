@@ -1,6 +1,11 @@
 """Small models, data and checks shared by the tests."""
 
+import contextlib
 import functools
+import hashlib
+import io
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -70,6 +75,77 @@ def error_of(argv, capsys) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+# --- tiny runs of every kind, built once per test session (conftest.py's `tiny_run`) -----------
+
+# A one-layer char decoder that trains in a few seconds (the CLI tests' model size).
+TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
+        "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=5",
+        "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
+# ViT/CLIP on the 8x8 digits fixture (scikit-learn), one layer of width 16.
+SMALL = ["--set", "data.corpus=digits", "--set", "model.image_size=8", "--set",
+         "model.patch_size=4", "--set", "model.n_layers=1", "--set", "model.d_model=16",
+         "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "train.batch_size=16",
+         "--set", "train.eval_every=2", "--set", "train.eval_batches=1", "--set",
+         "optim.warmup_steps=1"]
+
+# kind -> the command that makes it ({char}: the char run's directory; --out is added). llama
+# reads bytes, so that the LoRA run fine-tunes it on another corpus (README).
+RUN_COMMANDS = {
+    "char": ["train", "--steps", "4", "--no-progress"] + TINY,
+    "bpe": ["train", "--preset", "shakespeare-bpe", "--set", "data.corpus=pydoc", "--set",
+            "data.vocab_size=512", "--steps", "2", "--no-progress"] + TINY,
+    "llama": ["train", "--preset", "shakespeare-char-llama", "--steps", "2", "--no-progress",
+              "--set", "data.tokenizer=byte"] + TINY + ["--set", "model.n_kv_heads=1"],
+    "mlm": ["train", "--preset", "shakespeare-mlm", "--steps", "2", "--no-progress"] + TINY,
+    "vit": ["train", "--preset", "mnist-vit", "--steps", "2", "--no-progress"] + SMALL,
+    "clip": ["train", "--preset", "mnist-clip", "--steps", "2", "--no-progress", "--set",
+             "model.text_layers=1", "--set", "model.embed_dim=8"] + SMALL,
+    "quantized": ["quantize", "--run", "{char}", "--method", "int4", "--group", "16"],
+    # the README's fine-tuning example: a byte-level base onto another corpus
+    "lora": ["train", "--init-from", "{llama}", "--data", "pydoc", "--lora",
+             "rank=2,alpha=4,targets=all", "--steps", "2", "--no-progress"] + TINY,
+    "exported": ["export", "--run", "{char}"],
+    "exported-mlm": ["export", "--run", "{mlm}"],
+}
+
+
+class TinyRuns:
+    """Run directories of every kind, each made on first use by the jaxllm command itself and
+    then shared (read-only: copy one with `copy` before changing it)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._built: dict[str, Path] = {}
+
+    def __call__(self, kind: str) -> Path:
+        if kind not in self._built:
+            argv = [self(a[1:-1]) if a.startswith("{") else a for a in RUN_COMMANDS[kind]]
+            out = self.root / kind
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()) as err:
+                code = main([str(a) for a in argv] + ["--out", str(out)])
+            assert code == 0 and (out / "config.json").exists(), \
+                f"building the tiny {kind} run failed: {err.getvalue()}"
+            self._built[kind] = out
+        return self._built[kind]
+
+    def copy(self, kind: str, dest: Path) -> Path:
+        """A private copy of a run, to resume or otherwise change."""
+        shutil.copytree(self(kind), dest)
+        return dest
+
+
+def checksums(*roots: Path) -> dict[str, str]:
+    """{path: sha256} of every file under roots (a file root counts as itself): compare before
+    and after a command to prove it changed nothing a user had."""
+    out = {}
+    for root in map(Path, roots):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
 
 
 @functools.lru_cache(maxsize=None)

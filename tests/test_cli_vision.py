@@ -7,20 +7,11 @@ import numpy as np
 import pytest
 
 from jaxllm.cli.main import main
-from helpers import error_of
-
-SMALL = ["--set", "data.corpus=digits", "--set", "model.image_size=8", "--set",
-         "model.patch_size=4", "--set", "model.n_layers=1", "--set", "model.d_model=16",
-         "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "train.batch_size=16",
-         "--set", "train.eval_every=2", "--set", "train.eval_batches=1", "--set",
-         "optim.warmup_steps=1", "--no-progress"]
-
+from helpers import SMALL, error_of
 
 @pytest.mark.slow
-def test_vit_trains_resumes_and_evaluates(tmp_path, capsys):
-    out = tmp_path / "vit"
-    assert main(["train", "--preset", "mnist-vit", "--steps", "2", "--save-every", "2",
-                 "--out", str(out)] + SMALL) == 0
+def test_vit_trains_resumes_and_evaluates(tiny_run, tmp_path, capsys):
+    out = tiny_run.copy("vit", tmp_path / "vit")  # mnist-vit, 2 steps on the digits
     assert main(["train", "--resume", "--out", str(out), "--steps", "4", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "step 4: validation loss" in printed and "accuracy" in printed
@@ -34,11 +25,8 @@ def test_vit_trains_resumes_and_evaluates(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_clip_trains_evaluates_and_classifies_zero_shot(tmp_path, capsys):
-    out = tmp_path / "clip"
-    assert main(["train", "--preset", "mnist-clip", "--steps", "2", "--out", str(out),
-                 "--set", "model.text_layers=1", "--set", "model.embed_dim=8"] + SMALL) == 0
-    capsys.readouterr()
+def test_clip_trains_evaluates_and_classifies_zero_shot(tiny_run, tmp_path, capsys):
+    out = tiny_run("clip")  # mnist-clip, 2 steps on the digits
     assert main(["eval", "--run", str(out), "--retrieval", "50"]) == 0
     printed = capsys.readouterr().out
     assert "zero-shot accuracy" in printed and "text->image R@1" in printed
@@ -72,5 +60,5 @@ def test_clip_trains_evaluates_and_classifies_zero_shot(tmp_path, capsys):
     (["--set", "model.pool=max"], "model.pool='max': expected one of cls, gap"),
 ])
 def test_bad_vision_configs(argv, expected, tmp_path, capsys):
-    assert expected in error_of(["train", "--preset", "mnist-vit", "--out", str(tmp_path / "r")]
-                                + SMALL + argv, capsys)
+    assert expected in error_of(["train", "--preset", "mnist-vit", "--out", str(tmp_path / "r"),
+                                 "--no-progress"] + SMALL + argv, capsys)

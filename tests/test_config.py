@@ -58,6 +58,20 @@ def test_validation_names_the_field(override, message):
         validate(apply_overrides(get_preset("shakespeare-char"), base + [override]))
 
 
+@pytest.mark.parametrize("name", ["shakespeare-char", "shakespeare-mlm"])
+def test_a_presets_model_without_its_vocabulary_is_refused(name):
+    """issue 16: a preset's vocab_size=0 ("from the tokenizer") given to init_params failed in
+    jnp.take with an IndexError; it is a one-line ConfigError naming the field."""
+    import jax
+
+    from jaxllm import models
+
+    cfg = get_preset(name).model
+    assert cfg.vocab_size == 0
+    with pytest.raises(ConfigError, match="model.vocab_size=0: a model needs its vocabulary"):
+        models.init_params(cfg, jax.random.PRNGKey(0))
+
+
 @given(n_layers=st.integers(-5, 50), lr=st.floats(-1, 1, allow_nan=False))
 def test_validate_accepts_exactly_the_sensible_values(n_layers, lr):
     cfg = dataclasses.replace(Config(), model=ModelConfig(n_layers=n_layers))

@@ -86,6 +86,20 @@ def test_batches_are_pure_functions_of_seed_and_step(sampling):
     assert not all(np.array_equal(other.batch(s)["inputs"], seen[s]["inputs"]) for s in range(5))
 
 
+@settings(max_examples=20, deadline=None)
+@given(sampling=st.sampled_from(["windows", "packed"]), step=st.integers(0, 40),
+       rows=st.lists(st.integers(0, 5), min_size=1, max_size=6))
+def test_some_rows_of_a_batch_are_those_rows_of_the_whole_batch(sampling, step, rows):
+    """What a process of a multi-host run loads: its rows, bitwise as in the whole batch."""
+    it = BatchIterator(unique_docs([30, 5, 17, 40]), 6, 8, 1, sampling)
+    whole, part = it.batch(step), it.batch(step, rows)
+    assert_batches_equal(part, {k: v[sorted(set(rows))] for k, v in whole.items()})
+    it.rows, it.step = rows, step
+    assert_batches_equal(next(it), part)
+    with pytest.raises(DataError, match="row numbers in 0..5"):
+        it.batch(step, [6])
+
+
 @pytest.mark.parametrize("sampling", ["windows", "packed"])
 def test_resume_from_state_gives_the_same_batches(sampling):
     docs = unique_docs([40, 3, 90, 17, 55])

@@ -109,6 +109,18 @@ def test_batches_with_captions_use_training_templates_only():
     assert sum(len(v["labels"]) for v in whole) == 1297
 
 
+def test_some_rows_of_a_batch_are_those_rows_of_the_whole_batch():
+    """A process of a multi-host run reads its rows only; shifts and captions are still drawn
+    for the whole batch, so its rows are bitwise the whole batch's."""
+    it = ImageBatches(load_images("digits").train, 16, seed=2, tokenizer=caption_tokenizer(),
+                      text_len=10, augment_shift=2)
+    rows = [1, 2, 3, 9, 15]
+    whole, part = it.batch(7), it.batch(7, rows)
+    assert whole.keys() == part.keys() == {"images", "labels", "tokens", "eot"}
+    for k in whole:
+        np.testing.assert_array_equal(part[k], whole[k][rows], err_msg=k)
+
+
 def test_shift_augmentation_moves_images_within_bounds():
     img = np.zeros((50, 8, 8, 1), np.uint8)
     img[:, 3:5, 3:5] = 255

@@ -146,26 +146,31 @@ def test_minilm_export_round_trip_cli_embed_and_corruption(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_mlm_preset_trains_from_the_cli_and_exports_as_bert(tmp_path, capsys):
-    run = tmp_path / "mlm"
-    tiny = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
-            "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set",
-            "train.eval_every=5", "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
-    assert main(["train", "--preset", "shakespeare-mlm", "--steps", "6", "--out", str(run),
-                 "--no-progress"] + tiny) == 0
-    assert "validation loss" in capsys.readouterr().out
+def test_mlm_preset_trains_from_the_cli_and_exports_as_bert(tiny_run, capsys):
+    run = tiny_run("mlm")  # jaxllm train --preset shakespeare-mlm, tiny
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["val_loss"]) for r in rows if "val_loss" in r)
     assert main(["eval", "--run", str(run), "--batches", "2"]) == 0
     assert "perplexity" in capsys.readouterr().out
     assert "holds an encoder" in error_of(["generate", "--run", str(run), "--prompt", "a"], capsys)
-    out = tmp_path / "mlm-hf"
-    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    out = tiny_run("exported-mlm")  # jaxllm export --run MLM
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
     from jaxllm.train import load_run
 
     loaded = load_run(run)
     back = pretrained.load(str(out), cache=False)
     _assert_trees_equal(jax.device_get(loaded.params), back.params)
-    assert "already holds model.safetensors" in error_of(
+    assert "already holds files (config.json, model.safetensors, tokenizer.json)" in error_of(
         ["export", "--run", str(run), "--out", str(out)], capsys)
+    # issue 16: embed --model of an exported MLM run crashed (its char tokenizer has no
+    # encode_batch); each vector is the mean of the encoder's last states, L2-normalised
+    assert main(["embed", "--model", str(out), "ROMEO", "JULIET"]) == 0
+    vectors = np.array([[float(x) for x in line.split()]
+                        for line in capsys.readouterr().out.strip().splitlines()])
+    from reference_pretrained import sentence_embedding
+
+    tensors = load_file(out / "model.safetensors")
+    hf_cfg = json.loads((out / "config.json").read_text())
+    want = [sentence_embedding(tensors, hf_cfg, loaded.tokenizer.encode(t))
+            for t in ("ROMEO", "JULIET")]  # numpy BERT on the exported files, no special tokens
+    np.testing.assert_allclose(vectors, want, atol=2e-5)

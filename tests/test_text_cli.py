@@ -7,10 +7,6 @@ import pytest
 from jaxllm.cli.main import main
 from jaxllm.text import load_tokenizer
 
-TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
-        "--set", "model.max_len=32", "--set", "train.batch_size=4", "--set", "train.eval_every=4",
-        "--set", "train.eval_batches=2", "--set", "optim.warmup_steps=2"]
-
 
 @pytest.mark.parametrize("kind", ["bytebpe", "bpe"])
 def test_tokenizer_train_and_encode(kind, tmp_path, capsys):
@@ -35,14 +31,11 @@ def test_tokenizer_bad_input(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_subword_preset_train_then_eval(tmp_path, capsys):
+def test_subword_preset_train_then_eval(tiny_run, capsys):
     """The run directory keeps the trained tokenizer; eval (like generate and --resume, through
-    RunDir.load_tokenizer) reads it back instead of training a new one."""
-    run = tmp_path / "run"
-    assert main(["train", "--preset", "shakespeare-bpe", "--set", "data.corpus=pydoc", "--set",
-                 "data.vocab_size=512", "--no-progress", "--steps", "4", "--out", str(run)]
-                + TINY) == 0
+    RunDir.load_tokenizer) reads it back instead of training a new one. (The session's tiny
+    bpe run: `train --preset shakespeare-bpe --set data.corpus=pydoc --set data.vocab_size=512`.)"""
+    run = tiny_run("bpe")
     tok = load_tokenizer(run / "tokenizer.json")  # a HF tokenizer.json in the run directory
     assert tok.kind == "bytebpe" and tok.vocab_size == 512
     assert json.loads((run / "config.json").read_text())["model"]["vocab_size"] == 512

@@ -213,11 +213,13 @@ def test_sigkill_then_resume_is_bitwise_exact(finished_run, tmp_path):
                 "train.save_every") for a in ("--set", o)]
     proc = subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
+    metrics, ckpts = killed / "metrics.jsonl", killed / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         rows = RunDir(killed).read_metrics() if metrics.exists() else []
-        if any(r.get("step", 0) >= 2 and "train_loss" in r for r in rows):
+        # saves are asynchronous: a logged step may be ahead of the last finished checkpoint
+        saved = ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+        if saved and any(r.get("step", 0) >= 2 and "train_loss" in r for r in rows):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -25,6 +27,7 @@ def run(args) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    status("embed", f"loading {args.model}")
     m = pretrained.load(args.model)
     if m.config.kind != "encoder":
         raise DataError(f"--model {args.model} is a decoder; embed needs an encoder such as "

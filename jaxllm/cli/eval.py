@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
+from jaxllm.cli.progress import on_terminal, status
+
+from jaxllm.cli import cluster
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -36,6 +38,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--retrieval", type=int, default=1000,
                    help="CLIP: test images (and captions) in the retrieval benchmark")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:
@@ -81,7 +84,7 @@ def run(args) -> int:
         what = "the whole validation split"
     loss_fn = model_and_objective(cfg, loaded.tokenizer.vocab_size)[1]
     eval_step = make_eval_step(loss_fn)
-    m = evaluate(eval_step, loaded.params, batches)
+    m = evaluate(eval_step, loaded.params, batches, progress=on_terminal())
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, accuracy {m['accuracy']:.4f}")
     return 0
@@ -91,6 +94,7 @@ def _run_pretrained(args) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    status("eval", f"loading {args.model}")
     m = pretrained.load(args.model)
     if m.config.kind != "decoder" or m.tokenizer is None:
         raise DataError(f"--model {args.model}: eval scores decoders with a tokenizer, such as "
@@ -99,24 +103,10 @@ def _run_pretrained(args) -> int:
 
 
 def _windowed(args, m, corpus: str, label: str, split: tuple = ()) -> int:
-    """Perplexity of decoder m (a PretrainedDecoder) on the first --max-tokens tokens of a
-    corpus's validation text, in consecutive non-overlapping windows."""
-    from jaxllm.data.tfds_builder import load_split_texts
-    from jaxllm.errors import DataError
-
+    """Print the perplexity of decoder m (a PretrainedDecoder) on a corpus's validation text."""
     window = 512 if args.window is None else args.window
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise DataError(f"--max-tokens={args.max_tokens}: must be at least 2")
-    if window < 2:
-        raise DataError(f"--window={window}: must be at least 2")
-    _, val_texts = load_split_texts(corpus, *split)
-    text = "\n".join(val_texts)
-    if args.max_tokens:  # a token is at least one character: encode only what can be scored
-        text = text[:args.max_tokens * 8]
-    ids = m.tokenizer.encode(text)
-    if args.max_tokens:
-        ids = ids[:args.max_tokens]
-    r = m.perplexity(ids, window=window)
+    r = m.corpus_perplexity(corpus, max_tokens=args.max_tokens, window=window, split=split,
+                            progress=on_terminal())
     print(f"{label} on the {corpus} validation split ({r['tokens']:,.0f} tokens, windows "
           f"of {min(window, m.config.max_len)}): loss {r['loss']:.4f}, perplexity "
           f"{r['perplexity']:.3f}")
@@ -132,8 +122,7 @@ def _run_vision(args, loaded) -> int:
     test = load_images(cfg.data.corpus).test
     where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
     if cfg.model.kind == "vit":
-        logits = vision.classify(loaded.model, loaded.params, test.images)
-        acc = float(np.mean(np.argmax(logits, axis=1) == test.labels))
+        acc = vision.accuracy(loaded.model, loaded.params, test)
         print(f"{where} ({len(test.labels):,} images): accuracy {acc:.4f}")
         return 0
     if args.retrieval < 2:

@@ -1,16 +1,23 @@
-"""Export a trained run or a pretrained model as Hugging Face-layout safetensors.
+"""Export a trained run or a pretrained model as Hugging Face-layout safetensors, or a LoRA or
+quantized run as a plain float run.
 
   jaxllm export --run runs/shakespeare-char-... --format safetensors --out exported/
   jaxllm export --model smollm2-135m-instruct --format safetensors --out smollm2-hf/
+  jaxllm export --run runs/lora --format run --out runs/merged    (LoRA merged: a plain run)
 
-Writes config.json (LlamaForCausalLM, GPT2LMHeadModel or BertModel/BertForPreTraining) and
-model.safetensors (float32), plus the run's tokenizer.json; `jaxllm.pretrained.load(DIR)` and
-`--model DIR` read the directory back.
+safetensors writes config.json (LlamaForCausalLM, GPT2LMHeadModel or BertModel/
+BertForPreTraining) and model.safetensors (float32), plus the run's tokenizer.json;
+`jaxllm.pretrained.load(DIR)` and `--model DIR` read the directory back. A LoRA run is exported
+with its factors merged into the weights, a quantized run dequantized to float32 (ViT and CLIP
+have no Hugging Face layout here). `--format run` writes the merged, dequantized parameters as a
+new run directory that eval, generate, export and `train --init-from` take like any float run.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from jaxllm.cli.progress import status
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -18,33 +25,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory (from jaxllm train)")
     src.add_argument("--model", help="a pretrained model name or directory")
-    p.add_argument("--format", default="safetensors", choices=["safetensors"])
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "run"],
+                   help="safetensors (Hugging Face layout, default) or run (a plain jaxllm run: "
+                        "LoRA merged, weights dequantized)")
+    p.add_argument("--out", required=True, help="output directory (new or empty)")
     p.add_argument("--step", type=int, help="checkpoint step of --run (default: the latest)")
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import jax
 
-    from jaxllm.errors import CheckpointError
-    from jaxllm.io.hf import save_hf
+    from jaxllm.errors import ConfigError
+    from jaxllm.files import check_new_dir
+    from jaxllm.io.hf import architecture, save_hf
 
-    out = Path(args.out)
-    if (out / "model.safetensors").exists():
-        raise CheckpointError(f"{out} already holds model.safetensors; choose another --out")
-    if args.run:
-        from jaxllm.train import load_run
-
-        loaded = load_run(args.run, step=args.step)
-        cfg, params = loaded.config.model, loaded.params
-        save_hf(out, cfg, jax.device_get(params), heads=cfg.kind == "encoder")
-        loaded.tokenizer.save(out / "tokenizer.json")
-        what = f"{loaded.run.path} step {loaded.step}"
-    else:
+    out = check_new_dir(args.out)  # never into a run (its config.json) or a user's files
+    if args.model:
+        if args.format == "run":
+            raise ConfigError("--format run writes a run directory from a run; pass --run DIR "
+                              "(a pretrained model exports as --format safetensors)")
         from jaxllm import pretrained
 
+        status("export", f"loading {args.model}")
         m = pretrained.load(args.model)
         extra = {}
         if args.model in pretrained.REGISTRY:
@@ -52,6 +54,29 @@ def run(args) -> int:
             if m.config.kind == "encoder":
                 extra["jaxllm_max_seq_length"] = m.max_seq_length
         save_hf(out, m.config, jax.device_get(m.params), heads=False, extra_config=extra)
-        what = args.model
-    print(f"exported {what} to {out} (config.json, model.safetensors)")
+        print(f"exported {args.model} to {out} (config.json, model.safetensors)")
+        return 0
+
+    from jaxllm.train import RunDir, load_run
+    from jaxllm.train.run import merge_run
+    from jaxllm.transforms import lora
+
+    cfg = RunDir(args.run).load_config()
+    if args.format == "safetensors":
+        architecture(cfg.model)  # a model without a Hugging Face layout: before any loading
+    loaded = load_run(args.run, step=args.step)
+    what = f"{loaded.run.path} step {loaded.step}"
+    changes = (["LoRA factors merged into the weights"] if cfg.train.lora else []) + (
+        [f"{cfg.model.weights.split(',')[0].split('=')[-1]} weights dequantized to float32"]
+        if cfg.model.weights else [])
+    said = f" ({'; '.join(changes)})" if changes else ""
+    if args.format == "run":
+        merge_run(loaded, out)
+        print(f"exported {what} to {out} as a plain run{said}; evaluate with: jaxllm eval --run "
+              f"{out}")
+        return 0
+    params = lora.merge(loaded.params, float_export=True) if changes else loaded.params
+    save_hf(out, cfg.model, jax.device_get(params), heads=cfg.model.kind == "encoder")
+    loaded.tokenizer.save(out / "tokenizer.json")
+    print(f"exported {what} to {out} (config.json, model.safetensors, tokenizer.json){said}")
     return 0

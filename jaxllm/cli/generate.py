@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 
+from jaxllm.cli import cluster
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -25,7 +28,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     text.add_argument("--prompt", help="text to continue")
     text.add_argument("--chat", metavar="MESSAGE", help="a user message for a chat model")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
+    p.add_argument("--temperature", type=float,
+                   help="0 is greedy (default: 1.0 for --prompt; 0 for --chat, as "
+                        "jaxllm.pretrained's chat())")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
     p.add_argument("--seed", type=int, default=0)
@@ -34,6 +39,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="stop a sample at this text, which must be one token (repeatable)")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:
@@ -41,6 +47,8 @@ def run(args) -> int:
     from jaxllm.infer import generate
     from jaxllm.train import load_run
 
+    if args.temperature is None:  # a chat answer is greedy, a continuation sampled
+        args.temperature = 0.0 if args.chat else 1.0
     if args.num_samples < 1:
         raise DataError(f"--num-samples={args.num_samples}: must be at least 1")
     if args.model:
@@ -75,6 +83,7 @@ def _run_pretrained(args) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    status("generate", f"loading {args.model}")
     m = pretrained.load(args.model)
     if m.config.kind != "decoder":
         raise DataError(f"--model {args.model} is an encoder; generate needs a decoder such as "

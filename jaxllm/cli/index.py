@@ -89,8 +89,13 @@ def _train_reranker(args) -> int:
 def _build(args) -> int:
     import time
 
+    from pathlib import Path
+
+    from jaxllm.files import check_new_dir
     from jaxllm.retrieval import Chunking, Index, SparseParams, load_corpus
 
+    if not (Path(args.out) / "CURRENT").is_file():  # an index gets a new version; else new/empty
+        check_new_dir(args.out)  # before the corpus is read, never into a user's folder
     chunking = Chunking(args.chunk_kind, size=args.chunk, overlap=args.overlap)
     params = SparseParams(args.method, k1=args.k1, b=args.b, delta=args.delta)
     docs = load_corpus(args.corpus)

@@ -16,6 +16,8 @@ import argparse
 import json
 import time
 
+from jaxllm.cli.progress import status
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -27,9 +29,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--data", default="shakespeare", help="corpus name or tfds:NAME")
     t.add_argument("--split", default="position", choices=["position", "document"])
     t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--out", required=True, help="where to write tokenizer.json")
+    t.add_argument("--out", required=True, help="where to write tokenizer.json (a new file)")
     e = sub.add_parser("encode", help="print the ids (or tokens) of a text")
-    e.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt, .gguf or name")
+    e.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt, .gguf, a run "
+                   "directory or a name")
     e.add_argument("--tokens", action="store_true", help="print tokens instead of ids")
     e.add_argument("--special", action="store_true", help="add the model's special tokens")
     e.add_argument("text")
@@ -47,9 +50,14 @@ def run(args) -> int:
         return 0
 
     from jaxllm.data.tfds_builder import load_split_texts
+    from jaxllm.files import check_new_file
     from jaxllm.text import train
 
+    check_new_file(args.out)  # before the training, not after it
+    status("tokenizer", f"reading {args.data}")
     texts, _ = load_split_texts(args.data, args.split, args.val_fraction, "text")
+    status("tokenizer", f"training a {args.kind} tokenizer of {args.vocab_size} tokens on "
+           f"{sum(map(len, texts)):,} characters")
     start = time.perf_counter()
     tok = train(texts, args.vocab_size, kind=args.kind)
     seconds = time.perf_counter() - start

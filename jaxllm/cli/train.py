@@ -7,13 +7,18 @@
   jaxllm train --mesh data=2,fsdp=2,tensor=2 --zero 3 --remat dots --precision bf16
   jaxllm train --mesh stage=4,data=2 --pipeline 1f1b --microbatches 8
   jaxllm train --init-from runs/base --data pydoc --lora rank=8,alpha=16,targets=attn
+      (the base run's architecture and tokenizer; a char base knows only its corpus's
+      characters: train it with --set data.tokenizer=byte to fine-tune on other text)
   jaxllm train --init-from smollm2-135m-instruct --data shakespeare --lora targets=all \
       --set model.max_len=256 --set train.batch_size=4   (a pretrained model: its architecture
       and tokenizer; model.max_len, the training sequence length, stays the preset's unless set)
   jaxllm train --preset mnist-vit       (a ViT classifier; --preset mnist-clip: CLIP)
 
 Without --out, the run goes to runs/<preset>-<date>-<time>. --resume continues the run in --out
-from its latest checkpoint with its own config.json (only --steps may change it).
+from its latest checkpoint with its own config.json: the command that started the run, with
+--resume added, continues it; only --steps (recorded) and the device layout (--mesh, --zero,
+--pipeline, --microbatches) may differ from config.json. --resume --step N goes back to the
+checkpoint of step N (the later ones and their metrics rows move to DIR/after-step-N/).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from jaxllm.cli import cluster
 
+DEFAULT_PRESET = "shakespeare-char"
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "f16": "float16"}
 # flag -> config key, for the flags that are plain overrides
 FLAG_KEYS = {"mesh": "parallel.mesh", "zero": "parallel.zero", "pipeline": "parallel.pipeline",
@@ -32,8 +39,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     from jaxllm.config import PRESETS
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--preset", default="shakespeare-char",
-                   help=f"one of: {', '.join(sorted(PRESETS))} (default shakespeare-char)")
+    p.add_argument("--preset", help=f"one of: {', '.join(sorted(PRESETS))} "
+                                    f"(default {DEFAULT_PRESET})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. model.n_layers=6 (repeatable)")
     p.add_argument("--data", help="data.corpus: a registered corpus (shakespeare, pydoc) or "
@@ -57,46 +64,40 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "dynamic loss scaling that skips non-finite steps)")
     p.add_argument("--out", help="run directory (default runs/<preset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--step", type=int, help="with --resume: continue from this checkpoint "
+                   "(default the latest); later checkpoints move to DIR/after-step-STEP/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster.add_arguments(p)
 
 
 def run(args) -> int:
-    from jaxllm import config as config_lib
     from jaxllm.errors import ConfigError
 
+    if args.step is not None and not args.resume:
+        raise ConfigError(f"--step {args.step} picks the checkpoint a resume starts from; add "
+                          f"--resume (the run's length is --steps)")
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
-        if (args.overrides or args.save_every is not None or args.data is not None
-                or args.precision or any(getattr(args, f) is not None for f in FLAG_KEYS)
-                or args.lora is not None or args.init_from is not None):
-            raise ConfigError("--resume continues a run with its own config.json; --set, --data "
-                              "and --save-every cannot change it (only --steps can)")
-        from jaxllm.train import resume
-        summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
+        from jaxllm.train import RunDir, resume
+        config = None
+        if args.preset is not None or _overrides(args, with_steps=False):
+            # the same command again: its config must match the run's (resume checks)
+            base = RunDir(args.out).load_config() if args.preset is None else None
+            config = _config(args, base)
+        summary = resume(args.out, steps=args.steps, config=config, step=args.step,
+                         progress=not args.no_progress)
+        if "set_aside" in summary:
+            print(f"the checkpoints after step {args.step} and their metrics rows are in "
+                  f"{summary['set_aside']}")
+        if summary.get("finished"):
+            print(f"{args.out} is already finished at step {summary['step']} (train.steps); "
+                  f"pass a larger --steps to train it further")
+            return 0
     else:
-        cfg = config_lib.get_preset(args.preset)
-        from jaxllm.train.params import pretrained_name, with_pretrained_model
-        if args.init_from is not None and pretrained_name(args.init_from):
-            # the architecture and tokenizer are the model's; --set model.max_len=... still applies
-            cfg = with_pretrained_model(cfg, args.init_from)
-        overrides = list(args.overrides)
-        if args.data is not None:
-            overrides.append(f"data.corpus={args.data}")
-        if args.steps is not None:
-            overrides.append(f"train.steps={args.steps}")
-        if args.lora is not None:
-            overrides.append(f"train.lora={args.lora}")
-        if args.init_from is not None:
-            overrides.append(f"train.init_from={args.init_from}")
-        if args.save_every is not None:
-            overrides.append(f"train.save_every={args.save_every}")
-        overrides += [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items()
-                      if getattr(args, flag) is not None]
-        if args.precision:
-            overrides.append(f"model.dtype={PRECISIONS[args.precision]}")
-        cfg = config_lib.validate(config_lib.apply_overrides(cfg, overrides))
-        out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = _config(args)
+        out = args.out if args.out is not None else (
+            f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}")
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
     if "images_per_s_median" in summary:  # ViT / CLIP
@@ -112,3 +113,28 @@ def run(args) -> int:
     print(f"run directory: {summary['run_dir']}  (sample: jaxllm generate --run "
           f"{summary['run_dir']} --prompt TEXT)")
     return 0
+
+
+def _overrides(args, with_steps: bool = True) -> list[str]:
+    """The "section.key=value" overrides the flags ask for, --set ones first."""
+    overrides = list(args.overrides)
+    flags = {"data.corpus": args.data, "train.steps": args.steps if with_steps else None,
+             "train.lora": args.lora, "train.init_from": args.init_from,
+             "train.save_every": args.save_every,
+             "model.dtype": PRECISIONS[args.precision] if args.precision else None}
+    flags.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items()})
+    return overrides + [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def _config(args, base=None):
+    """The validated config the flags ask for, on top of base (default: the --preset's)."""
+    from jaxllm import config as config_lib
+    from jaxllm.train.params import pretrained_name, with_pretrained_model
+    from jaxllm.train.run import with_base_run
+
+    cfg = base or config_lib.get_preset(args.preset or DEFAULT_PRESET)
+    if args.init_from:
+        # the architecture and tokenizer are the base's; --set model.max_len=... still applies
+        cfg = (with_pretrained_model if pretrained_name(args.init_from) else with_base_run)(
+            cfg, args.init_from)
+    return config_lib.validate(config_lib.apply_overrides(cfg, _overrides(args)))

@@ -41,6 +41,10 @@ def run(args) -> int:
     prompts = class_prompts(labels, args.template)  # checks labels and template first
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit={args.limit}: must be at least 1")
+    from jaxllm.files import check_new_file
+    for flag, path in (("--grid", args.grid), ("--similarity", args.similarity)):
+        if path:
+            check_new_file(path, flag)  # before the model is loaded
     from jaxllm.data.images import load_images
     from jaxllm.infer import vision
     from jaxllm.models.vit import check_images
@@ -61,11 +65,8 @@ def run(args) -> int:
     if args.limit:
         images = images[:args.limit]
         truth = None if truth is None else truth[:args.limit]
-    img = vision.image_embeddings(loaded.model, loaded.params, images)
-    txt = vision.text_embeddings(loaded.model, loaded.params, loaded.tokenizer, prompts,
-                                 cfg.model.max_len)
-    sim = img @ txt.T  # (N, K)
-    pred = np.argmax(sim, axis=1)
+    sim, pred = vision.zero_shot(loaded.model, loaded.params, loaded.tokenizer,
+                                 cfg.model.max_len, images, prompts)  # (N, K), (N,)
     counts = np.bincount(pred, minlength=len(labels))
     print(f"{len(images):,} images; predicted: " + ", ".join(
         f"{lab} {c}" for lab, c in zip(labels, counts)))

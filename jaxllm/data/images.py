@@ -12,7 +12,8 @@ arrays; training reads the npz and never unpickles. "digits" is scikit-learn's 1
 
 Batches follow the text iterators' contract: the batch at `step` is a function of (data, seed,
 step) only (an epoch-wise permutation drawn from (seed, epoch)), so `state()` / `restore()`
-resume a run bitwise. With a caption tokenizer the batch also carries one caption per image
+resume a run bitwise, and `batch(step, rows)` gives some of its rows (a process of a multi-host
+run reads only the images its devices hold). With a caption tokenizer the batch also carries one caption per image
 (tokens, eot), its template drawn from (seed, step) among TRAIN_TEMPLATES.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxllm.data.batches import StepBatches
+from jaxllm.data.batches import StepBatches, check_rows
 from jaxllm.data.captions import TRAIN_TEMPLATES, captions, encode_captions
 from jaxllm.data.tfds_builder import default_data_dir
 from jaxllm.errors import DataError
@@ -140,14 +141,19 @@ def load_images(name: str) -> ImageData:
 
 # --- batches ---------------------------------------------------------------------------------
 
-def shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Translate each image by up to max_shift pixels in x and y (zero fill): augmentation."""
+def shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int,
+                 rows: np.ndarray | None = None, batch_size: int = 0) -> np.ndarray:
+    """Translate each image by up to max_shift pixels in x and y (zero fill): augmentation.
+    With `rows`, the images are those rows of a batch of `batch_size`: the offsets are drawn for
+    the whole batch and the rows' ones applied, as they would be to the whole batch."""
     if max_shift <= 0:
         return images
     B, H, W, C = images.shape
     m = max_shift
     padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
-    dy, dx = rng.integers(0, 2 * m + 1, (2, B))
+    dy, dx = rng.integers(0, 2 * m + 1, (2, B if rows is None else batch_size))
+    if rows is not None:
+        dy, dx = dy[rows], dx[rows]
     return np.stack([padded[i, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
 
 
@@ -185,15 +191,24 @@ class ImageBatches(StepBatches):
         return np.concatenate([self._perm(int(e))[pos[pos // n == e] % n]
                                for e in np.unique(pos // n)])
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
+    def batch(self, step: int, rows=None) -> dict[str, np.ndarray]:
+        """The batch at `step`, or its `rows` (row numbers, increasing): the random draws are
+        the whole batch's, only the rows' images are read, shifted and normalized."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise DataError(f"step={step!r} is not valid; it must be an integer >= 0")
+        rows = check_rows(rows, self.batch_size)
         idx = self.indices(int(step))
+        labels = self.split.labels[idx]
+        if rows is not None:
+            idx = idx[rows]
         rng = np.random.default_rng([self.seed, int(step), 1])
-        images = shift_images(self.split.images[idx], rng, self.augment_shift)
+        images = shift_images(self.split.images[idx], rng, self.augment_shift, rows,
+                              self.batch_size)
         out = {"images": normalize(images), "labels": self.split.labels[idx]}
         if self.tokenizer is not None:
-            texts = captions(out["labels"], TRAIN_TEMPLATES, rng)
+            texts = captions(labels, TRAIN_TEMPLATES, rng)
+            if rows is not None:
+                texts = [texts[r] for r in rows]
             out["tokens"], out["eot"] = encode_captions(self.tokenizer, texts, self.text_len)
         return out
 

@@ -66,8 +66,9 @@ def build_data(
         # + "\n": the separator must be encodable even for a corpus of one-line documents
         tokenizer = build_tokenizer(tokenizer_kind, [*train_texts, *val_texts, "\n"])
     elif tokenizer.kind != tokenizer_kind:
-        raise DataError(f"the run's saved tokenizer is {tokenizer.kind!r} but "
-                        f"data.tokenizer={tokenizer_kind!r}; use the same kind to resume")
+        raise DataError(f"the run's tokenizer is {tokenizer.kind!r} but data.tokenizer="
+                        f"{tokenizer_kind!r}; set data.tokenizer={tokenizer.kind} (a resumed or "
+                        f"fine-tuning run keeps its base run's tokenizer)")
     train = _encode(tokenizer, train_texts, "train")
     validation = _encode(tokenizer, val_texts, "validation")
     separator = _encode(tokenizer, ["\n"], "separator")[0]

@@ -5,6 +5,8 @@ the pictures of them.
     img = image_embeddings(model, params, images)               # CLIP, (N, E) unit rows
     cls = class_embeddings(model, params, tok, text_len, ["zero", ...], templates)   # (K, E)
     pred = np.argmax(img @ cls.T, axis=1)                       # zero-shot classification
+    sim, pred = zero_shot(model, params, tok, text_len, images, prompts)   # one prompt a class
+    acc = accuracy(model, params, split)                        # ViT on a data.images split
     recall_at_k(img @ txt.T, relevant, ks=(1, 5))
 
 Zero-shot with several templates averages each class's prompt embeddings and renormalises
@@ -157,6 +159,21 @@ def plot_similarity(sim: np.ndarray, images: np.ndarray, texts: Sequence[str],
 
 
 # --- evaluation --------------------------------------------------------------------------------
+
+def accuracy(model, params, split) -> float:
+    """A ViT's classification accuracy on a split (data.images: .images, .labels)."""
+    return float(np.mean(np.argmax(classify(model, params, split.images), axis=1)
+                         == split.labels))
+
+
+def zero_shot(model, params, tokenizer, text_len: int, images: np.ndarray,
+              prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities (N, K), predicted prompt index (N,)) of a CLIP model's images against one
+    prompt per class (`jaxllm zero-shot`)."""
+    sim = image_embeddings(model, params, images) @ text_embeddings(
+        model, params, tokenizer, prompts, text_len).T
+    return sim, np.argmax(sim, axis=1)
+
 
 def zero_shot_accuracy(model, params, tokenizer, text_len: int, img_emb: np.ndarray,
                        labels: np.ndarray, templates) -> float:

@@ -31,6 +31,9 @@ from jaxllm.files import atomic_write, write_json_atomic
 
 def architecture(cfg: ModelConfig) -> str:
     """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
+    if cfg.kind not in ("decoder", "encoder"):
+        raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
+                              f"writes Llama and GPT-2 decoders and BERT encoders")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:
@@ -344,9 +347,9 @@ def save_hf(out_dir: str | Path, cfg: ModelConfig, params: dict, *, heads: bool 
     from safetensors.numpy import save
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = params_to_hf(cfg, params, heads=heads)
+    tensors = params_to_hf(cfg, params, heads=heads)  # refuses a model without an HF layout
     hf_cfg = dict(config_to_hf(cfg, heads=heads), **(extra_config or {}))
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     atomic_write(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     write_json_atomic(out / "config.json", hf_cfg)
     return out
@@ -377,6 +380,10 @@ def load_hf(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
         hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    if isinstance(hf_cfg, dict) and {"model", "train"} <= hf_cfg.keys():
+        raise CheckpointError(f"{d} is a jaxllm run (jaxllm train), not a model in the Hugging "
+                              f"Face layout: the verbs take it as --run {d}, and `jaxllm export "
+                              f"--run {d} --out DIR` writes one")
     cfg = config_from_hf(hf_cfg)
     weights = d / "model.safetensors"
     tensors = read_safetensors(weights)

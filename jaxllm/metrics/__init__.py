@@ -1,8 +1,9 @@
-"""Evaluation metrics: generation (BLEU, chrF, ROUGE), classification, fairness.
+"""Evaluation metrics: generation (BLEU, chrF, ROUGE), classification, fairness, WEAT.
 
 Generation metrics equal sacrebleu 2.6 and rouge-score 0.1.2; group fairness equals fairlearn.
 ir.py: hit rate, MRR, nDCG, recall, precision and MAP at k from TREC run/qrels dictionaries,
-equal to pytrec_eval (`jaxllm.metrics.ir.evaluate`).
+equal to pytrec_eval (`jaxllm.metrics.ir.evaluate`). weat.py: WEAT score and effect size on
+word-vector arrays, equal to responsibly.
 rag.py: faithfulness (lexical, model-judged) and relevancy (judged, embedding cosine) of an
 answer, AUROC of uncertainty scores.
 """
@@ -16,5 +17,6 @@ from jaxllm.metrics.fairness import (demographic_parity_difference, demographic_
                                      equal_opportunity_difference, equal_opportunity_ratio,
                                      equalized_odds_difference, equalized_odds_ratio, group_table)
 from jaxllm.metrics.rouge import RougeScore, rouge
+from jaxllm.metrics.weat import WeatResult, weat
 from jaxllm.metrics import ir  # noqa: F401  (IR metrics: jaxllm.metrics.ir.evaluate)
 from jaxllm.metrics import rag  # noqa: F401  (answers: faithfulness, relevancy, auroc)

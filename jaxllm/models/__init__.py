@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 
 from jaxllm.config import ModelConfig
+from jaxllm.errors import ConfigError
 from jaxllm.models import clip, decoder, encoder, vit
 from jaxllm.models.layers import abstract_init
 
@@ -29,6 +30,9 @@ def build(cfg: ModelConfig):
 
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """(params, logical axis names) of a fresh model of cfg.kind."""
+    if cfg.kind != "vit" and cfg.vocab_size < 1:  # a preset's 0 means "from the tokenizer"
+        raise ConfigError(f"model.vocab_size={cfg.vocab_size}: a model needs its vocabulary "
+                          f"size (a run sets it from its tokenizer; in Python, set it)")
     return KINDS[cfg.kind][1](cfg, rng)
 
 

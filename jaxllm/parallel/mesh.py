@@ -27,8 +27,9 @@ AXES = ("data", "stage", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch is split over both
 
 
-def parse_mesh_spec(spec: str, n_devices: int) -> dict[str, int]:
-    """{"data": 2, "stage": 1, ...} from "data=2,tensor=4", validated against n_devices."""
+def parse_mesh_spec(spec: str, n_devices: int, platform: str = "") -> dict[str, int]:
+    """{"data": 2, "stage": 1, ...} from "data=2,tensor=4", validated against n_devices (of
+    the platform, "cpu" adds how to simulate more devices to the error)."""
     sizes = {a: 1 for a in AXES}
     fill = None
     seen = set()
@@ -55,15 +56,20 @@ def parse_mesh_spec(spec: str, n_devices: int) -> dict[str, int]:
         else:
             sizes[name] = size
     known = math.prod(sizes.values())
+    simulate = (f" (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={known} "
+                f"simulates {known} devices)" if platform == "cpu" and known > n_devices else "")
     if fill is not None:
         if n_devices % known:
             raise ConfigError(f"mesh spec {spec!r}: {n_devices} devices are not divisible by "
-                              f"the other axes' product {known}, so {fill}=-1 cannot fill them")
+                              f"the other axes' product {known}, so {fill}=-1 cannot fill "
+                              f"them{simulate}")
         sizes[fill] = n_devices // known
     elif known != n_devices:
+        processes = jax.process_count()
+        where = f" ({processes} processes together)" if processes > 1 else ""
         raise ConfigError(f"mesh spec {spec!r}: the axis sizes multiply to {known} but there "
-                          f"are {n_devices} devices; make them multiply to {n_devices} or "
-                          f"use -1 for one axis")
+                          f"are {n_devices} devices{where}; make them multiply to {n_devices} "
+                          f"or use -1 for one axis{simulate}")
     return sizes
 
 
@@ -72,7 +78,7 @@ def make_mesh(spec: str | dict = "", devices=None) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
     if isinstance(spec, dict):
         spec = ",".join(f"{k}={v}" for k, v in spec.items())
-    sizes = parse_mesh_spec(spec or "data=-1", len(devices))
+    sizes = parse_mesh_spec(spec or "data=-1", len(devices), devices[0].platform)
     return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES,
                          axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from jaxllm.config import Config, ParallelConfig
 from jaxllm.errors import ConfigError
@@ -61,12 +62,21 @@ class Plan:
 def check_config(cfg: Config) -> None:
     """The layout's configuration errors (mesh, batch and pipeline shapes), raised before a run
     directory is made or anything is traced. Parameter divisibility is checked at planning."""
+    processes = jax.process_count()
     if not uses_mesh(cfg.parallel):
+        if processes > 1:
+            raise ConfigError(f"a run on {processes} processes needs a mesh over all their "
+                              f"{jax.device_count()} devices: pass --mesh (for example --mesh "
+                              f"data=-1) or set parallel.mesh")
         return
     pc = cfg.parallel
     layout = layout_from_config(pc)
-    layout.check_batch(cfg.train.batch_size // cfg.optim.grad_accum,
-                       "train.batch_size / optim.grad_accum")
+    micro_batch = cfg.train.batch_size // cfg.optim.grad_accum
+    layout.check_batch(micro_batch, "train.batch_size / optim.grad_accum")
+    if micro_batch % processes:
+        raise ConfigError(f"train.batch_size / optim.grad_accum = {micro_batch} is not divisible "
+                          f"by the {processes} processes (each loads an equal share of the "
+                          f"rows); use a multiple of {processes}")
     stages = layout.mesh.shape["stage"]
     if stages > 1 and pc.pipeline == "none":
         raise ConfigError(f"the mesh has stage={stages} but parallel.pipeline=none; pass "
@@ -105,7 +115,35 @@ def plan_training(cfg: Config, init_fn: Callable, tx, rng, *init_args,
     return Plan(layout, setup, step_kwargs, bubble)
 
 
-def place_batch(plan: Plan, batch):
-    """Put a host batch on the mesh, split over the batch axes."""
-    return jax.tree_util.tree_map(
-        lambda x: jax.device_put(x, plan.setup.shardings.batch(x)), batch)
+def process_rows(layout: Layout, batch_size: int) -> np.ndarray | None:
+    """The rows of a global batch of batch_size that this process's devices hold (increasing;
+    a row held by several devices, e.g. along `tensor`, counts once); None with one process,
+    which holds them all. Each process loads only these rows (BatchIterator.batch(step, rows))."""
+    if jax.process_count() == 1:
+        return None
+    sharding = layout.sharding(layout.batch_spec(1))
+    blocks = sharding.addressable_devices_indices_map((batch_size,)).values()
+    return np.unique(np.concatenate([np.arange(batch_size)[index[0]] for index in blocks]))
+
+
+def place_batch(plan: Plan, batch, rows: np.ndarray | None = None, batch_size: int = 0):
+    """Put a host batch on the mesh, split over the batch axes.
+
+    On several processes the global array is assembled from every process's part: `batch` holds
+    the `rows` (process_rows) of a global batch of batch_size, or the whole batch (rows=None)."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(x, plan.setup.shardings.batch(x)), batch)
+
+    def assemble(x):
+        n = batch_size if rows is not None else x.shape[0]
+        local = np.arange(n) if rows is None else rows
+
+        def block(index):  # the rows (and columns) one device holds, from this process's rows
+            wanted = np.arange(n)[index[0]]
+            return x[np.searchsorted(local, wanted)][(slice(None), *index[1:])]
+
+        return jax.make_array_from_callback((n, *x.shape[1:]), plan.setup.shardings.batch(x),
+                                            block)
+
+    return jax.tree_util.tree_map(assemble, batch)

@@ -11,12 +11,14 @@ Rules for text longer than the model's context:
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxllm.errors import DataError
 from jaxllm.models.decoder import Decoder
@@ -103,15 +105,42 @@ class PretrainedDecoder:
         """The assistant's answer to a user message (str) or a list of {role, content} messages,
         rendered with the model's chat template."""
         tok = self._need_tokenizer()
+        if not hasattr(tok, "apply_chat_template"):  # a jaxllm run's char or byte tokenizer
+            raise DataError(f"model {self.name!r} has no chat template (its tokenizer is "
+                            f"{type(tok).__name__}); continue a text with a prompt instead, or "
+                            f"chat with smollm2-135m-instruct")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True)
         kwargs.setdefault("max_new_tokens", 128)
         return self.generate(prompt, **kwargs).strip()
 
-    def perplexity(self, text_or_ids, *, window: int | None = None, batch_size: int = 8) -> dict:
+    def corpus_perplexity(self, corpus: str, *, max_tokens: int | None = None,
+                          window: int = 512, split: tuple = (), progress: bool = False) -> dict:
+        """perplexity() of the first max_tokens tokens (default all) of a corpus's validation
+        text (its documents joined by newlines), in windows of `window` tokens. split: the
+        (split, val_fraction, text_key) of data.load_split_texts (default: the corpus's own).
+
+            lm.corpus_perplexity("shakespeare", max_tokens=16384)   # what `jaxllm eval` prints
+        """
+        from jaxllm.data.tfds_builder import load_split_texts
+
+        if max_tokens is not None and max_tokens < 2:
+            raise DataError(f"max_tokens={max_tokens}: must be at least 2 (--max-tokens)")
+        if window < 2:
+            raise DataError(f"window={window}: must be at least 2 (--window)")
+        text = "\n".join(load_split_texts(corpus, *split)[1])
+        if max_tokens:  # a token is at least one character: encode only what can be scored
+            text = text[:max_tokens * 8]
+        ids = self._need_tokenizer().encode(text)
+        return self.perplexity(ids[:max_tokens] if max_tokens else ids, window=window,
+                               progress=progress)
+
+    def perplexity(self, text_or_ids, *, window: int | None = None, batch_size: int = 8,
+                   progress: bool = False) -> dict:
         """Mean next-token cross-entropy and perplexity over a text (or token ids), scored in
-        consecutive non-overlapping windows of `window` tokens (default min(max_len, 512))."""
+        consecutive non-overlapping windows of `window` tokens (default min(max_len, 512));
+        progress: a bar on stderr."""
         ids = self._need_tokenizer().encode(text_or_ids) if isinstance(text_or_ids, str) \
             else list(text_or_ids)
         window = min(window or 512, self.config.max_len)
@@ -127,7 +156,8 @@ class PretrainedDecoder:
             tgts[r, :len(chunk) - 1] = chunk[1:]
             wts[r, :len(chunk) - 1] = 1
         total, count = 0.0, 0.0
-        for s in range(0, n, batch_size):
+        for s in tqdm(range(0, n, batch_size), disable=not progress, desc="scoring windows",
+                      unit="batch", file=sys.stderr, leave=False):
             sl = slice(s, s + batch_size)
             pad = batch_size - toks[sl].shape[0]
             t, g, w = (np.pad(a[sl], ((0, pad), (0, 0))) for a in (toks, tgts, wts))
@@ -159,7 +189,10 @@ class PretrainedEncoder:
             raise DataError("embed takes a list of texts; wrap a single text in a list")
         if self.tokenizer is None:
             raise DataError(f"model {self.name!r} has no tokenizer; use embed_ids")
-        ids = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)  # [CLS] .. [SEP]
+        if hasattr(self.tokenizer, "encode_batch"):
+            ids = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)  # [CLS]..[SEP]
+        else:  # a jaxllm run's char or byte tokenizer (an exported MLM run): no special tokens
+            ids = [self.tokenizer.encode(t) for t in texts]
         return self.embed_ids(ids, batch_size=batch_size)
 
     def embed_ids(self, ids: list[list[int]], *, batch_size: int = 32) -> np.ndarray:

@@ -53,12 +53,18 @@ def build_tokenizer(kind: str, texts: Iterable[str]) -> Tokenizer:
 
 def load_tokenizer(path_or_dict: str | os.PathLike | dict[str, Any]) -> Tokenizer:
     """A tokenizer from a registered name (`registry.NAMES`), a file (`tok.save()`'s JSON, a HF
-    tokenizer.json, a BERT vocab.txt, a GGUF file) or a dict made by `to_dict()`/`to_hf_dict()`."""
+    tokenizer.json, a BERT vocab.txt, a GGUF file), a directory holding a tokenizer.json (a run,
+    an export) or a dict made by `to_dict()`/`to_hf_dict()`."""
     if isinstance(path_or_dict, dict):
         return _from_dict(path_or_dict, source="tokenizer dict")
     path = Path(path_or_dict)
     if isinstance(path_or_dict, str) and path_or_dict in registry.PACKAGES and not path.exists():
         return registry.load_named(path_or_dict)
+    if path.is_dir():  # a run directory or an exported model: the tokenizer.json it holds
+        if not (path / "tokenizer.json").is_file():
+            raise DataError(f"{path} is a directory without a tokenizer.json; pass a tokenizer "
+                            f"file or a run directory")
+        path = path / "tokenizer.json"
     source = f"tokenizer file {str(path)!r}"
     if path.suffix == ".txt" and path.exists():
         return registry.load_vocab_txt(path)

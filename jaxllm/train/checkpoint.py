@@ -12,25 +12,34 @@ from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxllm.errors import CheckpointError
+from jaxllm.files import is_remote
 from jaxllm.platform import quiet
 
 
 class Checkpoints:
     """A run's checkpoint manager. orbax logs every save and restore at INFO through absl, and a
-    training loop prints its own progress: each orbax call runs under `platform.quiet()`."""
+    training loop prints its own progress: each orbax call runs under `platform.quiet()`.
 
-    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
-        self.directory = Path(directory).absolute()
+    With async_save, `save` returns once the arrays are copied to host memory and orbax writes
+    them in a background thread (the next save, a restore and `close` wait for it); the train
+    step may then donate the state's buffers (on CPU, where the copy is a view, XLA declines to
+    donate a buffer a view still holds, and copies instead)."""
+
+    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False,
+                 async_save: bool = False):
+        self.directory, self.async_save = epath.Path(directory), async_save
+        if not is_remote(self.directory):
+            self.directory = self.directory.absolute()
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoints directory at {self.directory}")
         options = ocp.CheckpointManagerOptions(
             # a reader (eval, generate) never deletes or cleans up anything
             max_to_keep=None if read_only else keep, create=not read_only,
             cleanup_tmp_directories=not read_only,
-            # synchronous: the next (buffer-donating) train step must not race a background copy
-            enable_async_checkpointing=False)
+            enable_async_checkpointing=async_save)
         with quiet():
             self._manager = ocp.CheckpointManager(self.directory, options=options,
                                                   item_names=("state", "data"))
@@ -50,12 +59,21 @@ class Checkpoints:
             self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
                 force=True)
+            if not self.async_save:
+                self._manager.wait_until_finished()
+
+    def wait(self) -> None:
+        """Until the last save is on disk (at once when saves are synchronous)."""
+        with quiet():
             self._manager.wait_until_finished()
 
     def restore(self, step: int, like_state):
         """(state, data_state) saved at `step`. like_state (arrays or jax.ShapeDtypeStructs) gives
-        the tree, shapes, dtypes and shardings (one device when it has none)."""
-        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        the tree, shapes, dtypes and shardings (when it has none: this process's first device;
+        a checkpoint restores onto any mesh and process count, each process reading the shards
+        its devices hold)."""
+        self.wait()
+        default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                            sharding=getattr(x, "sharding", None) or default),

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
+
 from jaxllm import config as config_lib
 from jaxllm import pretrained
 from jaxllm.data import BatchIterator, build_data, eval_batches
 from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
 from jaxllm.models.vit import check_images
+from jaxllm.parallel import distributed
 from jaxllm.parallel.plan import padded_vocab
 from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import pretrained_name, with_vocab
@@ -36,8 +39,15 @@ class Inputs(NamedTuple):
 
 
 def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
-    """The inputs of a run of cfg.model.kind."""
-    return (image_inputs if cfg.model.kind in IMAGE_KINDS else text_inputs)(cfg, run, resuming)
+    """The inputs of a run of cfg.model.kind. On several processes, process 0 prepares the
+    corpus's files first while the others wait (hosts may share the data directory, and two
+    processes preparing one dataset at once collide), then the others read them."""
+    make = image_inputs if cfg.model.kind in IMAGE_KINDS else text_inputs
+    if jax.process_count() == 1:
+        return make(cfg, run, resuming)
+    inputs = make(cfg, run, resuming) if distributed.is_primary() else None
+    distributed.barrier("jaxllm-data-prepared")
+    return inputs if inputs is not None else make(cfg, run, resuming)
 
 
 def text_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:

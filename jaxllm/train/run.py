@@ -1,6 +1,7 @@
 """A run directory and everything in it.
 
-    DIR/config.json        the full Config of the run (written once, atomically)
+    DIR/config.json        the full Config of the run (written atomically; a resume may change
+                           train.steps and the parallel section, nothing else)
     DIR/tokenizer.json     the run's tokenizer (char vocabulary, or byte)
     DIR/metrics.jsonl      one JSON object per log or evaluation (step, train_loss, val_loss, ...)
     DIR/loss.png           train and validation loss curves, redrawn at each evaluation
@@ -8,29 +9,42 @@
 
 `load_run(DIR)` reads a finished or running run back for evaluation and generation;
 `init_from_params(cfg)` reads the run (or pretrained model) a fine-tuning run starts from.
+`quantize_run` and `merge_run` write a run's parameters quantized, or merged and dequantized, as
+a new run (jaxllm quantize, jaxllm export --format run).
+
+DIR may be local or on an object store (gs://bucket/run on a TPU VM): paths go through
+etils.epath. In a multi-host run every process opens the same DIR, only process 0 writes
+config.json, tokenizer.json, metrics.jsonl and loss.png, and every process writes its own shards
+of each checkpoint (orbax).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
+from etils import epath
 
 from jaxllm import config as config_lib
-from jaxllm import models, pretrained
+from jaxllm import models, pretrained, transforms
+from jaxllm.data import BatchIterator, build_data
 from jaxllm.errors import CheckpointError, ConfigError, JaxllmError
-from jaxllm.files import atomic_write
-from jaxllm.optim import make_optimizer
+from jaxllm.files import atomic_write, check_new_dir, is_remote
+from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.parallel import distributed
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
-from jaxllm.train.params import build_params, pretrained_name, state_like
+from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, pretrained_name, state_like,
+                                 with_pretrained_model)
+from jaxllm.transforms import lora
 
 
 class RunDir:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = epath.Path(path)
         self.config_file = self.path / "config.json"
         self.tokenizer_file = self.path / "tokenizer.json"
         self.metrics_file = self.path / "metrics.jsonl"
@@ -40,17 +54,40 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_file.exists()
 
-    def create(self, cfg: config_lib.Config, tokenizer) -> None:
-        """Start a new run here; refuses to touch a directory that already holds one."""
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files (process 0 of a multi-host run)."""
+        return distributed.is_primary()
+
+    def check_new(self) -> None:
+        """Before any work for a new run: the directory is new or empty. A run there is for
+        --resume; any other file (a user's notes, metrics.jsonl, tokenizer.json) is left alone.
+        (An object-store directory is checked for a run only.)"""
         if self.exists() or (self.checkpoints.exists() and any(self.checkpoints.iterdir())):
-            raise CheckpointError(f"{self.path} already holds a run; pass --resume to continue it "
-                                  f"or choose another --out")
+            raise CheckpointError(f"{self.path} already holds a run; choose another --out "
+                                  f"(jaxllm train --resume --out {self.path} continues it)")
+        if not is_remote(self.path):
+            check_new_dir(self.path)
+
+    def create(self, cfg: config_lib.Config, tokenizer) -> None:
+        """Start a new run here; refuses a directory that holds a run or anything else."""
+        self.check_new()
+        distributed.barrier("jaxllm-run-create")  # every process looked before process 0 writes
+        if not self.writer:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:  # a ViT reads no text
             tokenizer.save(self.tokenizer_file)
+        self.write_config(cfg)
+
+    def write_config(self, cfg: config_lib.Config) -> None:
+        """(Re)write config.json atomically: at creation, and when a resume changes the target
+        step count or the device layout."""
         atomic_write(self.config_file, cfg.to_json() + "\n")
 
     def check(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"{self.path} is a file, not a run directory")
         if not self.path.is_dir():
             raise CheckpointError(f"run directory {self.path} does not exist")
         if not self.exists():
@@ -60,10 +97,16 @@ class RunDir:
         self.check()
         try:
             raw = json.loads(self.config_file.read_text(encoding="utf-8"))
+            if isinstance(raw, dict) and "model_type" in raw:
+                raise CheckpointError(f"{self.path} holds a model in the Hugging Face layout "
+                                      f"(jaxllm export), not a run: the verbs take it as "
+                                      f"--model {self.path}")
             return config_lib.validate(config_lib.from_dict(raw))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{self.config_file} is not valid JSON ({e}); the run directory "
                                   f"is damaged") from None
+        except CheckpointError:
+            raise
         except JaxllmError as e:
             raise CheckpointError(f"{self.config_file} does not hold a valid config: {e}") from None
 
@@ -71,7 +114,10 @@ class RunDir:
         if not self.tokenizer_file.exists():
             raise CheckpointError(f"{self.tokenizer_file} is missing; the run directory is damaged")
         try:
-            return load_tokenizer(self.tokenizer_file)
+            return load_tokenizer(json.loads(self.tokenizer_file.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{self.tokenizer_file} is not valid JSON ({e}); the run "
+                                  f"directory is damaged") from None
         except JaxllmError as e:
             raise CheckpointError(f"{self.tokenizer_file} cannot be read: {e}") from None
 
@@ -89,17 +135,45 @@ class RunDir:
         return rows
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        if not self.writer:
+            return
+        line = json.dumps(row) + "\n"
+        if is_remote(self.metrics_file):  # an object store cannot append: rewrite the object
+            old = self.read_metrics()
+            atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in old) + line)
+            return
+        with self.metrics_file.open("a", encoding="utf-8") as f:
+            f.write(line)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after `step` (by a run that died before its next checkpoint)."""
+        if not self.writer:
+            return
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
         atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def set_aside_after(self, step: int, later: list[int]) -> Path:
+        """Move the checkpoints of steps `later` (all after `step`) and the metrics rows after
+        `step` into a new folder DIR/after-step-<step>[-k]/, so that a resume from `step` replaces
+        nothing (`jaxllm train --resume --step`). Returns that folder."""
+        aside = self.path / f"after-step-{step}"
+        k = 1
+        while aside.exists():
+            k += 1
+            aside = self.path / f"after-step-{step}-{k}"
+        (aside / "checkpoints").mkdir(parents=True)
+        rows = [r for r in self.read_metrics() if r.get("step", 0) > step]
+        atomic_write(aside / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        for s in later:
+            (self.checkpoints / str(s)).rename(aside / "checkpoints" / str(s))
+        self.truncate_metrics(step)
+        return aside
 
     def plot(self, accuracy: bool = False) -> None:
         """Draw loss.png from metrics.jsonl (train loss per log, validation loss per eval), and
         with accuracy=True a second panel of train and validation accuracy."""
+        if not self.writer:
+            return
         from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
         rows = self.read_metrics()
@@ -130,9 +204,9 @@ class RunDir:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        tmp = self.plot_file.with_name(".loss.png.tmp")
-        fig.savefig(tmp, format="png")
-        tmp.replace(self.plot_file)
+        png = io.BytesIO()  # an object store has no rename: write the bytes atomically
+        fig.savefig(png, format="png")
+        atomic_write(self.plot_file, png.getvalue())
 
 
 @dataclass
@@ -168,6 +242,19 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
                      params=state.params, step=step)
 
 
+def with_base_run(cfg: config_lib.Config, path: str | Path) -> config_lib.Config:
+    """cfg set up to fine-tune the run at path (what `jaxllm train --init-from DIR` starts from):
+    train.init_from = path, the run's model section except the RUN_MODEL_FIELDS that do not
+    change the parameters' shapes (max_len stays the run's for learned positions, whose table
+    it sizes), and the run's tokenizer kind."""
+    base = RunDir(path).load_config()
+    keep = [f for f in RUN_MODEL_FIELDS if f != "weights"
+            and not (f == "max_len" and base.model.positions == "learned")]
+    model = replace(base.model, weights="", **{f: getattr(cfg.model, f) for f in keep})
+    return replace(cfg, model=model, data=replace(cfg.data, tokenizer=base.data.tokenizer),
+                   train=replace(cfg.train, init_from=str(path)))
+
+
 def init_from_params(cfg: config_lib.Config):
     """The parameters of the run (or pretrained model) train.init_from names, checked to fit
     this run's model."""
@@ -188,3 +275,101 @@ def init_from_params(cfg: config_lib.Config):
         raise ConfigError(f"train.init_from={name!r}: its parameters do not fit this run's "
                           f"model config; {fix}")
     return base
+
+
+# --- post-training quantization of a run --------------------------------------------------------
+
+def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
+                 calib_batches: int = 0) -> LoadedRun:
+    """Quantize a run's weights into the new run directory `out` (what `jaxllm quantize` does)
+    and return it loaded. spec is a model.weights spec (jaxllm.transforms: "method=int4,group=64",
+    "embed=true" for the token embedding too); with act=static (W8A8), calib_batches training
+    batches of the run's corpus calibrate the activation steps (decoder runs). Every model kind
+    works: the axis names come from the run's own model. The new run's config records the spec,
+    so load_run, eval and generate read it like any run.
+
+        q = quantize_run(load_run("runs/base"), "runs/q4", "method=int4,group=64")
+    """
+    cfg = loaded.config
+    run = RunDir(out)
+    options = transforms.parse_spec(spec, "quantize")
+    static = options.get("act") == "static"
+    if cfg.model.weights or cfg.train.lora:
+        raise config_lib.ConfigError(
+            f"{loaded.run.path} is already transformed (model.weights={cfg.model.weights!r}, "
+            f"train.lora={cfg.train.lora!r}); quantize a float run (merge LoRA first)")
+    if static and calib_batches < 1:
+        raise config_lib.ConfigError(f"quantize spec {spec!r}: act=static needs calibration "
+                                     f"batches (jaxllm quantize --calib N)")
+    if calib_batches and not static:
+        raise config_lib.ConfigError(f"{calib_batches} calibration batches calibrate static "
+                                     f"activations only; add act=static (--act static)")
+    if static and cfg.model.kind != "decoder":
+        raise config_lib.ConfigError(
+            f"static W8A8 calibrates a decoder on text batches; {loaded.run.path} is a "
+            f"{cfg.model.kind} run: use dynamic activations (act=dynamic, --act dynamic)")
+    run.check_new()
+    # static steps are found on the dynamically quantized model, then stored in the QArrays
+    qparams = transforms.apply_weights_spec(loaded.params, spec.replace("act=static",
+                                                                        "act=dynamic"),
+                                            models.abstract_params(cfg.model)[1])
+    if static:
+        dc, t = cfg.data, cfg.train
+        data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
+                          loaded.tokenizer)
+        it = BatchIterator(data.train, t.batch_size, cfg.model.max_len, t.seed + 7, dc.sampling,
+                           data.separator, "calibration")
+        ranges = transforms.calibrate(loaded.model, qparams, [next(it) for _ in
+                                                              range(calib_batches)])
+        qparams = transforms.apply_calibration(qparams, ranges)
+    new_cfg = replace(cfg, model=replace(cfg.model, weights=spec))
+    state = TrainState(step=jax.numpy.asarray(loaded.step, jax.numpy.int32), params=qparams,
+                       opt_state={})  # a quantized run trains only as QLoRA: no optimizer state
+    return _write_run(run, replace(loaded, config=new_cfg, params=qparams), state,
+                      {"quantized_from": str(loaded.run.path)})
+
+
+def merge_run(loaded: LoadedRun, out: str | Path) -> LoadedRun:
+    """A LoRA, QLoRA or quantized run as a plain float run in the new directory `out` (what
+    `jaxllm export --format run` does): LoRA factors merged into their base (W + alpha/r A B),
+    quantized weights dequantized; train.lora and model.weights are cleared, and the optimizer
+    state starts fresh, so the new run evaluates, exports and fine-tunes like any float run.
+
+        plain = merge_run(load_run("runs/lora"), "runs/merged")
+    """
+    run = RunDir(out)
+    run.check_new()
+    cfg = loaded.config
+    new_cfg = replace(cfg, model=replace(cfg.model, weights=""),
+                      train=replace(cfg.train, lora=""))
+    params = lora.merge(loaded.params, float_export=True)
+    tx = make_optimizer(new_cfg.optim, new_cfg.train.steps)
+    state = TrainState.create(params, tx)
+    state = state.replace(step=jax.numpy.asarray(loaded.step, jax.numpy.int32))
+    return _write_run(run, replace(loaded, config=new_cfg, params=params), state,
+                      {"merged_from": str(loaded.run.path)})
+
+
+def _write_run(run: RunDir, loaded: LoadedRun, state, note: dict) -> LoadedRun:
+    """Write loaded's config and tokenizer and one checkpoint of state as the new run `run`."""
+    run.create(loaded.config, loaded.tokenizer)
+    ckpts = Checkpoints(run.checkpoints, keep=1)
+    ckpts.save(loaded.step, state, note)
+    ckpts.close()
+    return replace(loaded, run=run)
+
+
+def pretrained_as_run(name: str) -> LoadedRun:
+    """A pretrained decoder (jaxllm.pretrained) as a LoadedRun at step 0, with a run config
+    (train.init_from = name, the model's architecture and full context, a rolled layer loop as
+    jaxllm.pretrained uses), so that what is made from it (quantize_run) reads like any run."""
+    from jaxllm import pretrained
+
+    lm = pretrained.load(name)
+    if lm.config.kind != "decoder" or lm.tokenizer is None:
+        raise config_lib.ConfigError(f"{name} is not a decoder with a tokenizer; only such a "
+                                     f"pretrained model (smollm2-135m-instruct) becomes a run")
+    cfg = with_pretrained_model(config_lib.get_preset("shakespeare-char"), name)
+    cfg = replace(cfg, model=replace(cfg.model, max_len=lm.config.max_len, scan_unroll=1))
+    return LoadedRun(run=RunDir(name), config=config_lib.validate(cfg), tokenizer=lm.tokenizer,
+                     model=lm.model, params=lm.params, step=0)
