@@ -52,11 +52,9 @@ def tiny_run(tmp_path_factory):
     return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
 
 
-@pytest.fixture
-def tiny_pretrained(monkeypatch):
-    """A registered name whose load() gives a small Llama-style PretrainedDecoder over bytes, so
-    that the --model / --init-from paths run in seconds; smollm2-135m-instruct takes the same
-    code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
+def tiny_decoder(max_len: int = 64):
+    """A small Llama-style PretrainedDecoder over bytes with random weights: RoPE positions, so
+    the weights are the same whatever its context (max_len)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -66,15 +64,31 @@ def tiny_pretrained(monkeypatch):
     from jaxllm.models.decoder import init_params
     from jaxllm.text import ByteTokenizer
 
-    cfg = ModelConfig(vocab_size=256, max_len=64, n_layers=2, n_heads=4, n_kv_heads=2,
+    cfg = ModelConfig(vocab_size=256, max_len=max_len, n_layers=2, n_heads=4, n_kv_heads=2,
                       d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
                       scan_unroll=1)
     rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
     params = jax.tree_util.tree_map(
         lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
         jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0))[0]))
-    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), "tiny-llama")
+    return pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), "tiny-llama")
+
+
+@pytest.fixture
+def tiny_pretrained(monkeypatch):
+    """A registered name whose load() gives tiny_decoder(), so that the --model / --init-from
+    paths run in seconds; smollm2-135m-instruct takes the same code path
+    (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
+    from jaxllm import pretrained
+
+    lm = tiny_decoder()
     monkeypatch.setitem(pretrained.REGISTRY, "tiny-llama",
                         pretrained.Entry("none", "none", "none", "gguf", "none"))
     monkeypatch.setitem(pretrained._CACHE, "tiny-llama", lm)
     return lm
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm():
+    """tiny_decoder with a context of 1024 bytes: room for a prompt with a few sources."""
+    return tiny_decoder(1024)
