@@ -14,6 +14,8 @@ kinds of command are not run in full, to keep this test small:
   tests/test_retrieval_*.py run them.
 - `jaxllm vectors train --corpus sharegpt`: runs as written on a 127k-word stand-in of the corpus
   (tests/test_text_vectors*.py test the training itself).
+- `jaxllm ask` (SmolLM2-135M answering): parsed only; tests/test_rag_*.py run it on a tiny
+  stand-in model.
 - the multi-host commands (`--distributed`, and the `export XLA_FLAGS=...` before them): parsed
   only; tests/test_multihost.py runs them as two processes.
 `make demo` / `make test` are the quickstart itself. Python blocks run with exec(), the same
@@ -111,7 +113,8 @@ def test_readme_shell_commands_run_as_written(scratch, capsys):
             assert argv[0] in ("jaxllm", "make"), f"README shell line {argv}: not a command"
             if argv[0] == "make":
                 continue
-            if any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL + ("--distributed",)):
+            if argv[1] == "ask" or any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL
+                                             + ("--distributed",)):
                 build_parser().parse_args(argv[1:])  # the flags exist (SystemExit otherwise)
                 continue
             err = io.StringIO()
