@@ -54,8 +54,15 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture
 def tiny_pretrained(monkeypatch):
-    """A registered name ("tiny-llama") whose load() gives a small Llama-style PretrainedDecoder
-    over bytes, so that the --model / --init-from paths run in seconds; smollm2-135m-instruct
-    takes the same code path (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
+    """A registered name ("tiny-llama") whose load() gives helpers.tiny_decoder(), so that the
+    --model / --init-from paths run in seconds; smollm2-135m-instruct takes the same code path
+    (experiments/quantization_smollm2.py, experiments/lora.py --model)."""
     from helpers import register_tiny_llama
     return register_tiny_llama(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm():
+    """helpers.tiny_decoder with a context of 1024 bytes: room for a prompt with a few sources."""
+    from helpers import tiny_decoder
+    return tiny_decoder(1024)

@@ -89,10 +89,9 @@ def error_of(argv, capsys) -> str:
     return lines[0]
 
 
-def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):
-    """Register `name` as a small Llama-style PretrainedDecoder over bytes (random weights of
-    the model's shapes), so that --model / --init-from paths run in seconds; the registered
-    smollm2-135m-instruct takes the same code path."""
+def tiny_decoder(max_len: int = 64, n_layers: int = 2, name: str = "tiny-llama"):
+    """A small Llama-style PretrainedDecoder over bytes with random weights (of the model's
+    shapes): RoPE positions, so the weights are the same whatever its context (max_len)."""
     from jaxllm import pretrained
     from jaxllm.text import ByteTokenizer
 
@@ -103,7 +102,15 @@ def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):
     params = jax.tree_util.tree_map(
         lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
         jax.eval_shape(lambda: models.init_params(cfg, jax.random.PRNGKey(0))[0]))
-    lm = pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), name)
+    return pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), name)
+
+
+def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):
+    """Register `name` as tiny_decoder(max_len, n_layers), so that --model / --init-from paths
+    run in seconds; the registered smollm2-135m-instruct takes the same code path."""
+    from jaxllm import pretrained
+
+    lm = tiny_decoder(max_len, n_layers, name)
     monkeypatch.setitem(pretrained.REGISTRY, name,
                         pretrained.Entry("none", "none", "none", "gguf", "none"))
     monkeypatch.setitem(pretrained._CACHE, name, lm)

@@ -12,6 +12,12 @@ kinds of command are not run in full, to keep this test small:
 - commands and Python naming the real pretrained models (SmolLM2-135M, MiniLM), and searches
   that need MiniLM vectors or a trained reranker: parsed only; tests/test_pretrained*.py and
   tests/test_retrieval_*.py run them.
+- `jaxllm vectors train --corpus sharegpt`: runs as written on a 127k-word stand-in of the corpus
+  (tests/test_text_vectors*.py test the training itself).
+- `jaxllm ask` (SmolLM2-135M answering): parsed only; tests/test_rag_*.py run it on a tiny
+  stand-in model.
+- the multi-host commands (`--distributed`, and the `export XLA_FLAGS=...` before them): parsed
+  only; tests/test_multihost.py runs them as two processes.
 `make demo` / `make test` are the quickstart itself. Python blocks run with exec(), the same
 way (train() is the tiny stand-in; blocks loading the real pretrained models are skipped).
 """
@@ -46,8 +52,9 @@ def blocks():
 
 def commands(text: str) -> list[list[str]]:
     joined = text.replace("\\\n", " ")
-    return [shlex.split(line, comments=True) for line in joined.splitlines()
-            if shlex.split(line, comments=True)]
+    lines = [shlex.split(line, comments=True) for line in joined.splitlines()]
+    # `cmd &` (a second process started in the background) is the command itself
+    return [argv[:-1] if argv[-1] == "&" else argv for argv in lines if argv]
 
 
 def _kind_of(cfg) -> str:
@@ -68,6 +75,16 @@ def scratch(tiny_run, tmp_path, monkeypatch):
                        ("ref.txt", "the cat sat on a mat\n"), ("ref2.txt", "a cat sat\n")):
         (tmp_path / name).write_text(text)
     kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora")}
+    # word vectors: the README trains on ShareGPT (17M words: an hour here); the pydoc corpus
+    # and three plays (127k words, enough for every benchmark the README evaluates on) stand in
+    # for it, and are the Python block's corpus.txt
+    from jaxllm.data import corpora
+
+    real = corpora.load_documents
+    small = real("pydoc") + real("shakespeare")[:3]
+    monkeypatch.setattr(corpora, "load_documents",
+                        lambda name: small if name == "sharegpt" else real(name))
+    (tmp_path / "corpus.txt").write_text(corpora.corpus_text(small))
 
     def validated_run(cfg, run, *, resuming, progress):
         loop.check_transforms(cfg)
@@ -90,10 +107,14 @@ def test_readme_shell_commands_run_as_written(scratch, capsys):
         if lang:
             continue
         for argv in commands(text):
+            if argv[0] == "export":  # the environment of the multi-host commands
+                assert all(re.fullmatch(r"\w+=\S+", a) for a in argv[1:]), argv
+                continue
             assert argv[0] in ("jaxllm", "make"), f"README shell line {argv}: not a command"
             if argv[0] == "make":
                 continue
-            if any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL):
+            if argv[1] == "ask" or any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL
+                                             + ("--distributed",)):
                 build_parser().parse_args(argv[1:])  # the flags exist (SystemExit otherwise)
                 continue
             err = io.StringIO()
@@ -112,5 +133,5 @@ def test_readme_python_runs_as_written(scratch, capsys):
             continue
         exec(compile(text, f"README.md python block {ran}", "exec"), {})  # noqa: S102
         ran += 1
-    assert ran == 5
+    assert ran == 6
     assert os.path.exists("tokenizer.json") and os.path.isdir("runs/quick")

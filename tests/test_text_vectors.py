@@ -100,6 +100,13 @@ def test_bad_files_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="whitespace"):
         KeyedVectors(["a b"], np.ones((1, 2))).save(tmp_path / "x.bin")
     assert not (tmp_path / "x.bin").exists()
+    # one pair in the vocabulary: no correlation can be computed (scipy raised a ValueError)
+    kv = KeyedVectors(["cat", "dog", "car"], np.eye(3))
+    (tmp_path / "pairs.tsv").write_text("cat\tdog\t7.0\ncat\tzebra\t5.0\n")
+    with pytest.raises(DataError, match="has 1 pair.*needs at least 2"):
+        kv.evaluate_word_pairs(tmp_path / "pairs.tsv")
+    (tmp_path / "pairs.tsv").write_text("cat\tdog\t7.0\ncat\tcar\t5.0\n")
+    assert kv.evaluate_word_pairs(tmp_path / "pairs.tsv")[2] == 0.0  # two pairs: no OOV
 
 
 @needs_googlenews

@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 
+from jaxllm.cli import ask as ask_cmd
 from jaxllm.cli import cluster
 from jaxllm.cli import data as data_cmd
 from jaxllm.cli import embed as embed_cmd
@@ -36,7 +37,7 @@ VERBS = {"train": train_cmd, "generate": generate_cmd, "eval": eval_cmd,
          "tokenizer": tokenizer_cmd, "export": export_cmd, "embed": embed_cmd,
          "quantize": quantize_cmd, "zero-shot": zero_shot_cmd, "presets": presets_cmd,
          "score": score_cmd, "index": index_cmd, "search": search_cmd,
-         "vectors": vectors_cmd, "data": data_cmd}
+         "vectors": vectors_cmd, "data": data_cmd, "ask": ask_cmd}
 
 
 class UsageError(Exception):

@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.errors import DataError
+from jaxllm.errors import ConfigError, DataError
+from jaxllm.infer.constrain import Constraint
 from jaxllm.models.attention import DECODE_PATHS, resolve_decode_path
 from jaxllm.models.decoder import Decoder, KVCache
 from jaxllm.transforms.quantize import QArray
@@ -206,15 +207,39 @@ def _accelerator_path(cfg, params):
     return model, params, prefill, step
 
 
+def _stream(tokens, step):
+    """Host side of generate's on_token: hands each step's tokens to the current callback."""
+    if _ON_TOKEN:
+        _ON_TOKEN[-1](int(step), np.asarray(tokens))
+
+
+_ON_TOKEN: list = []  # the on_token callbacks of the generate calls in progress (innermost last)
+
+
+def _masked(logits, state, i, constraint, max_new_tokens, is_stop):
+    """The logits with the tokens a constraint forbids at step i set to -inf (see
+    constrain.py): a token must lead to a state that can still accept within the steps left;
+    stop tokens only in an accepting state."""
+    table, accept, dist = constraint
+    nxt = table[state]  # (B, V): the state after each token
+    left = max_new_tokens - i - 1  # tokens that may follow this one
+    ok = (nxt >= 0) & (dist[jnp.maximum(nxt, 0)] <= left)
+    ok = ok | (is_stop[None, :] & accept[state][:, None])
+    return jnp.where(ok, logits, -jnp.inf)
+
+
 @partial(jax.jit, static_argnames=("model", "path", "max_new_tokens", "temperature", "top_k",
                                    "top_p", "stop_tokens", "use_cache", "n_tokens",
-                                   "keep_logits"))
-def _generate(params, cpu_weights, prompt, prompt_mask, rng, *, model: Decoder, path: str,
-              max_new_tokens: int, temperature: float, top_k: int, top_p: float,
-              stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int, keep_logits: bool):
+                                   "keep_logits", "keep_scores", "stream"))
+def _generate(params, cpu_weights, prompt, prompt_mask, rng, constraint, *, model: Decoder,
+              path: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+              stop_tokens: tuple[int, ...], use_cache: bool, n_tokens: int, keep_logits: bool,
+              keep_scores: bool, stream: bool):
     """(new tokens (B, max_new_tokens), how many were made, their logits (B, max_new_tokens,
-    n_tokens) float32 if keep_logits else None). params: the model's own; cpu_weights:
-    _cpu_decode_weights(params) on the "cpu" path, None on the "accelerator" path."""
+    n_tokens) float32 if keep_logits else None, (log-probs, entropies) (B, max_new_tokens) if
+    keep_scores else None, each row's length under a constraint else None). params: the
+    model's own; cpu_weights: _cpu_decode_weights(params) on the "cpu" path, None on the
+    "accelerator" path; constraint: (table, accept, dist) arrays or None."""
     cfg = model.cfg
     if path == "cpu":
         model, params, prefill, step = _cpu_path(cfg, params, *cpu_weights)
@@ -239,31 +264,59 @@ def _generate(params, cpu_weights, prompt, prompt_mask, rng, *, model: Decoder, 
     def window_logits(tok, cache, buffer, cur):
         return _window_logits(model, params, buffer, mask, cur, window), cache
 
+    is_stop = jnp.zeros((cfg.vocab_size,), bool).at[jnp.asarray(stop_tokens or (0,))].set(
+        bool(stop_tokens))
+
     def phase(carry, stop, next_logits):
         """Steps i < stop: sample token i from the logits, write it, compute the next logits."""
         def cond(carry):
-            i, _, _, _, done, _, _ = carry
+            i, _, _, _, done, _, _, _, _ = carry
             return (i < stop) & ~jnp.all(done)
 
         def body(carry):
-            i, logits, cache, buffer, done, rng, kept = carry
+            i, logits, cache, buffer, done, rng, kept, scores, cstate = carry
             if keep_logits:
                 kept = jax.lax.dynamic_update_slice_in_dim(
                     kept, logits[:, None, :n_tokens].astype(jnp.float32), i, axis=1)
+            raw = logits
             if n_tokens < cfg.vocab_size:  # rows a mesh padded the vocabulary with: never drawn
                 logits = jnp.where(jnp.arange(cfg.vocab_size) < n_tokens, logits, -jnp.inf)
+            if constraint is not None:
+                state, length = cstate
+                logits = _masked(logits, state, i, constraint, max_new_tokens, is_stop)
             tok = sample_logits(logits, jax.random.fold_in(rng, i), temperature, top_k, top_p)
+            if keep_scores:  # under the model's own distribution over the tokenizer's ids
+                logp = jax.nn.log_softmax(raw[:, :n_tokens].astype(jnp.float32), axis=-1)
+                picked = jnp.take_along_axis(logp, tok[:, None], axis=1)[:, 0]
+                entropy = -jnp.sum(jnp.where(logp > -jnp.inf, jnp.exp(logp) * logp, 0.0), -1)
+                scores = tuple(jax.lax.dynamic_update_slice_in_dim(a, x[:, None], i, axis=1)
+                               for a, x in zip(scores, (picked, entropy)))
+            if stream:
+                jax.debug.callback(_stream, tok, i, ordered=True)
             buffer = jax.lax.dynamic_update_slice_in_dim(buffer, tok[:, None], prompt_len + i,
                                                          axis=1)
-            done = done | jnp.any(tok[:, None] == stops[None, :], axis=1)
+            stopped = jnp.any(tok[:, None] == stops[None, :], axis=1)
+            if constraint is not None:  # a row also ends in an accepting state nothing extends
+                table, accept, _ = constraint
+                nxt = jnp.take_along_axis(table[state], tok[:, None], axis=1)[:, 0]
+                nxt = jnp.where(done | stopped, state, nxt)
+                complete = accept[nxt] & ~jnp.any(table[nxt] >= 0, axis=1)
+                length = jnp.where(done, length, jnp.where(stopped, i, jnp.where(
+                    complete, i + 1, length)))
+                cstate = (nxt, length)
+                stopped = stopped | complete
+            done = done | stopped
             logits, cache = next_logits(tok, cache, buffer, prompt_len + i + 1)
-            return i + 1, logits, cache, buffer, done, rng, kept
+            return i + 1, logits, cache, buffer, done, rng, kept, scores, cstate
 
         return jax.lax.while_loop(cond, body, carry)
 
     kept = jnp.zeros((batch, max_new_tokens, n_tokens), jnp.float32) if keep_logits else None
+    scores = (jnp.zeros((batch, max_new_tokens), jnp.float32),) * 2 if keep_scores else None
+    cstate = None if constraint is None else (jnp.zeros((batch,), jnp.int32),
+                                              jnp.full((batch,), max_new_tokens, jnp.int32))
     carry = (jnp.zeros((), jnp.int32), logits, cache, buffer, jnp.zeros((batch,), bool), rng,
-             kept)
+             kept, scores, cstate)
     # With the cache, token i can be appended while slot prompt_len + i exists. The cache grows
     # through cache_sizes, one loop per size (shapes are static), so that attention reads only
     # about as many slots as are filled. The sliding-window phase is only built when the
@@ -277,22 +330,36 @@ def _generate(params, cpu_weights, prompt, prompt_mask, rng, *, model: Decoder, 
         carry = phase(carry, stop, cached_logits)
     if stop < max_new_tokens:
         carry = phase(carry, max_new_tokens, window_logits)
-    n, _, _, buffer, _, _, kept = carry
-    return buffer[:, prompt_len:], n, kept
+    n, _, _, buffer, _, _, kept, scores, cstate = carry
+    return buffer[:, prompt_len:], n, kept, scores, None if cstate is None else cstate[1]
 
 
 def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
              use_cache: bool = True, vocab_size: int | None = None,
-             decode_path: str = "auto", return_logits: bool = False):
+             decode_path: str = "auto", return_logits: bool = False,
+             return_scores: bool = False, constraint: Constraint | None = None,
+             on_token=None, pad_to: int = 1):
     """New token ids for each prompt (a list of token ids), cut before the first stop token.
 
     vocab_size: the tokenizer's vocabulary when the model's is larger (a run trained on a mesh
     pads it to what the mesh divides); ids from there up are never generated.
-    return_logits: return (token ids, logits), where logits[i] is a float32 array
+    return_logits: also return logits, where logits[i] is a float32 array
     (len(ids[i]), vocab_size) of the model's logits each new token was drawn from (before
-    temperature, top-k and top-p).
+    temperature, top-k, top-p and any constraint).
+    return_scores: also return log_probs and entropies, float32 arrays (len(ids[i]),) per row:
+    each new token's log-probability and the entropy (nats) of the distribution it was drawn
+    from, both under the model's own softmax of those logits (uncertainty.py reads them).
+    The result is ids, (ids, logits), (ids, log_probs, entropies) or (ids, logits, log_probs,
+    entropies).
+    constraint: a constrain.Constraint over the tokenizer's ids; every row's output then
+    matches it (complete within max_new_tokens, which must be at least its min_tokens).
+    on_token: called on the host as on_token(step, tokens) with each step's new token of
+    every row (an int array (B,)) while the loop runs, for streaming.
+    pad_to: left-pad the prompts to a multiple of this many tokens (at most the context), so
+    that prompts of different lengths share one compiled loop; the tokens are the same (the
+    padding stops short of making the window slide earlier).
     decode_path: "auto" (the current backend's), "cpu" or "accelerator" (see the module
     docstring); the tokens are the same either way, the speed is not."""
     cfg = model.cfg
@@ -323,7 +390,17 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         bad = [t for t in p if not 0 <= t < cfg.vocab_size]
         if bad:
             raise DataError(f"token ids {bad[:5]} are outside the vocabulary [0, {cfg.vocab_size})")
-    prompt_len = max(lengths)
+    tables = None
+    if constraint is not None:
+        if constraint.min_tokens > max_new_tokens:
+            raise ConfigError(f"max_new_tokens={max_new_tokens}: the {constraint.description} "
+                              f"needs at least {constraint.min_tokens} tokens; raise it")
+        # rows padded to a power of two: constraints of similar size share one compiled loop
+        rows = max(64, 1 << (len(constraint.table) - 1).bit_length())
+        tables = tuple(jnp.asarray(a) for a in constraint.padded(rows, cfg.vocab_size))
+    padded = -(-max(lengths) // max(1, pad_to)) * max(1, pad_to)
+    # the padding never makes the window slide earlier than the longest prompt would
+    prompt_len = max(max(lengths), min(padded, cfg.max_len - max_new_tokens))
     tokens = np.full((len(prompts), prompt_len), PAD, np.int32)
     mask = np.zeros((len(prompts), prompt_len), bool)
     for row, p in enumerate(prompts):  # left padding: every prompt ends at slot prompt_len - 1
@@ -331,17 +408,34 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         mask[row, prompt_len - len(p):] = True
     path = resolve_decode_path(decode_path)
     cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
-    out, n, logits = _generate(
-        params, cpu_weights, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed),
-        model=model, path=path, max_new_tokens=max_new_tokens, temperature=float(temperature),
-        top_k=int(top_k), top_p=float(top_p), stop_tokens=tuple(int(s) for s in stop_tokens),
-        use_cache=use_cache, n_tokens=n_tokens, keep_logits=return_logits)
-    out = np.asarray(out)[:, : int(n)]
+    if on_token is not None:
+        _ON_TOKEN.append(on_token)
+    try:
+        out, n, logits, scores, ends = _generate(
+            params, cpu_weights, jnp.asarray(tokens), jnp.asarray(mask),
+            jax.random.PRNGKey(seed), tables, model=model, path=path,
+            max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
+            top_p=float(top_p), stop_tokens=tuple(int(s) for s in stop_tokens),
+            use_cache=use_cache, n_tokens=n_tokens, keep_logits=return_logits,
+            keep_scores=return_scores, stream=on_token is not None)
+        out = np.asarray(out)  # waits for the loop (and its callbacks)
+        if on_token is not None:
+            jax.effects_barrier()
+    finally:
+        if on_token is not None:
+            _ON_TOKEN.pop()
+    out = out[:, : int(n)]
+    ends = None if ends is None else np.asarray(ends)
     results = []
-    for row in out.tolist():
+    for r, row in enumerate(out.tolist()):
         cut = next((i for i, t in enumerate(row) if t in set(stop_tokens)), len(row))
-        results.append(row[:cut])
-    if not return_logits:
-        return results
-    logits = np.asarray(logits)
-    return results, [logits[row, :len(ids)] for row, ids in enumerate(results)]
+        results.append(row[:cut if ends is None else min(cut, int(ends[r]))])
+    extra = []
+    if return_logits:
+        logits = np.asarray(logits)
+        extra.append([logits[row, :len(ids)] for row, ids in enumerate(results)])
+    if return_scores:
+        for a in scores:
+            a = np.asarray(a)
+            extra.append([a[row, :len(ids)] for row, ids in enumerate(results)])
+    return (results, *extra) if extra else results

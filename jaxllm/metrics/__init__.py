@@ -4,6 +4,8 @@ Generation metrics equal sacrebleu 2.6 and rouge-score 0.1.2; group fairness equ
 ir.py: hit rate, MRR, nDCG, recall, precision and MAP at k from TREC run/qrels dictionaries,
 equal to pytrec_eval (`jaxllm.metrics.ir.evaluate`). weat.py: WEAT score and effect size on
 word-vector arrays, equal to responsibly.
+rag.py: faithfulness (lexical, model-judged) and relevancy (judged, embedding cosine) of an
+answer, AUROC of uncertainty scores.
 """
 
 from jaxllm.metrics.bleu import BLEUScore, corpus_bleu, sentence_bleu, sentence_bleu_scores
@@ -17,3 +19,4 @@ from jaxllm.metrics.fairness import (demographic_parity_difference, demographic_
 from jaxllm.metrics.rouge import RougeScore, rouge
 from jaxllm.metrics.weat import WeatResult, weat
 from jaxllm.metrics import ir  # noqa: F401  (IR metrics: jaxllm.metrics.ir.evaluate)
+from jaxllm.metrics import rag  # noqa: F401  (answers: faithfulness, relevancy, auroc)

@@ -80,7 +80,7 @@ class PretrainedDecoder:
         as_text = single or (len(texts) > 0 and isinstance(texts[0], str))
         ids = [self._need_tokenizer().encode(t) for t in texts] if as_text else \
             [list(map(int, p)) for p in texts]
-        stops = self._stops() if stop_tokens is None else tuple(stop_tokens)
+        stops = self.end_tokens() if stop_tokens is None else tuple(stop_tokens)
         outs = generate(self.model, self.params, ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops,
                         seed=seed, use_cache=use_cache)
@@ -89,7 +89,9 @@ class PretrainedDecoder:
         texts_out = [self.tokenizer.decode(o) for o in outs]
         return texts_out[0] if single else texts_out
 
-    def _stops(self) -> tuple[int, ...]:
+    def end_tokens(self) -> tuple[int, ...]:
+        """The ids that end an answer: the model's end-of-sequence tokens and, in its
+        vocabulary, <|im_end|> and <|endoftext|>."""
         stops = set(self.stop_tokens)
         if self.tokenizer is not None:
             for t in ("<|im_end|>", "<|endoftext|>"):

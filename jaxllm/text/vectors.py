@@ -258,9 +258,10 @@ class KeyedVectors:
                 continue
             gold.append(sim)
             model.append(np.dot(_unitvec(self.vectors[ok[a]]), _unitvec(self.vectors[ok[b]])))
-        if not gold:
-            raise DataError(f"word-pair file {str(path)!r} has no pair with both words in the "
-                            f"vocabulary (and well-formed)")
+        if len(gold) < 2:  # a correlation needs two pairs
+            raise DataError(f"word-pair file {str(path)!r} has {len(gold)} pair(s) with both "
+                            f"words in the vocabulary (and well-formed); a correlation needs at "
+                            f"least 2: train on a larger corpus or with a lower min_count")
         spearman = stats.spearmanr(gold, model)
         pearson = stats.pearsonr(gold, model)
         oov_ratio = float(oov) / (len(gold) if dummy4unknown else len(gold) + oov) * 100
