@@ -41,6 +41,9 @@ PRETRAINED = ("smollm2-135m-instruct", "all-minilm-l6-v2", "pretrained.load", "j
 # dense and hybrid search need an index with MiniLM vectors, rerankers a trained cross-encoder
 # (minutes on a CPU): tests/test_retrieval_*.py run them
 SLOW_RETRIEVAL = ("--mode", "train-reranker", "--rerank")
+# the alignment chain fine-tunes SmolLM2 (sft-smollm2) and passes its runs on: parsed only here;
+# tests/test_align_cli.py runs the same chain of commands on a tiny registered model
+ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "runs/ppo")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
                 "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip"}
 
@@ -114,7 +117,7 @@ def test_readme_shell_commands_run_as_written(scratch, capsys):
             if argv[0] == "make":
                 continue
             if argv[1] == "ask" or any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL
-                                             + ("--distributed",)):
+                                             + ALIGNMENT + ("--distributed",)):
                 build_parser().parse_args(argv[1:])  # the flags exist (SystemExit otherwise)
                 continue
             err = io.StringIO()
