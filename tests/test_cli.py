@@ -372,8 +372,15 @@ def test_interruptible_wait():
     with pytest.raises(ZeroDivisionError):
         _interruptible(lambda: 1 / 0)
     never = threading.Event()
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    start = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        _interruptible(never.wait)
-    assert time.perf_counter() - start < 5
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell starts background
+    # jobs with SIGINT ignored, and Python then leaves it ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            _interruptible(never.wait)
+        assert time.perf_counter() - start < 5
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+        never.set()  # the helper thread ends

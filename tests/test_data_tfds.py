@@ -247,7 +247,7 @@ def test_build_data_reuses_a_given_tokenizer():
     assert again.tokenizer is first.tokenizer
     for a, b in zip(first.train, again.train):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(DataError, match="saved tokenizer is 'char' but data.tokenizer='byte'"):
+    with pytest.raises(DataError, match="the run's tokenizer is 'char' but data.tokenizer='byte'; set data.tokenizer=char"):
         build_data("pydoc", "byte", "document", 0.1, tokenizer=first.tokenizer)
     small = CharTokenizer.train(["abc\n"])
     with pytest.raises(DataError, match="cannot encode the train split.*knows 4 characters"):
