@@ -1,5 +1,7 @@
 """Causal-LM cross-entropy against a numpy reference: masks, z-loss, accuracy, summed metrics."""
 
+import dataclasses
+
 import numpy as np
 import jax.numpy as jnp
 import pytest
@@ -47,3 +49,55 @@ def test_fully_masked_batch_is_zero_not_nan():
     loss, m = lm_loss_and_metrics(jnp.zeros((1, 3, 5)), jnp.zeros((1, 3), jnp.int32),
                                   jnp.zeros((1, 3)))
     assert float(loss) == 0.0 and float(m["tokens"]) == 0.0
+
+
+def test_chunked_cross_entropy_equals_the_full_one():
+    """Chunks of 4 tokens (the last one padded) give the full loss's value, metrics and
+    gradients (of the hidden states and of the head), with a loss mask and z-loss."""
+    import jax
+    from jaxllm.objectives.causal_lm import chunked_lm_loss_and_metrics
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 7, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(5, 11)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, (2, 7)), jnp.int32)
+    mask = jnp.asarray(rng.random((2, 7)) > 0.25, jnp.float32)
+
+    def full(x, w):
+        return lm_loss_and_metrics(x @ w, targets, mask, 1e-3)
+
+    def chunked(x, w):
+        return chunked_lm_loss_and_metrics(lambda xc: xc @ w, x, targets, mask, 1e-3, rows=4)
+
+    (loss, m), grads = jax.value_and_grad(full, (0, 1), has_aux=True)(x, w)
+    (c_loss, c_m), c_grads = jax.value_and_grad(chunked, (0, 1), has_aux=True)(x, w)
+    np.testing.assert_allclose(c_loss, loss, rtol=1e-6)
+    for key in m:
+        np.testing.assert_allclose(c_m[key], m[key], rtol=1e-6, err_msg=key)
+    for c, g in zip(c_grads, grads):
+        np.testing.assert_allclose(c, g, atol=1e-7, rtol=1e-5)
+
+
+def test_the_decoder_loss_chunks_through_its_own_head():
+    """causal_lm_loss with chunks (the final hidden states, then the tied embedding as head
+    chunk by chunk) equals the plain one on a model."""
+    import jax
+    from helpers import SMOL, random_params
+    from jaxllm.models.decoder import Decoder
+    from jaxllm.objectives.causal_lm import causal_lm_loss
+
+    cfg = dataclasses.replace(SMOL, n_layers=1, attention="reference")
+    rng = np.random.default_rng(3)
+    batch = {"inputs": jnp.asarray(rng.integers(0, 37, (2, 6)), jnp.int32),
+             "targets": jnp.asarray(rng.integers(0, 37, (2, 6)), jnp.int32)}
+    full, chunked = (jax.jit(causal_lm_loss(Decoder(cfg), rows=r))(random_params(cfg), batch)
+                     for r in (0, 5))
+    np.testing.assert_allclose(chunked[0], full[0], rtol=1e-6)
+    np.testing.assert_allclose(chunked[1]["correct"], full[1]["correct"])
+
+
+def test_the_loss_is_chunked_above_64_mib_of_logits():
+    from jaxllm.objectives.causal_lm import chunk_rows
+    assert chunk_rows(12 * 256, 65) == 0  # shakespeare-char: the plain loss
+    rows = chunk_rows(4 * 256, 49152)  # SmolLM2 at 4 x 256: 201 MB of float32 logits
+    assert rows and rows % 8 == 0 and rows * 49152 * 4 <= 2 ** 24

@@ -11,6 +11,8 @@ Two entry points share the parameters:
       training / scoring; segment ids (B, T) keep packed documents apart (0 = padding).
       With model.value_head, head="value" gives the scalar head's values (B, T) instead and
       head="both" the pair (logits, values): reward models and PPO's critic.
+      head="hidden" gives the final-normed hidden states (B, T, D), which
+      model.apply(params, x, method="lm_head") turns into logits (the chunked cross-entropy).
   model.apply(params, tokens, cache, token_mask=None, method="decode") -> (logits, cache)
       incremental decoding with a KV cache: the tokens are appended to the cache.
 """
@@ -106,17 +108,25 @@ class Decoder(nn.Module):
             x = x + self.pos_embedding[positions].astype(x.dtype)
         return self.dropout(x, deterministic=not train)
 
+    def lm_head(self, x):
+        """Final-normed hidden states (..., D) -> logits (..., V): the tied embedding or the
+        head. The chunked cross-entropy (objectives/causal_lm.py) calls it chunk by chunk."""
+        return self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)
+
     def _logits(self, x, head: str = "lm"):
         x = self.final_norm(x)
         if head == "value":
             return self.value(x)[..., 0].astype(jnp.float32)  # (B, T)
-        logits = self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)  # (B, T, V)
+        if head == "hidden":
+            return x
+        logits = self.lm_head(x)  # (B, T, V)
         return (logits, self.value(x)[..., 0].astype(jnp.float32)) if head == "both" else logits
 
     def __call__(self, tokens, positions=None, segment_ids=None, train: bool = False,
                  head: str = "lm"):
         """tokens (B, T) int -> logits (B, T, vocab). positions default to 0..T-1. head: "lm",
-        "value" (values (B, T); needs model.value_head) or "both" ((logits, values))."""
+        "value" (values (B, T); needs model.value_head), "both" ((logits, values)) or "hidden"
+        (the final-normed hidden states (B, T, D), before the head)."""
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))

@@ -9,6 +9,13 @@ documents). The loss is the mean cross-entropy over the tokens the mask keeps, p
 z_loss * mean(log(Z)^2) when z_loss > 0 (PaLM: it keeps the softmax normaliser near 1 so logits
 do not drift, which matters for low-precision training).
 
+Large logits are never materialised whole: above LOGITS_CHUNK_ABOVE bytes of float32 logits
+(batch x length x vocabulary x 4) the loss takes the model's final hidden states and runs the
+output head and the cross-entropy over chunks of CHUNK_BYTES of logits in a rematerialised scan,
+so forward and backward hold one chunk of logits at a time (the backward recomputes the chunk's
+head matmul). SmolLM2-135M's 49k-entry vocabulary at 4 x 256 tokens is 0.2 GB of float32
+logits and as much again for their gradient; chunked, 16 MiB.
+
 Metrics are sums and counts (`loss_sum`, `correct`, `tokens`, ...) as well as means, so that
 micro-batches, devices and evaluation batches combine exactly: see `finalize_metrics`.
 """
@@ -45,18 +52,81 @@ def lm_loss_and_metrics(logits, targets, loss_mask=None, z_loss: float = 0.0):
     return loss, metrics
 
 
-def causal_lm_loss(model, z_loss: float = 0.0):
+LOGITS_CHUNK_ABOVE = 2 ** 26  # bytes of float32 logits (64 MiB) above which the loss is chunked
+CHUNK_BYTES = 2 ** 24  # float32 logits per chunk (16 MiB)
+
+
+def chunk_rows(tokens: int, vocab: int) -> int:
+    """Tokens per chunk of the chunked cross-entropy, or 0 for the plain one: chunked when the
+    whole float32 logits (tokens x vocab) exceed LOGITS_CHUNK_ABOVE."""
+    if tokens * vocab * 4 <= LOGITS_CHUNK_ABOVE:
+        return 0
+    return max(8, CHUNK_BYTES // (4 * vocab) // 8 * 8)
+
+
+def chunked_lm_loss_and_metrics(head, x, targets, loss_mask=None, z_loss: float = 0.0,
+                                rows: int = 1024):
+    """lm_loss_and_metrics of logits = head(x), computed `rows` tokens at a time.
+
+    x (B, T, D) hidden states, head (n, D) -> (n, V). The tokens are flattened and padded to a
+    multiple of `rows` (padding weighs 0); a lax.scan over the chunks sums the cross-entropy,
+    log(Z)^2 and correct predictions, and jax.checkpoint on its body makes the backward pass
+    recompute each chunk's logits instead of keeping them."""
+    B, T, D = x.shape
+    n = B * T
+    weights = jnp.ones((B, T), jnp.float32) if loss_mask is None else loss_mask.astype(jnp.float32)
+    pad = -n % rows
+
+    def chunks(a):  # (B, T, ...) -> (n_chunks, rows, ...)
+        a = a.reshape(n, *a.shape[2:])
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape(-1, rows, *a.shape[1:])
+
+    @jax.checkpoint
+    def body(sums, chunk):
+        xc, tc, wc = chunk
+        logits = head(xc)  # (rows, V)
+        ce, log_z = token_cross_entropy(logits, tc)
+        correct = (jnp.argmax(logits, axis=-1) == tc) * wc
+        return sums + jnp.stack([jnp.sum(ce * wc), jnp.sum(jnp.square(log_z) * wc),
+                                 jnp.sum(correct)]), None
+
+    sums, _ = jax.lax.scan(body, jnp.zeros(3, jnp.float32),
+                           (chunks(x), chunks(targets), chunks(weights)))
+    loss_sum, z_sum, correct = sums[0], sums[1], sums[2]
+    tokens = jnp.sum(weights)
+    denom = jnp.maximum(tokens, 1.0)
+    loss = loss_sum / denom
+    if z_loss:
+        loss = loss + z_loss * z_sum / denom
+    metrics = {"loss_sum": loss_sum, "z_sum": z_sum, "correct": jax.lax.stop_gradient(correct),
+               "tokens": tokens}
+    return loss, metrics
+
+
+def causal_lm_loss(model, z_loss: float = 0.0, rows: int | None = None):
     """The objective for a decoder `model`: (params, batch, rng) -> (loss, metrics).
 
-    rng None means evaluation (no dropout); otherwise it seeds dropout.
+    rng None means evaluation (no dropout); otherwise it seeds dropout. rows: tokens per chunk
+    of the cross-entropy; None decides by `chunk_rows` (the size of the logits), 0 never chunks.
     """
 
     def loss_fn(params, batch, rng=None):
         train = rng is not None
-        logits = model.apply({"params": params}, batch["inputs"],
-                             positions=batch.get("positions"), segment_ids=batch.get("segment_ids"),
-                             train=train, rngs={"dropout": rng} if train else None)
-        return lm_loss_and_metrics(logits, batch["targets"], batch.get("loss_mask"), z_loss)
+        B, T = batch["inputs"].shape
+        n = chunk_rows(B * T, model.cfg.vocab_size) if rows is None else rows
+        kw = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"),
+                  train=train, rngs={"dropout": rng} if train else None)
+        if not n:
+            logits = model.apply({"params": params}, batch["inputs"], **kw)
+            return lm_loss_and_metrics(logits, batch["targets"], batch.get("loss_mask"), z_loss)
+        x = model.apply({"params": params}, batch["inputs"], head="hidden", **kw)
+
+        def head(xc):
+            return model.apply({"params": params}, xc, method="lm_head")
+
+        return chunked_lm_loss_and_metrics(head, x, batch["targets"], batch.get("loss_mask"),
+                                           z_loss, n)
 
     return loss_fn
 
