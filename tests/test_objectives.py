@@ -2,8 +2,8 @@
 
 import dataclasses
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxllm.objectives.causal_lm import finalize_metrics, lm_loss_and_metrics
@@ -55,6 +55,7 @@ def test_chunked_cross_entropy_equals_the_full_one():
     """Chunks of 4 tokens (the last one padded) give the full loss's value, metrics and
     gradients (of the hidden states and of the head), with a loss mask and z-loss."""
     import jax
+
     from jaxllm.objectives.causal_lm import chunked_lm_loss_and_metrics
 
     rng = np.random.default_rng(2)
@@ -83,6 +84,7 @@ def test_the_decoder_loss_chunks_through_its_own_head():
     chunk by chunk) equals the plain one on a model."""
     import jax
     from helpers import SMOL, random_params
+
     from jaxllm.models.decoder import Decoder
     from jaxllm.objectives.causal_lm import causal_lm_loss
 

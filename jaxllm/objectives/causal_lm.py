@@ -72,7 +72,7 @@ def chunked_lm_loss_and_metrics(head, x, targets, loss_mask=None, z_loss: float 
     multiple of `rows` (padding weighs 0); a lax.scan over the chunks sums the cross-entropy,
     log(Z)^2 and correct predictions, and jax.checkpoint on its body makes the backward pass
     recompute each chunk's logits instead of keeping them."""
-    B, T, D = x.shape
+    B, T = x.shape[:2]
     n = B * T
     weights = jnp.ones((B, T), jnp.float32) if loss_mask is None else loss_mask.astype(jnp.float32)
     pad = -n % rows
@@ -115,8 +115,8 @@ def causal_lm_loss(model, z_loss: float = 0.0, rows: int | None = None):
         train = rng is not None
         B, T = batch["inputs"].shape
         n = chunk_rows(B * T, model.cfg.vocab_size) if rows is None else rows
-        kw = dict(positions=batch.get("positions"), segment_ids=batch.get("segment_ids"),
-                  train=train, rngs={"dropout": rng} if train else None)
+        kw = {"positions": batch.get("positions"), "segment_ids": batch.get("segment_ids"),
+              "train": train, "rngs": {"dropout": rng} if train else None}
         if not n:
             logits = model.apply({"params": params}, batch["inputs"], **kw)
             return lm_loss_and_metrics(logits, batch["targets"], batch.get("loss_mask"), z_loss)
