@@ -34,6 +34,12 @@ class ModelConfig:
     d_ff: int = 0  # 0: 4 * d_model for GELU, the Llama rule (8/3 d, multiple of 64) for SwiGLU
     positions: str = "learned"  # "learned" (GPT-2) or "rope" (Llama)
     rope_theta: float = 10000.0  # RoPE base; SmolLM2 uses 1e5, Llama-3 5e5
+    # Context extension of a RoPE model (models/rope.py): "none", "linear" (position
+    # interpolation), "ntk" (NTK-aware base) or "yarn"; rope_factor = new context / trained
+    # context; rope_original_len: the trained context (0: max_len / rope_factor).
+    rope_scaling: str = "none"
+    rope_factor: float = 1.0
+    rope_original_len: int = 0
     norm: str = "layernorm"  # "layernorm" (GPT-2, with bias) or "rmsnorm" (Llama)
     norm_eps: float = 1e-5
     mlp: str = "gelu"  # "gelu" (exact erf, as GPT-2/nanoGPT) or "swiglu" (Llama)
@@ -451,6 +457,7 @@ def from_dict(d: dict) -> Config:
 
 _CHOICES = {
     "model.positions": ("learned", "rope"),
+    "model.rope_scaling": ("none", "linear", "ntk", "yarn"),
     "model.kind": ("decoder", "encoder", "vit", "clip"),
     "model.pool": ("cls", "gap"),
     "model.image_positions": ("learned", "sincos2d"),
@@ -525,6 +532,12 @@ def validate(cfg: Config) -> Config:
              f"must be divisible by model.n_heads={m.n_heads}, or set model.head_dim")
     if m.positions == "rope":
         need(m.head_size % 2 == 0, "model.head_dim", "RoPE needs an even head size")
+    need(m.rope_factor > 0, "model.rope_factor",
+         "must be positive (new context / trained context, e.g. 4)")
+    need(m.rope_original_len >= 0, "model.rope_original_len",
+         "must be 0 (max_len / rope_factor) or the trained context")
+    if m.rope_scaling != "none":
+        need(m.positions == "rope", "model.rope_scaling", "scales RoPE; set model.positions=rope")
     need(cfg.data.augment_shift >= 0, "data.augment_shift", "must be 0 (none) or positive")
     need(cfg.train.batch_size % cfg.optim.grad_accum == 0, "train.batch_size",
          f"must be divisible by optim.grad_accum={cfg.optim.grad_accum}")

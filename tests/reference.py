@@ -23,15 +23,41 @@ def rms_norm(x, scale, eps):
     return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * scale
 
 
-def rotate(x, positions, theta):
-    """RoPE, rotate-half layout: pairs (i, i + H/2). x (T, H), positions (T,)."""
+def rope_inv_freq(H, theta, scaling="none", factor=1.0, trained_len=0):
+    """(inv_freq (H/2,), attention factor) of RoPE and its context scalings, pair by pair, as
+    Hugging Face transformers' modeling_rope_utils defines them: linear (inv_freq / factor),
+    NTK-aware (base theta * factor^(H/(H-2))), YaRN (_compute_yarn_parameters: a ramp between
+    the interpolated and the original frequency over the pairs whose number of rotations over
+    the trained context lies between 32 and 1; attention factor 0.1 ln(factor) + 1)."""
+    if scaling == "ntk":
+        theta = theta * factor ** (H / (H - 2))
+    inv = np.array([theta ** (-2.0 * i / H) for i in range(H // 2)])
+    if scaling == "linear":
+        return inv / factor, 1.0
+    if scaling != "yarn":
+        return inv, 1.0
+
+    def pair_turning(rotations):  # pair index d with trained_len * inv_freq[d] = 2 pi rotations
+        return H * math.log(trained_len / (2 * math.pi * rotations)) / (2 * math.log(theta))
+
+    lo, hi = max(math.floor(pair_turning(32)), 0), min(math.ceil(pair_turning(1)), H - 1)
+    out = np.empty(H // 2)
+    for i in range(H // 2):
+        interpolate = min(max((i - lo) / (hi - lo if hi != lo else 0.001), 0.0), 1.0)
+        out[i] = inv[i] / factor * interpolate + inv[i] * (1 - interpolate)
+    return out, 0.1 * math.log(factor) + 1 if factor > 1 else 1.0
+
+
+def rotate(x, positions, inv_freq, attention=1.0):
+    """RoPE, rotate-half layout: pairs (i, i + H/2), times the attention factor. x (T, H),
+    positions (T,)."""
     H = x.shape[-1]
     out = np.empty_like(x)
     for i in range(H // 2):
-        angle = positions * theta ** (-2.0 * i / H)
+        angle = positions * inv_freq[i]
         a, b = x[:, i], x[:, i + H // 2]
-        out[:, i] = a * np.cos(angle) - b * np.sin(angle)
-        out[:, i + H // 2] = b * np.cos(angle) + a * np.sin(angle)
+        out[:, i] = (a * np.cos(angle) - b * np.sin(angle)) * attention
+        out[:, i + H // 2] = (b * np.cos(angle) + a * np.sin(angle)) * attention
     return out
 
 
@@ -53,6 +79,9 @@ def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
         y = np.tensordot(x, w, axes=n_in_dims)
         return y + q["bias"] if "bias" in q else y
 
+    trained = cfg.rope_original_len or round(cfg.max_len / cfg.rope_factor)
+    inv_freq, attention = rope_inv_freq(H, cfg.rope_theta, cfg.rope_scaling, cfg.rope_factor,
+                                        trained)
     logits = np.zeros((B, T, cfg.vocab_size))
     for b in range(B):
         x = p["embed"]["embedding"][tokens[b]]  # (T, D)
@@ -69,8 +98,8 @@ def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
             for n in range(N):
                 qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
                 if cfg.positions == "rope":
-                    qn = rotate(qn, positions[b], cfg.rope_theta)
-                    kn = rotate(kn, positions[b], cfg.rope_theta)
+                    qn = rotate(qn, positions[b], inv_freq, attention)
+                    kn = rotate(kn, positions[b], inv_freq, attention)
                 s = qn @ kn.T / math.sqrt(H)
                 s = np.where(allowed, s, -np.inf)
                 w = np.exp(s - s.max(-1, keepdims=True))

@@ -6,6 +6,10 @@
   jaxllm generate --model smollm2-135m-instruct --prompt "Once upon a time" --temperature 0
 
   jaxllm generate --run runs/sft --chat "What is 37 + 48? Answer with the number only."
+  jaxllm generate --model smollm2-135m-instruct --rope-scaling yarn --rope-factor 4 --prompt ...
+
+--rope-scaling linear|ntk|yarn with --rope-factor F reads F times the model's context (RoPE
+models; jaxllm/models/rope.py), with the same weights.
 
 --model takes a pretrained model name (jaxllm.pretrained) or an exported directory; --chat wraps
 the message in the model's (or run's) chat template and prints only the answer.
@@ -16,6 +20,7 @@ Samples are printed one after another, separated by a line of dashes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from jaxllm.cli import cluster
 from jaxllm.cli.progress import status
@@ -41,6 +46,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="stop a sample at this text, which must be one token (repeatable)")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
+    p.add_argument("--rope-scaling", choices=("linear", "ntk", "yarn"),
+                   help="extend a RoPE model's context by --rope-factor (default: as trained)")
+    p.add_argument("--rope-factor", type=float, default=2.0,
+                   help="new context / trained context with --rope-scaling (default 2)")
     cluster.add_arguments(p)
 
 
@@ -58,6 +67,13 @@ def run(args) -> int:
     if args.model:
         return _run_pretrained(args)
     loaded = load_run(args.run, step=args.step)
+    if args.rope_scaling:
+        from jaxllm import models
+        from jaxllm.models.rope import extend_context
+
+        cfg = extend_context(loaded.config.model, args.rope_scaling, args.rope_factor)
+        loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, model=cfg),
+                                     model=models.build(cfg))
     if loaded.config.model.kind != "decoder":
         raise DataError(f"{args.run} holds an encoder (model.kind={loaded.config.model.kind}); "
                         f"generate needs a decoder run")
@@ -92,6 +108,8 @@ def _run_pretrained(args) -> int:
 
     status("generate", f"loading {args.model}")
     m = pretrained.load(args.model)
+    if args.rope_scaling:
+        m = m.with_context(args.rope_scaling, args.rope_factor)
     if m.config.kind != "decoder":
         raise DataError(f"--model {args.model} is an encoder; generate needs a decoder such as "
                         f"smollm2-135m-instruct")

@@ -36,6 +36,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxllm.config import ModelConfig
 from jaxllm.models import attention as attn_lib
+from jaxllm.models import rope as rope_lib
 from jaxllm.transforms import calibration
 from jaxllm.transforms import qat as qat_lib
 from jaxllm.transforms.quantize import QArray
@@ -196,21 +197,6 @@ class Norm(nn.Module):
         return h.astype(DTYPES[cfg.dtype])
 
 
-def rope(x, positions, theta: float):
-    """Rotary position embedding, in the rotate-half layout of Hugging Face's Llama.
-
-    x: (B, T, heads, H); positions: (B, T) integer positions. Pairs (i, i + H/2) are rotated by
-    angle position * theta^(-2i/H).
-    """
-    half = x.shape[-1] // 2
-    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)  # (H/2,)
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # (B, T, H/2)
-    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]  # (B, T, 1, H/2)
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
-
-
 def gelu(x):
     """Exact GELU, x * Phi(x), written with erf (one cheap polynomial on XLA:CPU; flax's form uses
     erfc, several times slower there). The same function to float32 rounding."""
@@ -238,7 +224,9 @@ class Attention(nn.Module):
         k = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
         v = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(x)  # (B, T, K, H)
         if cfg.positions == "rope":
-            q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+            inv_freq, factor = rope_lib.frequencies(cfg)  # constants of the config
+            q = rope_lib.rope(q, positions, inv_freq, factor)
+            k = rope_lib.rope(k, positions, inv_freq, factor)
         impl = attn_lib.resolve(cfg.attention)
         if cache is not None:
             cache = cache.write(k, v, cache_index)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from jaxllm.errors import DataError
 from jaxllm.models.decoder import Decoder
 from jaxllm.models.encoder import Encoder, l2_normalize, mean_pool
+from jaxllm.models.rope import extend_context
 
 # Encoder length buckets: every batch is padded to the smallest bucket that holds its longest
 # text, so a handful of shapes are compiled whatever the text lengths.
@@ -54,6 +55,12 @@ class PretrainedDecoder:
         if self.tokenizer is None:
             raise DataError(f"model {self.name!r} has no tokenizer; pass token ids instead of text")
         return self.tokenizer
+
+    def with_context(self, scaling: str, factor: float) -> "PretrainedDecoder":
+        """The same weights reading `factor` times the context, with RoPE scaling "linear",
+        "ntk" or "yarn" (jaxllm/models/rope.py)."""
+        cfg = extend_context(self.config, scaling, factor)
+        return PretrainedDecoder(cfg, self.params, self.tokenizer, self.name, self.stop_tokens)
 
     def logits(self, token_ids) -> np.ndarray:
         """token_ids (B, T) -> float32 logits (B, T, vocab)."""

@@ -1,0 +1,82 @@
+"""RoPE context scaling (linear, NTK-aware, YaRN) against a numpy of Hugging Face's definitions
+(tests/reference.py), the scaled decoder against the numpy decoder, and the CLI's errors."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from helpers import LLAMA, error_of, main, random_params
+from jaxllm.config import Config, ModelConfig, validate
+from jaxllm.errors import ConfigError
+from jaxllm.models.decoder import Decoder
+from jaxllm.models.rope import extend_context, frequencies
+from reference import decoder_logits, rope_inv_freq
+
+# SmolLM2-135M's heads: 64 wide, base 1e5; trained context 2048 read at 8192
+SMOL_HEADS = ModelConfig(max_len=8192, n_heads=9, d_model=576, head_dim=64, positions="rope",
+                         rope_theta=1e5)
+
+
+@pytest.mark.parametrize("scaling", ["none", "linear", "ntk", "yarn"])
+@pytest.mark.parametrize("factor, original", [(4.0, 0), (2.0, 4096), (1.5, 100)])
+def test_inverse_frequencies_follow_the_definitions(scaling, factor, original):
+    cfg = dataclasses.replace(SMOL_HEADS, rope_scaling=scaling, rope_factor=factor,
+                              rope_original_len=original)
+    inv_freq, attention = frequencies(cfg)
+    want, want_attention = rope_inv_freq(64, 1e5, scaling, factor,
+                                         original or round(8192 / factor))
+    np.testing.assert_allclose(inv_freq, want, rtol=1e-6)
+    assert attention == pytest.approx(want_attention)
+
+
+def test_yarn_keeps_the_fast_frequencies_and_interpolates_the_slow_ones():
+    """The invariants of YaRN's ramp: the pairs that turn >= 32 times over the trained context
+    are extrapolated (unchanged), those that turn < 1 time are interpolated (divided by the
+    factor); the temperature is 0.1 ln(4) + 1."""
+    plain, _ = frequencies(SMOL_HEADS)
+    yarn, attention = frequencies(dataclasses.replace(SMOL_HEADS, rope_scaling="yarn",
+                                                      rope_factor=4.0))
+    turns = 2048 * plain / (2 * np.pi)
+    np.testing.assert_allclose(yarn[turns >= 32], plain[turns >= 32], rtol=1e-6)
+    np.testing.assert_allclose(yarn[turns < 1], plain[turns < 1] / 4, rtol=1e-6)
+    assert attention == pytest.approx(0.1 * np.log(4) + 1)
+
+
+def test_scaled_decoder_matches_numpy():
+    """The decoder's scaled rotation and YaRN's attention factor (on q and k) equal the numpy
+    decoder's. Head size 8, base 100, trained context 64: YaRN's ramp covers pairs 0..3."""
+    cfg = dataclasses.replace(LLAMA, rope_scaling="yarn", rope_factor=3.0, rope_original_len=64,
+                              attention="reference", n_layers=1)
+    params = random_params(cfg)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, 9))
+    positions = np.arange(0, 90, 10)[None]  # far apart: the scaled angles differ a lot
+    got = jax.jit(lambda p, t, pos: Decoder(cfg).apply({"params": p}, t, positions=pos))(
+        params, tokens, positions)
+    want = decoder_logits(cfg, jax.device_get(params), tokens, positions)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=1e-4)
+
+
+def test_extend_context_and_its_errors():
+    cfg = extend_context(dataclasses.replace(SMOL_HEADS, max_len=2048), "yarn", 4.0)
+    assert (cfg.max_len, cfg.rope_original_len, cfg.rope_factor) == (8192, 2048, 4.0)
+    with pytest.raises(ConfigError, match="--rope-factor 0.0: must be positive"):
+        extend_context(SMOL_HEADS, "yarn", 0.0)
+    with pytest.raises(ConfigError, match="not RoPE"):
+        extend_context(ModelConfig(), "linear", 2.0)
+    with pytest.raises(ConfigError, match=r"model.rope_factor=-1.0: must be positive"):
+        validate(dataclasses.replace(Config(), model=dataclasses.replace(
+            SMOL_HEADS, rope_factor=-1.0)))
+
+
+def test_generate_with_a_scaled_context(tiny_pretrained, capsys):
+    """The tiny RoPE model (context 64) reads a 100-token prompt at factor 2; factor <= 0 is a
+    one-line error, exit 2."""
+    argv = ["generate", "--model", "tiny-llama", "--prompt", "a" * 100, "--max-new-tokens", "2",
+            "--temperature", "0"]
+    assert "context" in error_of(argv, capsys)
+    assert main(argv + ["--rope-scaling", "yarn", "--rope-factor", "2"]) == 0
+    assert capsys.readouterr().out.startswith("a" * 100)
+    assert "--rope-factor -1.0: must be positive" in error_of(
+        argv + ["--rope-scaling", "ntk", "--rope-factor", "-1"], capsys)
