@@ -56,7 +56,7 @@ class PretrainedDecoder:
             raise DataError(f"model {self.name!r} has no tokenizer; pass token ids instead of text")
         return self.tokenizer
 
-    def with_context(self, scaling: str, factor: float) -> "PretrainedDecoder":
+    def with_context(self, scaling: str, factor: float) -> PretrainedDecoder:
         """The same weights reading `factor` times the context, with RoPE scaling "linear",
         "ntk" or "yarn" (jaxllm/models/rope.py)."""
         cfg = extend_context(self.config, scaling, factor)
