@@ -6,13 +6,13 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-
 from helpers import LLAMA, error_of, main, random_params
+from reference import decoder_logits, rope_inv_freq
+
 from jaxllm.config import Config, ModelConfig, validate
 from jaxllm.errors import ConfigError
 from jaxllm.models.decoder import Decoder
 from jaxllm.models.rope import extend_context, frequencies
-from reference import decoder_logits, rope_inv_freq
 
 # SmolLM2-135M's heads: 64 wide, base 1e5; trained context 2048 read at 8192
 SMOL_HEADS = ModelConfig(max_len=8192, n_heads=9, d_model=576, head_dim=64, positions="rope",
