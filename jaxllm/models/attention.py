@@ -6,6 +6,8 @@ to it by the tests.
     blocked_attention     causal attention by query blocks that skip the fully masked key blocks,
                           with a hand-written backward: the fastest on XLA:CPU
     cached_attention      queries over the CPU decode path's KV cache, read in place
+    ring_attention        sequence parallelism: the tokens are split over the mesh's `sequence`
+                          axis and key/value blocks travel around the ring of its devices
 
 `resolve(cfg)` picks the implementation of model.attention="auto": blocked on CPU, fast on GPU
 and TPU. Shapes: q (B, T, N, H); k, v (B, S, K, H) with N = K * G (grouped-query attention);
@@ -21,7 +23,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 NEG = jnp.finfo(jnp.float32).min  # the score of a masked pair (finite: no NaN in empty rows)
 
@@ -149,6 +153,113 @@ def blocked_attention(q, k, v, mask=None, *, block: int = 64):
     qr = (q * H ** -0.5).reshape(B, T, K, G, H).transpose(0, 2, 1, 3, 4).reshape(B, K, T * G, H)
     o = _blocked(qr, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask, G, block)
     return o.reshape(B, K, T, G, H).transpose(0, 2, 1, 3, 4).reshape(B, T, N, H)
+
+
+# --- ring attention (sequence parallelism) -------------------------------------------------------
+# On a mesh with a `sequence` axis of n devices the decoder puts its tokens in zig-zag order
+# (`zigzag_order`): the sequence is cut into 2n chunks of c tokens and device i holds chunks i and
+# 2n-1-i, so that under the causal mask every device has the same work (Brandon et al. 2023,
+# "striped"/zig-zag ring attention). Each device keeps its queries; the key/value blocks (with
+# their segment ids) go around the ring with lax.ppermute, n - 1 hops, and an online softmax
+# (running max m, normaliser l, unnormalised output o; FlashAttention) merges the blocks. At hop
+# s device i holds the block of device j = i - s (mod n):
+#   s = 0   its own block: both query chunks against both key chunks, causal mask
+#   j < i   key chunk j precedes both query chunks and key chunk 2n-1-j follows both: all queries
+#           against key chunk j only, no causal mask
+#   j > i   query chunk i precedes both key chunks and query chunk 2n-1-i follows both: query
+#           chunk 2n-1-i against all keys, no causal mask
+# so every hop after the first costs half a block on every device. Each hop is rematerialised
+# (jax.checkpoint): the backward pass keeps one block's inputs per hop, not its scores.
+# Moving the blocks costs as much traffic as one all-gather of K/V ((n-1)/n of it per device);
+# the ring only holds two blocks at a time and overlaps each hop with the previous block's
+# compute, whereas an all-gather holds all of K/V (T x kv_heads x head size, per layer).
+
+SEQUENCE_AXIS = "sequence"
+
+
+def zigzag_order(T: int, n: int) -> np.ndarray:
+    """The permutation of 0..T-1 that puts chunks i and 2n-1-i of T/(2n) tokens next to each
+    other for i = 0..n-1 (device i's share of the sequence axis)."""
+    chunks = np.arange(T).reshape(2 * n, T // (2 * n))
+    return np.concatenate([np.concatenate([chunks[i], chunks[2 * n - 1 - i]]) for i in range(n)])
+
+
+def _merge(acc, q, k, v, mask):
+    """One online-softmax step: acc (o (B,t,K,G,H), m, l (B,K,G,t)) updated with the keys k,
+    values v (B,s,K,H) for queries q (B,t,K,G,H) (already scaled); mask (B|1,1,1,t,s) or None."""
+    o, m, l = acc
+    s = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+    if mask is not None:
+        s = jnp.where(mask, s, NEG)
+    m_new = jnp.maximum(m, s.max(-1))
+    p = jnp.exp(s - m_new[..., None])
+    corr = jnp.exp(m - m_new)
+    l = l * corr + p.sum(-1)
+    o = o * jnp.moveaxis(corr, -1, 1)[..., None] + jnp.einsum(
+        "bkgts,bskh->btkgh", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return o, m_new, l
+
+
+def _segment_mask(qs, ks):
+    return None if qs is None else (qs[:, :, None] == ks[:, None, :])[:, None, None]
+
+
+def _ring_local(q, k, v, seg, n):
+    """ring_attention on one device of the sequence axis: q (B, 2c, N, H), k, v (B, 2c, K, H),
+    seg (B, 2c) or None; the device's two chunks as zigzag_order places them."""
+    B, T2, N, H = q.shape
+    K, c = k.shape[2], T2 // 2
+    i = jax.lax.axis_index(SEQUENCE_AXIS)
+    q = (q * H ** -0.5).reshape(B, T2, K, N // K, H)
+    acc = (jnp.zeros(q.shape, jnp.float32), jnp.full((B, K, N // K, T2), NEG, jnp.float32),
+           jnp.zeros((B, K, N // K, T2), jnp.float32))
+    # step 0: the own block, causal between the global positions of the two chunks
+    glob = jnp.concatenate([i * c + jnp.arange(c), (2 * n - 1 - i) * c + jnp.arange(c)])
+    mask = (glob[None, :] <= glob[:, None])[None, None, None]
+    seg_mask = _segment_mask(seg, seg)
+    acc = jax.checkpoint(_merge)(acc, q, k, v, mask if seg_mask is None else mask & seg_mask)
+
+    def earlier(acc, k, v, ks):  # j < i: all queries, the first key chunk
+        return _merge(acc, q, k[:, :c], v[:, :c], _segment_mask(seg, None if ks is None
+                                                                else ks[:, :c]))
+
+    def later(acc, k, v, ks):  # j > i: the second query chunk, all keys
+        o, m, l = acc
+        part = (o[:, c:], m[..., c:], l[..., c:])
+        o2, m2, l2 = _merge(part, q[:, c:], k, v, _segment_mask(
+            None if seg is None else seg[:, c:], ks))
+        return (jnp.concatenate([o[:, :c], o2], 1), jnp.concatenate([m[..., :c], m2], -1),
+                jnp.concatenate([l[..., :c], l2], -1))
+
+    perm = [(j, (j + 1) % n) for j in range(n)]
+    ks = seg
+    for step in range(1, n):
+        k, v = jax.lax.ppermute(k, SEQUENCE_AXIS, perm), jax.lax.ppermute(v, SEQUENCE_AXIS, perm)
+        ks = None if ks is None else jax.lax.ppermute(ks, SEQUENCE_AXIS, perm)
+        j = (i - step) % n
+        acc = jax.lax.cond(j < i, jax.checkpoint(earlier), jax.checkpoint(later), acc, k, v, ks)
+    o, _, l = acc
+    o = o / jnp.moveaxis(l, -1, 1)[..., None]
+    return o.reshape(B, T2, N, H).astype(v.dtype)
+
+
+def ring_attention(q, k, v, segment_ids, mesh):
+    """Causal attention of q (B, T, N, H) over k, v (B, T, K, H) whose tokens are in
+    zigzag_order for the mesh's sequence axis and split over it (segment ids (B, T) or None,
+    in the same order). Batch rows stay split over the mesh's batch axes (data, fsdp) and the
+    heads over `tensor` when it divides the kv heads."""
+    n = mesh.shape[SEQUENCE_AXIS]
+    batch = tuple(a for a in ("data", "fsdp") if mesh.shape[a] > 1) or None
+    t = mesh.shape["tensor"]
+    heads = "tensor" if t > 1 and k.shape[2] % t == 0 else None
+    spec = P(batch, SEQUENCE_AXIS, heads, None)
+    seg_spec = P(batch, SEQUENCE_AXIS)
+    fn = functools.partial(_ring_local, n=n)
+    if segment_ids is None:
+        return jax.shard_map(lambda q, k, v: fn(q, k, v, None), mesh=mesh,
+                             in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
+                         out_specs=spec)(q, k, v, segment_ids)
 
 
 # --- decoding ------------------------------------------------------------------------------------

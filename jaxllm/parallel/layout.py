@@ -141,8 +141,11 @@ class Layout:
         return self.tree_specs(abstract_opt, logical_opt, "opt")
 
     def batch_spec(self, ndim: int) -> P:
-        """Split the leading (batch) axis over the batch axes; the rest is replicated."""
+        """Split the leading (batch) axis over the batch axes and, on a mesh with a sequence
+        axis, the second (tokens) over it; the rest is replicated."""
         axes = tuple(a for a in self.rules.get("batch", ()) if self.mesh.shape[a] > 1)
+        if ndim >= 2 and self.mesh.shape["sequence"] > 1:
+            return P(axes or None, "sequence", *([None] * (ndim - 2)))
         return P(axes or None, *([None] * (ndim - 1)))
 
     def check_batch(self, batch_size: int, what: str = "train.batch_size") -> None:

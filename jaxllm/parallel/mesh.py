@@ -1,13 +1,15 @@
 """A device mesh from a spec string: "data=2,fsdp=2,tensor=2" (-1 fills the remaining devices).
 
-    mesh = make_mesh("data=2,tensor=4")      # 8 devices; axes data, stage, fsdp, tensor
+    mesh = make_mesh("data=2,tensor=4")      # 8 devices; axes data, stage, fsdp, sequence, tensor
 
-Every jaxllm mesh has the same four named axes, in this order, absent ones of size 1:
+Every jaxllm mesh has the same five named axes, in this order, absent ones of size 1:
 
-    data    data parallel: the batch is split; ZeRO (--zero N) shards state along it
-    stage   pipeline stages: the scanned layers are split into contiguous groups
-    fsdp    fully sharded data parallel: the batch is split and parameters are sharded
-    tensor  Megatron tensor parallel: heads, mlp and vocabulary are split
+    data      data parallel: the batch is split; ZeRO (--zero N) shards state along it
+    stage     pipeline stages: the scanned layers are split into contiguous groups
+    fsdp      fully sharded data parallel: the batch is split and parameters are sharded
+    sequence  sequence (context) parallel: every activation is split along the sequence, and
+              attention runs as ring attention (model.attention=ring, models/attention.py)
+    tensor    Megatron tensor parallel: heads, mlp and vocabulary are split
 
 A fixed axis set keeps the rule tables (layout.py) and PartitionSpecs independent of which axes a
 run happens to use. The axes are `Auto`: jit propagates shardings from the in/out shardings and
@@ -23,7 +25,7 @@ from jax.sharding import AxisType, Mesh
 
 from jaxllm.errors import ConfigError
 
-AXES = ("data", "stage", "fsdp", "tensor")
+AXES = ("data", "stage", "fsdp", "sequence", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch is split over both
 
 
