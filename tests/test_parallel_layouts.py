@@ -46,6 +46,7 @@ class Case(NamedTuple):
     pipeline: str | None = None
     model: dict = {}  # ModelConfig overrides (remat, dtype, dropout)
     specs: dict = {}  # leaf -> PartitionSpec (opt_X: the optimizer state of leaf X)
+    packed: bool = False  # packed rows (as the pipelines always have)
 
 
 # The leaves that define each strategy: query kernel (layers, embed, heads, kv), out kernel
@@ -79,6 +80,10 @@ LAYOUTS = {
     # rows, which no single-device run reproduces, so this one runs without dropout)
     "data=2,tensor=2,stage=2,1f1b": Case("data=2,tensor=2,stage=2", 0, "1f1b", specs={
         "query": P("stage", None, "tensor"), "embedding": P("tensor")}),
+    # sequence parallel: ring attention over the zig-zag split (2 chunks of 1 token a device)
+    "sequence=8,ring": Case("sequence=8", model={"attention": "ring"}, specs={"query": P()}),
+    "data=2,sequence=4,ring,packed": Case("data=2,sequence=4", model={"attention": "ring"},
+                                          packed=True, specs={"query": P()}),
 }
 
 
@@ -138,15 +143,18 @@ def single_device(case: Case):
     """(losses, grad norms, params) on one device, for the model and data of a case; computed
     once per distinct reference (the pipelines with dropout follow the pipeline's definition)."""
     cfg = replace(model_cfg(case), remat="none")  # a remat policy changes no value
+    if cfg.attention == "ring":  # on one device: the definition
+        cfg = replace(cfg, attention="reference")
     dropout = cfg.dropout > 0
-    key = (cfg, dropout and make_mesh(case.mesh).shape["stage"])
+    packed = bool(case.pipeline) or case.packed
+    key = (cfg, dropout and make_mesh(case.mesh).shape["stage"], packed)
     if key not in _REFERENCES:
         model = Decoder(cfg)
         grads_fn = (sequential_pipeline_grads(model, make_mesh(case.mesh).shape["stage"], 4)
                     if dropout else None)
         step = make_train_step(causal_lm_loss(model), SGD, grads_fn=grads_fn)
         state = TrainState.create(models.init_params(cfg, jax.random.PRNGKey(0))[0], SGD)
-        losses, norms, state = run_steps(step, state, mesh_batches(packed=bool(case.pipeline)))
+        losses, norms, state = run_steps(step, state, mesh_batches(packed=packed))
         _REFERENCES[key] = losses, norms, jax.device_get(state.params)
     return _REFERENCES[key]
 
@@ -161,7 +169,8 @@ def train_on(case: Case, microbatches=4):
                                     case.pipeline) if case.pipeline else None)
     step = make_train_step(causal_lm_loss(model), SGD, shardings=setup.shardings,
                            grads_fn=grads_fn)
-    losses, norms, state = run_steps(step, setup.state, mesh_batches(packed=bool(case.pipeline)))
+    packed = bool(case.pipeline) or case.packed
+    losses, norms, state = run_steps(step, setup.state, mesh_batches(packed=packed))
     return losses, norms, state, setup
 
 

@@ -33,7 +33,11 @@ DECODE_PATHS = ("cpu", "accelerator")
 
 
 def resolve(attention: str) -> str:
-    """The implementation a model.attention value means on the current backend."""
+    """The implementation a model.attention value means on the current backend. "ring" means
+    ring attention under a mesh with a sequence axis (the decoder decides) and "fast" elsewhere
+    (decoding, evaluation off the mesh)."""
+    if attention == "ring":
+        return "fast"
     if attention != "auto":
         return attention
     return "blocked" if jax.default_backend() == "cpu" else "fast"
@@ -175,6 +179,14 @@ def blocked_attention(q, k, v, mask=None, *, block: int = 64):
 # compute, whereas an all-gather holds all of K/V (T x kv_heads x head size, per layer).
 
 SEQUENCE_AXIS = "sequence"
+
+
+@struct.dataclass
+class RingSegments:
+    """What the decoder passes its attention layers instead of a mask under ring attention: the
+    segment ids (B, T) in zigzag order (None: one document per row) and the mesh."""
+    segment_ids: jax.Array | None
+    mesh: object = struct.field(pytree_node=False)
 
 
 def zigzag_order(T: int, n: int) -> np.ndarray:

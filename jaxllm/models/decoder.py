@@ -9,6 +9,9 @@ or Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases) or anything
 Two entry points share the parameters:
   model.apply(params, tokens, positions=None, segment_ids=None, train=False) -> logits
       training / scoring; segment ids (B, T) keep packed documents apart (0 = padding).
+      Traced in a train step on a mesh with a `sequence` axis (model.attention ring or auto),
+      the tokens are put in zig-zag order, split over that axis and attended by ring attention
+      (models/attention.py); the final hidden states return to the sequence's order.
       With model.value_head, head="value" gives the scalar head's values (B, T) instead and
       head="both" the pair (logits, values): reward models and PPO's critic.
       head="hidden" gives the final-normed hidden states (B, T, D), which
@@ -22,12 +25,15 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.attention import LayerCache, attention_mask, resolve_decode_path
+from jaxllm.errors import ConfigError
+from jaxllm.models.attention import (SEQUENCE_AXIS, LayerCache, RingSegments, attention_mask,
+                                     resolve_decode_path, zigzag_order)
 from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
-                                 logical, scanned)
+                                 logical, scanned, sequence_mesh)
 
 
 @struct.dataclass
@@ -130,12 +136,25 @@ class Decoder(nn.Module):
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        mask = None  # plain causal: the fast path then needs no materialised mask
-        if segment_ids is not None:
+        mesh = sequence_mesh() if self.cfg.attention in ("auto", "ring") else None
+        if mesh is not None:  # sequence parallel: ring attention over the zig-zag order
+            n = mesh.shape[SEQUENCE_AXIS]
+            if T % (2 * n):
+                raise ConfigError(f"sequence length {T} is not divisible by 2 x the mesh's "
+                                  f"sequence axis ({2 * n}, zig-zag chunks); use a multiple of "
+                                  f"{2 * n} for model.max_len")
+            order = zigzag_order(T, n)
+            tokens, positions = tokens[:, order], positions[:, order]
+            mask = RingSegments(None if segment_ids is None else segment_ids[:, order], mesh)
+        elif segment_ids is not None:
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)
+        else:
+            mask = None  # plain causal: the fast path then needs no materialised mask
         x = self._embed(tokens, positions, train)
         x, _ = self.blocks(x, None, positions, mask, None, train)
+        if mesh is not None:
+            x = x[:, np.argsort(order)]  # back to the sequence's order
         return self._logits(x, head)
 
     def decode(self, tokens, cache: KVCache, token_mask=None, last_only: bool = False):

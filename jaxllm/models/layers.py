@@ -56,6 +56,16 @@ def split_activations(batch_sharding: Callable | None):
         _BATCH_SHARDING.reset(token)
 
 
+def sequence_mesh():
+    """The mesh while tracing under `split_activations` on a mesh whose sequence axis has more
+    than one device (the decoder then runs ring attention), else None."""
+    sharding = _BATCH_SHARDING.get()
+    if sharding is None:
+        return None
+    mesh = sharding(jax.ShapeDtypeStruct((1, 1), jnp.int32)).mesh
+    return mesh if mesh.shape.get(attn_lib.SEQUENCE_AXIS, 1) > 1 else None
+
+
 def split_batch(x):
     """x, constrained to be split along its leading (batch) axis under `split_activations`."""
     sharding = _BATCH_SHARDING.get()
@@ -228,7 +238,9 @@ class Attention(nn.Module):
             q = rope_lib.rope(q, positions, inv_freq, factor)
             k = rope_lib.rope(k, positions, inv_freq, factor)
         impl = attn_lib.resolve(cfg.attention)
-        if cache is not None:
+        if isinstance(mask, attn_lib.RingSegments):  # sequence parallel (decoder.py)
+            y = attn_lib.ring_attention(q, k, v, mask.segment_ids, mask.mesh)
+        elif cache is not None:
             cache = cache.write(k, v, cache_index)
             y = cache.attend(q, mask, impl)
         elif impl == "blocked" and self.causal:

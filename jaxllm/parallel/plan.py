@@ -64,6 +64,10 @@ def check_config(cfg: Config) -> None:
     directory is made or anything is traced. Parameter divisibility is checked at planning."""
     processes = jax.process_count()
     if not uses_mesh(cfg.parallel):
+        if cfg.model.attention == "ring":
+            raise ConfigError("model.attention=ring needs a mesh with a sequence axis; pass "
+                              "--mesh sequence=8 (or data=2,sequence=4), or choose another "
+                              "model.attention")
         if processes > 1:
             raise ConfigError(f"a run on {processes} processes needs a mesh over all their "
                               f"{jax.device_count()} devices: pass --mesh (for example --mesh "
@@ -77,6 +81,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size / optim.grad_accum = {micro_batch} is not divisible "
                           f"by the {processes} processes (each loads an equal share of the "
                           f"rows); use a multiple of {processes}")
+    check_sequence(cfg, layout.mesh.shape["sequence"])
     stages = layout.mesh.shape["stage"]
     if stages > 1 and pc.pipeline == "none":
         raise ConfigError(f"the mesh has stage={stages} but parallel.pipeline=none; pass "
@@ -92,6 +97,27 @@ def check_config(cfg: Config) -> None:
                        cfg.train.batch_size, layout.size(
                            a for a in layout.rules.get("batch", ()) if layout.mesh.shape[a] > 1),
                        pc.pipeline)
+
+
+def check_sequence(cfg: Config, n: int) -> None:
+    """The sequence axis's errors: ring attention without one; with one, a model or objective
+    it does not serve, or a context the zig-zag split does not divide."""
+    m = cfg.model
+    if n == 1:
+        if m.attention == "ring":
+            raise ConfigError(f"model.attention=ring needs a mesh with a sequence axis; "
+                              f"--mesh {cfg.parallel.mesh!r} has none (add sequence=N)")
+        return
+    if m.kind != "decoder" or cfg.train.objective != "lm" or cfg.parallel.pipeline != "none":
+        raise ConfigError(f"the mesh's sequence axis (sequence={n}) serves decoder language "
+                          f"modelling without a pipeline (model.kind=decoder, "
+                          f"train.objective=lm, parallel.pipeline=none)")
+    if m.attention not in ("ring", "auto"):
+        raise ConfigError(f"model.attention={m.attention} with the mesh's sequence axis: use "
+                          f"ring (or auto), which attends across the split sequence")
+    if m.max_len % (2 * n):
+        raise ConfigError(f"model.max_len={m.max_len} is not divisible by 2 x sequence={n} "
+                          f"(ring attention's zig-zag chunks); use a multiple of {2 * n}")
 
 
 def plan_training(cfg: Config, init_fn: Callable, tx, rng, *init_args,
