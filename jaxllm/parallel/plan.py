@@ -75,13 +75,13 @@ def check_config(cfg: Config) -> None:
         return
     pc = cfg.parallel
     layout = layout_from_config(pc)
+    check_sequence(cfg, layout.mesh.shape["sequence"])
     micro_batch = cfg.train.batch_size // cfg.optim.grad_accum
     layout.check_batch(micro_batch, "train.batch_size / optim.grad_accum")
     if micro_batch % processes:
         raise ConfigError(f"train.batch_size / optim.grad_accum = {micro_batch} is not divisible "
                           f"by the {processes} processes (each loads an equal share of the "
                           f"rows); use a multiple of {processes}")
-    check_sequence(cfg, layout.mesh.shape["sequence"])
     stages = layout.mesh.shape["stage"]
     if stages > 1 and pc.pipeline == "none":
         raise ConfigError(f"the mesh has stage={stages} but parallel.pipeline=none; pass "
