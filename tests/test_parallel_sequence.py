@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import error_of
+
 from jaxllm.models import attention as attn
 from jaxllm.parallel.mesh import make_mesh
 
@@ -70,6 +70,7 @@ def test_the_decoder_attends_by_the_ring_on_a_sequence_mesh(attention, ring):
     from dataclasses import replace
 
     from helpers import MESH_CFG
+
     from jaxllm import models
     from jaxllm.models.decoder import Decoder
     from jaxllm.models.layers import split_activations
