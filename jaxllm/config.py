@@ -48,7 +48,8 @@ class ModelConfig:
     dropout: float = 0.0  # on embeddings and residual branches; 0 for small data-rich runs
     # "auto" (blocked on CPU, fast elsewhere; ring on a mesh with a sequence axis), "fast"
     # (jax.nn.dot_product_attention, cuDNN on GPU), "blocked" (causal query blocks, fastest on
-    # CPU), "reference" (einsum + mask) or "ring" (sequence parallel; needs a sequence axis)
+    # CPU), "reference" (einsum + mask), "ring" (sequence parallel; needs a sequence axis) or
+    # "pallas" (the Pallas flash-attention kernel: GPU; interpret mode on CPU, slow)
     attention: str = "auto"
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
@@ -465,7 +466,7 @@ _CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
-    "model.attention": ("auto", "fast", "blocked", "reference", "ring"),
+    "model.attention": ("auto", "fast", "blocked", "reference", "ring", "pallas"),
     "model.remat": ("none", "full", "dots", "dots_no_batch", "save_attention_out", "offload"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),

@@ -8,6 +8,8 @@ to it by the tests.
     cached_attention      queries over the CPU decode path's KV cache, read in place
     ring_attention        sequence parallelism: the tokens are split over the mesh's `sequence`
                           axis and key/value blocks travel around the ring of its devices
+    pallas_attention      the fused flash-attention kernel of jax.experimental.pallas.ops.gpu
+                          (Triton on GPU; Pallas interpret mode on CPU, for the tests)
 
 `resolve(cfg)` picks the implementation of model.attention="auto": blocked on CPU, fast on GPU
 and TPU. Shapes: q (B, T, N, H); k, v (B, S, K, H) with N = K * G (grouped-query attention);
@@ -188,6 +190,9 @@ class RingSegments:
     segment_ids: jax.Array | None
     mesh: object = struct.field(pytree_node=False)
 
+    def attend(self, q, k, v):
+        return ring_attention(q, k, v, self.segment_ids, self.mesh)
+
 
 def zigzag_order(T: int, n: int) -> np.ndarray:
     """The permutation of 0..T-1 that puts chunks i and 2n-1-i of T/(2n) tokens next to each
@@ -272,6 +277,47 @@ def ring_attention(q, k, v, segment_ids, mesh):
                              in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
     return jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
                          out_specs=spec)(q, k, v, segment_ids)
+
+
+# --- Pallas flash attention ----------------------------------------------------------------------
+# model.attention="pallas": JAX's maintained Pallas FlashAttention kernel for GPUs
+# (jax.experimental.pallas.ops.gpu.attention.mha, forward and backward kernels). It takes one
+# key/value head per query head, so grouped-query keys and values are repeated G times (their
+# gradients sum back through the repeat), and segment ids (B, T) for packed documents. On CPU it
+# runs in Pallas interpret mode: correct but slow, for tests on tiny shapes.
+
+PALLAS_BLOCK = 64  # query and key block of the kernel (at most the sequence length)
+
+
+@struct.dataclass
+class PallasSegments:
+    """What the decoder passes its attention layers under model.attention=pallas: the segment
+    ids (B, T); rows of one document each carry zeros and packed=False (nn.scan's broadcast of
+    a layer's arguments fails at initialisation on a pytree without array leaves)."""
+    segment_ids: jax.Array
+    packed: bool = struct.field(pytree_node=False, default=True)
+
+    def attend(self, q, k, v):
+        return pallas_attention(q, k, v, self.segment_ids if self.packed else None)
+
+
+def pallas_attention(q, k, v, segment_ids=None, *, block: int = PALLAS_BLOCK):
+    """Causal self-attention of q (B, T, N, H) over k, v (B, T, K, H) with the Pallas GPU
+    kernel; block must divide T (the smaller of block and T is used)."""
+    from jax.experimental.pallas.ops.gpu import attention as pallas_gpu
+
+    T, N, H = q.shape[1:]
+    G = N // k.shape[2]
+    b = min(block, T)
+    if T % b:
+        raise ValueError(f"pallas attention: sequence length {T} is not a multiple of the "
+                         f"kernel's block {b}")
+    sizes = pallas_gpu.BlockSizes(block_q=b, block_k=b, block_q_dkv=b, block_kv_dkv=b,
+                                  block_q_dq=b, block_kv_dq=b)
+    if G > 1:
+        k, v = jnp.repeat(k, G, axis=2), jnp.repeat(v, G, axis=2)
+    return pallas_gpu.mha(q, k, v, segment_ids, sm_scale=H ** -0.5, causal=True,
+                          block_sizes=sizes, interpret=jax.default_backend() == "cpu")
 
 
 # --- decoding ------------------------------------------------------------------------------------

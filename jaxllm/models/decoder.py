@@ -30,8 +30,8 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError
-from jaxllm.models.attention import (SEQUENCE_AXIS, LayerCache, RingSegments, attention_mask,
-                                     resolve_decode_path, zigzag_order)
+from jaxllm.models.attention import (SEQUENCE_AXIS, LayerCache, PallasSegments, RingSegments,
+                                     attention_mask, resolve_decode_path, zigzag_order)
 from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
                                  logical, scanned, sequence_mesh)
 
@@ -146,6 +146,9 @@ class Decoder(nn.Module):
             order = zigzag_order(T, n)
             tokens, positions = tokens[:, order], positions[:, order]
             mask = RingSegments(None if segment_ids is None else segment_ids[:, order], mesh)
+        elif self.cfg.attention == "pallas":
+            mask = (PallasSegments(jnp.zeros((B, T), jnp.int32), packed=False)
+                    if segment_ids is None else PallasSegments(segment_ids))
         elif segment_ids is not None:
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)

@@ -238,8 +238,8 @@ class Attention(nn.Module):
             q = rope_lib.rope(q, positions, inv_freq, factor)
             k = rope_lib.rope(k, positions, inv_freq, factor)
         impl = attn_lib.resolve(cfg.attention)
-        if isinstance(mask, attn_lib.RingSegments):  # sequence parallel (decoder.py)
-            y = attn_lib.ring_attention(q, k, v, mask.segment_ids, mask.mesh)
+        if isinstance(mask, (attn_lib.RingSegments, attn_lib.PallasSegments)):  # decoder.py
+            y = mask.attend(q, k, v)
         elif cache is not None:
             cache = cache.write(k, v, cache_index)
             y = cache.attend(q, mask, impl)
