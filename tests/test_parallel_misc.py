@@ -26,17 +26,17 @@ from helpers import ADAMW, LOSS_ATOL, MESH_CFG, error_of, mesh_batches, mesh_ini
 
 def test_mesh_spec_fills_and_orders_axes():
     assert parse_mesh_spec("data=2,tensor=-1", 8) == {"data": 2, "stage": 1, "fsdp": 1,
-                                                       "tensor": 4}
+                                                       "sequence": 1, "tensor": 4}
     mesh = make_mesh("tensor=2,fsdp=2,data=2")
     assert mesh.axis_names == AXES and dict(mesh.shape) == {"data": 2, "stage": 1, "fsdp": 2,
-                                                             "tensor": 2}
+                                                             "sequence": 1, "tensor": 2}
     assert dict(make_mesh("").shape)["data"] == 8
 
 
 @pytest.mark.parametrize("spec, message", [
     ("data=3", "multiply to 3 but there are 8 devices"),
     ("data=2,tensor=2", "multiply to 4 but there are 8 devices"),
-    ("model=8", "AXIS one of data, stage, fsdp, tensor"),
+    ("model=8", "AXIS one of data, stage, fsdp, sequence, tensor"),
     ("data=-1,tensor=-1", "only one axis may be -1"),
     ("data=3,tensor=-1", "not divisible"),
     ("data=two", "is not an integer"),

@@ -62,7 +62,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "(smollm2-135m-instruct)")
     p.add_argument("--save-every", type=int, help="train.save_every: steps between checkpoints")
     p.add_argument("--mesh", help="parallel.mesh: device mesh, e.g. data=2,fsdp=2,tensor=2 "
-                                  "(axes data, stage, fsdp, tensor; -1 fills the devices)")
+                                  "(axes data, stage, fsdp, sequence, tensor; -1 fills the devices)")
     p.add_argument("--zero", type=int, help="parallel.zero: ZeRO stage 0-3 along the data axis")
     p.add_argument("--pipeline", help="parallel.pipeline: none, gpipe or 1f1b (over stage)")
     p.add_argument("--microbatches", type=int, help="parallel.microbatches: per pipeline step")
