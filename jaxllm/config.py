@@ -194,8 +194,8 @@ class AlignConfig:
 @dataclass(frozen=True)
 class ParallelConfig:
     # Device mesh over the axes data, stage, fsdp, sequence, tensor ("data=2,fsdp=2,tensor=2"; -1
-    # fills the
-    # remaining devices). "" keeps the single-device path, the fastest for models that fit.
+    # fills the remaining devices). "" keeps the single-device path, the fastest for models that
+    # fit.
     mesh: str = ""
     zero: int = 0  # ZeRO stage along `data`: 1 optimizer state, 2 + gradients, 3 + parameters
     pipeline: str = "none"  # schedule over the `stage` axis: "none", "gpipe" or "1f1b"
