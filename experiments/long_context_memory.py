@@ -24,18 +24,18 @@ from dataclasses import replace
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import optax
 
-from jaxllm.config import ModelConfig  # noqa: E402
-from jaxllm.models.decoder import Decoder, init_params  # noqa: E402
-from jaxllm.objectives.causal_lm import causal_lm_loss  # noqa: E402
-from jaxllm.optim import TrainState  # noqa: E402
-from jaxllm.parallel.layout import Layout  # noqa: E402
-from jaxllm.parallel.mesh import make_mesh  # noqa: E402
-from jaxllm.parallel.sharded import shard_training  # noqa: E402
-from jaxllm.train.step import make_train_step  # noqa: E402
+from jaxllm.config import ModelConfig
+from jaxllm.models.decoder import Decoder, init_params
+from jaxllm.objectives.causal_lm import causal_lm_loss
+from jaxllm.optim import TrainState
+from jaxllm.parallel.layout import Layout
+from jaxllm.parallel.mesh import make_mesh
+from jaxllm.parallel.sharded import shard_training
+from jaxllm.train.step import make_train_step
 
 # A small Llama-style decoder: 4 layers, d=256, 4 query heads over 2 kv heads (64 wide), RoPE.
 MODEL = ModelConfig(vocab_size=256, n_layers=4, n_heads=4, n_kv_heads=2, d_model=256,
