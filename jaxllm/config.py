@@ -52,6 +52,11 @@ class ModelConfig:
     kind: str = "decoder"
     norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
     type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
+    # An encoder's task head (models/encoder.py), in place of the pretraining heads (masked-LM,
+    # NSP) when set: "sequence" (one label per text, pooled by model.pool: "cls" = the first
+    # token, "gap" = the mean over real tokens; model.num_classes labels), "token" (a tag per
+    # token, model.num_classes tags) or "span" (start and end logits: extractive QA).
+    head: str = ""
     # Quantization-aware training of the linear layers (jaxllm/transforms/qat.py): "none";
     # "ternary" is BitNet b1.58 (absmean ternary weights, 8-bit absmax activations, trained
     # straight-through from scratch); "int8"/"int4" fake-quantize the weights (absmax per output
@@ -67,8 +72,12 @@ class ModelConfig:
     image_size: int = 28  # MNIST
     channels: int = 1
     patch_size: int = 4  # must divide image_size; 28/4 = 7 x 7 = 49 patches
-    num_classes: int = 10  # the ViT's classification head; 0: no head (features only)
-    pool: str = "cls"  # "cls" (a learned [CLS] token, ViT paper) or "gap" (mean of patches)
+    # the ViT's classification head (0: no head, features only); an encoder's sequence or
+    # token head (model.head)
+    num_classes: int = 10
+    # "cls" (a learned [CLS] token, ViT paper; an encoder's first token) or "gap" (mean of
+    # patches; of an encoder's real tokens, as sentence-transformers pools MiniLM)
+    pool: str = "cls"
     image_positions: str = "learned"  # "learned" or "sincos2d" (fixed 2-D sin/cos, big_vision)
     # CLIP: the text tower is a causal transformer over max_len caption tokens, pooled at the
     # end-of-text token; 0 means "as the image tower".
@@ -452,6 +461,7 @@ def from_dict(d: dict) -> Config:
 _CHOICES = {
     "model.positions": ("learned", "rope"),
     "model.kind": ("decoder", "encoder", "vit", "clip"),
+    "model.head": ("", "sequence", "token", "span"),
     "model.pool": ("cls", "gap"),
     "model.image_positions": ("learned", "sincos2d"),
     "model.norm_position": ("pre", "post"),
@@ -535,6 +545,12 @@ def validate(cfg: Config) -> Config:
          "must be 0 (automatic) or positive")
     if m.kind in ("vit", "clip"):
         _validate_vision(cfg, need)
+    if m.head:
+        need(m.kind == "encoder", "model.head", "task heads sit on an encoder; set model.kind="
+             "encoder or model.head= (empty)")
+        if m.head != "span":
+            need(m.num_classes >= 1, "model.num_classes", f"model.head={m.head} needs at least "
+                 f"1 class")
     if cfg.train.objective != "lm":
         _validate_align(cfg, need)
     corpus = cfg.data.corpus
