@@ -298,6 +298,20 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=2000, batch_size=128, eval_every=500, save_every=500,
                           eval_batches=10),
     ),
+    # BBC News topic classification (5 classes) by all-minilm-l6-v2 fine-tuned in full with a new
+    # linear head on its mean-pooled hidden states (the pooling its sentence embeddings were
+    # trained with), on the first 128 tokens of headline + article; a fixed stratified split
+    # (80/10/10, train/task_inputs.py). The model section is MiniLM's except the run fields
+    # (train/params.py with_pretrained_model). CPU-sized; test accuracy and time in RESULTS.md
+    # ("BBC topics"); --lora rank=8,alpha=16,targets=attn --set optim.lr=1e-3 trains LoRA.
+    "bbc-topics": Config(
+        model=ModelConfig(kind="encoder", head="sequence", num_classes=5, pool="gap",
+                          max_len=128, dropout=0.1),
+        data=DataConfig(corpus="bbc", tokenizer="wordpiece", val_fraction=0.1),
+        optim=OptimConfig(lr=1e-4, warmup_steps=10, min_lr=1e-5, weight_decay=0.01),
+        train=TrainConfig(steps=120, batch_size=16, eval_every=40, save_every=120,
+                          eval_batches=4, log_every=10, init_from="all-minilm-l6-v2"),
+    ),
     # Supervised fine-tuning of SmolLM2-135M-Instruct on chat data (a CSV of system, question,
     # answer rows, e.g. `jaxllm data chatterbot --out data`): LoRA rank 16 on every linear layer
     # of the frozen pretrained weights, answers only (align.prompt_loss_weight=0), conversations
@@ -329,6 +343,8 @@ PRESET_NOTES = {
     "mnist-vit": "a small ViT classifier on MNIST (16 patches of 7x7)",
     "mnist-clip": "CLIP on MNIST with captions made from the labels (zero-shot with held-out "
                   "templates)",
+    "bbc-topics": "BBC News topic classification (5 classes): all-minilm-l6-v2 fine-tuned "
+                  "with a new classification head",
     "sft-smollm2": "chat fine-tuning (SFT) of SmolLM2-135M-Instruct with LoRA rank 16 on a CSV "
                    "of system, question, answer rows (jaxllm data chatterbot)",
 }

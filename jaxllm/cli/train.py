@@ -109,6 +109,13 @@ def run(args) -> int:
             f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}")
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
+    if "sequences_per_s_median" in summary:  # an encoder's task head
+        speed = summary["sequences_per_s_median"]
+        print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "
+              f"{summary['val_accuracy']:.4f}" + (f", {speed:,.1f} sequences/s" if speed else ""))
+        print(f"run directory: {summary['run_dir']}  (test accuracy: jaxllm eval --run "
+              f"{summary['run_dir']})")
+        return 0
     if "tokens_per_s_median" not in summary and "images_per_s_median" not in summary:
         vals = ", ".join(f"{k[4:]} {v:.4f}" for k, v in summary.items() if k.startswith("val_"))
         print(f"step {summary['step']}: validation {vals}")  # reward / DPO / PPO / GRPO

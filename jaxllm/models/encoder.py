@@ -44,6 +44,8 @@ from jaxllm.models.layers import (DTYPES, Dense, EncoderBlock, Norm, gelu, init_
                                  logical, scanned)
 
 HEADS = ("mlm", "nsp")
+# the params of the pretraining heads, absent when model.head is set
+PRETRAINING_HEADS = ("mlm_dense", "mlm_norm", "mlm_bias", "pooler", "nsp")
 
 
 class Encoder(nn.Module):
