@@ -6,11 +6,12 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_pretrained import bert_hidden
 
 from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
@@ -18,8 +19,6 @@ from jaxllm.io.hf import config_to_hf, params_to_hf
 from jaxllm.models import abstract_params
 from jaxllm.models.encoder import Encoder
 from jaxllm.objectives.classification import best_span, task_loss
-from helpers import random_params
-from reference_pretrained import bert_hidden
 
 BERT = config_lib.ModelConfig(kind="encoder", norm_position="post", type_vocab_size=2,
                               vocab_size=41, max_len=16, n_layers=2, n_heads=4, d_model=32,

@@ -35,7 +35,7 @@ def stratified_split(labels, fractions: tuple[float, ...], seed: int = 0) -> lis
         rows = rows[np.random.default_rng([seed, int(c)]).permutation(len(rows))]
         start = 0
         for k, f in enumerate(fractions, 1):
-            take = int(round(f * len(rows)))
+            take = round(f * len(rows))
             parts[k].append(rows[start:start + take])
             start += take
         parts[0].append(rows[start:])

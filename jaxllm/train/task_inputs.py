@@ -87,8 +87,8 @@ def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
     cfg = vocab_config(cfg, model_vocab(cfg, data.tokenizer.vocab_size), resuming)
     train = RowBatches(data.train, t.batch_size, t.seed)
     validation = fixed_rows(data.validation, t.eval_batches, t.batch_size // cfg.optim.grad_accum)
-    return dict(cfg=cfg, tokenizer=data.tokenizer, train=train, validation=validation,
-                unit="sequences", per_step=t.batch_size)
+    return {"cfg": cfg, "tokenizer": data.tokenizer, "train": train, "validation": validation,
+            "unit": "sequences", "per_step": t.batch_size}
 
 
 def predict(model, params, rows: dict, batch_size: int = 32) -> np.ndarray:
