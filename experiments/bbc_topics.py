@@ -25,11 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +35,7 @@ configure_cpu()
 
 import jax
 import numpy as np
+from rag_planted import append  # RESULTS.md's header: command, CPU, versions, load
 
 from jaxllm import config as config_lib
 from jaxllm import pretrained
@@ -124,22 +121,11 @@ def main():
     print(text)
     if args.append:
         n = rows[0]["test_texts"]
-        append("BBC topics: all-MiniLM-L6-v2 fine-tuned, with LoRA, and as a linear probe",
+        append("BBC topics: all-MiniLM-L6-v2 fine-tuned, with LoRA, and as a linear probe "
+               "(branch heads)",
                f"Test split: {n} articles (10% of each class, fixed seed); rows of the first "
                f"{config_lib.get_preset('bbc-topics').model.max_len} tokens of headline + "
                f"article.\n\n" + text)
-
-
-def append(title, text):
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
-        ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        if ln.startswith("Model name")), platform.processor())
-    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    head = (f"\n## {title} ({datetime.date.today()}, branch heads)\n\n`python "
-            f"{' '.join(sys.argv)}` on {cpu}, jax {jax.__version__}, numpy {np.__version__}; "
-            f"load: {load}.\n\n")
-    with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:
-        f.write(head + text + "\n")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
             str(run)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "accuracy" in out and "jaxllm eval --run" in out
+    assert "accuracy" in out and "jaxllm eval --run" in out and "sequences/s" in out
     assert main(["eval", "--run", str(run)]) == 0
     line = capsys.readouterr().out
     m = re.search(r"\((\d+) texts, 5 classes\): accuracy ([\d.]+), macro-F1 ([\d.]+)", line)
