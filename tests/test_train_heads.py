@@ -107,6 +107,7 @@ def test_encode_texts_cuts_long_texts_and_keeps_the_final_sep():
     assert long[-1] == tok.token_to_id("[SEP]") and not rows["tokens"][0, len(short):].any()
 
 
+@pytest.mark.slow
 def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
         monkeypatch, tmp_path, capsys):
     register_tiny_bert(monkeypatch)
