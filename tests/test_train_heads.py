@@ -132,3 +132,8 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     capsys.readouterr()
     assert main(["eval", "--run", str(tmp_path / "copy")]) == 0
     assert capsys.readouterr().out.split(": ", 1)[1] == line.split(": ", 1)[1]
+    # quantized: the body's kernels int8, the head float (as load_run rebuilds it)
+    assert main(["quantize", "--run", str(run), "--method", "int8", "--out",
+                 str(tmp_path / "q8")]) == 0
+    assert main(["eval", "--run", str(tmp_path / "q8")]) == 0
+    assert "macro-F1" in capsys.readouterr().out

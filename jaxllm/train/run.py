@@ -39,8 +39,8 @@ from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.models.decoder import init_value_head
 from jaxllm.models.encoder import PRETRAINING_HEADS, init_task_head
-from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, pretrained_name, state_like,
-                                 with_pretrained_model)
+from jaxllm.train.params import (NEW_HEADS, RUN_MODEL_FIELDS, build_params, pretrained_name,
+                                 state_like, with_pretrained_model)
 from jaxllm.transforms import lora
 
 
@@ -344,10 +344,14 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
             f"static W8A8 calibrates a decoder on text batches; {loaded.run.path} is a "
             f"{cfg.model.kind} run: use dynamic activations (act=dynamic, --act dynamic)")
     run.check_new()
-    # static steps are found on the dynamically quantized model, then stored in the QArrays
-    qparams = transforms.apply_weights_spec(loaded.params, spec.replace("act=static",
-                                                                        "act=dynamic"),
-                                            models.abstract_params(cfg.model)[1])
+    # static steps are found on the dynamically quantized model, then stored in the QArrays;
+    # the new heads stay float, as build_params (load_run) keeps them
+    heads = {k: v for k, v in loaded.params.items() if k in NEW_HEADS}
+    axes = models.abstract_params(cfg.model)[1]
+    qparams = transforms.apply_weights_spec(
+        {k: v for k, v in loaded.params.items() if k not in heads},
+        spec.replace("act=static", "act=dynamic"), {k: v for k, v in axes.items() if k not in heads})
+    qparams = {**qparams, **heads}
     if static:
         dc, t = cfg.data, cfg.train
         data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
