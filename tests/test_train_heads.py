@@ -20,7 +20,8 @@ from jaxllm.models import build
 from jaxllm.objectives.classification import task_loss
 from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
-from jaxllm.train.run import init_from_params
+from jaxllm.train.run import init_from_params, load_run
+from jaxllm.train.task_inputs import task_splits
 from jaxllm.train.step import make_train_step
 from jaxllm.transforms.lora import LoraArray
 
@@ -123,7 +124,12 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     line = capsys.readouterr().out
     m = re.search(r"\((\d+) texts, 5 classes\): accuracy ([\d.]+), macro-F1 ([\d.]+)", line)
     assert m and int(m[1]) == 223, line  # 10% of each class, rounded: the test split
-    assert 0 <= float(m[2]) <= 1 and 0 <= float(m[3]) <= 1
+    loaded = load_run(run)  # the test split's accuracy, computed here in one batch
+    test = task_splits(loaded.config, loaded.tokenizer).test
+    logits = loaded.model.apply({"params": loaded.params}, test["tokens"], None,
+                                test["mask"])["logits"]
+    assert float(m[2]) == round(float(np.mean(np.argmax(logits, -1) == test["labels"])), 4)
+    assert 0 <= float(m[3]) <= 1
     assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
     assert "--format run" in error_of(["export", "--run", str(run), "--out",
                                        str(tmp_path / "hf")], capsys)
