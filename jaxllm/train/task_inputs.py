@@ -81,12 +81,16 @@ def task_splits(cfg: config_lib.Config, tokenizer=None) -> TaskSplits:
 
 def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
     """The fields of train.inputs.Inputs for a task-head run: shuffled rows for training, fixed
-    validation batches (train.eval_batches of them, at most the whole split)."""
+    validation batches of shuffled rows (train.eval_batches of them, at most the whole split)."""
     t = cfg.train
     data = task_splits(cfg, run_tokenizer(cfg, run, resuming))
     cfg = vocab_config(cfg, model_vocab(cfg, data.tokenizer.vocab_size), resuming)
     train = RowBatches(data.train, t.batch_size, t.seed)
-    validation = fixed_rows(data.validation, t.eval_batches, t.batch_size // cfg.optim.grad_accum)
+    # the split's rows are in corpus order (class by class): shuffled once, so that a few
+    # validation batches hold every class
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(data.validation["labels"]))
+    validation = fixed_rows({k: v[order] for k, v in data.validation.items()}, t.eval_batches,
+                            t.batch_size // cfg.optim.grad_accum)
     return {"cfg": cfg, "tokenizer": data.tokenizer, "train": train, "validation": validation,
             "unit": "sequences", "per_step": t.batch_size}
 
