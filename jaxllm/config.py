@@ -60,6 +60,11 @@ class ModelConfig:
     kind: str = "decoder"
     norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
     type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
+    # An encoder's task head (models/encoder.py), in place of the pretraining heads (masked-LM,
+    # NSP) when set: "sequence" (one label per text, pooled by model.pool: "cls" = the first
+    # token, "gap" = the mean over real tokens; model.num_classes labels), "token" (a tag per
+    # token, model.num_classes tags) or "span" (start and end logits: extractive QA).
+    head: str = ""
     # Quantization-aware training of the linear layers (jaxllm/transforms/qat.py): "none";
     # "ternary" is BitNet b1.58 (absmean ternary weights, 8-bit absmax activations, trained
     # straight-through from scratch); "int8"/"int4" fake-quantize the weights (absmax per output
@@ -75,8 +80,12 @@ class ModelConfig:
     image_size: int = 28  # MNIST
     channels: int = 1
     patch_size: int = 4  # must divide image_size; 28/4 = 7 x 7 = 49 patches
-    num_classes: int = 10  # the ViT's classification head; 0: no head (features only)
-    pool: str = "cls"  # "cls" (a learned [CLS] token, ViT paper) or "gap" (mean of patches)
+    # the ViT's classification head (0: no head, features only); an encoder's sequence or
+    # token head (model.head)
+    num_classes: int = 10
+    # "cls" (a learned [CLS] token, ViT paper; an encoder's first token) or "gap" (mean of
+    # patches; of an encoder's real tokens, as sentence-transformers pools MiniLM)
+    pool: str = "cls"
     image_positions: str = "learned"  # "learned" or "sincos2d" (fixed 2-D sin/cos, big_vision)
     # CLIP: the text tower is a causal transformer over max_len caption tokens, pooled at the
     # end-of-text token; 0 means "as the image tower".
@@ -298,6 +307,22 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=2000, batch_size=128, eval_every=500, save_every=500,
                           eval_batches=10),
     ),
+    # BBC News topic classification (5 classes) by all-minilm-l6-v2 fine-tuned in full with a new
+    # linear head on its mean-pooled hidden states (the pooling its sentence embeddings were
+    # trained with), on the first 64 tokens of headline + article (the headline and the lead
+    # sentence or two: a 2-core CPU trains on them in minutes); a fixed stratified split
+    # (80/10/10, train/task_inputs.py); 100 steps of 16 (0.9 epochs), validation on the whole
+    # split. The model section is MiniLM's except the run fields (train/params.py
+    # with_pretrained_model). Test accuracy and time: RESULTS.md, "BBC topics"
+    # (experiments/bbc_topics.py, which also trains LoRA and a linear probe).
+    "bbc-topics": Config(
+        model=ModelConfig(kind="encoder", head="sequence", num_classes=5, pool="gap",
+                          max_len=64, dropout=0.1),
+        data=DataConfig(corpus="bbc", tokenizer="wordpiece", val_fraction=0.1),
+        optim=OptimConfig(lr=1e-4, warmup_steps=10, min_lr=1e-5, weight_decay=0.01),
+        train=TrainConfig(steps=100, batch_size=16, eval_every=50, save_every=100,
+                          eval_batches=14, log_every=10, init_from="all-minilm-l6-v2"),
+    ),
     # Supervised fine-tuning of SmolLM2-135M-Instruct on chat data (a CSV of system, question,
     # answer rows, e.g. `jaxllm data chatterbot --out data`): LoRA rank 16 on every linear layer
     # of the frozen pretrained weights, answers only (align.prompt_loss_weight=0), conversations
@@ -329,6 +354,8 @@ PRESET_NOTES = {
     "mnist-vit": "a small ViT classifier on MNIST (16 patches of 7x7)",
     "mnist-clip": "CLIP on MNIST with captions made from the labels (zero-shot with held-out "
                   "templates)",
+    "bbc-topics": "BBC News topic classification (5 classes): all-minilm-l6-v2 fine-tuned "
+                  "with a new classification head",
     "sft-smollm2": "chat fine-tuning (SFT) of SmolLM2-135M-Instruct with LoRA rank 16 on a CSV "
                    "of system, question, answer rows (jaxllm data chatterbot)",
 }
@@ -462,6 +489,7 @@ _CHOICES = {
     "model.positions": ("learned", "rope"),
     "model.rope_scaling": ("none", "linear", "ntk", "yarn"),
     "model.kind": ("decoder", "encoder", "vit", "clip"),
+    "model.head": ("", "sequence", "token", "span"),
     "model.pool": ("cls", "gap"),
     "model.image_positions": ("learned", "sincos2d"),
     "model.norm_position": ("pre", "post"),
@@ -551,6 +579,12 @@ def validate(cfg: Config) -> Config:
          "must be 0 (automatic) or positive")
     if m.kind in ("vit", "clip"):
         _validate_vision(cfg, need)
+    if m.head:
+        need(m.kind == "encoder", "model.head", "task heads sit on an encoder; set model.kind="
+             "encoder or model.head= (empty)")
+        if m.head != "span":
+            need(m.num_classes >= 1, "model.num_classes", f"model.head={m.head} needs at least "
+                 f"1 class")
     if cfg.train.objective != "lm":
         _validate_align(cfg, need)
     corpus = cfg.data.corpus

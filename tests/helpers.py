@@ -117,6 +117,31 @@ def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):
     return lm
 
 
+# all-minilm-l6-v2's architecture in miniature, with its vocabulary (WordPiece, 30522 ids)
+TINY_BERT = ModelConfig(kind="encoder", norm_position="post", type_vocab_size=2,
+                        vocab_size=30522, max_len=128, n_layers=1, n_heads=2, d_model=16,
+                        norm_eps=1e-12, scan_unroll=1)
+
+
+def register_tiny_bert(monkeypatch, name="tiny-bert"):
+    """Register `name` as a PretrainedEncoder of TINY_BERT's shapes (random weights, the
+    pretraining heads included) with all-minilm-l6-v2's tokenizer, so that fine-tuning it
+    (--init-from) takes all-minilm-l6-v2's code path in seconds."""
+    from jaxllm import pretrained
+    from jaxllm.text import load_tokenizer
+
+    rng = np.random.default_rng(7)
+    params = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
+        models.abstract_params(TINY_BERT)[0])
+    enc = pretrained.PretrainedEncoder(TINY_BERT, params, load_tokenizer("all-minilm-l6-v2"),
+                                       name, TINY_BERT.max_len)
+    monkeypatch.setitem(pretrained.REGISTRY, name,
+                        pretrained.Entry("none", "none", "none", "hf", "none"))
+    monkeypatch.setitem(pretrained._CACHE, name, enc)
+    return enc
+
+
 # --- tiny runs of every kind, built once per test session (conftest.py's `tiny_run`) -----------
 
 # A one-layer char decoder that trains in a few seconds (the CLI tests' model size).

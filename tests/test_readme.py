@@ -44,6 +44,9 @@ SLOW_RETRIEVAL = ("--mode", "train-reranker", "--rerank")
 # the alignment chain fine-tunes SmolLM2 (sft-smollm2) and passes its runs on: parsed only here;
 # tests/test_align_cli.py runs the same chain of commands on a tiny registered model
 ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "runs/ppo")
+# the BBC topics chain fine-tunes MiniLM (bbc-topics): parsed only here; tests/test_train_heads.py
+# runs the same commands on a tiny registered encoder
+TASK_HEADS = ("bbc-topics", "runs/bbc-topics", "runs/bbc-lora")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
                 "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip"}
 
@@ -117,7 +120,7 @@ def test_readme_shell_commands_run_as_written(scratch, capsys):
             if argv[0] == "make":
                 continue
             if argv[1] == "ask" or any(name in argv for name in PRETRAINED + SLOW_RETRIEVAL
-                                             + ALIGNMENT + ("--distributed",)):
+                                             + ALIGNMENT + TASK_HEADS + ("--distributed",)):
                 build_parser().parse_args(argv[1:])  # the flags exist (SystemExit otherwise)
                 continue
             err = io.StringIO()

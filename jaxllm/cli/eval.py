@@ -8,6 +8,9 @@
   jaxllm eval --run DIR               a ViT run: accuracy on the test split; a CLIP run: zero-shot
                                       test accuracy with held-out caption templates, and
                                       image->text / text->image recall@1 and @5
+  jaxllm eval --run DIR               an encoder with a task head (model.head=sequence, e.g.
+                                      --preset bbc-topics): accuracy and macro-F1 on the test
+                                      split of its corpus
   jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
@@ -56,6 +59,13 @@ def run(args) -> int:
     cfg = loaded.config
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
+    if cfg.model.head:
+        from jaxllm.train.task_inputs import evaluate_task
+        r = evaluate_task(loaded)
+        print(f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split "
+              f"({r['texts']:,} texts, {len(r['classes'])} classes): accuracy "
+              f"{r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
+        return 0
     from jaxllm.train.align_inputs import data_file
     if cfg.train.objective != "lm" or data_file(cfg.data.corpus):  # chat / post-training
         from jaxllm.train.loop import evaluate_run

@@ -109,18 +109,21 @@ def run(args) -> int:
             f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}")
         from jaxllm.train import train
         summary = train(cfg, out, progress=not args.no_progress)
+    unit = next((u for u in ("images", "sequences") if f"{u}_per_s_median" in summary), None)
+    if unit:  # ViT / CLIP, an encoder's task head: classifiers
+        speed = summary[f"{unit}_per_s_median"]
+        digits = 1 if unit == "sequences" else 0  # a few sequences/s, thousands of images/s
+        print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "
+              f"{summary['val_accuracy']:.4f}" + (f", {speed:,.{digits}f} {unit}/s" if speed
+                                                  else ""))
+        print(f"run directory: {summary['run_dir']}  (evaluate: jaxllm eval --run "
+              f"{summary['run_dir']})")
+        return 0
     if "tokens_per_s_median" not in summary and "images_per_s_median" not in summary:
         vals = ", ".join(f"{k[4:]} {v:.4f}" for k, v in summary.items() if k.startswith("val_"))
         print(f"step {summary['step']}: validation {vals}")  # reward / DPO / PPO / GRPO
         print(f"run directory: {summary['run_dir']}  (sample: jaxllm generate --run "
               f"{summary['run_dir']} --chat MESSAGE)")
-        return 0
-    if "images_per_s_median" in summary:  # ViT / CLIP
-        speed = summary["images_per_s_median"]
-        print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, accuracy "
-              f"{summary['val_accuracy']:.4f}" + (f", {speed:,.0f} images/s" if speed else ""))
-        print(f"run directory: {summary['run_dir']}  (evaluate: jaxllm eval --run "
-              f"{summary['run_dir']})")
         return 0
     speed = summary.get("tokens_per_s_median")
     print(f"step {summary['step']}: validation loss {summary['val_loss']:.4f}, perplexity "

@@ -34,6 +34,10 @@ def architecture(cfg: ModelConfig) -> str:
     if cfg.kind not in ("decoder", "encoder"):
         raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
                               f"writes Llama and GPT-2 decoders and BERT encoders")
+    if cfg.kind == "encoder" and cfg.head:
+        raise CheckpointError(f"an encoder with model.head={cfg.head} has no Hugging Face layout "
+                              f"here (export writes BertModel/BertForPreTraining); export it as "
+                              f"a run: --format run")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:

@@ -1,4 +1,5 @@
-"""BERT-style bidirectional encoder, with masked-LM and next-sentence-prediction heads.
+"""BERT-style bidirectional encoder, with masked-LM and next-sentence-prediction heads, or a
+task head (model.head) in their place.
 
     tokens (B, T) -> token + position (+ token-type) embeddings -> [LayerNorm if post-norm]
                   -> n_layers EncoderBlocks (scanned; bidirectional, padding masked)
@@ -13,6 +14,18 @@ causal=False, and model.norm_position="post" gives BERT's norm(x + f(x)). The he
 
     out = Encoder(cfg).apply({"params": p}, tokens, token_types, padding_mask, heads=("mlm",))
     out["hidden"], out["mlm_logits"]
+
+With model.head set, the pretraining heads are not built and one task head, params["head"]
+(a linear layer, logical axes ("embed", None)), reads the hidden states:
+
+    sequence: pool (model.pool: "cls" = h[:, 0]; "gap" = mean over real tokens) -> dropout
+              -> dense(num_classes)                                          out["logits"] (B, C)
+    token:    dropout -> dense(num_classes) on every position               out["logits"] (B, T, C)
+    span:     dense(2) on every position   out["start_logits"], out["end_logits"] (B, T) each
+
+"gap" is the pooling all-MiniLM-L6-v2 was trained with (sentence-transformers' mean over the
+padding mask), so a classifier fine-tuned from it starts from its sentence embeddings; "cls" is
+BERT's choice (without BERT's tanh pooler, which MiniLM's sentence training never used).
 
 Sentence embeddings (sentence-transformers' recipe for all-MiniLM-L6-v2) are
 `l2_normalize(mean_pool(out["hidden"], padding_mask))`.
@@ -31,6 +44,8 @@ from jaxllm.models.layers import (DTYPES, Dense, EncoderBlock, Norm, gelu, init_
                                  logical, scanned)
 
 HEADS = ("mlm", "nsp")
+# the params of the pretraining heads, absent when model.head is set
+PRETRAINING_HEADS = ("mlm_dense", "mlm_norm", "mlm_bias", "pooler", "nsp")
 
 
 class Encoder(nn.Module):
@@ -52,7 +67,11 @@ class Encoder(nn.Module):
         self.final_norm = Norm(cfg) if cfg.norm_position == "pre" else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = scanned(EncoderBlock, cfg, n_broadcast=4, name="blocks")
-        # heads
+        if cfg.head:  # a task head replaces the pretraining heads
+            self.head = Dense(cfg, 2 if cfg.head == "span" else cfg.num_classes,
+                              ("embed", None), use_bias=True)
+            return
+        # pretraining heads
         self.mlm_dense = Dense(cfg, cfg.d_model, ("embed", "mlp"), use_bias=True)
         self.mlm_norm = Norm(cfg)
         self.mlm_bias = self.param("mlm_bias", logical(nn.initializers.zeros, ("vocab",)),
@@ -64,7 +83,8 @@ class Encoder(nn.Module):
                  heads: tuple[str, ...] = ()):
         """tokens (B, T) int; token_types (B, T) int (default 0); padding_mask (B, T) bool,
         True for real tokens (default: all real). Returns {"hidden": (B, T, D)} plus
-        "mlm_logits" (B, T, V) and/or "nsp_logits" (B, 2) for the heads asked for."""
+        "mlm_logits" (B, T, V) and/or "nsp_logits" (B, 2) for the heads asked for, or with
+        model.head the task head's outputs (the module docstring), whatever `heads` says."""
         cfg = self.cfg
         B, T = tokens.shape
         positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
@@ -85,6 +105,8 @@ class Encoder(nn.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         out = {"hidden": x}
+        if cfg.head:
+            return {**out, **self._task_head(x, padding_mask, train)}
         if "mlm" in heads:
             h = self.mlm_norm(gelu(self.mlm_dense(x)))
             out["mlm_logits"] = self.embed.attend(h) + self.mlm_bias.astype(h.dtype)
@@ -92,6 +114,21 @@ class Encoder(nn.Module):
             pooled = jnp.tanh(self.pooler(x[:, 0]))  # (B, D): the [CLS] token
             out["nsp_logits"] = self.nsp(pooled)
         return out
+
+    def _task_head(self, x, padding_mask, train: bool) -> dict:
+        """The outputs of model.head from the hidden states x (B, T, D), in float32."""
+        cfg = self.cfg
+        if cfg.head == "span":
+            logits = self.head(x).astype(jnp.float32)  # (B, T, 2)
+            return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+        if cfg.head == "sequence":
+            if cfg.pool == "gap":
+                mask = jnp.ones(x.shape[:2], bool) if padding_mask is None else padding_mask
+                x = mean_pool(x, mask).astype(x.dtype)  # (B, D)
+            else:
+                x = x[:, 0]  # (B, D): the first ([CLS]) token
+        x = self.dropout(x, deterministic=not train)
+        return {"logits": self.head(x).astype(jnp.float32)}  # (B, C) or (B, T, C)
 
 
 def mean_pool(hidden, padding_mask):
@@ -105,7 +142,16 @@ def l2_normalize(x, eps: float = 1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def init_task_head(cfg: ModelConfig, rng: jax.Array) -> dict:
+    """Fresh params of model.head for an encoder trained without it (fine-tuning a pretrained
+    body): the kernel (D, classes) drawn as the other layers' (N(0, init_std)), the bias zero."""
+    n = 2 if cfg.head == "span" else cfg.num_classes
+    return {"kernel": cfg.init_std * jax.random.normal(rng, (cfg.d_model, n), jnp.float32),
+            "bias": jnp.zeros((n,), jnp.float32)}
+
+
 def init_params(cfg: ModelConfig, rng: jax.Array):
-    """Initialise an Encoder with both heads: (params, logical axis names of every param)."""
+    """Initialise an Encoder with both pretraining heads, or its task head (model.head):
+    (params, logical axis names of every param)."""
     return init_with_axes(Encoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
                           heads=HEADS)

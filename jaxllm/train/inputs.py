@@ -2,6 +2,8 @@
 
     inputs = text_inputs(cfg, run, resuming)    # a corpus through the run's tokenizer
     inputs = image_inputs(cfg, run, resuming)   # MNIST / digits images (+ captions for CLIP)
+    inputs = run_inputs(cfg, run, resuming)     # the one a run needs (labelled texts for an
+                                                # encoder's task head: train/task_inputs.py)
     batch = next(inputs.train)                  # a pure function of (seed, step), resumable
 
 Both return the config completed by the data (model.vocab_size from the tokenizer), so the
@@ -21,7 +23,7 @@ from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
 from jaxllm.models.vit import check_images
 from jaxllm.parallel import distributed
-from jaxllm.train import align_inputs, rollout
+from jaxllm.train import align_inputs, rollout, task_inputs
 from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import vocab_config, with_vocab
 from jaxllm.train.run import RunDir, run_tokenizer
@@ -38,7 +40,7 @@ class Inputs(NamedTuple):
     tokenizer: Any  # None for a ViT
     train: Any  # BatchIterator or ImageBatches: next(), batch(step), state(), restore()
     validation: list  # fixed batches, the same at every evaluation
-    unit: str  # what a row of a batch counts: "tokens" (per position) or "images"
+    unit: str  # what a batch's rows count: "tokens" (per position), "images" or "sequences"
     per_step: int  # units per optimizer step
     # Post-training objectives (train/align_inputs.py, train/rollout.py), None otherwise:
     # start(model, params, resuming) once the state exists (reference log-probabilities);
@@ -56,6 +58,9 @@ def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     them."""
     if cfg.model.kind in IMAGE_KINDS:
         make = image_inputs
+    elif cfg.model.head:
+        def make(cfg, run, resuming):
+            return Inputs(**task_inputs.task_inputs(cfg, run, resuming))
     elif cfg.train.objective != "lm" or align_inputs.data_file(cfg.data.corpus):
         def make(cfg, run, resuming):
             return Inputs(**ALIGN_BUILDERS[cfg.train.objective](cfg, run, resuming))

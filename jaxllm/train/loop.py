@@ -256,22 +256,25 @@ def _initial_state(cfg: config_lib.Config, model, tx, base=None):
     return plan.state, plan.step_kwargs, plan
 
 
+SPEED_NAMES = {"images": "img_s", "sequences": "seq_s"}  # the progress bar's speed, per unit
+
+
 def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step, eval_fn,
           ckpts: Checkpoints, start: int, progress: bool) -> dict:
     """Steps start..train.steps: log every log_every, evaluate every eval_every, save every
     save_every (and at the end); Ctrl-C saves the last finished step."""
     t = cfg.train
-    vision = inputs.unit == "images"
+    classify = inputs.unit in ("images", "sequences")  # accuracy is what to watch
 
     def log_eval(step: int) -> dict:
         val = (inputs.evaluate(state.params) if inputs.evaluate is not None
                else eval_fn(state.params, inputs.validation))
-        if cfg.train.objective != "lm":  # a loss over pairs or rankings has no perplexity
+        if cfg.train.objective != "lm" or cfg.model.head:  # no perplexity over pairs, labels
             val.pop("perplexity", None)
         row = {"step": step, **{f"val_{k}": round(v, 4 if k == "perplexity" else 5)
                                 for k, v in val.items() if k != "tokens"}}
         run.append_metrics(row)
-        run.plot(accuracy=vision)
+        run.plot(accuracy=classify)
         return row
 
     bar = tqdm(total=t.steps, initial=start, disable=not (progress and run.writer), unit="step",
@@ -297,14 +300,14 @@ def _loop(cfg: config_lib.Config, run: RunDir, inputs: Inputs, state, train_step
                 row = _train_row(done, fetched, speeds[-1], inputs.unit)
                 run.append_metrics(row)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False,
-                                **{"img_s" if vision else "tok_s": f"{speeds[-1]:,.0f}"})
+                                **{SPEED_NAMES.get(inputs.unit, "tok_s"): f"{speeds[-1]:,.0f}"})
                 bar.update(len(fetched))
             if done % t.eval_every == 0 or done == t.steps:
                 summary.update(log_eval(done))
                 if run.writer:
                     bar.write(f"step {done}: val_loss {summary['val_loss']:.4f} " + (
                         f"(perplexity {summary['val_perplexity']:.3f})" if "val_perplexity"
-                        in summary and not vision else
+                        in summary and not classify else
                         f"(accuracy {summary['val_accuracy']:.4f})"))
             if done % t.save_every == 0 or done == t.steps:
                 ckpts.save(done, state, inputs.train.state())

@@ -4,7 +4,8 @@
 
 "decoder": next-token cross-entropy, or the objective train.objective names: "reward"
 (Bradley-Terry over rankings), "dpo" (align.dpo_loss: sigmoid, ipo, hinge), "ppo", "grpo".
-"encoder": masked-LM (and next-sentence prediction when train.nsp_weight > 0). "vit":
+"encoder": masked-LM (and next-sentence prediction when train.nsp_weight > 0), or with
+model.head the task head's cross-entropy (objectives/classification.py task_loss). "vit":
 classification cross-entropy. "clip": symmetric InfoNCE (its vocabulary is the caption
 tokenizer's). An encoder's vocabulary is the tokenizer's plus two ids
 above it, [MASK] = V and [CLS] = V + 1, which the char/byte tokenizers lack.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from jaxllm import config as config_lib
 from jaxllm import models
 from jaxllm.objectives.causal_lm import causal_lm_loss
-from jaxllm.objectives.classification import classifier_loss
+from jaxllm.objectives.classification import classifier_loss, task_loss
 from jaxllm.objectives.contrastive import clip_loss
 from jaxllm.objectives.mlm import mlm_loss
 from jaxllm.objectives.policy import grpo_objective, ppo_objective
@@ -26,7 +27,8 @@ ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
 
 def model_vocab(cfg: config_lib.Config, tokenizer_vocab: int) -> int:
     """The number of token ids the model needs for a tokenizer of tokenizer_vocab ids."""
-    return tokenizer_vocab + (ENCODER_SPECIAL_TOKENS if cfg.model.kind == "encoder" else 0)
+    mlm = cfg.model.kind == "encoder" and not cfg.model.head
+    return tokenizer_vocab + (ENCODER_SPECIAL_TOKENS if mlm else 0)
 
 
 def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
@@ -37,6 +39,8 @@ def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
         return model, classifier_loss(model)
     if kind == "clip":
         return model, clip_loss(model)
+    if kind == "encoder" and cfg.model.head:
+        return model, task_loss(model, cfg.model.head)
     if kind == "encoder":
         return model, mlm_loss(model, mask_id=tokenizer_vocab, cls_id=tokenizer_vocab + 1,
                                vocab_size=tokenizer_vocab, rate=cfg.train.mlm_rate,

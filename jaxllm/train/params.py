@@ -26,7 +26,11 @@ from jaxllm.transforms.select import is_transformed
 # from a pretrained model keeps these from its own config and takes every other model.* field
 # (the architecture) from the pretrained model.
 RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
-                    "quant_group", "weights", "value_head")
+                    "quant_group", "weights", "value_head", "head", "num_classes", "pool")
+# Top-level params that a run adds to its base, new in every run that has them: never quantized,
+# never given LoRA factors, always trained in full: the decoder's scalar head
+# (model.value_head) and an encoder's task head (model.head).
+NEW_HEADS = ("value", "head")
 
 
 def pretrained_name(init_from: str) -> bool:
@@ -43,9 +47,13 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
         cfg = with_pretrained_model(get_preset("shakespeare-char"), "smollm2-135m-instruct")
     """
     lm = pretrained.load(name)
-    if lm.config.kind != "decoder" or lm.tokenizer is None:
-        raise ConfigError(f"train.init_from={name!r}: fine-tuning starts from a "
-                                     f"decoder with a tokenizer, such as smollm2-135m-instruct")
+    if lm.tokenizer is None or lm.config.kind not in ("decoder", "encoder"):
+        raise ConfigError(f"train.init_from={name!r}: fine-tuning starts from a decoder or "
+                          f"encoder with a tokenizer, such as smollm2-135m-instruct or "
+                          f"all-minilm-l6-v2")
+    if lm.config.kind == "encoder" and not cfg.model.head:
+        raise ConfigError(f"model.head={cfg.model.head!r}: fine-tuning the encoder {name} "
+                          f"trains a task head; set model.head=sequence, token or span")
     if cfg.model.max_len > lm.config.max_len:
         raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {name}'s "
                                      f"context of {lm.config.max_len}; set it lower")
@@ -84,19 +92,17 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
         params, axes = models.init_params(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
         params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
-    # the scalar head (model.value_head) is new in every run that has one: never quantized,
-    # never given LoRA factors, always trained in full (trainable_fn)
-    head, head_axes = params.get("value"), axes.get("value")
-    if head is not None:
-        params = {k: v for k, v in params.items() if k != "value"}
-        axes = {k: v for k, v in axes.items() if k != "value"}
+    # the new heads are left as they are (NEW_HEADS; trainable_fn trains them in full)
+    heads = {k: params[k] for k in NEW_HEADS if k in params}
+    head_axes = {k: axes[k] for k in heads}
+    params = {k: v for k, v in params.items() if k not in heads}
+    axes = {k: v for k, v in axes.items() if k not in heads}
     if cfg.model.weights:
         params = transforms.apply_weights_spec(params, cfg.model.weights, axes)
     if cfg.train.lora:
         params = transforms.apply_lora_spec(params, cfg.train.lora, jax.random.fold_in(rng, 1),
                                             axes)
-    if head is not None:
-        params, axes = {**params, "value": head}, {**axes, "value": head_axes}
+    params, axes = {**params, **heads}, {**axes, **head_axes}
     leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_transformed)
     names = [x.logical_axes() if is_transformed(x) else a
              for x, a in zip(leaves, treedef.flatten_up_to(axes))]
@@ -104,16 +110,16 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
 
 
 def trainable_fn(cfg: config_lib.Config):
-    """What a run trains: None (every parameter) or LoRA's mask function (with the scalar head
-    of model.value_head trained in full)."""
+    """What a run trains: None (every parameter) or LoRA's mask function (with the new heads,
+    NEW_HEADS, trained in full)."""
     if not cfg.train.lora:
         return None
-    if not cfg.model.value_head:
+    if not (cfg.model.value_head or cfg.model.head):
         return lora.trainable
 
     def mask(tree):
-        return {**lora.trainable(tree),
-                "value": jax.tree_util.tree_map(lambda _: True, tree["value"])}
+        return {**lora.trainable(tree), **{k: jax.tree_util.tree_map(lambda _: True, tree[k])
+                                           for k in NEW_HEADS if k in tree}}
 
     return mask
 

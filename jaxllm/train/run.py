@@ -38,8 +38,9 @@ from jaxllm.parallel import distributed
 from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.models.decoder import init_value_head
-from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, pretrained_name, state_like,
-                                 with_pretrained_model)
+from jaxllm.models.encoder import PRETRAINING_HEADS, init_task_head
+from jaxllm.train.params import (NEW_HEADS, RUN_MODEL_FIELDS, build_params, pretrained_name,
+                                 state_like, with_pretrained_model)
 from jaxllm.transforms import lora
 
 
@@ -272,7 +273,10 @@ def init_from_params(cfg: config_lib.Config):
     """The parameters of the run (or pretrained model) train.init_from names, checked to fit
     this run's model. A base run's LoRA factors are merged into plain float weights; the scalar
     head (model.value_head) is dropped when this run has none, and added fresh
-    (seeded by train.seed) when the base has none."""
+    (seeded by train.seed) when the base has none. An encoder run with a task head (model.head)
+    keeps the base's body: the base's pretraining heads are dropped, and the task head is
+    the base's own when it has one of this shape, else fresh (seeded by train.seed). A learned
+    position table longer than model.max_len (a pretrained encoder's) keeps its first rows."""
     name = cfg.train.init_from
     if pretrained_name(name):
         # a copy: the train step donates its state, and these arrays are the cached model's
@@ -285,6 +289,16 @@ def init_from_params(cfg: config_lib.Config):
             base.pop("value", None)
         elif "value" not in base:
             base["value"] = init_value_head(cfg.model, jax.random.PRNGKey(cfg.train.seed))
+    pos = base.get("pos_embedding")
+    if pos is not None and pos.shape[0] > cfg.model.max_len:
+        # learned positions of a pretrained model (MiniLM's 512): the run's max_len first rows,
+        # all that a context of max_len reads
+        base = {**base, "pos_embedding": pos[:cfg.model.max_len]}
+    if cfg.model.kind == "encoder" and cfg.model.head:
+        base = {k: v for k, v in base.items() if k not in PRETRAINING_HEADS}
+        fresh = init_task_head(cfg.model, jax.random.PRNGKey(cfg.train.seed))
+        if "head" not in base or base["head"]["kernel"].shape != fresh["kernel"].shape:
+            base["head"] = fresh
     like = jax.eval_shape(lambda: build_params(replace(cfg, train=replace(
         cfg.train, lora=""), model=replace(cfg.model, weights="")), jax.random.PRNGKey(0)))
     if jax.tree_util.tree_structure(like) != jax.tree_util.tree_structure(base) or any(
@@ -330,10 +344,14 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
             f"static W8A8 calibrates a decoder on text batches; {loaded.run.path} is a "
             f"{cfg.model.kind} run: use dynamic activations (act=dynamic, --act dynamic)")
     run.check_new()
-    # static steps are found on the dynamically quantized model, then stored in the QArrays
-    qparams = transforms.apply_weights_spec(loaded.params, spec.replace("act=static",
-                                                                        "act=dynamic"),
-                                            models.abstract_params(cfg.model)[1])
+    # static steps are found on the dynamically quantized model, then stored in the QArrays;
+    # the new heads stay float, as build_params (load_run) keeps them
+    heads = {k: v for k, v in loaded.params.items() if k in NEW_HEADS}
+    axes = models.abstract_params(cfg.model)[1]
+    qparams = transforms.apply_weights_spec(
+        {k: v for k, v in loaded.params.items() if k not in heads},
+        spec.replace("act=static", "act=dynamic"), {k: v for k, v in axes.items() if k not in heads})
+    qparams = {**qparams, **heads}
     if static:
         dc, t = cfg.data, cfg.train
         data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,

@@ -1,0 +1,145 @@
+"""Training an encoder's task head: fine-tuning from a pretrained encoder (the body kept, a new
+head), LoRA training only its factors and the head, the labelled-text split and rows, and the
+bbc-topics preset through the CLI (train, eval, generate, export) on a tiny registered encoder."""
+
+import dataclasses
+import re
+
+import jax
+import numpy as np
+import pytest
+from helpers import TINY_BERT, error_of, random_params, register_tiny_bert
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxllm import config as config_lib
+from jaxllm.cli.main import main
+from jaxllm.data.labeled import encode_texts, stratified_split
+from jaxllm.errors import ConfigError
+from jaxllm.models import build
+from jaxllm.objectives.classification import task_loss
+from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
+from jaxllm.train.run import init_from_params, load_run
+from jaxllm.train.step import make_train_step
+from jaxllm.train.task_inputs import task_splits
+from jaxllm.transforms.lora import LoraArray
+
+
+def bbc_config(**train):
+    """bbc-topics on TINY_BERT's scale (a context of 32 tokens)."""
+    cfg = config_lib.get_preset("bbc-topics")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_len=32),
+                               train=dataclasses.replace(cfg.train, init_from="tiny-bert",
+                                                         **train))
+
+
+def test_fine_tuning_keeps_the_body_and_starts_a_new_head(monkeypatch):
+    enc = register_tiny_bert(monkeypatch)
+    cfg = with_pretrained_model(bbc_config(), "tiny-bert")
+    assert cfg.model.d_model == 16 and cfg.model.head == "sequence" and cfg.model.max_len == 32
+    base = init_from_params(cfg)
+    assert "head" in base and not {"mlm_dense", "mlm_bias", "pooler", "nsp"} & set(base)
+    assert base["head"]["kernel"].shape == (16, 5) and not np.any(base["head"]["bias"])
+    np.testing.assert_array_equal(base["pos_embedding"], enc.params["pos_embedding"][:32])
+    for a, b in zip(jax.tree_util.tree_leaves(base["blocks"]),
+                    jax.tree_util.tree_leaves(enc.params["blocks"])):
+        np.testing.assert_array_equal(a, b)
+    no_head = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, head=""))
+    with pytest.raises(ConfigError, match="model.head=''.*task head"):
+        with_pretrained_model(no_head, "tiny-bert")
+
+
+def test_lora_on_the_encoder_trains_only_the_factors_and_the_head():
+    model = dataclasses.replace(TINY_BERT, head="sequence", num_classes=3, pool="gap",
+                                vocab_size=50, max_len=8)
+    cfg = config_lib.Config(model=model, train=config_lib.TrainConfig(
+        lora="rank=2,alpha=4,targets=all"))  # "all": every kernel, yet not the head's
+    params = build_params(cfg, jax.random.PRNGKey(0), random_params(model))  # no init compiled
+    assert isinstance(params["blocks"]["attn"]["query"]["kernel"], LoraArray)
+    assert not isinstance(params["head"]["kernel"], LoraArray)
+    tx = make_optimizer(config_lib.OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 3)
+    state = TrainState.create(params, tx, trainable_fn(cfg))
+    before = jax.device_get(state.params)
+    step = make_train_step(task_loss(build(model), "sequence"), tx, trainable=trainable_fn(cfg),
+                           donate=False)
+    rng = np.random.default_rng(0)
+    batch = {"tokens": rng.integers(0, 50, (4, 8)).astype(np.int32),
+             "mask": np.arange(8)[None] < np.array([[8], [5], [3], [8]]),
+             "labels": np.array([0, 1, 2, 1], np.int32)}
+    for _ in range(3):
+        state, _ = step(state, batch)
+    after = jax.device_get(state.params)
+    changed = {}
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(before),
+                            jax.tree_util.tree_leaves(after)):
+        changed[jax.tree_util.keystr(path)] = not np.array_equal(a, b)
+    trained = {k for k, v in changed.items() if v}
+    assert trained and all(".lora_" in k or k.startswith("['head']") for k in trained), trained
+    assert "['head']['kernel']" in trained and any(".lora_b" in k for k in trained)
+    assert not any(v for k, v in changed.items() if ".base" in k or "embed" in k)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=60), st.integers(0, 5))
+def test_stratified_split_keeps_class_proportions(labels, seed):
+    labels = np.asarray(labels)
+    train, val, test = stratified_split(labels, (0.2, 0.1), seed)
+    everything = np.concatenate([train, val, test])
+    assert sorted(everything.tolist()) == list(range(len(labels)))  # disjoint, covering
+    for c in np.unique(labels):
+        n = int(np.sum(labels == c))
+        assert np.sum(labels[val] == c) == round(0.2 * n)
+        assert np.sum(labels[test] == c) == round(0.1 * n)
+    assert [p.tolist() for p in stratified_split(labels, (0.2, 0.1), seed)] == \
+        [p.tolist() for p in (train, val, test)]
+
+
+def test_encode_texts_cuts_long_texts_and_keeps_the_final_sep():
+    from jaxllm.text import load_tokenizer
+
+    tok = load_tokenizer("all-minilm-l6-v2")
+    texts = ["Short one.", "a much longer text " * 20]
+    rows = encode_texts(tok, texts, 12)
+    short = tok.encode(texts[0], add_special_tokens=True)
+    long = tok.encode(texts[1], add_special_tokens=True)
+    assert rows["tokens"][0, :len(short)].tolist() == short and rows["mask"][0].sum() == len(short)
+    assert rows["tokens"][1].tolist() == long[:11] + [long[-1]] and rows["mask"][1].all()
+    assert long[-1] == tok.token_to_id("[SEP]") and not rows["tokens"][0, len(short):].any()
+
+
+@pytest.mark.slow
+def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
+        monkeypatch, tmp_path, capsys):
+    register_tiny_bert(monkeypatch)
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "bbc-topics", "--init-from", "tiny-bert", "--steps", "2",
+            "--set", "model.max_len=32", "--set", "train.batch_size=8", "--set",
+            "train.eval_batches=1", "--set", "optim.warmup_steps=1", "--no-progress", "--out",
+            str(run)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "jaxllm eval --run" in out and "sequences/s" in out
+    assert main(["eval", "--run", str(run)]) == 0
+    line = capsys.readouterr().out
+    m = re.search(r"\((\d+) texts, 5 classes\): accuracy ([\d.]+), macro-F1 ([\d.]+)", line)
+    assert m and int(m[1]) == 223, line  # 10% of each class, rounded: the test split
+    loaded = load_run(run)  # the test split's accuracy, computed here in one batch
+    test = task_splits(loaded.config, loaded.tokenizer).test
+    logits = loaded.model.apply({"params": loaded.params}, test["tokens"], None,
+                                test["mask"])["logits"]
+    assert float(m[2]) == round(float(np.mean(np.argmax(logits, -1) == test["labels"])), 4)
+    assert 0 <= float(m[3]) <= 1
+    assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
+    assert "--format run" in error_of(["export", "--run", str(run), "--out",
+                                       str(tmp_path / "hf")], capsys)
+    assert main(["export", "--run", str(run), "--format", "run", "--out",
+                 str(tmp_path / "copy")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "copy")]) == 0
+    assert capsys.readouterr().out.split(": ", 1)[1] == line.split(": ", 1)[1]
+    # quantized: the body's kernels int8, the head float (as load_run rebuilds it)
+    assert main(["quantize", "--run", str(run), "--method", "int8", "--out",
+                 str(tmp_path / "q8")]) == 0
+    assert main(["eval", "--run", str(tmp_path / "q8")]) == 0
+    assert "macro-F1" in capsys.readouterr().out
