@@ -32,7 +32,9 @@ class ModelConfig:
     d_model: int = 128
     head_dim: int = 0  # 0: d_model // n_heads
     d_ff: int = 0  # 0: 4 * d_model for GELU, the Llama rule (8/3 d, multiple of 64) for SwiGLU
-    positions: str = "learned"  # "learned" (GPT-2) or "rope" (Llama)
+    # "learned" (GPT-2) or "rope" (Llama); a seq2seq model also takes "sinusoidal" (the fixed
+    # sin/cos table of "Attention Is All You Need")
+    positions: str = "learned"
     rope_theta: float = 10000.0  # RoPE base; SmolLM2 uses 1e5, Llama-3 5e5
     norm: str = "layernorm"  # "layernorm" (GPT-2, with bias) or "rmsnorm" (Llama)
     norm_eps: float = 1e-5
@@ -47,9 +49,12 @@ class ModelConfig:
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
     init_std: float = 0.02  # N(0, std) init; residual output projections use std/sqrt(2*n_layers)
-    # "decoder" (causal LM, models/decoder.py) or "encoder" (bidirectional BERT-style with MLM
-    # and NSP heads, models/encoder.py; trained with the masked-LM objective)
+    # "decoder" (causal LM, models/decoder.py), "encoder" (bidirectional BERT-style with MLM
+    # and NSP heads, models/encoder.py; trained with the masked-LM objective) or "seq2seq"
+    # (encoder-decoder, models/seq2seq.py: n_layers encoder and n_layers decoder blocks)
     kind: str = "decoder"
+    # seq2seq: one token table for the source and the target side (False: one table each)
+    share_embeddings: bool = True
     norm_position: str = "pre"  # "pre" (GPT-2/Llama: x + f(norm(x))) or "post" (BERT: norm(x + f(x)))
     type_vocab_size: int = 0  # token-type (sentence A/B) embeddings of an encoder; BERT uses 2
     # Quantization-aware training of the linear layers (jaxllm/transforms/qat.py): "none";
@@ -335,7 +340,7 @@ def sanity_warnings(cfg: Config, memory_bytes: int | None = None) -> list[str]:
         out.append(f"optim.warmup_steps={o.warmup_steps} is not shorter than train.steps="
                    f"{t.steps}: the learning rate never reaches optim.lr={o.lr}; set "
                    f"optim.warmup_steps lower")
-    if m.kind in ("decoder", "encoder"):
+    if m.kind in ("decoder", "encoder", "seq2seq"):
         scores = t.batch_size * m.n_heads * m.max_len ** 2 * 4
         if memory_bytes and scores > memory_bytes:
             out.append(f"model.max_len={m.max_len}: one layer's attention scores would take "
@@ -450,8 +455,8 @@ def from_dict(d: dict) -> Config:
 # Validation.
 
 _CHOICES = {
-    "model.positions": ("learned", "rope"),
-    "model.kind": ("decoder", "encoder", "vit", "clip"),
+    "model.positions": ("learned", "rope", "sinusoidal"),
+    "model.kind": ("decoder", "encoder", "vit", "clip", "seq2seq"),
     "model.pool": ("cls", "gap"),
     "model.image_positions": ("learned", "sincos2d"),
     "model.norm_position": ("pre", "post"),
@@ -525,6 +530,10 @@ def validate(cfg: Config) -> Config:
              f"must be divisible by model.n_heads={m.n_heads}, or set model.head_dim")
     if m.positions == "rope":
         need(m.head_size % 2 == 0, "model.head_dim", "RoPE needs an even head size")
+    if m.positions == "sinusoidal":
+        need(m.kind == "seq2seq", "model.positions", "sinusoidal positions are a seq2seq "
+             "model's; use learned or rope")
+        need(m.d_model % 2 == 0, "model.d_model", "sinusoidal positions need an even size")
     need(cfg.data.augment_shift >= 0, "data.augment_shift", "must be 0 (none) or positive")
     need(cfg.train.batch_size % cfg.optim.grad_accum == 0, "train.batch_size",
          f"must be divisible by optim.grad_accum={cfg.optim.grad_accum}")
