@@ -1,6 +1,7 @@
 """The encoder-decoder (model.kind="seq2seq") against the numpy reference, with padding on
 both sides, and its cached decoding against its own teacher-forced forward."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ def test_matches_numpy_reference(name):
     cfg = SEQ2SEQ[name]
     params = random_params(cfg, scale=0.3)
     src, src_mask, tgt, tgt_mask = seq2seq_batch()
-    got = np.asarray(models.build(cfg).apply({"params": params}, src, tgt, src_mask, tgt_mask))
+    got = np.asarray(jax.jit(models.build(cfg).apply)({"params": params}, src, tgt, src_mask,
+                                                      tgt_mask))
     want = seq2seq_logits(cfg, params, src, tgt, src_mask, tgt_mask)
     for b in range(len(src)):  # the real target rows (padded queries are never read)
         n = tgt_mask[b].sum()
@@ -30,13 +32,21 @@ def test_cached_decoding_matches_forward():
     params = random_params(cfg, scale=0.3)
     src, src_mask, tgt, _ = seq2seq_batch()
     model = Seq2Seq(cfg)
-    full = np.asarray(model.apply({"params": params}, src, tgt, src_mask))
-    memory = model.apply({"params": params}, src, src_mask, method=Seq2Seq.encode)
-    cache = Seq2SeqCache.empty(cfg, len(src), tgt.shape[1])
-    for t in range(tgt.shape[1]):
-        logits, cache = model.apply({"params": params}, jnp.asarray(tgt[:, t:t + 1]),
-                                    memory if t == 0 else None, src_mask, cache,
-                                    method=Seq2Seq.decode)
-        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, t], atol=1e-5)
+
+    @jax.jit
+    def both(params, src, src_mask, tgt):
+        full = model.apply({"params": params}, src, tgt, src_mask)
+        memory = model.apply({"params": params}, src, src_mask, method=Seq2Seq.encode)
+        cache = Seq2SeqCache.empty(cfg, len(src), tgt.shape[1])
+        steps = []
+        for t in range(tgt.shape[1]):
+            logits, cache = model.apply({"params": params}, tgt[:, t:t + 1],
+                                        memory if t == 0 else None, src_mask, cache,
+                                        method=Seq2Seq.decode)
+            steps.append(logits[:, 0])
+        return full, jnp.stack(steps, axis=1), cache
+
+    full, steps, cache = both(params, src, src_mask, tgt)
+    np.testing.assert_allclose(np.asarray(steps), np.asarray(full), atol=1e-5)
     assert cache.cross_k.shape == (cfg.n_layers, len(src), src.shape[1], cfg.kv_heads,
                                    cfg.head_size)
