@@ -7,6 +7,7 @@ layers and heads, explicit softmax, math.erf for GELU, float64 throughout.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -141,6 +142,7 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         return x
 
     def attention(q_in, kv_in, ap, allowed, rope_q):
+        kv_in = q_in if kv_in is None else kv_in  # None: self-attention
         q, k, v = linear(q_in, ap["query"]), linear(kv_in, ap["key"]), linear(kv_in, ap["value"])
         heads = np.zeros((q_in.shape[0], N, H))
         for n in range(N):
@@ -171,8 +173,9 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         for layer in range(cfg.n_layers):
             lp = layer_of(p["encoder_blocks"], layer)
             allowed = np.broadcast_to(src_ok[None, :], (S, S))
-            m = branch(m, lp["attn_norm"], lambda h: attention(h, h, lp["attn"], allowed, True))
-            m = branch(m, lp["mlp_norm"], lambda h: mlp(h, lp["mlp"]))
+            m = branch(m, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
+                                                   allowed=allowed, rope_q=True))
+            m = branch(m, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
         if not post:
             m = norm(m, p["encoder_norm"])
         x = embed(p["embed"]["embedding"], p.get("pos_embedding"), target_in[b])
@@ -180,10 +183,11 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         cross_ok = np.broadcast_to(src_ok[None, :], (T, S))
         for layer in range(cfg.n_layers):
             lp = layer_of(p["blocks"], layer)
-            x = branch(x, lp["attn_norm"], lambda h: attention(h, h, lp["attn"], causal, True))
-            x = branch(x, lp["cross_norm"],
-                       lambda h: attention(h, m, lp["cross_attn"], cross_ok, False))
-            x = branch(x, lp["mlp_norm"], lambda h: mlp(h, lp["mlp"]))
+            x = branch(x, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
+                                                   allowed=causal, rope_q=True))
+            x = branch(x, lp["cross_norm"], partial(attention, kv_in=m, ap=lp["cross_attn"],
+                                                    allowed=cross_ok, rope_q=False))
+            x = branch(x, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
         if not post:
             x = norm(x, p["final_norm"])
         w_out = p["embed"]["embedding"].T if cfg.tie_embeddings else p["head"]["kernel"]

@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import SEQ2SEQ, random_params, seq2seq_batch
+from reference import seq2seq_logits
+
 from jaxllm import models
 from jaxllm.models.seq2seq import Seq2Seq, Seq2SeqCache
 from jaxllm.objectives.seq2seq import seq2seq_loss
-from reference import seq2seq_logits
 
 
 @pytest.mark.parametrize("name", sorted(SEQ2SEQ))
@@ -60,7 +60,7 @@ def test_loss_matches_numpy():
     params = random_params(cfg, scale=0.3)
     src, src_mask, tgt, tgt_mask = seq2seq_batch(seed=1)
     start = 12  # any id; the objective puts it first
-    batch = dict(source=src, source_mask=src_mask, target=tgt, target_mask=tgt_mask)
+    batch = {"source": src, "source_mask": src_mask, "target": tgt, "target_mask": tgt_mask}
     loss, sums = jax.jit(seq2seq_loss(models.build(cfg), start_id=start))(params, batch)
     target_in = np.concatenate([np.full((len(tgt), 1), start), tgt[:, :-1]], axis=1)
     logits = seq2seq_logits(cfg, params, src, target_in, src_mask, np.ones_like(tgt_mask))

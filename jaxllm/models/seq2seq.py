@@ -35,9 +35,21 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import LayerCache, attention_mask
-from jaxllm.models.layers import (DTYPES, Attention, CrossAttention, Dense, Embed, EncoderBlock,
-                                 Mlp, Norm, init_with_axes, logical, scanned, sinusoidal_positions,
-                                 split_batch)
+from jaxllm.models.layers import (
+    DTYPES,
+    Attention,
+    CrossAttention,
+    Dense,
+    Embed,
+    EncoderBlock,
+    Mlp,
+    Norm,
+    init_with_axes,
+    logical,
+    scanned,
+    sinusoidal_positions,
+    split_batch,
+)
 
 
 @struct.dataclass
@@ -53,14 +65,16 @@ class Seq2SeqCache:
     cross_v: jax.Array | None = None
 
     @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, size: int) -> "Seq2SeqCache":
+    def empty(cls, cfg: ModelConfig, batch: int, size: int) -> Seq2SeqCache:
         shape = (cfg.n_layers, batch, size, cfg.kv_heads, cfg.head_size)
         zeros = jnp.zeros(shape, DTYPES[cfg.dtype])
         return cls(k=zeros, v=zeros, length=jnp.zeros((), jnp.int32))
 
-    def take(self, rows) -> "Seq2SeqCache":
+    def take(self, rows) -> Seq2SeqCache:
         """The cache of the batch rows `rows` (B',) int: beam search's reordering."""
-        pick = lambda a: None if a is None else jnp.take(a, rows, axis=1)  # noqa: E731
+        def pick(a):
+            return None if a is None else jnp.take(a, rows, axis=1)
+
         return self.replace(k=pick(self.k), v=pick(self.v), cross_k=pick(self.cross_k),
                             cross_v=pick(self.cross_v))
 
@@ -112,7 +126,8 @@ class Seq2Seq(nn.Module):
     def setup(self):
         cfg = self.cfg
         init = nn.initializers.normal(cfg.init_std)
-        table = dict(dtype=DTYPES[cfg.dtype], embedding_init=logical(init, ("vocab", "embed")))
+        table = {"dtype": DTYPES[cfg.dtype],
+                 "embedding_init": logical(init, ("vocab", "embed"))}
         self.embed = Embed(cfg.vocab_size, cfg.d_model, **table)  # the target side's (+ head)
         self.source_embed = self.embed if cfg.share_embeddings else \
             Embed(cfg.vocab_size, cfg.d_model, **table)
