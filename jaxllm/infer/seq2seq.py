@@ -128,8 +128,8 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
     if bad.size:
         raise DataError(f"token ids {bad[:5].tolist()} are outside the vocabulary [0, "
                         f"{n_tokens})")
-    common = dict(model=model, start_id=int(start_id), end_id=int(end_id),
-                  max_new_tokens=int(max_new_tokens), n_tokens=n_tokens)
+    common = {"model": model, "start_id": int(start_id), "end_id": int(end_id),
+              "max_new_tokens": int(max_new_tokens), "n_tokens": n_tokens}
     if num_beams > 1:
         seqs, lengths = _beams(params, jnp.asarray(source), jnp.asarray(mask),
                                jnp.float32(length_penalty), num_beams=int(num_beams),
