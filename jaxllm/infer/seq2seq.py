@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import DataError
+from jaxllm.metrics import corpus_bleu, rouge
 from jaxllm.infer.beam import beam_search
 from jaxllm.infer.generate import best_beams, sample_logits
 from jaxllm.models.seq2seq import Seq2Seq, Seq2SeqCache
+from jaxllm.objectives.seq2seq import seq2seq_ids
 
 
 def _start(model, params, source, source_mask, start_id, max_new_tokens):
@@ -87,9 +89,10 @@ def _beams(params, source, source_mask, length_penalty, *, model: Seq2Seq, start
     return seqs[:, 0], lengths[:, 0]
 
 
-def pad_sources(sources: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ids (B, S) and mask (B, S) of the sources; DataError for an empty one or
-    one longer than max_len."""
+def pad_sources(sources: list[list[int]], max_len: int, width: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids (B, S) and mask (B, S) of the sources, S the longest source or `width`
+    if larger; DataError for an empty one or one longer than max_len."""
     if not sources:
         raise DataError("no sources given; pass at least one list of token ids")
     lengths = [len(s) for s in sources]
@@ -98,7 +101,7 @@ def pad_sources(sources: list[list[int]], max_len: int) -> tuple[np.ndarray, np.
     if max(lengths) > max_len:
         raise DataError(f"a source has {max(lengths)} tokens but the model reads at most "
                         f"{max_len} (model.max_len); shorten it")
-    ids = np.zeros((len(sources), max(lengths)), np.int32)
+    ids = np.zeros((len(sources), max(max(lengths), width)), np.int32)
     for row, s in enumerate(sources):
         ids[row, :len(s)] = s
     return ids, np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
@@ -108,12 +111,13 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
                      end_id: int, max_new_tokens: int = 64, temperature: float = 0.0,
                      top_k: int = 0, top_p: float = 1.0, seed: int = 0, num_beams: int = 1,
                      length_penalty: float = 1.0, early_stopping: bool = True,
-                     vocab_size: int | None = None) -> list[list[int]]:
+                     vocab_size: int | None = None, pad_to: int = 0) -> list[list[int]]:
     """Target ids for each source (a list of token ids), without the end token.
 
     temperature 0 is greedy; num_beams > 1 is beam search (temperature, top_k, top_p unused).
     vocab_size: the ids the model knows when its vocabulary is larger (a mesh pads it); ids
-    from there up, and the start id, are never generated."""
+    from there up, and the start id, are never generated. pad_to: pad the sources to at least
+    this many tokens (batches of one width share one compiled loop)."""
     cfg = model.cfg
     if not 1 <= max_new_tokens <= cfg.max_len:
         raise DataError(f"max_new_tokens={max_new_tokens}: must be between 1 and the model's "
@@ -123,7 +127,7 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
     if num_beams < 1:
         raise DataError(f"num_beams={num_beams}: must be at least 1 (1 is no beam search)")
     n_tokens = cfg.vocab_size if vocab_size is None else int(vocab_size)
-    source, mask = pad_sources(sources, cfg.max_len)
+    source, mask = pad_sources(sources, cfg.max_len, pad_to)
     bad = source[mask & ((source < 0) | (source >= n_tokens))]
     if bad.size:
         raise DataError(f"token ids {bad[:5].tolist()} are outside the vocabulary [0, "
@@ -139,3 +143,40 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
                              jax.random.PRNGKey(seed), temperature=float(temperature),
                              top_k=int(top_k), top_p=float(top_p), **common))
     return [row[:row.index(end_id)] if end_id in row else row for row in out.tolist()]
+
+
+def translate(model: Seq2Seq, params, tokenizer, sources: list[str], *, batch_size: int = 64,
+              max_new_tokens: int | None = None, **options) -> list[str]:
+    """The decoded target text of every source text, in batches of batch_size sources padded
+    to model.max_len tokens (one compiled loop for all; a source is cut to model.max_len).
+    options: those of seq2seq_generate (temperature, num_beams, ...)."""
+    cfg = model.cfg
+    start, end = seq2seq_ids(tokenizer.vocab_size)
+    ids = [tokenizer.encode(s)[:cfg.max_len] or [0] for s in sources]
+    out = []
+    for i in range(0, len(ids), batch_size):
+        chunk = ids[i:i + batch_size]
+        full = chunk + [chunk[0]] * (batch_size - len(chunk))  # one batch shape for all
+        res = seq2seq_generate(model, params, full, start_id=start, end_id=end,
+                               max_new_tokens=max_new_tokens or cfg.max_len,
+                               vocab_size=end + 1, pad_to=cfg.max_len, **options)
+        out += [tokenizer.decode(r) for r in res[:len(chunk)]]
+    return out
+
+
+def score_texts(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """exact_match (fraction of hypotheses equal to their reference after stripping), corpus
+    BLEU (sacrebleu's 13a defaults, 0-100) and the mean ROUGE-1/2/L F-measures (0-1)."""
+    exact = float(np.mean([h.strip() == r.strip() for h, r in zip(hypotheses, references)]))
+    out = {"exact_match": exact, "bleu": corpus_bleu(hypotheses, references).score}
+    for name, s in rouge(hypotheses, references).items():
+        out[name] = float(np.mean(s.fmeasure))
+    return out
+
+
+def evaluate_pairs(model: Seq2Seq, params, tokenizer, pairs: list[tuple[str, str]],
+                   **options) -> tuple[dict[str, float], list[str]]:
+    """(score_texts of the decoded targets against the pairs' targets, the decoded targets);
+    options: those of translate."""
+    hyps = translate(model, params, tokenizer, [s for s, _ in pairs], **options)
+    return score_texts(hyps, [t for _, t in pairs]), hyps

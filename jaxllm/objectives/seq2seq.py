@@ -19,6 +19,12 @@ import jax.numpy as jnp
 from jaxllm.objectives.causal_lm import lm_loss_and_metrics
 
 
+def seq2seq_ids(tokenizer_vocab: int) -> tuple[int, int]:
+    """(start id, end id) of an encoder-decoder over a tokenizer of tokenizer_vocab ids: the
+    two ids above the tokenizer's."""
+    return tokenizer_vocab, tokenizer_vocab + 1
+
+
 def shift_right(target, start_id: int):
     """target (B, T) -> (B, T): start_id, then target[:, :-1]."""
     start = jnp.full((target.shape[0], 1), start_id, target.dtype)

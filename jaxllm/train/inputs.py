@@ -24,7 +24,8 @@ from jaxllm.data.tokens import data_tokenizer
 from jaxllm.models.vit import check_images
 from jaxllm.parallel import distributed
 from jaxllm.train import align_inputs, rollout
-from jaxllm.train.objective import model_vocab, seq2seq_ids
+from jaxllm.objectives.seq2seq import seq2seq_ids
+from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import vocab_config, with_vocab
 from jaxllm.train.run import RunDir, run_tokenizer
 

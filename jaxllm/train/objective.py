@@ -22,21 +22,16 @@ from jaxllm.objectives.contrastive import clip_loss
 from jaxllm.objectives.mlm import mlm_loss
 from jaxllm.objectives.policy import grpo_objective, ppo_objective
 from jaxllm.objectives.preference import dpo_objective, reward_objective
-from jaxllm.objectives.seq2seq import seq2seq_loss
+from jaxllm.objectives.seq2seq import seq2seq_ids, seq2seq_loss
 
 ENCODER_SPECIAL_TOKENS = 2  # [MASK], [CLS]
-SEQ2SEQ_SPECIAL_TOKENS = 2  # <s> (the decoder's start), </s> (end of the target)
+SEQ2SEQ_SPECIAL_TOKENS = 2  # <s> (the decoder's start), </s> (end of the target): seq2seq_ids
 
 
 def model_vocab(cfg: config_lib.Config, tokenizer_vocab: int) -> int:
     """The number of token ids the model needs for a tokenizer of tokenizer_vocab ids."""
     extra = {"encoder": ENCODER_SPECIAL_TOKENS, "seq2seq": SEQ2SEQ_SPECIAL_TOKENS}
     return tokenizer_vocab + extra.get(cfg.model.kind, 0)
-
-
-def seq2seq_ids(tokenizer_vocab: int) -> tuple[int, int]:
-    """(start id, end id) of an encoder-decoder over a tokenizer of tokenizer_vocab ids."""
-    return tokenizer_vocab, tokenizer_vocab + 1
 
 
 def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
