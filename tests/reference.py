@@ -137,8 +137,8 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         x = table[tokens]
         if cfg.positions == "learned":
             x = x + pos_table[:len(tokens)]
-        elif cfg.positions == "sinusoidal":
-            x = x + sinusoid(len(tokens))
+        elif cfg.positions == "sinusoidal":  # the paper scales the embeddings by sqrt(D)
+            x = x * math.sqrt(D) + sinusoid(len(tokens))
         return x
 
     def attention(q_in, kv_in, ap, allowed, rope_q):

@@ -45,7 +45,8 @@ SLOW_RETRIEVAL = ("--mode", "train-reranker", "--rerank")
 # tests/test_align_cli.py runs the same chain of commands on a tiny registered model
 ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "runs/ppo")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
-                "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip"}
+                "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip",
+                "runs/dates-seq2seq-...": "seq2seq"}
 
 
 def blocks():

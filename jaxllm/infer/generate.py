@@ -443,7 +443,9 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
             raise DataError(f"num_beams={num_beams}: the prompt ({max(lengths)} tokens) and "
                             f"max_new_tokens={max_new_tokens} exceed the model's context "
                             f"{cfg.max_len}; lower max_new_tokens")
-        tokens = np.zeros((len(prompts), max(lengths)), np.int32)
+        width = max(max(lengths), min(-(-max(lengths) // max(1, pad_to)) * max(1, pad_to),
+                                      cfg.max_len - max_new_tokens))
+        tokens = np.zeros((len(prompts), width), np.int32)
         mask = np.zeros(tokens.shape, bool)
         for row, p in enumerate(prompts):  # left padding
             tokens[row, tokens.shape[1] - len(p):] = p

@@ -33,7 +33,8 @@ def architecture(cfg: ModelConfig) -> str:
     """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
     if cfg.kind not in ("decoder", "encoder"):
         raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
-                              f"writes Llama and GPT-2 decoders and BERT encoders")
+                              f"writes Llama and GPT-2 decoders and BERT encoders; use "
+                              f"--format run for the run's own format")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:

@@ -14,8 +14,10 @@ after each stack; "post" is the paper's norm(x + f(x)) with no extra norms.
 
 Positions (model.positions): "learned" (a table per side), "sinusoidal" (the paper's fixed
 sin/cos table) or "rope" (rotary, relative positions in both self-attentions; cross-attention
-gets none). T5's bucketed relative bias is not built (no block provides it). The paper's
-sqrt(d_model) scaling of the embeddings is left out, as GPT-2 and BERT leave it out.
+gets none). T5's bucketed relative bias is not built (no block provides it). With
+"sinusoidal" the token embeddings are multiplied by sqrt(d_model), as in the paper (section
+3.4), so that they are not drowned by the unit-sized position table; the other kinds add
+positions of the embeddings' own scale and do not scale.
 model.share_embeddings: one token table for both sides (the paper's), else one per side.
 
 Entry points sharing the parameters:
@@ -151,9 +153,9 @@ class Seq2Seq(nn.Module):
         x = embed(tokens)  # (B, T, D)
         if self.cfg.positions == "learned":
             x = x + table[positions].astype(x.dtype)
-        elif self.cfg.positions == "sinusoidal":
-            x = x + sinusoidal_positions(self.cfg.max_len, self.cfg.d_model)[positions].astype(
-                x.dtype)
+        elif self.cfg.positions == "sinusoidal":  # the paper's: embeddings times sqrt(D)
+            pe = sinusoidal_positions(self.cfg.max_len, self.cfg.d_model)[positions]
+            x = x * self.cfg.d_model ** 0.5 + pe.astype(x.dtype)
         return self.dropout(x, deterministic=not train)
 
     def encode(self, source, source_mask=None, train: bool = False):
