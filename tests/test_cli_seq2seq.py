@@ -2,6 +2,7 @@
 commands run on it in test_readme.py): what it refuses, with one line and exit 2."""
 
 from helpers import error_of
+
 from jaxllm.cli.main import main
 
 

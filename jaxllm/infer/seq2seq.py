@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import DataError
-from jaxllm.metrics import corpus_bleu, rouge
 from jaxllm.infer.beam import beam_search
 from jaxllm.infer.generate import best_beams, sample_logits
+from jaxllm.metrics import corpus_bleu, rouge
 from jaxllm.models.seq2seq import Seq2Seq, Seq2SeqCache
 from jaxllm.objectives.seq2seq import seq2seq_ids
 

@@ -22,9 +22,9 @@ from jaxllm.data.images import ImageBatches, fixed_batches, load_images
 from jaxllm.data.pairs import encode_pairs, load_pairs
 from jaxllm.data.tokens import data_tokenizer
 from jaxllm.models.vit import check_images
+from jaxllm.objectives.seq2seq import seq2seq_ids
 from jaxllm.parallel import distributed
 from jaxllm.train import align_inputs, rollout
-from jaxllm.objectives.seq2seq import seq2seq_ids
 from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import vocab_config, with_vocab
 from jaxllm.train.run import RunDir, run_tokenizer
