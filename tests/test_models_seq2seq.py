@@ -11,6 +11,7 @@ from reference import seq2seq_logits
 from jaxllm import models
 from jaxllm.models.seq2seq import Seq2Seq, Seq2SeqCache
 from jaxllm.objectives.seq2seq import seq2seq_loss
+from jaxllm.transforms import lora
 
 
 @pytest.mark.parametrize("name", sorted(SEQ2SEQ))
@@ -68,3 +69,23 @@ def test_loss_matches_numpy():
     nll = -np.take_along_axis(logp, tgt[..., None], -1)[..., 0]
     np.testing.assert_allclose(float(loss), nll[tgt_mask].mean(), rtol=1e-5)
     assert float(sums["tokens"]) == tgt_mask.sum()
+
+
+def test_lora_on_every_linear_layer_equals_its_merged_weights():
+    """lora.targets("all") selects the cross-attention too (its output kernel contracts two
+    axes, as the self-attention's): with nonzero factors the LoRA forward equals the forward of
+    the merged weights W + (alpha / r) A B."""
+    cfg = SEQ2SEQ["learned"]
+    params = random_params(cfg, scale=0.3)
+    lp = lora.init(params, lora.targets("all"), rank=2, alpha=4.0, rng=jax.random.PRNGKey(1),
+                   axes=models.abstract_params(cfg)[1])  # the stacked layers axis
+    leaves, tree = jax.tree_util.tree_flatten(lp)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    lp = jax.tree_util.tree_unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape)
+                                             for x, k in zip(leaves, keys)])
+    assert isinstance(lp["blocks"]["cross_attn"]["out"]["kernel"], lora.LoraArray)
+    src, src_mask, tgt, tgt_mask = seq2seq_batch()
+    apply = jax.jit(models.build(cfg).apply)
+    np.testing.assert_allclose(np.asarray(apply({"params": lp}, src, tgt, src_mask, tgt_mask)),
+                               np.asarray(apply({"params": lora.merge(lp)}, src, tgt, src_mask,
+                                                tgt_mask)), atol=2e-5)
