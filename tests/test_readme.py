@@ -78,7 +78,7 @@ def scratch(tiny_run, tmp_path, monkeypatch):
     for name, text in (("out.txt", "the cat sat on the mat\n"),
                        ("ref.txt", "the cat sat on a mat\n"), ("ref2.txt", "a cat sat\n")):
         (tmp_path / name).write_text(text)
-    kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora")}
+    kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora", "seq2seq")}
     # word vectors: the README trains on ShareGPT (17M words: an hour here); the pydoc corpus
     # and three plays (127k words, enough for every benchmark the README evaluates on) stand in
     # for it, and are the Python block's corpus.txt
