@@ -164,6 +164,7 @@ RUN_COMMANDS = {
     "llama": ["train", "--preset", "shakespeare-char-llama", "--steps", "2", "--no-progress",
               "--set", "data.tokenizer=byte"] + TINY + ["--set", "model.n_kv_heads=1"],
     "mlm": ["train", "--preset", "shakespeare-mlm", "--steps", "2", "--no-progress"] + TINY,
+    "seq2seq": ["train", "--preset", "dates-seq2seq", "--steps", "2", "--no-progress"] + TINY,
     "vit": ["train", "--preset", "mnist-vit", "--steps", "2", "--no-progress"] + SMALL,
     "clip": ["train", "--preset", "mnist-clip", "--steps", "2", "--no-progress", "--set",
              "model.text_layers=1", "--set", "model.embed_dim=8"] + SMALL,
@@ -252,3 +253,34 @@ PIECES = ["the", "The", "dog", "a", " ", " ", " ", ".", ",", "-", "9", "1,000", 
           "'", '"', "(", ")", "!", "?", "&quot;", "&amp;", "&lt;", "<skipped>", "\n", "-\n",
           "\t", "\u00a0", "é", "Σ", "İ", "€", "—", "«", "»", "。", "٣"]
 metric_texts = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
+
+
+# --- encoder-decoder (kind="seq2seq") --------------------------------------------------------
+
+# The original Transformer's layout in miniature (post-norm, sinusoidal positions, one shared
+# table) and a modern one (pre-norm, RoPE, RMSNorm, SwiGLU, grouped-query attention, separate
+# source and target tables, an untied head). Reference attention: one implementation compared.
+SEQ2SEQ = {
+    "vaswani": ModelConfig(kind="seq2seq", vocab_size=13, max_len=8, n_layers=2, n_heads=2,
+                           d_model=16, positions="sinusoidal", norm_position="post",
+                           attention="reference"),
+    "learned": ModelConfig(kind="seq2seq", vocab_size=13, max_len=8, n_layers=2, n_heads=2,
+                           d_model=16, attention="reference"),
+    "modern": ModelConfig(kind="seq2seq", vocab_size=13, max_len=8, n_layers=2, n_heads=4,
+                          n_kv_heads=2, d_model=16, positions="rope", rope_theta=100.0,
+                          norm="rmsnorm", mlp="swiglu", use_bias=False, tie_embeddings=False,
+                          share_embeddings=False, attention="reference"),
+}
+
+
+def seq2seq_batch(seed: int = 0, batch: int = 3, src_len: int = 7, tgt_len: int = 6):
+    """Random source and target ids (1..12) right-padded with 0 to per-row lengths, row 0
+    unpadded: (source, source_mask, target, target_mask) as numpy arrays."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for length in (src_len, tgt_len):
+        ids = rng.integers(1, 13, (batch, length))
+        lengths = np.concatenate([[length], rng.integers(2, length, batch - 1)])
+        mask = np.arange(length)[None, :] < lengths[:, None]
+        out += [np.where(mask, ids, 0).astype(np.int32), mask]
+    return tuple(out)

@@ -7,6 +7,7 @@ layers and heads, explicit softmax, math.erf for GELU, float64 throughout.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -131,3 +132,93 @@ def layer_of(tree, i):
     if isinstance(tree, dict):
         return {k: layer_of(v, i) for k, v in tree.items()}
     return tree[i]
+
+
+def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
+    """The encoder-decoder (kind="seq2seq"): source (B, S), target_in (B, T) and their boolean
+    masks -> logits (B, T, V) in float64. Post-norm is norm(x + f(x)) with no final norms;
+    pre-norm x + f(norm(x)) with a norm after each stack. Padded query rows are computed like
+    any other (the caller compares real rows only)."""
+    p = to_f64(params)
+    B, S = source.shape
+    T = target_in.shape[1]
+    N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+    post = cfg.norm_position == "post"
+
+    def norm(x, q):
+        if cfg.norm == "rmsnorm":
+            return rms_norm(x, q["scale"], cfg.norm_eps)
+        return layer_norm(x, q["scale"], q["bias"], cfg.norm_eps)
+
+    def linear(x, q, n_in_dims=1):
+        y = np.tensordot(x, q["kernel"], axes=n_in_dims)
+        return y + q["bias"] if "bias" in q else y
+
+    def sinusoid(n):
+        pe = np.zeros((n, D))
+        for pos in range(n):
+            for i in range(0, D, 2):
+                pe[pos, i] = math.sin(pos / 10000 ** (i / D))
+                pe[pos, i + 1] = math.cos(pos / 10000 ** (i / D))
+        return pe
+
+    def embed(table, pos_table, tokens):
+        x = table[tokens]
+        if cfg.positions == "learned":
+            x = x + pos_table[:len(tokens)]
+        elif cfg.positions == "sinusoidal":  # the paper scales the embeddings by sqrt(D)
+            x = x * math.sqrt(D) + sinusoid(len(tokens))
+        return x
+
+    def attention(q_in, kv_in, ap, allowed, rope_q):
+        kv_in = q_in if kv_in is None else kv_in  # None: self-attention
+        q, k, v = linear(q_in, ap["query"]), linear(kv_in, ap["key"]), linear(kv_in, ap["value"])
+        heads = np.zeros((q_in.shape[0], N, H))
+        for n in range(N):
+            qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
+            if rope_q and cfg.positions == "rope":
+                qn = rotate(qn, np.arange(len(qn)), cfg.rope_theta)
+                kn = rotate(kn, np.arange(len(kn)), cfg.rope_theta)
+            s = np.where(allowed, qn @ kn.T / math.sqrt(H), -np.inf)
+            w = np.exp(s - s.max(-1, keepdims=True))
+            heads[:, n] = (w / w.sum(-1, keepdims=True)) @ vn
+        return linear(heads, ap["out"], n_in_dims=2)
+
+    def mlp(x, mp):
+        if cfg.mlp == "swiglu":
+            g = linear(x, mp["gate"])
+            return linear(g / (1 + np.exp(-g)) * linear(x, mp["up"]), mp["down"])
+        u = linear(x, mp["up"])
+        return linear(0.5 * u * (1 + _erf(u / math.sqrt(2))), mp["down"])
+
+    def branch(x, nq, f):
+        return norm(x + f(x), nq) if post else x + f(norm(x, nq))
+
+    source_table = p["embed" if cfg.share_embeddings else "source_embed"]["embedding"]
+    logits = np.zeros((B, T, cfg.vocab_size))
+    for b in range(B):
+        src_ok = np.asarray(source_mask[b], bool)
+        m = embed(source_table, p.get("source_pos_embedding"), source[b])
+        for layer in range(cfg.n_layers):
+            lp = layer_of(p["encoder_blocks"], layer)
+            allowed = np.broadcast_to(src_ok[None, :], (S, S))
+            m = branch(m, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
+                                                   allowed=allowed, rope_q=True))
+            m = branch(m, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
+        if not post:
+            m = norm(m, p["encoder_norm"])
+        x = embed(p["embed"]["embedding"], p.get("pos_embedding"), target_in[b])
+        causal = np.tril(np.ones((T, T), bool)) & np.asarray(target_mask[b], bool)[None, :]
+        cross_ok = np.broadcast_to(src_ok[None, :], (T, S))
+        for layer in range(cfg.n_layers):
+            lp = layer_of(p["blocks"], layer)
+            x = branch(x, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
+                                                   allowed=causal, rope_q=True))
+            x = branch(x, lp["cross_norm"], partial(attention, kv_in=m, ap=lp["cross_attn"],
+                                                    allowed=cross_ok, rope_q=False))
+            x = branch(x, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
+        if not post:
+            x = norm(x, p["final_norm"])
+        w_out = p["embed"]["embedding"].T if cfg.tie_embeddings else p["head"]["kernel"]
+        logits[b] = x @ w_out
+    return logits

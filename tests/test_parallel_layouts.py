@@ -24,10 +24,11 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from helpers import LOSS_ATOL, MESH_CFG, mesh_batches
+from helpers import LOSS_ATOL, MESH_CFG, mesh_batches, seq2seq_batch
 from jaxllm import models
 from jaxllm.models.decoder import Decoder
 from jaxllm.objectives.causal_lm import causal_lm_loss
+from jaxllm.objectives.seq2seq import seq2seq_loss
 from jaxllm.optim import TrainState
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import decoder_parts, make_pipeline_grads
@@ -221,3 +222,49 @@ def test_layout_matches_single_device(name):
     if case.zero >= 2:  # gradients are constrained to the data-split layout (reduce-scatter)
         g = _leaf(setup.shardings.grads, "query")
         assert g.spec == P(None, "data", None, None)
+
+
+# --- the encoder-decoder ------------------------------------------------------------------
+
+S2S_CFG = replace(MESH_CFG, kind="seq2seq", n_layers=1)  # one encoder and one decoder block
+# One mesh with all three axes runs by default (one compile); each axis alone is slow-marked.
+S2S_LAYOUTS = {"data=2,fsdp=2,tensor=2": "data=2,fsdp=2,tensor=2", "dp=8": "data=8",
+               "fsdp=8": "fsdp=8", "data=2,tensor=4": "data=2,tensor=4"}
+# the cross-attention's query kernel (layers, embed, heads, kv) in each layout
+S2S_QUERY = {"data=2,fsdp=2,tensor=2": P(None, "fsdp", "tensor"), "dp=8": P(),
+             "fsdp=8": P(None, "fsdp"), "data=2,tensor=4": P(None, None, "tensor")}
+
+
+def s2s_batches(n=3):
+    """n batches of 8 pairs, both sides padded (helpers.seq2seq_batch)."""
+    out = []
+    for k in range(n):
+        src, src_mask, tgt, tgt_mask = seq2seq_batch(seed=k, batch=8, src_len=12, tgt_len=10)
+        out.append({"source": src, "source_mask": src_mask, "target": tgt,
+                    "target_mask": tgt_mask})
+    return out
+
+
+@pytest.mark.parametrize("name", [n if n.count("=") == 3 else pytest.param(
+    n, marks=pytest.mark.slow) for n in S2S_LAYOUTS])
+def test_seq2seq_layout_matches_single_device(name):
+    loss_fn = seq2seq_loss(models.build(S2S_CFG), start_id=63)
+    if "s2s" not in _REFERENCES:
+        state = TrainState.create(models.init_params(S2S_CFG, jax.random.PRNGKey(0))[0], SGD)
+        losses, norms, state = run_steps(make_train_step(loss_fn, SGD), state, s2s_batches())
+        _REFERENCES["s2s"] = losses, norms, jax.device_get(state.params)
+    ref_losses, ref_norms, ref_params = _REFERENCES["s2s"]
+    layout = Layout.build(make_mesh(S2S_LAYOUTS[name]))
+    setup = shard_training(layout, lambda r: models.init_params(S2S_CFG, r), SGD,
+                           jax.random.PRNGKey(0))
+    step = make_train_step(loss_fn, SGD, shardings=setup.shardings)
+    losses, norms, state = run_steps(step, setup.state, s2s_batches())
+    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=LOSS_ATOL)
+    np.testing.assert_allclose(norms, ref_norms, rtol=GRAD_NORM_RTOL)
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
+                          jax.tree_util.tree_leaves(ref_params),
+                          jax.tree_util.tree_leaves(jax.device_get(state.params))):
+        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL, err_msg=str(path[0]))
+    check_shardings(state, setup)
+    query = state.params["blocks"]["cross_attn"]["query"]["kernel"]
+    assert query.sharding.is_equivalent_to(NamedSharding(layout.mesh, S2S_QUERY[name]), 4)

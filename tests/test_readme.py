@@ -48,7 +48,8 @@ ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "run
 # runs the same commands on a tiny registered encoder
 TASK_HEADS = ("bbc-topics", "runs/bbc-topics", "runs/bbc-lora")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
-                "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip"}
+                "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip",
+                "runs/dates-seq2seq-...": "seq2seq"}
 
 
 def blocks():
@@ -80,7 +81,7 @@ def scratch(tiny_run, tmp_path, monkeypatch):
     for name, text in (("out.txt", "the cat sat on the mat\n"),
                        ("ref.txt", "the cat sat on a mat\n"), ("ref2.txt", "a cat sat\n")):
         (tmp_path / name).write_text(text)
-    kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora")}
+    kinds = {k: tiny_run(k) for k in ("char", "llama", "mlm", "vit", "clip", "lora", "seq2seq")}
     # word vectors: the README trains on ShareGPT (17M words: an hour here); the pydoc corpus
     # and three plays (127k words, enough for every benchmark the README evaluates on) stand in
     # for it, and are the Python block's corpus.txt

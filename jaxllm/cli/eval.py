@@ -11,6 +11,9 @@
   jaxllm eval --run DIR               an encoder with a task head (model.head=sequence, e.g.
                                       --preset bbc-topics): accuracy and macro-F1 on the test
                                       split of its corpus
+  jaxllm eval --run DIR [--num-beams 4] an encoder-decoder run: teacher-forced loss on the
+                                      validation pairs; exact match, BLEU and ROUGE of the
+                                      decoded test split (dates: held-out templates)
   jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
@@ -42,6 +45,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                                               "model's context)")
     p.add_argument("--batches", type=int, help="sampled batches instead of the whole split")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
+    p.add_argument("--num-beams", type=int, default=1,
+                   help="encoder-decoder: decode the test split with beam search (1: greedy)")
+    p.add_argument("--examples", type=int, help="encoder-decoder: decode only the first N "
+                                                "test pairs")
     p.add_argument("--retrieval", type=int, default=1000,
                    help="CLIP: test images (and captions) in the retrieval benchmark")
     cluster.add_arguments(p)
@@ -66,6 +73,8 @@ def run(args) -> int:
               f"({r['texts']:,} texts, {len(r['classes'])} classes): accuracy "
               f"{r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
         return 0
+    if cfg.model.kind == "seq2seq":
+        return _run_seq2seq(args, loaded)
     from jaxllm.train.align_inputs import data_file
     if cfg.train.objective != "lm" or data_file(cfg.data.corpus):  # chat / post-training
         from jaxllm.train.loop import evaluate_run
@@ -108,6 +117,35 @@ def run(args) -> int:
     m = evaluate(eval_step, loaded.params, batches, progress=on_terminal())
     print(f"{loaded.run.path} step {loaded.step}, {what} ({m['tokens']:,.0f} tokens): "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, accuracy {m['accuracy']:.4f}")
+    return 0
+
+
+def _run_seq2seq(args, loaded) -> int:
+    from jaxllm.data import fixed_rows
+    from jaxllm.data.pairs import encode_pairs, load_pairs
+    from jaxllm.errors import DataError
+    from jaxllm.infer.seq2seq import evaluate_pairs
+    from jaxllm.objectives.seq2seq import seq2seq_ids
+    from jaxllm.train import evaluate, make_eval_step
+    from jaxllm.train.objective import model_and_objective
+
+    cfg, tok = loaded.config, loaded.tokenizer
+    if args.examples is not None and args.examples < 1:
+        raise DataError(f"--examples={args.examples}: must be at least 1")
+    splits = load_pairs(cfg.data.corpus)
+    rows = encode_pairs(tok, splits.validation, cfg.model.max_len, seq2seq_ids(tok.vocab_size)[1])
+    batch = cfg.train.batch_size // cfg.optim.grad_accum
+    loss_fn = model_and_objective(cfg, tok.vocab_size)[1]
+    m = evaluate(make_eval_step(loss_fn), loaded.params, fixed_rows(rows, 1 << 30, batch))
+    print(f"{loaded.run.path} step {loaded.step}, {len(splits.validation)} validation pairs: "
+          f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, token accuracy "
+          f"{m['accuracy']:.4f}")
+    test = splits.test[:args.examples]
+    scores, _ = evaluate_pairs(loaded.model, loaded.params, tok, test, num_beams=args.num_beams)
+    how = "greedy" if args.num_beams == 1 else f"beam search, {args.num_beams} beams"
+    print(f"{len(test)} test pairs ({how}): exact match {scores['exact_match']:.4f}, BLEU "
+          f"{scores['bleu']:.2f}, ROUGE-1/2/L {scores['rouge1']:.4f} / {scores['rouge2']:.4f} "
+          f"/ {scores['rougeL']:.4f}")
     return 0
 
 

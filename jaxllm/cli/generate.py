@@ -10,6 +10,9 @@
 
 --rope-scaling linear|ntk|yarn with --rope-factor F reads F times the model's context (RoPE
 models; jaxllm/models/rope.py), with the same weights.
+  jaxllm generate --run DIR --prompt "To be" --num-beams 4       (beam search)
+  jaxllm generate --run runs/dates --prompt "March 3rd, 1997"    (an encoder-decoder run: the
+                                                                  prompt is the source)
 
 --model takes a pretrained model name (jaxllm.pretrained) or an exported directory; --chat wraps
 the message in the model's (or run's) chat template and prints only the answer.
@@ -34,7 +37,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--prompt", help="text to continue")
     text.add_argument("--chat", metavar="MESSAGE", help="a user message for a chat model")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-new-tokens", type=int,
+                   help="default 200 (an encoder-decoder: its model.max_len)")
     p.add_argument("--temperature", type=float,
                    help="0 is greedy (default: 1.0 for --prompt; 0 for --chat, as "
                         "jaxllm.pretrained's chat())")
@@ -44,6 +48,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="stop a sample at this text, which must be one token (repeatable)")
+    p.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams (1: sampling, or greedy at "
+                        "--temperature 0)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search ranks sum(log p) / length ** this (Hugging Face's)")
+    p.add_argument("--no-early-stopping", action="store_true",
+                   help="beam search: go on past num_beams finished hypotheses while a "
+                        "running one could still win (Hugging Face's early_stopping=False)")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
     p.add_argument("--rope-scaling", choices=("linear", "ntk", "yarn"),
@@ -64,8 +76,13 @@ def run(args) -> int:
         args.temperature = 0.0 if args.chat else 1.0
     if args.num_samples < 1:
         raise DataError(f"--num-samples={args.num_samples}: must be at least 1")
+    if args.num_beams > 1 and args.num_samples > 1:
+        raise DataError(f"--num-samples={args.num_samples}: beam search gives one answer; "
+                        f"drop --num-samples or --num-beams")
+    beams = {"num_beams": args.num_beams, "length_penalty": args.length_penalty,
+             "early_stopping": not args.no_early_stopping}
     if args.model:
-        return _run_pretrained(args)
+        return _run_pretrained(args, beams)
     loaded = load_run(args.run, step=args.step)
     if args.rope_scaling:
         from jaxllm import models
@@ -74,6 +91,10 @@ def run(args) -> int:
         cfg = extend_context(loaded.config.model, args.rope_scaling, args.rope_factor)
         loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, model=cfg),
                                      model=models.build(cfg))
+    if loaded.config.model.kind == "seq2seq":
+        return _run_seq2seq(args, loaded, beams)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 200
     if loaded.config.model.kind != "decoder":
         raise DataError(f"{args.run} holds an encoder (model.kind={loaded.config.model.kind}); "
                         f"generate needs a decoder run")
@@ -94,7 +115,7 @@ def run(args) -> int:
     outs = generate(loaded.model, loaded.params, [prompt] * args.num_samples,
                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, seed=args.seed,
-                    use_cache=not args.no_cache, vocab_size=tok.vocab_size)
+                    use_cache=not args.no_cache, vocab_size=tok.vocab_size, **beams)
     for i, out in enumerate(outs):
         if i:
             print("-" * 40)
@@ -102,10 +123,35 @@ def run(args) -> int:
     return 0
 
 
-def _run_pretrained(args) -> int:
+def _run_seq2seq(args, loaded, beams) -> int:
+    """An encoder-decoder run: the prompt is the source; prints the target."""
+    from jaxllm.errors import DataError
+    from jaxllm.infer.seq2seq import seq2seq_generate
+    from jaxllm.objectives.seq2seq import seq2seq_ids
+
+    if args.chat or args.stop:
+        raise DataError(f"{args.run} holds an encoder-decoder: give the source as --prompt "
+                        f"(it has no chat template; the target ends at its end token)")
+    tok = loaded.tokenizer
+    start, end = seq2seq_ids(tok.vocab_size)
+    outs = seq2seq_generate(
+        loaded.model, loaded.params, [tok.encode(args.prompt)] * args.num_samples,
+        start_id=start, end_id=end, max_new_tokens=args.max_new_tokens or
+        loaded.config.model.max_len, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, seed=args.seed, vocab_size=end + 1, **beams)
+    for i, out in enumerate(outs):
+        if i:
+            print("-" * 40)
+        print(tok.decode(out))
+    return 0
+
+
+def _run_pretrained(args, beams) -> int:
     from jaxllm import pretrained
     from jaxllm.errors import DataError
 
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 200
     status("generate", f"loading {args.model}")
     m = pretrained.load(args.model)
     if args.rope_scaling:
@@ -116,7 +162,8 @@ def _run_pretrained(args) -> int:
     if m.tokenizer is None:
         raise DataError(f"--model {args.model} has no tokenizer to encode the prompt with")
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-              top_p=args.top_p, use_cache=not args.no_cache)
+              top_p=args.top_p, use_cache=not args.no_cache,
+              **(beams if args.num_beams > 1 else {}))
     if args.stop:
         kw["stop_tokens"] = [m.tokenizer.token_to_id(t) for t in args.stop]
         if None in kw["stop_tokens"]:

@@ -49,6 +49,22 @@ def _joined_size(sizes: list[int], sep: int) -> int:
     return sum(sizes) + sep * max(len(sizes) - 1, 0)
 
 
+def data_tokenizer(kind: str, train_texts, other_texts, tokenizer: Tokenizer | None = None,
+                   vocab_size: int = 4096) -> Tokenizer:
+    """The run's tokenizer when it has one (checked to be of `kind`), else a new one: a subword
+    kind trained on the training texts, a char vocabulary from all the texts (a char tokenizer
+    cannot encode what it has not seen), or the byte tokenizer."""
+    if tokenizer is None and kind in TRAINABLE_KINDS:
+        return train_tokenizer(train_texts, vocab_size, kind=kind)
+    if tokenizer is None:
+        return build_tokenizer(kind, [*train_texts, *other_texts])
+    if tokenizer.kind != kind:
+        raise DataError(f"the run's tokenizer is {tokenizer.kind!r} but data.tokenizer="
+                        f"{kind!r}; set data.tokenizer={tokenizer.kind} (a resumed or "
+                        f"fine-tuning run keeps its base run's tokenizer)")
+    return tokenizer
+
+
 def build_data(
     corpus: str,
     tokenizer_kind: str,
@@ -60,15 +76,9 @@ def build_data(
 ) -> LMData:
     """Load a corpus's split texts, build (or reuse) a tokenizer and encode every document."""
     train_texts, val_texts = load_split_texts(corpus, split, val_fraction, text_key)
-    if tokenizer is None and tokenizer_kind in TRAINABLE_KINDS:
-        tokenizer = train_tokenizer(train_texts, vocab_size, kind=tokenizer_kind)
-    elif tokenizer is None:
-        # + "\n": the separator must be encodable even for a corpus of one-line documents
-        tokenizer = build_tokenizer(tokenizer_kind, [*train_texts, *val_texts, "\n"])
-    elif tokenizer.kind != tokenizer_kind:
-        raise DataError(f"the run's tokenizer is {tokenizer.kind!r} but data.tokenizer="
-                        f"{tokenizer_kind!r}; set data.tokenizer={tokenizer.kind} (a resumed or "
-                        f"fine-tuning run keeps its base run's tokenizer)")
+    # + "\n": the separator must be encodable even for a corpus of one-line documents
+    tokenizer = data_tokenizer(tokenizer_kind, train_texts, [*val_texts, "\n"], tokenizer,
+                               vocab_size)
     train = _encode(tokenizer, train_texts, "train")
     validation = _encode(tokenizer, val_texts, "validation")
     separator = _encode(tokenizer, ["\n"], "separator")[0]

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import ConfigError, DataError
+from jaxllm.infer.beam import beam_search
 from jaxllm.infer.constrain import Constraint
 from jaxllm.models.attention import DECODE_PATHS, resolve_decode_path
 from jaxllm.models.decoder import Decoder, KVCache
@@ -334,14 +335,54 @@ def _generate(params, cpu_weights, prompt, prompt_mask, rng, constraint, *, mode
     return buffer[:, prompt_len:], n, kept, scores, None if cstate is None else cstate[1]
 
 
+def _take_cache(cache: KVCache, rows) -> KVCache:
+    """The accelerator-layout cache of the batch rows `rows` (beam search's reordering)."""
+    return cache.replace(k=jnp.take(cache.k, rows, axis=1), v=jnp.take(cache.v, rows, axis=1),
+                         valid=cache.valid[rows], next_position=cache.next_position[rows])
+
+
+@partial(jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "stop_tokens",
+                                   "early_stopping", "n_tokens"))
+def _beam_generate(params, prompt, prompt_mask, length_penalty, *, model: Decoder,
+                   num_beams: int, max_new_tokens: int, stop_tokens: tuple[int, ...],
+                   early_stopping: bool, n_tokens: int):
+    """infer/beam.py's beam search over the accelerator decode path (the model's own weights,
+    a stacked cache whose rows beam search reorders), on any backend: (sequences, lengths) of
+    the best hypothesis of each prompt."""
+    _, params, prefill, step = _accelerator_path(model.cfg, params)
+    batch, prompt_len = prompt.shape
+    logits, cache = prefill(prompt, prompt_mask, prompt_len + max_new_tokens)
+    rows = jnp.repeat(jnp.arange(batch), num_beams)  # every prompt's cache once per beam
+    seqs, lengths, _ = beam_search(
+        logits[rows], _take_cache(cache, rows), step, _take_cache, batch=batch,
+        num_beams=num_beams, max_new_tokens=max_new_tokens, end_ids=stop_tokens,
+        length_penalty=length_penalty, early_stopping=early_stopping, n_tokens=n_tokens)
+    return seqs[:, 0], lengths[:, 0]
+
+
+def best_beams(seqs, lengths, stop_tokens) -> list[list[int]]:
+    """Each row's tokens up to its length, without a final stop token."""
+    out = []
+    for row, n in zip(np.asarray(seqs).tolist(), np.asarray(lengths).tolist()):
+        row = row[:n]
+        out.append(row[:-1] if row and row[-1] in set(stop_tokens) else row)
+    return out
+
+
 def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens: int = 100,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              stop_tokens: tuple[int, ...] | list[int] = (), seed: int = 0,
              use_cache: bool = True, vocab_size: int | None = None,
              decode_path: str = "auto", return_logits: bool = False,
              return_scores: bool = False, constraint: Constraint | None = None,
-             on_token=None, pad_to: int = 1):
+             on_token=None, pad_to: int = 1, num_beams: int = 1,
+             length_penalty: float = 1.0, early_stopping: bool = True):
     """New token ids for each prompt (a list of token ids), cut before the first stop token.
+
+    num_beams > 1: beam search (infer/beam.py: length_penalty, early_stopping as Hugging Face
+    defines them) instead of sampling; it returns the best hypothesis of each prompt, needs
+    the prompt and the new tokens to fit the context, and takes none of temperature, top-k,
+    top-p, constraint, logits, scores or streaming.
 
     vocab_size: the tokenizer's vocabulary when the model's is larger (a run trained on a mesh
     pads it to what the mesh divides); ids from there up are never generated.
@@ -390,6 +431,31 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         bad = [t for t in p if not 0 <= t < cfg.vocab_size]
         if bad:
             raise DataError(f"token ids {bad[:5]} are outside the vocabulary [0, {cfg.vocab_size})")
+    if num_beams < 1:
+        raise DataError(f"num_beams={num_beams}: must be at least 1 (1 is no beam search)")
+    if num_beams > 1:
+        extras = {"constraint": constraint is not None, "return_logits": return_logits,
+                  "return_scores": return_scores, "on_token": on_token is not None}
+        if any(extras.values()):
+            raise DataError(f"num_beams={num_beams}: beam search takes no "
+                            f"{', '.join(k for k, v in extras.items() if v)}; use num_beams=1")
+        if max(lengths) + max_new_tokens > cfg.max_len:
+            raise DataError(f"num_beams={num_beams}: the prompt ({max(lengths)} tokens) and "
+                            f"max_new_tokens={max_new_tokens} exceed the model's context "
+                            f"{cfg.max_len}; lower max_new_tokens")
+        width = max(max(lengths), min(-(-max(lengths) // max(1, pad_to)) * max(1, pad_to),
+                                      cfg.max_len - max_new_tokens))
+        tokens = np.zeros((len(prompts), width), np.int32)
+        mask = np.zeros(tokens.shape, bool)
+        for row, p in enumerate(prompts):  # left padding
+            tokens[row, tokens.shape[1] - len(p):] = p
+            mask[row, tokens.shape[1] - len(p):] = True
+        stops = tuple(int(s) for s in stop_tokens)
+        seqs, lens = _beam_generate(
+            params, jnp.asarray(tokens), jnp.asarray(mask), jnp.float32(length_penalty),
+            model=model, num_beams=num_beams, max_new_tokens=max_new_tokens, stop_tokens=stops,
+            early_stopping=bool(early_stopping), n_tokens=n_tokens)
+        return best_beams(seqs, lens, stops)
     tables = None
     if constraint is not None:
         if constraint.min_tokens > max_new_tokens:

@@ -33,7 +33,8 @@ def architecture(cfg: ModelConfig) -> str:
     """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
     if cfg.kind not in ("decoder", "encoder"):
         raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
-                              f"writes Llama and GPT-2 decoders and BERT encoders")
+                              f"writes Llama and GPT-2 decoders and BERT encoders; use "
+                              f"--format run for the run's own format")
     if cfg.kind == "encoder" and cfg.head:
         raise CheckpointError(f"an encoder with model.head={cfg.head} has no Hugging Face layout "
                               f"here (export writes BertModel/BertForPreTraining); export it as "

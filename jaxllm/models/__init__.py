@@ -1,6 +1,6 @@
 """Flax Linen models, one module per `model.kind`, and the one place that picks by kind.
 
-    model = build(cfg.model)                      # Decoder, Encoder, ViT or CLIP
+    model = build(cfg.model)                      # Decoder, Encoder, ViT, CLIP or Seq2Seq
     params, axes = init_params(cfg.model, rng)    # plain arrays + logical axis names per leaf
     shapes, axes = abstract_params(cfg.model)     # the same, traced only (nothing computed)
 """
@@ -11,7 +11,7 @@ import jax
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError
-from jaxllm.models import clip, decoder, encoder, vit
+from jaxllm.models import clip, decoder, encoder, seq2seq, vit
 from jaxllm.models.layers import abstract_init
 
 # model.kind -> (Linen module class, its init_params(model_cfg, rng) -> (params, axes))
@@ -20,6 +20,7 @@ KINDS = {
     "encoder": (encoder.Encoder, encoder.init_params),
     "vit": (vit.ViT, vit.init_params),
     "clip": (clip.CLIP, clip.init_params),
+    "seq2seq": (seq2seq.Seq2Seq, seq2seq.init_params),
 }
 
 

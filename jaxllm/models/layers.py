@@ -207,6 +207,14 @@ class Norm(nn.Module):
         return h.astype(DTYPES[cfg.dtype])
 
 
+def sinusoidal_positions(n: int, d: int):
+    """The fixed position table of "Attention Is All You Need" (section 3.5), (n, d) float32:
+    PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))."""
+    angles = jnp.arange(n, dtype=jnp.float32)[:, None] * 10000.0 ** (
+        -jnp.arange(0, d, 2, dtype=jnp.float32) / d)  # (n, d/2)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(n, d)
+
+
 def gelu(x):
     """Exact GELU, x * Phi(x), written with erf (one cheap polynomial on XLA:CPU; flax's form uses
     erfc, several times slower there). The same function to float32 rounding."""
@@ -260,6 +268,36 @@ class Attention(nn.Module):
         out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
                     name="out")(y)
         return out, cache
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries from x over keys/values from another sequence (an
+    encoder's output, `memory`): the decoder half of an encoder-decoder. No positions are
+    applied here; each side carries its own.
+
+    kv: None computes the keys and values from memory; else the (k, v) pair computed earlier
+    for the same memory (decoding computes them once per source and passes them at every step).
+    """
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, memory, mask, kv=None):
+        """x (B, T, D), memory (B, S, D), mask (B|1, 1, T|1, S) bool -> (B, T, D), (k, v)."""
+        cfg = self.cfg
+        N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
+        q = Dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
+        if kv is None:
+            kv = (Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(memory),
+                  Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(memory))
+        k, v = kv  # (B, S, K, H)
+        impl = attn_lib.resolve(cfg.attention)
+        attend = (attn_lib.reference_attention if impl == "reference"
+                  else jax.nn.dot_product_attention)  # blocked is causal self-attention only
+        y = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)  # (B, T, N, H)
+        out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
+        out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
+                    name="out")(y)
+        return out, kv
 
 
 class Mlp(nn.Module):

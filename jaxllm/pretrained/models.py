@@ -76,10 +76,11 @@ class PretrainedDecoder:
 
     def generate(self, prompts, *, max_new_tokens: int = 100, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_tokens=None,
-                 use_cache: bool = True):
+                 use_cache: bool = True, **beam_search):
         """Continue a text (str -> str), texts (list[str] -> list[str]) or token ids
         (list[list[int]] -> list[list[int]]). Greedy by default; stops at the model's end
-        tokens unless stop_tokens is given."""
+        tokens unless stop_tokens is given. beam_search: num_beams, length_penalty,
+        early_stopping of jaxllm.infer.generate."""
         from jaxllm.infer.generate import generate
 
         single = isinstance(prompts, str)
@@ -90,7 +91,7 @@ class PretrainedDecoder:
         stops = self.end_tokens() if stop_tokens is None else tuple(stop_tokens)
         outs = generate(self.model, self.params, ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops,
-                        seed=seed, use_cache=use_cache)
+                        seed=seed, use_cache=use_cache, **beam_search)
         if not as_text:
             return outs
         texts_out = [self.tokenizer.decode(o) for o in outs]

@@ -18,10 +18,13 @@ from typing import Any, NamedTuple
 import jax
 
 from jaxllm import config as config_lib
-from jaxllm.data import BatchIterator, build_data, eval_batches
+from jaxllm.data import BatchIterator, RowBatches, build_data, eval_batches, fixed_rows
 from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
+from jaxllm.data.pairs import encode_pairs, load_pairs
+from jaxllm.data.tokens import data_tokenizer
 from jaxllm.models.vit import check_images
+from jaxllm.objectives.seq2seq import seq2seq_ids
 from jaxllm.parallel import distributed
 from jaxllm.train import align_inputs, rollout, task_inputs
 from jaxllm.train.objective import model_vocab
@@ -61,6 +64,8 @@ def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     elif cfg.model.head:
         def make(cfg, run, resuming):
             return Inputs(**task_inputs.task_inputs(cfg, run, resuming))
+    elif cfg.model.kind == "seq2seq":
+        make = pair_inputs
     elif cfg.train.objective != "lm" or align_inputs.data_file(cfg.data.corpus):
         def make(cfg, run, resuming):
             return Inputs(**ALIGN_BUILDERS[cfg.train.objective](cfg, run, resuming))
@@ -104,3 +109,21 @@ def image_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     validation = fixed_batches(data.validation, t.eval_batches,
                                t.batch_size // cfg.optim.grad_accum, t.seed + 1, **text)
     return Inputs(cfg, tokenizer, train, validation, "images", t.batch_size)
+
+
+def pair_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
+    """Source-target pairs (data/pairs.py) for an encoder-decoder: rows of the source and the
+    target (+ </s>) right-padded to model.max_len, in a seeded order per epoch."""
+    dc, t = cfg.data, cfg.train
+    splits = load_pairs(dc.corpus)
+    tokenizer = data_tokenizer(dc.tokenizer, [x for p in splits.train for x in p],
+                               [x for p in splits.validation + splits.test for x in p],
+                               run_tokenizer(cfg, run, resuming), dc.vocab_size)
+    cfg = vocab_config(cfg, model_vocab(cfg, tokenizer.vocab_size), resuming)
+    m = cfg.model
+    end = seq2seq_ids(tokenizer.vocab_size)[1]
+    train = RowBatches(encode_pairs(tokenizer, splits.train, m.max_len, end), t.batch_size,
+                       t.seed)
+    validation = fixed_rows(encode_pairs(tokenizer, splits.validation, m.max_len, end),
+                            t.eval_batches, t.batch_size // cfg.optim.grad_accum)
+    return Inputs(cfg, tokenizer, train, validation, "tokens", t.batch_size * m.max_len)

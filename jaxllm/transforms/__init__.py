@@ -34,7 +34,7 @@ __all__ = ["METHODS", "QArray", "Rule", "TransformError", "apply_calibration", "
 
 def linear_rules() -> list[Rule]:
     """Every linear-layer kernel of a jaxllm model (the attention output contracts two axes)."""
-    return [Rule("**/attn/out/kernel", n_in=2), Rule("**/kernel")]
+    return [Rule("**/*attn/out/kernel", n_in=2), Rule("**/kernel")]
 
 
 _SPEC_KEYS = {

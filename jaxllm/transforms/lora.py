@@ -89,17 +89,18 @@ def _lead_of(la: LoraArray) -> int:
 
 # ---------------------------------------------------------------------------------------------
 
-_ATTN = ("**/attn/query/kernel", "**/attn/key/kernel", "**/attn/value/kernel")
+_ATTN = ("**/*attn/query/kernel", "**/*attn/key/kernel", "**/*attn/value/kernel")
 
 
 def targets(name: str) -> list[Rule]:
     """Rules for the usual LoRA targets of jaxllm models: "attn" (query, key, value, out
-    projections), "all" (every linear layer: attention, MLP and an untied head), or any other
+    projections of self- and cross-attention: "*attn" also matches an encoder-decoder's
+    cross_attn), "all" (every linear layer: attention, MLP and an untied head), or any other
     string as a regular expression on the path."""
     if name == "attn":
-        return [Rule(p) for p in _ATTN] + [Rule("**/attn/out/kernel", n_in=2)]
+        return [Rule(p) for p in _ATTN] + [Rule("**/*attn/out/kernel", n_in=2)]
     if name == "all":
-        return [Rule("**/attn/out/kernel", n_in=2), Rule("**/kernel")]
+        return [Rule("**/*attn/out/kernel", n_in=2), Rule("**/kernel")]
     return [Rule(regex=name)]
 
 
