@@ -177,8 +177,8 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         for n in range(N):
             qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
             if rope_q and cfg.positions == "rope":
-                qn = rotate(qn, np.arange(len(qn)), cfg.rope_theta)
-                kn = rotate(kn, np.arange(len(kn)), cfg.rope_theta)
+                qn = rotate(qn, np.arange(len(qn)), rope_inv_freq(H, cfg.rope_theta)[0])
+                kn = rotate(kn, np.arange(len(kn)), rope_inv_freq(H, cfg.rope_theta)[0])
             s = np.where(allowed, qn @ kn.T / math.sqrt(H), -np.inf)
             w = np.exp(s - s.max(-1, keepdims=True))
             heads[:, n] = (w / w.sum(-1, keepdims=True)) @ vn
