@@ -58,8 +58,8 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def _columns(cpu, wall, counts):
-    return f"{cpu:8.1f} cpu {wall:8.1f} wall {counts[0]:5d} compiled {counts[1]:4d} hits " \
-           f"{counts[2]:7.1f} s"
+    return (f"{cpu:8.1f} cpu {wall:8.1f} wall {counts[0]:5d} compiled {counts[1]:4d} hits "
+            f"{counts[2]:7.1f} s")
 
 
 def pytest_sessionfinish(session):
@@ -75,8 +75,8 @@ def pytest_sessionfinish(session):
         f[0] += cpu
         f[1] += _SECONDS["wall::" + nodeid]
         f[2] = [a + b for a, b in zip(f[2], _COMPILES[nodeid])]
-    lines = [f"session cpu {time.process_time() - _START[0]:.1f} s, "
-             f"wall {time.perf_counter() - _START[1]:.1f} s"]
+    lines = [(f"session cpu {time.process_time() - _START[0]:.1f} s, "
+              f"wall {time.perf_counter() - _START[1]:.1f} s")]
     lines += [f"FILE {_columns(*v)} {name}"
               for name, v in sorted(files.items(), key=lambda x: -x[1][0])]
     lines += [f"TEST {_columns(cpu, _SECONDS['wall::' + k], _COMPILES[k])} {k}"
