@@ -5,7 +5,9 @@
 #               suite (the two-process cluster runs included) on $(TEST_WORKERS) pytest-xdist workers
 #   make test-cluster   the two-process cluster runs alone
 PYTHON ?= python3
-# test processes (pytest-xdist): XLA compiles on one thread, so one worker per core
+# test processes (pytest-xdist): XLA compiles on one thread, so one worker per core; each test
+# module runs whole on one worker (--dist loadscope), so a module's fixtures and caches are built
+# once (the two-process cluster runs' fixture above all)
 TEST_WORKERS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -32,7 +34,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # two processes joined by jax.distributed train every layout like one (make test runs them too)
 test-cluster: $(STAMP)

@@ -1,6 +1,6 @@
 """Test set-up: 8 simulated CPU devices, a compilation cache and a private TFDS data dir for the
 whole session; under pytest-xdist (`make test` runs two workers) the workers share the cache and
-the tiny runs, and the tests that share a module's fixture run on one worker."""
+the tiny runs."""
 
 import atexit
 import os
@@ -78,17 +78,3 @@ def tiny_chat_lm():
     from helpers import tiny_decoder
     return tiny_decoder(1024)
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N --dist loadgroup` (make test), the tests of a module that use one of its
-    module- or class-scoped fixtures, or a session fixture the module defines (a loaded
-    pretrained model), form one group that runs on one worker, so each such fixture is built
-    once; every other test is scheduled alone. Without xdist the marker does nothing."""
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        for defs in item._fixtureinfo.name2fixturedefs.values():
-            if any(d.scope in ("module", "class", "package")
-                   or (d.scope == "session" and d.baseid == module) for d in defs):
-                item.add_marker(pytest.mark.xdist_group(module))
-                break

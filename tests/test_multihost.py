@@ -13,8 +13,7 @@ parameters within 1e-4. The subprocesses share a persistent compilation cache, s
 resumed runs reuse the programs the first pair compiled for the same config.
 
 The cluster tests (marked `cluster`: minutes of compiling on a 2-core machine) run in `make test`
-(on one pytest-xdist worker, since they share the module's `cluster` fixture, while the other
-worker goes on with the rest of the suite) and alone in `make test-cluster`.
+(this module on one pytest-xdist worker, while the other goes on with the rest of the suite) and alone in `make test-cluster`.
 """
 
 from __future__ import annotations
