@@ -379,7 +379,7 @@ def test_interruptible_wait():
         threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         start = time.perf_counter()
         with pytest.raises(KeyboardInterrupt):
-            _interruptible(never.wait)
+            _interruptible(lambda: never.wait(10))  # bounded: a broken version fails, not hangs
         assert time.perf_counter() - start < 5
     finally:
         signal.signal(signal.SIGINT, inherited)

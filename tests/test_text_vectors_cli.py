@@ -70,7 +70,7 @@ def test_errors_are_one_line(tmp_path, corpus, capsys):
 
 def test_sharegpt_corpus_reads_the_complete_records(tmp_path, monkeypatch):
     """The package's JSON stops mid-record: the complete records are read, the cut one dropped."""
-    from jaxllm.data import corpora
+    from jaxllm.data import chat, corpora
 
     records = [{"id": "a", "conversations": [{"from": "human", "value": "Hi there\n"},
                                              {"from": "gpt", "value": "Hello, world."}]},
@@ -79,7 +79,7 @@ def test_sharegpt_corpus_reads_the_complete_records(tmp_path, monkeypatch):
     text = "[\n" + ",\n".join(json.dumps(r) for r in records) + ',\n  {"id": "d", "conv'
     (tmp_path / "data").mkdir()
     (tmp_path / "data/ShareGPT_V3_unfiltered_cleaned_split.json").write_text(text)
-    monkeypatch.setattr(corpora, "package_folder", lambda name: tmp_path)
+    monkeypatch.setattr(chat, "package_folder", lambda name: tmp_path)
     docs = corpora.load_sharegpt()
     assert [(d.title, d.text) for d in docs] == [("a", "Hi there\nHello, world.\n"),
                                                  ("c", "x\ny\n")]

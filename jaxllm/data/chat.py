@@ -256,7 +256,7 @@ def write_sharegpt_jsonl(out: str | Path, *, limit: int = 0, max_chars: int = 0,
     """ShareGPT V3 as a chat JSONL file ({"messages": [...]} per line), keeping conversations of
     at most max_chars characters (0: all) and the first `limit` (0: all); with `prompts`, also
     a file of their first user turns ({"prompt": ...} per line)."""
-    text = sharegpt_file().read_text(encoding="utf-8")
+    text = sharegpt_file().read_text(encoding="utf-8", errors="replace")
     records = complete = 0
     kept = []
     for record in sharegpt_records(text):

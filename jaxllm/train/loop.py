@@ -71,16 +71,12 @@ def resume(out_dir: str | Path, *, steps: int | None = None, config: config_lib.
     which it changes (a model.vocab_size of 0 means the run's). A changed target or layout is
     written to config.json, so a later resume continues the same way. A run already at its
     last step trains nothing and says so (summary["finished"])."""
-    from jaxllm.parallel import plan as plan_lib
-
     run = RunDir(out_dir)
     saved = run.load_config()
     cfg = saved
     if config is not None:
         if config.model.vocab_size == 0:  # "from the tokenizer": the run's
             config = replace(config, model=replace(config.model, vocab_size=saved.model.vocab_size))
-        if steps is not None:
-            config = replace(config, train=replace(config.train, steps=steps))
         differ = {k: v for k, v in config_lib.differences(config, saved).items()
                   if not k.startswith(RESUMABLE_CHANGES)}
         if differ:
@@ -198,10 +194,7 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
     ckpts = Checkpoints(run.checkpoints, keep=cfg.train.keep, async_save=True)
     start = 0
     if resuming and ckpts.latest_step() is not None:
-        start = ckpts.latest_step()
-        if start > cfg.train.steps:
-            raise ConfigError(f"the run is already at step {start}, past "
-                              f"train.steps={cfg.train.steps}; pass a larger --steps")
+        start = ckpts.latest_step()  # resume() refused one past train.steps
         state, data_state = ckpts.restore(start, state)
         inputs.train.restore(data_state)
     run.truncate_metrics(start)
