@@ -34,6 +34,9 @@ _ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
          "eighteen", "nineteen")
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+# English month names, fixed (calendar.month_name follows the process's locale)
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
 _ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth",
             "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
 
@@ -103,7 +106,7 @@ HELDOUT_TEMPLATES = (
 
 def date_fields(year: int, month: int, day: int) -> dict[str, str]:
     return {"dw": ordinal_words(day), "do": ordinal_digits(day), "dd": str(day),
-            "mn": calendar.month_name[month], "ms": calendar.month_abbr[month],
+            "mn": MONTHS[month - 1], "ms": MONTHS[month - 1][:3],
             "mm": f"{month:02d}", "yw": year_words(year), "yd": str(year)}
 
 
