@@ -27,10 +27,15 @@ from jaxllm.transforms.select import is_transformed
 # (the architecture) from the pretrained model.
 RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
                     "quant_group", "weights", "value_head", "head", "num_classes", "pool")
-# Top-level params that a run adds to its base, new in every run that has them: never quantized,
-# never given LoRA factors, always trained in full: the decoder's scalar head
-# (model.value_head) and an encoder's task head (model.head).
-NEW_HEADS = ("value", "head")
+
+
+def new_heads(m: config_lib.ModelConfig) -> tuple[str, ...]:
+    """Top-level params that a run adds to its base, new in every run that has them: never
+    quantized, never given LoRA factors, always trained in full: the decoder's scalar head
+    (model.value_head "value") and an encoder's task head (model.head, "head"; a ViT's "head"
+    is its classifier, quantized and adapted like any layer)."""
+    return (("value",) if m.value_head else ()) + (
+        ("head",) if m.kind == "encoder" and m.head else ())
 
 
 def pretrained_name(init_from: str) -> bool:
@@ -92,8 +97,8 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
         params, axes = models.init_params(cfg.model, rng)
     else:  # fine-tuning: only the axis names of a fresh init are needed, not its arrays
         params, axes = base_params, models.abstract_params(cfg.model, rng)[1]
-    # the new heads are left as they are (NEW_HEADS; trainable_fn trains them in full)
-    heads = {k: params[k] for k in NEW_HEADS if k in params}
+    # the new heads are left as they are (trainable_fn trains them in full)
+    heads = {k: params[k] for k in new_heads(cfg.model) if k in params}
     head_axes = {k: axes[k] for k in heads}
     params = {k: v for k, v in params.items() if k not in heads}
     axes = {k: v for k, v in axes.items() if k not in heads}
@@ -111,7 +116,7 @@ def build_params_and_axes(cfg: config_lib.Config, rng, base_params=None):
 
 def trainable_fn(cfg: config_lib.Config):
     """What a run trains: None (every parameter) or LoRA's mask function (with the new heads,
-    NEW_HEADS, trained in full)."""
+    new_heads, trained in full)."""
     if not cfg.train.lora:
         return None
     if not (cfg.model.value_head or cfg.model.head):
@@ -119,7 +124,7 @@ def trainable_fn(cfg: config_lib.Config):
 
     def mask(tree):
         return {**lora.trainable(tree), **{k: jax.tree_util.tree_map(lambda _: True, tree[k])
-                                           for k in NEW_HEADS if k in tree}}
+                                           for k in new_heads(cfg.model) if k in tree}}
 
     return mask
 

@@ -39,7 +39,7 @@ from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.models.decoder import init_value_head
 from jaxllm.models.encoder import PRETRAINING_HEADS, init_task_head
-from jaxllm.train.params import (NEW_HEADS, RUN_MODEL_FIELDS, build_params, pretrained_name,
+from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, new_heads, pretrained_name,
                                  state_like, with_pretrained_model)
 from jaxllm.transforms import lora
 
@@ -346,7 +346,7 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
     run.check_new()
     # static steps are found on the dynamically quantized model, then stored in the QArrays;
     # the new heads stay float, as build_params (load_run) keeps them
-    heads = {k: v for k, v in loaded.params.items() if k in NEW_HEADS}
+    heads = {k: v for k, v in loaded.params.items() if k in new_heads(cfg.model)}
     axes = models.abstract_params(cfg.model)[1]
     qparams = transforms.apply_weights_spec(
         {k: v for k, v in loaded.params.items() if k not in heads},
