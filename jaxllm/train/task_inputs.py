@@ -22,10 +22,11 @@ import numpy as np
 
 from jaxllm import config as config_lib
 from jaxllm.data import RowBatches, fixed_rows
+from jaxllm.data.corpora import BBC_CATEGORIES
 from jaxllm.data.labeled import encode_texts, stratified_split
 from jaxllm.errors import DataError
 from jaxllm.metrics.classification import accuracy, precision_recall_fscore
-from jaxllm.retrieval.corpora import BBC_CATEGORIES, bbc_documents
+from jaxllm.retrieval.corpora import bbc_documents
 from jaxllm.text import TRAINABLE_KINDS, build_tokenizer
 from jaxllm.text import train as train_tokenizer
 from jaxllm.train.objective import model_vocab
