@@ -48,10 +48,12 @@ class ModelConfig:
     use_bias: bool = True  # biases in the linear layers (GPT-2 yes, Llama no)
     tie_embeddings: bool = True  # output head reuses the token embedding (saves vocab*d params)
     dropout: float = 0.0  # on embeddings and residual branches; 0 for small data-rich runs
-    # "auto" (blocked on CPU, fast elsewhere; ring on a mesh with a sequence axis), "fast"
-    # (jax.nn.dot_product_attention, cuDNN on GPU), "blocked" (causal query blocks, fastest on
-    # CPU), "reference" (einsum + mask), "ring" (sequence parallel; needs a sequence axis) or
-    # "pallas" (the Pallas flash-attention kernel: GPU; interpret mode on CPU, slow)
+    # "auto" (blocked on CPU, cudnn on GPU in bfloat16/float16, fast elsewhere; ring on a mesh
+    # with a sequence axis), "fast" (jax.nn.dot_product_attention's XLA implementation),
+    # "cudnn" (its cuDNN flash attention: NVIDIA GPUs, model.dtype bfloat16/float16), "blocked"
+    # (causal query blocks, fastest on CPU), "reference" (einsum + mask), "ring" (sequence
+    # parallel; needs a sequence axis) or "pallas" (the Pallas flash-attention kernel: GPU;
+    # interpret mode on CPU, slow)
     attention: str = "auto"
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
@@ -529,7 +531,7 @@ _CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
-    "model.attention": ("auto", "fast", "blocked", "reference", "ring", "pallas"),
+    "model.attention": ("auto", "fast", "cudnn", "blocked", "reference", "ring", "pallas"),
     "model.remat": ("none", "full", "dots", "dots_no_batch", "save_attention_out", "offload"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),
@@ -595,6 +597,9 @@ def validate(cfg: Config) -> Config:
     if not m.head_dim:
         need(m.d_model % m.n_heads == 0, "model.d_model",
              f"must be divisible by model.n_heads={m.n_heads}, or set model.head_dim")
+    if m.attention == "cudnn":
+        need(m.dtype in ("bfloat16", "float16"), "model.dtype",
+             "must be bfloat16 or float16 with model.attention=cudnn (cuDNN's fused attention)")
     if m.positions == "rope":
         need(m.head_size % 2 == 0, "model.head_dim", "RoPE needs an even head size")
     need(m.rope_factor > 0, "model.rope_factor",

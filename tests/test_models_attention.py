@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxllm.errors import ConfigError
 from jaxllm.models.attention import (attention_mask, blocked_attention, cached_attention,
-                                     reference_attention, resolve_decode_path)
+                                     reference_attention, resolve, resolve_decode_path)
 
 
 @st.composite
@@ -117,6 +118,22 @@ def test_the_decode_path_follows_the_backend_unless_named(monkeypatch):
     assert resolve_decode_path("cpu") == "cpu"
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert resolve_decode_path("accelerator") == "accelerator"
+
+
+def test_auto_attention_follows_the_backend_and_dtype(monkeypatch):
+    """model.attention=auto: blocked on CPU; cuDNN's fused kernel on GPU in bfloat16/float16
+    (the fastest there: experiments/gpu_attention.py, RESULTS.md), XLA's in float32 and on TPU;
+    a named implementation is kept; cudnn off a GPU is a one-line error."""
+    assert resolve("auto") == "blocked"  # these tests run on XLA:CPU
+    with pytest.raises(ConfigError, match="model.attention=cudnn needs an NVIDIA GPU"):
+        resolve("cudnn", "bfloat16")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert [resolve("auto", d) for d in ("bfloat16", "float16", "float32")] == \
+        ["cudnn", "cudnn", "fast"]
+    assert resolve("pallas", "bfloat16") == "pallas"
+    assert resolve("cudnn", "bfloat16") == "cudnn"
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert resolve("auto", "bfloat16") == "fast"
 
 
 @pytest.mark.slow  # Pallas interpret mode: ~10 s of CPU

@@ -2,7 +2,9 @@
 to it by the tests.
 
     reference_attention   einsum scores, boolean mask, softmax, einsum: the definition
-    fast                  jax.nn.dot_product_attention (cuDNN flash attention on GPU)
+    fast                  jax.nn.dot_product_attention's XLA implementation (any backend)
+    cudnn                 jax.nn.dot_product_attention's cuDNN implementation: the fused flash
+                          attention of NVIDIA GPUs, bfloat16 or float16 only
     blocked_attention     causal attention by query blocks that skip the fully masked key blocks,
                           with a hand-written backward: the fastest on XLA:CPU
     cached_attention      queries over the CPU decode path's KV cache, read in place
@@ -11,8 +13,9 @@ to it by the tests.
     pallas_attention      the fused flash-attention kernel of jax.experimental.pallas.ops.gpu
                           (Triton on GPU; Pallas interpret mode on CPU, for the tests)
 
-`resolve(cfg)` picks the implementation of model.attention="auto": blocked on CPU, fast on GPU
-and TPU. Shapes: q (B, T, N, H); k, v (B, S, K, H) with N = K * G (grouped-query attention);
+`resolve(attention, dtype)` picks the implementation of model.attention="auto": blocked on
+CPU, cudnn on GPU in bfloat16/float16 (fast in float32), fast on TPU; `self_attention` runs the
+one it picked. Shapes: q (B, T, N, H); k, v (B, S, K, H) with N = K * G (grouped-query attention);
 masks are boolean, True where a query may attend to a key, broadcastable to (B, 1, T, S).
 
 Decoding has two paths, one per kind of backend, chosen by `resolve_decode_path` (see
@@ -29,20 +32,49 @@ import numpy as np
 from flax import struct
 from jax.sharding import PartitionSpec as P
 
+from jaxllm.errors import ConfigError
+
 NEG = jnp.finfo(jnp.float32).min  # the score of a masked pair (finite: no NaN in empty rows)
 
 DECODE_PATHS = ("cpu", "accelerator")
 
 
-def resolve(attention: str) -> str:
-    """The implementation a model.attention value means on the current backend. "ring" means
-    ring attention under a mesh with a sequence axis (the decoder decides) and "fast" elsewhere
-    (decoding, evaluation off the mesh)."""
+HALF_DTYPES = ("bfloat16", "float16")  # what cuDNN's fused attention takes
+
+
+def resolve(attention: str, dtype: str = "float32") -> str:
+    """The implementation a model.attention value means on the current backend, for a model
+    computing in `dtype`. "ring" means ring attention under a mesh with a sequence axis (the
+    decoder decides) and "fast" elsewhere (decoding, evaluation off the mesh)."""
+    backend = jax.default_backend()
     if attention == "ring":
         return "fast"
+    if attention == "cudnn" and backend != "gpu":
+        raise ConfigError(f"model.attention=cudnn needs an NVIDIA GPU (this backend is "
+                          f"{backend}); use model.attention=auto or fast")
     if attention != "auto":
         return attention
-    return "blocked" if jax.default_backend() == "cpu" else "fast"
+    if backend == "cpu":
+        return "blocked"
+    return "cudnn" if backend == "gpu" and dtype in HALF_DTYPES else "fast"
+
+
+def self_attention(q, k, v, mask, impl: str, causal: bool = True):
+    """Attention of q (B, T, N, H) over k, v (B, S, K, H) of the same sequence with the resolved
+    implementation `impl`. mask: None for plain causal (or, causal=False, full) attention, which
+    the fused implementations then never materialise; else boolean (B|1, 1, T, S), causality
+    included."""
+    if impl == "blocked" and causal:
+        return blocked_attention(q, k, v, mask)
+    if impl == "reference":
+        if mask is None:
+            idx = jnp.arange(q.shape[1])
+            mask = attention_mask(idx, idx, causal=causal)
+        return reference_attention(q, k, v, mask=mask)
+    if impl == "cudnn" and mask is not None:  # cuDNN is given the mask whole, not broadcast
+        mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal and mask is None,
+                                        implementation="cudnn" if impl == "cudnn" else "xla")
 
 
 def resolve_decode_path(path: str = "auto") -> str:

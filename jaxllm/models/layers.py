@@ -236,7 +236,6 @@ class Attention(nn.Module):
         slots [cache_index, cache_index + T) and attention runs over all S slots (mask decides).
         """
         cfg = self.cfg
-        T = x.shape[1]
         N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
         q = Dense(cfg, (N, H), ("embed", "heads", "kv"), name="query")(x)  # (B, T, N, H)
         k = Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(x)  # (B, T, K, H)
@@ -245,24 +244,14 @@ class Attention(nn.Module):
             inv_freq, factor = rope_lib.frequencies(cfg)  # constants of the config
             q = rope_lib.rope(q, positions, inv_freq, factor)
             k = rope_lib.rope(k, positions, inv_freq, factor)
-        impl = attn_lib.resolve(cfg.attention)
+        impl = attn_lib.resolve(cfg.attention, cfg.dtype)
         if isinstance(mask, (attn_lib.RingSegments, attn_lib.PallasSegments)):  # decoder.py
             y = mask.attend(q, k, v)
         elif cache is not None:
             cache = cache.write(k, v, cache_index)
             y = cache.attend(q, mask, impl)
-        elif impl == "blocked" and self.causal:
-            y = attn_lib.blocked_attention(q, k, v, mask)
-        elif impl != "reference" and mask is None:
-            # No materialised mask: lets cuDNN (GPU) skip the masked upper triangle.
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
         else:
-            if mask is None:
-                idx = jnp.arange(T)
-                mask = attn_lib.attention_mask(idx, idx, causal=self.causal)
-            attend = (attn_lib.reference_attention if impl == "reference"
-                      else jax.nn.dot_product_attention)
-            y = attend(q, k, v, mask=mask)  # (B, T, N, H)
+            y = attn_lib.self_attention(q, k, v, mask, impl, self.causal)  # (B, T, N, H)
         y = checkpoint_name(y, "attention_out")  # what remat="save_attention_out" keeps
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
@@ -290,7 +279,7 @@ class CrossAttention(nn.Module):
             kv = (Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="key")(memory),
                   Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(memory))
         k, v = kv  # (B, S, K, H)
-        impl = attn_lib.resolve(cfg.attention)
+        impl = attn_lib.resolve(cfg.attention, cfg.dtype)
         attend = (attn_lib.reference_attention if impl == "reference"
                   else jax.nn.dot_product_attention)  # blocked is causal self-attention only
         y = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)  # (B, T, N, H)
