@@ -136,6 +136,16 @@ def test_auto_attention_follows_the_backend_and_dtype(monkeypatch):
     assert resolve("auto", "bfloat16") == "fast"
 
 
+def test_cudnn_attention_off_a_gpu_stops_before_the_run_dir(capsys, tmp_path):
+    from helpers import error_of
+
+    line = error_of(["train", "--preset", "shakespeare-char", "--steps", "1", "--out",
+                     str(tmp_path / "r"), "--set", "model.dtype=bfloat16", "--set",
+                     "model.attention=cudnn"], capsys)
+    assert "model.attention=cudnn needs an NVIDIA GPU (this backend is cpu)" in line
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.slow  # Pallas interpret mode: ~10 s of CPU
 def test_pallas_kernel_in_interpret_mode_equals_the_reference():
     """The Pallas flash-attention kernel (interpret mode on this CPU; two blocks of 4 queries

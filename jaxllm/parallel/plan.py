@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxllm.config import Config, ParallelConfig
 from jaxllm.errors import ConfigError
+from jaxllm.models.attention import resolve as resolve_attention
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import (PipelineParts, bubble_fraction, check_pipeline,
                                       make_pipeline_grads)
@@ -63,6 +64,7 @@ def check_config(cfg: Config) -> None:
     """The layout's configuration errors (mesh, batch and pipeline shapes), raised before a run
     directory is made or anything is traced. Parameter divisibility is checked at planning."""
     processes = jax.process_count()
+    resolve_attention(cfg.model.attention, cfg.model.dtype)  # cudnn off a GPU: ConfigError
     if not uses_mesh(cfg.parallel):
         if cfg.model.attention == "ring":
             raise ConfigError("model.attention=ring needs a mesh with a sequence axis; pass "
