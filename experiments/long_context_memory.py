@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory per device of one decoder train step at long context: the reference attention
-on one device, the blocked attention on one device, and ring attention over sequence=8.
+on one device, the blocked attention on one device, and ring attention over sequence=8 (or its
+all-gather alternative, --variants "allgather (sequence=8)").
 
     PYTHONPATH=$PWD python experiments/long_context_memory.py [--contexts 2048,8192,32768,131072]
 
@@ -58,8 +59,8 @@ def batch(T):
 
 
 def compiled_memory(variant: str, T: int):
-    if variant == "ring (sequence=8)":
-        cfg = replace(MODEL, max_len=T, attention="ring")
+    if variant in ("ring (sequence=8)", "allgather (sequence=8)"):
+        cfg = replace(MODEL, max_len=T, attention=variant.split()[0])
         layout = Layout.build(make_mesh("sequence=8"))
         setup = shard_training(layout, lambda r: init_params(cfg, r), SGD, jax.random.PRNGKey(0))
         step = make_train_step(causal_lm_loss(Decoder(cfg)), SGD, shardings=setup.shardings,

@@ -52,8 +52,10 @@ class ModelConfig:
     # with a sequence axis), "fast" (jax.nn.dot_product_attention's XLA implementation),
     # "cudnn" (its cuDNN flash attention: NVIDIA GPUs, model.dtype bfloat16/float16), "blocked"
     # (causal query blocks, fastest on CPU), "reference" (einsum + mask), "ring" (sequence
-    # parallel; needs a sequence axis) or "pallas" (the Pallas flash-attention kernel: GPU;
-    # interpret mode on CPU, slow)
+    # parallel; needs a sequence axis), "allgather" (sequence parallel with all-gathered keys
+    # and values instead of the ring), "pallas" (the Pallas flash-attention kernel: GPU) or
+    # "splash" (the TPU's splash attention; model.max_len a multiple of 128); the last two run
+    # in interpret mode on CPU, slowly
     attention: str = "auto"
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
@@ -531,7 +533,8 @@ _CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.mlp": ("gelu", "swiglu"),
-    "model.attention": ("auto", "fast", "cudnn", "blocked", "reference", "ring", "pallas"),
+    "model.attention": ("auto", "fast", "cudnn", "blocked", "reference", "ring", "allgather",
+                        "pallas", "splash"),
     "model.remat": ("none", "full", "dots", "dots_no_batch", "save_attention_out", "offload"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.tokenizer": ("char", "byte", "bytebpe", "bpe", "wordpiece", "unigram", "word"),
@@ -597,6 +600,9 @@ def validate(cfg: Config) -> Config:
     if not m.head_dim:
         need(m.d_model % m.n_heads == 0, "model.d_model",
              f"must be divisible by model.n_heads={m.n_heads}, or set model.head_dim")
+    if m.attention == "splash":
+        need(m.max_len % 128 == 0, "model.max_len",
+             "must be a multiple of 128 with model.attention=splash (the kernel's block)")
     if m.attention == "cudnn":
         need(m.dtype in ("bfloat16", "float16"), "model.dtype",
              "must be bfloat16 or float16 with model.attention=cudnn (cuDNN's fused attention)")

@@ -132,6 +132,8 @@ def test_auto_attention_follows_the_backend_and_dtype(monkeypatch):
         ["cudnn", "cudnn", "fast"]
     assert resolve("pallas", "bfloat16") == "pallas"
     assert resolve("cudnn", "bfloat16") == "cudnn"
+    with pytest.raises(ConfigError, match="model.attention=splash is the TPU's kernel"):
+        resolve("splash", "bfloat16")
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     assert resolve("auto", "bfloat16") == "fast"
 
@@ -146,21 +148,18 @@ def test_cudnn_attention_off_a_gpu_stops_before_the_run_dir(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.slow  # Pallas interpret mode: ~10 s of CPU
-def test_pallas_kernel_in_interpret_mode_equals_the_reference():
-    """The Pallas flash-attention kernel (interpret mode on this CPU; two blocks of 4 queries
-    and keys) equals the reference attention in values and gradients: causal, two packed
-    documents, 4 query heads over 2 kv heads."""
+def kernel_equals_reference(kernel, T, seg, block):
+    """A fused kernel (interpret mode on this CPU) equals the reference attention in values and
+    gradients: causal, packed documents `seg`, 4 query heads over 2 kv heads."""
     from jaxllm.models import attention as attn
 
-    B, T, N, K, H = 1, 8, 4, 2, 8
+    B, N, K, H = 1, 4, 2, 8
     rng = np.random.default_rng(7)
     q, k, v = (jnp.asarray(rng.normal(size=(B, T, h, H)), jnp.float32) for h in (N, K, K))
-    seg = jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 2]], jnp.int32)
     w = jnp.asarray(rng.normal(size=(B, T, N, H)), jnp.float32)
     idx = jnp.arange(T)
     mask = attn.attention_mask(idx, idx, q_segments=seg, kv_segments=seg)
-    got = jax.value_and_grad(lambda *x: jnp.sum(attn.pallas_attention(*x, seg, block=4) * w),
+    got = jax.value_and_grad(lambda *x: jnp.sum(kernel(*x, seg, block=block) * w),
                              (0, 1, 2))(q, k, v)
     want = jax.value_and_grad(lambda *x: jnp.sum(attn.reference_attention(*x, mask=mask) * w),
                               (0, 1, 2))(q, k, v)
@@ -169,7 +168,27 @@ def test_pallas_kernel_in_interpret_mode_equals_the_reference():
         np.testing.assert_allclose(g, r, atol=2e-6)
 
 
-def test_the_decoder_calls_the_pallas_kernel():
+@pytest.mark.slow  # Pallas interpret mode: ~10 s of CPU
+def test_pallas_kernel_in_interpret_mode_equals_the_reference():
+    """The GPU kernel, two blocks of 4 queries and keys, two packed documents."""
+    from jaxllm.models import attention as attn
+
+    kernel_equals_reference(attn.pallas_attention, 8,
+                            jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 2]], jnp.int32), 4)
+
+
+@pytest.mark.slow  # Pallas interpret mode: ~10 s of CPU
+def test_splash_kernel_in_interpret_mode_equals_the_reference():
+    """The TPU kernel, two blocks of 128 (its least), two packed documents that straddle the
+    block boundary."""
+    from jaxllm.models import attention as attn
+
+    kernel_equals_reference(attn.splash_attention, 256,
+                            jnp.asarray([[1] * 100 + [2] * 156], jnp.int32), 128)
+
+
+@pytest.mark.parametrize("kernel", ["pallas", "splash"])
+def test_the_decoder_calls_the_kernel(kernel):
     from dataclasses import replace
 
     from helpers import LLAMA
@@ -177,9 +196,11 @@ def test_the_decoder_calls_the_pallas_kernel():
     from jaxllm import models
     from jaxllm.models.decoder import Decoder
 
-    cfg = replace(LLAMA, attention="pallas", n_layers=1)
+    T = 128
+    cfg = replace(LLAMA, attention=kernel, n_layers=1, max_len=T)
     params = jax.eval_shape(lambda: models.init_params(cfg, jax.random.PRNGKey(0))[0])
-    tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    tokens = jax.ShapeDtypeStruct((1, T), jnp.int32)
     jaxpr = str(jax.make_jaxpr(lambda p, t: Decoder(cfg).apply(
-        {"params": p}, t, segment_ids=jnp.ones((1, 8), jnp.int32)))(params, tokens))
+        {"params": p}, t, segment_ids=jnp.ones((1, T), jnp.int32)))(params, tokens))
     assert "pallas_call" in jaxpr
+    assert ("splash" in jaxpr) == (kernel == "splash")

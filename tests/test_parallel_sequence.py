@@ -13,10 +13,12 @@ from jaxllm.models import attention as attn
 from jaxllm.parallel.mesh import make_mesh
 
 
-def test_ring_attention_equals_the_reference():
-    """Values and gradients of ring attention over data=2,sequence=4 (zig-zag order in, natural
-    order out) equal the reference attention's: grouped-query heads (4 over 2), one row packed
-    with three documents and one plain causal row."""
+@pytest.mark.parametrize("gather", [False, True], ids=["ring", "allgather"])
+def test_ring_attention_equals_the_reference(gather):
+    """Values and gradients of ring attention (and of its all-gather alternative) over
+    data=2,sequence=4 (zig-zag order in, natural order out) equal the reference attention's:
+    grouped-query heads (4 over 2), one row packed with three documents and one plain causal
+    row."""
     mesh = make_mesh("data=2,sequence=4")
     B, T, N, K, H = 2, 16, 4, 2, 8
     rng = np.random.default_rng(0)
@@ -26,7 +28,8 @@ def test_ring_attention_equals_the_reference():
     order = attn.zigzag_order(T, 4)
 
     def ring(q, k, v):
-        y = attn.ring_attention(q[:, order], k[:, order], v[:, order], seg[:, order], mesh)
+        y = attn.ring_attention(q[:, order], k[:, order], v[:, order], seg[:, order], mesh,
+                                gather=gather)
         return jnp.sum(y[:, np.argsort(order)] * w)
 
     def reference(q, k, v):
@@ -62,11 +65,13 @@ def test_sequence_axis_errors(argv, expected, capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("attention, ring", [("auto", True), ("ring", True), ("reference", False)])
-def test_the_decoder_attends_by_the_ring_on_a_sequence_mesh(attention, ring):
+@pytest.mark.parametrize("attention, collective", [("auto", "ppermute"), ("ring", "ppermute"),
+                                                   ("allgather", "all_gather"),
+                                                   ("reference", None)])
+def test_the_decoder_attends_by_the_ring_on_a_sequence_mesh(attention, collective):
     """Traced as the train step traces it (activations split over a sequence=8 mesh), the
-    decoder passes K/V around the ring (ppermute) with model.attention auto or ring; off such a
-    mesh (the layout tests' single device) it does not."""
+    decoder passes K/V around the ring (ppermute) with model.attention auto or ring, gathers
+    them with allgather; off such a mesh (the layout tests' single device) it does neither."""
     from dataclasses import replace
 
     from helpers import MESH_CFG
@@ -87,5 +92,6 @@ def test_the_decoder_attends_by_the_ring_on_a_sequence_mesh(attention, ring):
 
     with split_activations(lambda x: layout.sharding(layout.batch_spec(x.ndim))):
         on_mesh = trace()
-    assert ("ppermute" in on_mesh) == ring
-    assert "ppermute" not in trace()
+    for name in ("ppermute", "all_gather"):
+        assert (name in on_mesh) == (name == collective), name
+        assert name not in trace()

@@ -12,6 +12,8 @@ to it by the tests.
                           axis and key/value blocks travel around the ring of its devices
     pallas_attention      the fused flash-attention kernel of jax.experimental.pallas.ops.gpu
                           (Triton on GPU; Pallas interpret mode on CPU, for the tests)
+    splash_attention      the TPU's block-sparse flash attention, jax.experimental.pallas.ops.tpu
+                          (interpret mode on CPU, for the tests)
 
 `resolve(attention, dtype)` picks the implementation of model.attention="auto": blocked on
 CPU, cudnn on GPU in bfloat16/float16 (fast in float32), fast on TPU; `self_attention` runs the
@@ -47,11 +49,14 @@ def resolve(attention: str, dtype: str = "float32") -> str:
     computing in `dtype`. "ring" means ring attention under a mesh with a sequence axis (the
     decoder decides) and "fast" elsewhere (decoding, evaluation off the mesh)."""
     backend = jax.default_backend()
-    if attention == "ring":
+    if attention in ("ring", "allgather"):
         return "fast"
     if attention == "cudnn" and backend != "gpu":
         raise ConfigError(f"model.attention=cudnn needs an NVIDIA GPU (this backend is "
                           f"{backend}); use model.attention=auto or fast")
+    if attention == "splash" and backend == "gpu":
+        raise ConfigError("model.attention=splash is the TPU's kernel; on a GPU use "
+                          "model.attention=cudnn or pallas")
     if attention != "auto":
         return attention
     if backend == "cpu":
@@ -210,7 +215,10 @@ def blocked_attention(q, k, v, mask=None, *, block: int = 64):
 # (jax.checkpoint): the backward pass keeps one block's inputs per hop, not its scores.
 # Moving the blocks costs as much traffic as one all-gather of K/V ((n-1)/n of it per device);
 # the ring only holds two blocks at a time and overlaps each hop with the previous block's
-# compute, whereas an all-gather holds all of K/V (T x kv_heads x head size, per layer).
+# compute. model.attention=allgather is the alternative (`_gathered_local`): one all-gather of
+# K/V, then each device's queries attend over all T keys at once: no sequential hops, but the
+# whole K/V and a (T/n) x T score block per head live on every device (which is cheaper when:
+# experiments/long_context_memory.py, RESULTS.md).
 
 SEQUENCE_AXIS = "sequence"
 
@@ -221,9 +229,10 @@ class RingSegments:
     segment ids (B, T) in zigzag order (None: one document per row) and the mesh."""
     segment_ids: jax.Array | None
     mesh: object = struct.field(pytree_node=False)
+    gather: bool = struct.field(pytree_node=False, default=False)  # model.attention=allgather
 
     def attend(self, q, k, v):
-        return ring_attention(q, k, v, self.segment_ids, self.mesh)
+        return ring_attention(q, k, v, self.segment_ids, self.mesh, gather=self.gather)
 
 
 def zigzag_order(T: int, n: int) -> np.ndarray:
@@ -292,18 +301,36 @@ def _ring_local(q, k, v, seg, n):
     return o.reshape(B, T2, N, H).astype(v.dtype)
 
 
-def ring_attention(q, k, v, segment_ids, mesh):
+def _gathered_local(q, k, v, seg, n):
+    """The all-gather alternative on one device of the sequence axis: the keys, values (and
+    segment ids) of every device gathered, then the device's two query chunks attend over all T
+    of them at once, masked by the global positions of the zig-zag order."""
+    T2 = q.shape[1]
+    c = T2 // 2
+    i = jax.lax.axis_index(SEQUENCE_AXIS)
+    k, v = (jax.lax.all_gather(x, SEQUENCE_AXIS, axis=1, tiled=True) for x in (k, v))
+    q_pos = jnp.concatenate([i * c + jnp.arange(c), (2 * n - 1 - i) * c + jnp.arange(c)])
+    k_pos = jnp.asarray(zigzag_order(n * T2, n))  # the gathered keys are in zig-zag order
+    mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, 2c, T)
+    if seg is not None:
+        ks = jax.lax.all_gather(seg, SEQUENCE_AXIS, axis=1, tiled=True)
+        mask = mask & (seg[:, :, None] == ks[:, None, :])[:, None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+
+def ring_attention(q, k, v, segment_ids, mesh, *, gather: bool = False):
     """Causal attention of q (B, T, N, H) over k, v (B, T, K, H) whose tokens are in
     zigzag_order for the mesh's sequence axis and split over it (segment ids (B, T) or None,
     in the same order). Batch rows stay split over the mesh's batch axes (data, fsdp) and the
-    heads over `tensor` when it divides the kv heads."""
+    heads over `tensor` when it divides the kv heads. gather: all-gather the keys and values
+    instead of passing them around the ring (model.attention=allgather)."""
     n = mesh.shape[SEQUENCE_AXIS]
     batch = tuple(a for a in ("data", "fsdp") if mesh.shape[a] > 1) or None
     t = mesh.shape["tensor"]
     heads = "tensor" if t > 1 and k.shape[2] % t == 0 else None
     spec = P(batch, SEQUENCE_AXIS, heads, None)
     seg_spec = P(batch, SEQUENCE_AXIS)
-    fn = functools.partial(_ring_local, n=n)
+    fn = functools.partial(_gathered_local if gather else _ring_local, n=n)
     if segment_ids is None:
         return jax.shard_map(lambda q, k, v: fn(q, k, v, None), mesh=mesh,
                              in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
@@ -311,26 +338,42 @@ def ring_attention(q, k, v, segment_ids, mesh):
                          out_specs=spec)(q, k, v, segment_ids)
 
 
-# --- Pallas flash attention ----------------------------------------------------------------------
+# --- Pallas flash attention (GPU) and splash attention (TPU) ------------------------------------
 # model.attention="pallas": JAX's maintained Pallas FlashAttention kernel for GPUs
 # (jax.experimental.pallas.ops.gpu.attention.mha, forward and backward kernels). It takes one
 # key/value head per query head, so grouped-query keys and values are repeated G times (their
-# gradients sum back through the repeat), and segment ids (B, T) for packed documents. On CPU it
-# runs in Pallas interpret mode: correct but slow, for tests on tiny shapes.
+# gradients sum back through the repeat).
+# model.attention="splash": JAX's maintained splash attention for TPUs
+# (jax.experimental.pallas.ops.tpu.splash_attention): block-sparse over a causal mask (fully
+# masked blocks are skipped), grouped-query heads natively, heads-major layout, no scaling of
+# its own (the queries are scaled first). Its blocks are multiples of 128 tokens.
+# Both take segment ids (B, T) for packed documents. On CPU they run in Pallas interpret mode:
+# correct but slow, for tests on tiny shapes.
 
-PALLAS_BLOCK = 64  # query and key block of the kernel (at most the sequence length)
+PALLAS_BLOCK = 64  # query and key block of the Pallas GPU kernel (at most the sequence length)
+SPLASH_BLOCK = 128  # of the splash kernel: a multiple of the TPU's 128 lanes
 
 
 @struct.dataclass
-class PallasSegments:
-    """What the decoder passes its attention layers under model.attention=pallas: the segment
-    ids (B, T); rows of one document each carry zeros and packed=False (nn.scan's broadcast of
-    a layer's arguments fails at initialisation on a pytree without array leaves)."""
+class KernelSegments:
+    """What the decoder passes its attention layers under model.attention=pallas or splash:
+    the kernel and the segment ids (B, T); rows of one document each carry zeros and
+    packed=False (nn.scan's broadcast of a layer's arguments fails at initialisation on a pytree
+    without array leaves)."""
     segment_ids: jax.Array
+    kernel: str = struct.field(pytree_node=False, default="pallas")
     packed: bool = struct.field(pytree_node=False, default=True)
 
     def attend(self, q, k, v):
-        return pallas_attention(q, k, v, self.segment_ids if self.packed else None)
+        attend = pallas_attention if self.kernel == "pallas" else splash_attention
+        return attend(q, k, v, self.segment_ids if self.packed else None)
+
+
+def _check_blocks(kernel: str, T: int, block: int) -> None:
+    if T % block:
+        raise ConfigError(f"{kernel} attention: the sequence length {T} is not a multiple of "
+                          f"the kernel's block {block}; use a multiple of {block} for "
+                          f"model.max_len")
 
 
 def pallas_attention(q, k, v, segment_ids=None, *, block: int = PALLAS_BLOCK):
@@ -341,15 +384,37 @@ def pallas_attention(q, k, v, segment_ids=None, *, block: int = PALLAS_BLOCK):
     T, N, H = q.shape[1:]
     G = N // k.shape[2]
     b = min(block, T)
-    if T % b:
-        raise ValueError(f"pallas attention: sequence length {T} is not a multiple of the "
-                         f"kernel's block {b}")
+    _check_blocks("pallas", T, b)
     sizes = pallas_gpu.BlockSizes(block_q=b, block_k=b, block_q_dkv=b, block_kv_dkv=b,
                                   block_q_dq=b, block_kv_dq=b)
     if G > 1:
         k, v = jnp.repeat(k, G, axis=2), jnp.repeat(v, G, axis=2)
     return pallas_gpu.mha(q, k, v, segment_ids, sm_scale=H ** -0.5, causal=True,
                           block_sizes=sizes, interpret=jax.default_backend() == "cpu")
+
+
+def splash_attention(q, k, v, segment_ids=None, *, block: int = SPLASH_BLOCK):
+    """Causal self-attention of q (B, T, N, H) over k, v (B, T, K, H) with the TPU splash
+    kernel; block (a multiple of 128) must divide T."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    T, N, H = q.shape[1:]
+    b = block
+    _check_blocks("splash", T, b)
+    sizes = splash.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b,
+                              block_kv_dkv=b, block_kv_dkv_compute=b, block_q_dq=b,
+                              block_kv_dq=b)
+    kernel = splash.make_splash_mha(masks.MultiHeadMask([masks.CausalMask((T, T))] * N),
+                                    block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                    interpret=jax.default_backend() == "cpu")
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q * H ** -0.5, k, v))  # (B, heads, T, H)
+    if segment_ids is None:
+        out = jax.vmap(kernel)(q, k, v)
+    else:
+        out = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(s, s)))(
+            q, k, v, segment_ids)
+    return jnp.swapaxes(out, 1, 2)
 
 
 # --- decoding ------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ Two entry points share the parameters:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,7 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError
-from jaxllm.models.attention import (SEQUENCE_AXIS, LayerCache, PallasSegments, RingSegments,
+from jaxllm.models.attention import (SEQUENCE_AXIS, KernelSegments, LayerCache, RingSegments,
                                      attention_mask, resolve_decode_path, zigzag_order)
 from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
                                  logical, scanned, sequence_mesh)
@@ -136,7 +138,7 @@ class Decoder(nn.Module):
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        mesh = sequence_mesh() if self.cfg.attention in ("auto", "ring") else None
+        mesh = sequence_mesh() if self.cfg.attention in ("auto", "ring", "allgather") else None
         if mesh is not None:  # sequence parallel: ring attention over the zig-zag order
             n = mesh.shape[SEQUENCE_AXIS]
             if T % (2 * n):
@@ -145,10 +147,12 @@ class Decoder(nn.Module):
                                   f"{2 * n} for model.max_len")
             order = zigzag_order(T, n)
             tokens, positions = tokens[:, order], positions[:, order]
-            mask = RingSegments(None if segment_ids is None else segment_ids[:, order], mesh)
-        elif self.cfg.attention == "pallas":
-            mask = (PallasSegments(jnp.zeros((B, T), jnp.int32), packed=False)
-                    if segment_ids is None else PallasSegments(segment_ids))
+            mask = RingSegments(None if segment_ids is None else segment_ids[:, order], mesh,
+                                gather=self.cfg.attention == "allgather")
+        elif self.cfg.attention in ("pallas", "splash"):
+            kernel = self.cfg.attention
+            mask = (KernelSegments(jnp.zeros((B, T), jnp.int32), kernel, packed=False)
+                    if segment_ids is None else KernelSegments(segment_ids, kernel))
         elif segment_ids is not None:
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)
@@ -187,7 +191,10 @@ class Decoder(nn.Module):
 def init_params(cfg: ModelConfig, rng: jax.Array):
     """Initialise a Decoder: (params, logical axis names of every param); see
     layers.init_with_axes."""
-    return init_with_axes(Decoder(cfg), rng, jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
+    # Traced on 8 tokens with the reference attention: the parameters do not depend on the
+    # attention, and the fused kernels' blocks need longer sequences.
+    return init_with_axes(Decoder(replace(cfg, attention="reference")), rng,
+                          jnp.zeros((1, min(cfg.max_len, 8)), jnp.int32),
                           head="both" if cfg.value_head else "lm")
 
 

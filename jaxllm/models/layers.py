@@ -245,7 +245,7 @@ class Attention(nn.Module):
             q = rope_lib.rope(q, positions, inv_freq, factor)
             k = rope_lib.rope(k, positions, inv_freq, factor)
         impl = attn_lib.resolve(cfg.attention, cfg.dtype)
-        if isinstance(mask, (attn_lib.RingSegments, attn_lib.PallasSegments)):  # decoder.py
+        if isinstance(mask, (attn_lib.RingSegments, attn_lib.KernelSegments)):  # decoder.py
             y = mask.attend(q, k, v)
         elif cache is not None:
             cache = cache.write(k, v, cache_index)

@@ -66,10 +66,10 @@ def check_config(cfg: Config) -> None:
     processes = jax.process_count()
     resolve_attention(cfg.model.attention, cfg.model.dtype)  # cudnn off a GPU: ConfigError
     if not uses_mesh(cfg.parallel):
-        if cfg.model.attention == "ring":
-            raise ConfigError("model.attention=ring needs a mesh with a sequence axis; pass "
-                              "--mesh sequence=8 (or data=2,sequence=4), or choose another "
-                              "model.attention")
+        if cfg.model.attention in ("ring", "allgather"):
+            raise ConfigError(f"model.attention={cfg.model.attention} needs a mesh with a "
+                              f"sequence axis; pass --mesh sequence=8 (or data=2,sequence=4), "
+                              f"or choose another model.attention")
         if processes > 1:
             raise ConfigError(f"a run on {processes} processes needs a mesh over all their "
                               f"{jax.device_count()} devices: pass --mesh (for example --mesh "
@@ -106,17 +106,17 @@ def check_sequence(cfg: Config, n: int) -> None:
     it does not serve, or a context the zig-zag split does not divide."""
     m = cfg.model
     if n == 1:
-        if m.attention == "ring":
-            raise ConfigError(f"model.attention=ring needs a mesh with a sequence axis; "
+        if m.attention in ("ring", "allgather"):
+            raise ConfigError(f"model.attention={m.attention} needs a mesh with a sequence axis; "
                               f"--mesh {cfg.parallel.mesh!r} has none (add sequence=N)")
         return
     if m.kind != "decoder" or cfg.train.objective != "lm" or cfg.parallel.pipeline != "none":
         raise ConfigError(f"the mesh's sequence axis (sequence={n}) serves decoder language "
                           f"modelling without a pipeline (model.kind=decoder, "
                           f"train.objective=lm, parallel.pipeline=none)")
-    if m.attention not in ("ring", "auto"):
+    if m.attention not in ("ring", "allgather", "auto"):
         raise ConfigError(f"model.attention={m.attention} with the mesh's sequence axis: use "
-                          f"ring (or auto), which attends across the split sequence")
+                          f"ring (or auto) or allgather, which attend across the split sequence")
     if m.max_len % (2 * n):
         raise ConfigError(f"model.max_len={m.max_len} is not divisible by 2 x sequence={n} "
                           f"(ring attention's zig-zag chunks); use a multiple of {2 * n}")
