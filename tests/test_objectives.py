@@ -103,3 +103,25 @@ def test_the_loss_is_chunked_above_64_mib_of_logits():
     assert chunk_rows(12 * 256, 65) == 0  # shakespeare-char: the plain loss
     rows = chunk_rows(4 * 256, 49152)  # SmolLM2 at 4 x 256: 201 MB of float32 logits
     assert rows and rows % 8 == 0 and rows * 49152 * 4 <= 2 ** 24
+
+
+def test_the_chunked_backward_keeps_no_whole_logits():
+    """The chunked loss's backward recomputes each chunk's logits (jax.checkpoint on the scan
+    body) instead of keeping them: the compiled gradient's temporaries stay far below the
+    (tokens x vocab) float32 logits that the plain loss holds."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxllm.objectives.causal_lm import chunked_lm_loss_and_metrics
+
+    B, T, D, V, rows = 4, 1024, 16, 8192, 256
+    x = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
+    w = jax.ShapeDtypeStruct((D, V), jnp.float32)
+    targets = jnp.zeros((B, T), jnp.int32)
+
+    def loss(x, w):
+        return chunked_lm_loss_and_metrics(lambda xc: xc @ w, x, targets, None, 0.0, rows)[0]
+
+    temp = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().memory_analysis()
+    logits_bytes = B * T * V * 4  # 128 MiB
+    assert temp.temp_size_in_bytes < logits_bytes / 4, temp.temp_size_in_bytes  # 16 vs 143 MB
