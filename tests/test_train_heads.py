@@ -143,3 +143,24 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
                  str(tmp_path / "q8")]) == 0
     assert main(["eval", "--run", str(tmp_path / "q8")]) == 0
     assert "macro-F1" in capsys.readouterr().out
+
+
+def test_the_cli_gives_the_base_model_this_runs_fields(monkeypatch):
+    """--set model.head / model.max_len reach the pretrained base before it is checked: an
+    encoder fine-tune named on the command line alone is accepted with its head, and a context
+    longer than the base model's is refused (both were checked against the preset's fields)."""
+    import argparse
+
+    from jaxllm.cli.train import _config, add_parser
+    from jaxllm.errors import ConfigError
+
+    register_tiny_bert(monkeypatch)
+    parser = argparse.ArgumentParser()
+    add_parser(parser)
+    argv = ["--init-from", "tiny-bert", "--set", "model.head=sequence", "--set",
+            "model.num_classes=5", "--set", "data.corpus=bbc"]
+    cfg = _config(parser.parse_args(argv))
+    assert (cfg.model.kind, cfg.model.head, cfg.model.num_classes) == ("encoder", "sequence", 5)
+    assert cfg.model.d_model == 16  # the base's architecture
+    with pytest.raises(ConfigError, match="model.max_len=256 exceeds tiny-bert's context of 128"):
+        _config(parser.parse_args(argv + ["--set", "model.max_len=256"]))

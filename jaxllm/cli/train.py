@@ -153,9 +153,12 @@ def _config(args, base=None):
     from jaxllm.train.params import pretrained_name, with_pretrained_model
     from jaxllm.train.run import with_base_run
 
-    cfg = base or config_lib.get_preset(args.preset or DEFAULT_PRESET)
-    # the architecture and tokenizer are the base's (a preset may name a pretrained model, as
-    # sft-smollm2 does); --set model.max_len=... still applies
+    overrides = _overrides(args)
+    # The flags first, so that the base model sees this run's fields (--set model.head=...,
+    # model.max_len=...), then again on top of it: the architecture and tokenizer are the
+    # base's (a preset may name a pretrained model, as sft-smollm2 does), what --set names wins
+    cfg = config_lib.apply_overrides(base or config_lib.get_preset(args.preset or DEFAULT_PRESET),
+                                     overrides)
     init_from = args.init_from or cfg.train.init_from
     if init_from and pretrained_name(init_from):
         cfg = with_pretrained_model(cfg, init_from)
@@ -165,4 +168,4 @@ def _config(args, base=None):
     # not the base's; an explicit --set model.value_head=... still wins
     objective = args.objective or cfg.train.objective
     cfg = replace(cfg, model=replace(cfg.model, value_head=objective in ("reward", "ppo")))
-    return config_lib.validate(config_lib.apply_overrides(cfg, _overrides(args)))
+    return config_lib.validate(config_lib.apply_overrides(cfg, overrides))
