@@ -185,3 +185,25 @@ def test_match_reward():
     rec = {"answer": '{"sum": 12}', "task": "json"}
     assert preferences.match_reward(rec, '{ "sum" : 12 }') == 1.0
     assert preferences.match_reward(rec, "{'sum': 12}") == 0.0
+
+
+def test_a_run_directory_keeps_the_chat_template(tmp_path):
+    """A run fine-tuned from a model with a chat template (SmolLM2's adds a default system
+    prompt) reads its prompts back rendered the same way: the template is saved beside
+    tokenizer.json (which has no place for it) and restored by load_tokenizer."""
+    from jaxllm.config import get_preset
+    from jaxllm.train import RunDir
+
+    tok = ByteTokenizer()
+    tok.chat_template = SMOL_LIKE
+    run = RunDir(tmp_path / "run")
+    run.create(get_preset("sft-smollm2"), tok)
+    loaded = run.load_tokenizer()
+    want = "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+    assert tok.decode(chat.encode_prompt(loaded, "hi")).startswith(want)
+    assert chat.encode_prompt(loaded, "hi") == chat.encode_prompt(tok, "hi")
+    # a tokenizer without a template writes no tokenizer_config.json and loads without one
+    plain = RunDir(tmp_path / "plain")
+    plain.create(get_preset("sft-smollm2"), ByteTokenizer())
+    assert getattr(plain.load_tokenizer(), "chat_template", None) is None
+    assert not (tmp_path / "plain" / "tokenizer_config.json").exists()
