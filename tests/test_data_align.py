@@ -154,8 +154,6 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
             assert preferences.match_reward(task, rec["chosen"]) == 1.0
             assert preferences.match_reward(task, rec["rejected"]) == 0.0
     for rec in preferences.read_rankings(tmp_path / "a/rankings.jsonl"):
-        best = rec["responses"][rec["ranks"].index(0)]
-        assert best.isdigit() or best.startswith("-")
         assert sorted(rec["ranks"]) == [0, 1, 2, 3]
     sums = preferences.task_records(100, seed=2, tasks=("sums",))
     assert len({r["prompt"] for r in sums}) == 100  # every one-digit sum, once
@@ -163,6 +161,24 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
         _, _, a_, op, b_ = rec["prompt"].split("?")[0].split()
         a_, b_ = int(a_), int(b_)
         assert int(rec["answer"]) == (a_ + b_ if op == "+" else a_ - b_)
+
+
+def test_rankings_hold_every_contrast_of_the_preference_pairs():
+    """A reward model trained on the rankings must see what the held-out pairs test: every
+    programmatic task is ranked, the best response is the right answer in the asked-for format
+    (match_reward 1, the others 0), and each task's (chosen, rejected) pair of the same prompt
+    is ranked in that order."""
+    ranks = preferences.rankings(40, seed=3)
+    pairs = {p["prompt"]: p for p in preferences.preference_pairs(40, seed=3)}
+    assert {r["task"] for r in ranks} == set(preferences.TASKS)
+    for r in ranks:
+        rank = dict(zip(r["responses"], r["ranks"]))
+        best = r["responses"][r["ranks"].index(0)]
+        record = {"answer": best, "task": r["task"]}
+        assert [preferences.match_reward(record, x) for x in r["responses"]] == [
+            float(x == best) for x in r["responses"]]
+        pair = pairs[r["prompt"]]
+        assert pair["chosen"] == best and rank[pair["chosen"]] < rank[pair["rejected"]]
 
 
 @pytest.mark.parametrize("line,expected", [
