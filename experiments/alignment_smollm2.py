@@ -465,20 +465,21 @@ def stage_steptime(args):
         compiled = step.lower(state, batch).compile()
         mem = compiled.memory_analysis()
         times = []
-        for _ in range(3):
+        for _ in range(args.repeats):
             start = time.perf_counter()
             state, m = compiled(state, batch)
             jax.block_until_ready(m["loss"])
             times.append(time.perf_counter() - start)
         total = (mem.argument_size_in_bytes + mem.output_size_in_bytes
                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
-        rows.append({"objective": label, "median_s": statistics.median(times),
+        rows.append({"objective": label,
+                     "median_s": statistics.median(times) if times else float("nan"),
                      "times": times, "live_bytes": total, "temp_bytes": mem.temp_size_in_bytes})
         print(json.dumps(rows[-1]), flush=True)
         del state, compiled
     full, ref = rows[0], rows[1]
     print_table([(f"objective (4 sequences x {args.seq} tokens per step; PPO/GRPO: the update "
-                  f"only, no rollout)"), "step time, median of 3", "vs full SFT", "vs SFT (LoRA)",
+                  f"only, no rollout)"), f"step time, median of {args.repeats}", "vs full SFT", "vs SFT (LoRA)",
                  "compiled memory: live (args + outputs + temps, donated counted once)",
                  "vs full SFT", "vs SFT (LoRA)", "temporaries"],
                 [[r["objective"], f"{r['median_s']:.2f} s",
@@ -510,6 +511,8 @@ def main():
                    help="grpo: completions per step (4 a prompt); reward: rankings per step")
     p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward: peak learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="steptime: timed steps per objective (0: compiled memory only)")
     p.add_argument("--tag", default="", help="grpo, reward: suffix of the run directory (and "
                    "figure)")
     args = p.parse_args()
