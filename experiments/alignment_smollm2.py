@@ -8,14 +8,17 @@ CPU, so each run is sized to finish in minutes. Stages (each reads the earlier o
   data      jaxllm data chatterbot + jaxllm data preferences (seeded) into WORK/data
   sft       chatterbot SFT for prompt-loss weights 0, 0.1, 1: held-out answer perplexity (every
             held-out conversation's answer tokens once) before and after
-  reward    a reward model from the SFT (w=0) run on K=4 rankings: held-out pairwise accuracy
-            and Kendall tau; pairwise accuracy on the held-out programmatic preference pairs
+  reward    a reward model from the SFT (w=0) run on K=4 rankings of the four programmatic
+            tasks: held-out pairwise accuracy and Kendall tau; pairwise accuracy on held-out
+            programmatic preference pairs, per task
   dpo       DPO from the SFT run: held-out preference accuracy of the implicit reward, greedy
             task accuracy before/after, KL(policy || reference) on sampled completions
   grpo      GRPO from the SFT run on templated one-digit sums (exact-match reward; the SFT
             model answers no two-digit sum, so those give every completion reward 0 and GRPO
             nothing to compare): greedy held-out accuracy per evaluation, train reward and KL
             per step; the curve as a PNG
+  signal    the SFT model's probability of sampling each one-digit sum's right answer, and the
+            share of GRPO groups that would have mixed rewards (the only ones with a gradient)
   steptime  step time (median of 3) and compiled memory of each objective against SFT, full
             fine-tuning and LoRA, at 4 sequences of --seq tokens per step
 
@@ -208,35 +211,48 @@ def pair_accuracy(run, records, max_len: int, batch: int = 8) -> dict:
 
 
 def stage_reward(args):
+    """The reward model from the SFT run on K=4 rankings of the four programmatic tasks; the
+    held-out pairs are those of --held-pairs prompts (seed 1) that no training ranking has, and
+    the held-out rankings are the rankings of the same prompts (each holds its pair)."""
     d = args.work / "data"
+    held_pairs = preferences.preference_pairs(args.held_pairs, seed=1)
+    held_ranks = preferences.rankings(args.held_pairs, seed=1)
+    train_ranks = preferences.rankings(args.rankings, seed=0,
+                                       taken={r["prompt"] for r in held_pairs})
+    for name, recs in (("rankings_prog", train_ranks), ("rankings_prog_heldout", held_ranks),
+                       ("prefs_prog_heldout", held_pairs)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     sft = run_dir(args.work, "sft-w0.0")
-    cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings.jsonl",
-                      f"jsonl:{d}/rankings_heldout.jsonl", steps=args.steps, batch=2,
-                      seq=args.seq, lr=1e-3)
-    out = run_dir(args.work, "reward")
+    cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings_prog.jsonl",
+                      f"jsonl:{d}/rankings_prog_heldout.jsonl", steps=args.steps,
+                      batch=args.batch, seq=args.seq, lr=args.lr,
+                      extra=[f"train.eval_batches={-(-args.held_pairs // args.batch)}"])
+    out = run_dir(args.work, f"reward{args.tag}")
     summary = train_once(cfg, out)
     run = load_run(out)
-    held = evaluate_run(run)
-    pairs = [json.loads(x) for x in (d / "prefs_heldout.jsonl").read_text().splitlines()]
-    acc = pair_accuracy(run, pairs, args.seq)
+    acc = pair_accuracy(run, held_pairs, args.seq)
     m = metrics(out)
     step0 = next(r for r in m if r["step"] == 0)
-    result = {"summary": summary, "heldout_rankings": held, "step0": step0, "pairs": acc}
+    final = [r for r in m if "val_accuracy" in r][-1]  # the evaluation after the last step
+    held = {"accuracy": final["val_accuracy"], "kendall_tau": final["val_kendall_tau"]}
+    result = {"summary": summary, "heldout_rankings": held, "step0": step0, "pairs": acc,
+              "train_tasks": {t: sum(r["task"] == t for r in train_ranks)
+                              for t in preferences.TASKS}}
     print(json.dumps(result), flush=True)
     print(f"\n```\n{cmd} --out {out}\n```\n")
     print("| held-out set | metric | step 0 (fresh head) | after |")
     print("|---|---|---|---|")
-    print(f"| rankings_heldout.jsonl (K=4) | pairwise accuracy | {step0['val_accuracy']:.3f} | "
-          f"{held['accuracy']:.3f} |")
-    print(f"| rankings_heldout.jsonl (K=4) | Kendall tau | {step0['val_kendall_tau']:.3f} | "
-          f"{held['kendall_tau']:.3f} |")
+    print(f"| rankings_prog_heldout.jsonl (K=4, {args.held_pairs}) | pairwise accuracy | "
+          f"{step0['val_accuracy']:.3f} | {held['accuracy']:.3f} |")
+    print(f"| rankings_prog_heldout.jsonl (K=4, {args.held_pairs}) | Kendall tau | "
+          f"{step0['val_kendall_tau']:.3f} | {held['kendall_tau']:.3f} |")
     for task, v in acc.items():
         if isinstance(v, tuple):
-            print(f"| prefs_heldout.jsonl, {task} ({v[1]} pairs) | pairwise accuracy | | "
+            print(f"| prefs_prog_heldout.jsonl, {task} ({v[1]} pairs) | pairwise accuracy | | "
                   f"{v[0]:.3f} |")
-    print(f"| prefs_heldout.jsonl, all ({acc['n']} pairs) | pairwise accuracy | | "
+    print(f"| prefs_prog_heldout.jsonl, all ({acc['n']} pairs) | pairwise accuracy | | "
           f"{acc['all']:.3f} |")
-    (args.work / "reward.json").write_text(json.dumps(result, indent=1, default=str))
+    (args.work / f"reward{args.tag}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
 # --- DPO ---------------------------------------------------------------------------------------
@@ -361,6 +377,40 @@ def stage_grpo(args):
     (args.work / f"grpo{args.tag}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
+def stage_signal(args):
+    """What GRPO has to reinforce: for every one-digit sum, the probability p that one sampled
+    answer (temperature 1) is exactly the right number and <|im_end|> under the SFT model, and
+    the expected share of groups of G samples with mixed rewards, 1 - p^G - (1 - p)^G (a group
+    whose rewards are all equal has advantages 0: no policy gradient)."""
+    sft = load_run(run_dir(args.work, "sft-w0.0"))
+    records = preferences.task_records(100, seed=0, tasks=("sums",))
+    stop = sft.tokenizer.encode(ANSWER_END)
+    seq = args.seq
+    x = np.zeros((len(records), seq + 1), np.int32)
+    mask = np.zeros((len(records), seq), np.float32)
+    for i, r in enumerate(records):
+        p = chat.encode_prompt(sft.tokenizer, r["prompt"])
+        s = p + sft.tokenizer.encode(r["answer"]) + stop
+        x[i, :len(s)] = s
+        mask[i, len(p) - 1:len(s) - 1] = 1
+    params = lora.merge(sft.params)
+    lp = jax.jit(lambda prm, xs: policy.token_logprobs(sft.model.apply({"params": prm}, xs[:, :-1]),
+                                                       xs[:, 1:]))
+    logp = np.concatenate([np.asarray(lp(params, x[i:i + 20])) for i in range(0, len(x), 20)])
+    p_right = np.exp((logp * mask).sum(1))
+    rows = []
+    for G in (4, 8, 16):
+        mixed = 1 - p_right ** G - (1 - p_right) ** G
+        rows.append([G, f"{mixed.mean():.3f}"])
+    result = {"p_right": p_right.tolist(), "prompts": [r["prompt"] for r in records]}
+    (args.work / "signal.json").write_text(json.dumps(result))
+    qs = np.quantile(p_right, [0.1, 0.5, 0.9])
+    print(f"p(right answer) over the 100 one-digit sums: mean {p_right.mean():.3f}, quantiles "
+          f"10/50/90% {qs[0]:.4f} / {qs[1]:.4f} / {qs[2]:.4f}; prompts with p > 0.5: "
+          f"{int((p_right > 0.5).sum())}, p < 0.01: {int((p_right < 0.01).sum())}")
+    print_table(["group size G", "expected share of groups with mixed rewards"], rows)
+
+
 # --- step time and memory ----------------------------------------------------------------------
 
 def example_batch(objective: str, seqs: int, T: int, vocab: int) -> dict:
@@ -415,31 +465,34 @@ def stage_steptime(args):
         compiled = step.lower(state, batch).compile()
         mem = compiled.memory_analysis()
         times = []
-        for _ in range(3):
+        for _ in range(args.repeats):
             start = time.perf_counter()
             state, m = compiled(state, batch)
             jax.block_until_ready(m["loss"])
             times.append(time.perf_counter() - start)
         total = (mem.argument_size_in_bytes + mem.output_size_in_bytes
                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
-        rows.append({"objective": label, "median_s": statistics.median(times),
+        rows.append({"objective": label,
+                     "median_s": statistics.median(times) if times else float("nan"),
                      "times": times, "live_bytes": total, "temp_bytes": mem.temp_size_in_bytes})
         print(json.dumps(rows[-1]), flush=True)
         del state, compiled
-    ref = rows[1]
-    print_table([f"objective (4 sequences x {args.seq} tokens per step)",
-                 "step time, median of 3", "vs SFT (LoRA)",
+    full, ref = rows[0], rows[1]
+    print_table([(f"objective (4 sequences x {args.seq} tokens per step; PPO/GRPO: the update "
+                  f"only, no rollout)"), f"step time, median of {args.repeats}", "vs full SFT", "vs SFT (LoRA)",
                  "compiled memory: live (args + outputs + temps, donated counted once)",
-                 "vs SFT (LoRA)", "temporaries"],
+                 "vs full SFT", "vs SFT (LoRA)", "temporaries"],
                 [[r["objective"], f"{r['median_s']:.2f} s",
+                  f"{r['median_s'] / full['median_s']:.2f}x",
                   f"{r['median_s'] / ref['median_s']:.2f}x",
-                  f"{r['live_bytes'] / 1e6:.0f} MB", f"{r['live_bytes'] / ref['live_bytes']:.2f}x",
+                  f"{r['live_bytes'] / 1e6:.0f} MB", f"{r['live_bytes'] / full['live_bytes']:.2f}x",
+                  f"{r['live_bytes'] / ref['live_bytes']:.2f}x",
                   f"{r['temp_bytes'] / 1e6:.0f} MB"] for r in rows])
     (args.work / "steptime.json").write_text(json.dumps(rows, indent=1))
 
 
 STAGES = {"data": stage_data, "sft": stage_sft, "reward": stage_reward, "dpo": stage_dpo,
-          "grpo": stage_grpo, "steptime": stage_steptime}
+          "grpo": stage_grpo, "signal": stage_signal, "steptime": stage_steptime}
 
 
 def main():
@@ -450,11 +503,18 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--pairs", type=int, default=200, help="dpo: training pairs")
+    p.add_argument("--rankings", type=int, default=400, help="reward: training rankings")
+    p.add_argument("--held-pairs", type=int, default=160,
+                   help="reward: held-out programmatic pairs (and their rankings)")
     p.add_argument("--eval-every", type=int, default=5, help="grpo: steps between evaluations")
-    p.add_argument("--batch", type=int, default=8, help="grpo: completions per step (4 a prompt)")
-    p.add_argument("--lr", type=float, default=1e-3, help="grpo: peak learning rate")
+    p.add_argument("--batch", type=int, default=8,
+                   help="grpo: completions per step (4 a prompt); reward: rankings per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward: peak learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
-    p.add_argument("--tag", default="", help="grpo: suffix of the run directory and figure")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="steptime: timed steps per objective (0: compiled memory only)")
+    p.add_argument("--tag", default="", help="grpo, reward: suffix of the run directory (and "
+                   "figure)")
     args = p.parse_args()
     STAGES[args.stage](args)
 

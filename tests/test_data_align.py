@@ -154,8 +154,6 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
             assert preferences.match_reward(task, rec["chosen"]) == 1.0
             assert preferences.match_reward(task, rec["rejected"]) == 0.0
     for rec in preferences.read_rankings(tmp_path / "a/rankings.jsonl"):
-        best = rec["responses"][rec["ranks"].index(0)]
-        assert best.isdigit() or best.startswith("-")
         assert sorted(rec["ranks"]) == [0, 1, 2, 3]
     sums = preferences.task_records(100, seed=2, tasks=("sums",))
     assert len({r["prompt"] for r in sums}) == 100  # every one-digit sum, once
@@ -163,6 +161,24 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
         _, _, a_, op, b_ = rec["prompt"].split("?")[0].split()
         a_, b_ = int(a_), int(b_)
         assert int(rec["answer"]) == (a_ + b_ if op == "+" else a_ - b_)
+
+
+def test_rankings_hold_every_contrast_of_the_preference_pairs():
+    """A reward model trained on the rankings must see what the held-out pairs test: every
+    programmatic task is ranked, the best response is the right answer in the asked-for format
+    (match_reward 1, the others 0), and each task's (chosen, rejected) pair of the same prompt
+    is ranked in that order."""
+    ranks = preferences.rankings(40, seed=3)
+    pairs = {p["prompt"]: p for p in preferences.preference_pairs(40, seed=3)}
+    assert {r["task"] for r in ranks} == set(preferences.TASKS)
+    for r in ranks:
+        rank = dict(zip(r["responses"], r["ranks"]))
+        best = r["responses"][r["ranks"].index(0)]
+        record = {"answer": best, "task": r["task"]}
+        assert [preferences.match_reward(record, x) for x in r["responses"]] == [
+            float(x == best) for x in r["responses"]]
+        pair = pairs[r["prompt"]]
+        assert pair["chosen"] == best and rank[pair["chosen"]] < rank[pair["rejected"]]
 
 
 @pytest.mark.parametrize("line,expected", [
@@ -185,3 +201,25 @@ def test_match_reward():
     rec = {"answer": '{"sum": 12}', "task": "json"}
     assert preferences.match_reward(rec, '{ "sum" : 12 }') == 1.0
     assert preferences.match_reward(rec, "{'sum': 12}") == 0.0
+
+
+def test_a_run_directory_keeps_the_chat_template(tmp_path):
+    """A run fine-tuned from a model with a chat template (SmolLM2's adds a default system
+    prompt) reads its prompts back rendered the same way: the template is saved beside
+    tokenizer.json (which has no place for it) and restored by load_tokenizer."""
+    from jaxllm.config import get_preset
+    from jaxllm.train import RunDir
+
+    tok = ByteTokenizer()
+    tok.chat_template = SMOL_LIKE
+    run = RunDir(tmp_path / "run")
+    run.create(get_preset("sft-smollm2"), tok)
+    loaded = run.load_tokenizer()
+    want = "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+    assert tok.decode(chat.encode_prompt(loaded, "hi")).startswith(want)
+    assert chat.encode_prompt(loaded, "hi") == chat.encode_prompt(tok, "hi")
+    # a tokenizer without a template writes no tokenizer_config.json and loads without one
+    plain = RunDir(tmp_path / "plain")
+    plain.create(get_preset("sft-smollm2"), ByteTokenizer())
+    assert getattr(plain.load_tokenizer(), "chat_template", None) is None
+    assert not (tmp_path / "plain" / "tokenizer_config.json").exists()

@@ -16,8 +16,13 @@ Tasks (each a prompt, its correct answer and wrong answers of known badness):
   json        'Reply with a JSON object whose key "sum" holds 37 + 48.'  {"sum": 85}; a near
               miss is the same object with single quotes or a missing brace (invalid JSON)
   chatterbot  a chatterbot-corpus question: its gold answer against another question's answer
-A ranking of an arithmetic or counting task orders 4 responses: the correct number, the correct
-number in a sentence (ignores the format), a near miss, a near miss in a sentence.
+A ranking orders 4 responses of one task instance, right before wrong and, within each, the
+asked-for format before the other: arithmetic and counting: the correct number, the correct
+number in a sentence, a near miss, a near miss in a sentence; one word: the opposite, the
+opposite in a sentence, the prompt's own word, that word in a sentence; json: the valid object,
+its invalid near miss, a valid object with a near-miss sum, that object made invalid. Every
+task's preference pair (chosen, rejected) is a pair of its ranking in the same order, so a reward
+model trained on the rankings sees every contrast the pairs test.
 
 Everything is drawn from numpy generators seeded by `seed`: the same seed gives the same files.
 Readers check what a user could get wrong (identical pair, tied ranks, missing keys) and name
@@ -79,16 +84,22 @@ def _one_word(rng) -> dict:
     if rng.random() < 0.5:
         word, opposite = opposite, word
     return {"task": "one_word", "prompt": f"In one word, what is the opposite of '{word}'?",
-            "answer": opposite.capitalize(),
+            "answer": opposite.capitalize(), "word": word,
             "sentence": f"The opposite of '{word}' is '{opposite}'."}
+
+
+def _invalid(good: str, single_quotes: bool) -> str:
+    """A near miss of a JSON object: single quotes, or the closing brace left out."""
+    return good.replace('"', "'") if single_quotes else good[:-1]
 
 
 def _json(rng) -> dict:
     a, b = (int(x) for x in rng.integers(10, 100, 2))
     good = json.dumps({"sum": a + b})
-    bad = good.replace('"', "'") if rng.random() < 0.5 else good[:-1]
+    single_quotes = bool(rng.random() < 0.5)
     return {"task": "json", "prompt": f'Reply with a JSON object whose key "sum" holds '
-            f"{a} + {b}.", "answer": good, "invalid": bad}
+            f"{a} + {b}.", "answer": good, "invalid": _invalid(good, single_quotes),
+            "single_quotes": single_quotes, "miss": _near_miss(rng, a + b)}
 
 
 _MAKERS = {"arithmetic": _arithmetic, "counting": _counting, "one_word": _one_word,
@@ -149,14 +160,25 @@ def preference_pairs(n: int, seed: int = 0, tasks=TASKS, chatterbot: int = 0,
     return pairs
 
 
-def rankings(n: int, seed: int = 0, tasks=("arithmetic", "counting"),
-             taken: set | None = None) -> list[dict]:
+def _ranked(item: dict) -> list[str]:
+    """The 4 responses of a task instance, best first (see the module docstring)."""
+    if item["task"] == "one_word":
+        word = item["word"]
+        return [item["answer"], item["sentence"], word.capitalize(),
+                f"The opposite of '{word}' is '{word}'."]
+    if item["task"] == "json":
+        wrong = json.dumps({"sum": item["miss"]})
+        return [item["answer"], item["invalid"], wrong, _invalid(wrong, item["single_quotes"])]
+    good, miss = item["answer"], str(item["miss"])
+    return [good, f"The answer is {good}.", miss, f"The answer is {miss}."]
+
+
+def rankings(n: int, seed: int = 0, tasks=TASKS, taken: set | None = None) -> list[dict]:
     """n rankings of 4 responses (rank 0 best), listed in a seeded random order."""
     rng = np.random.default_rng([seed, 2])
     out = []
     for item in _draw(n, seed, tasks, taken):
-        good, miss = item["answer"], str(item["miss"])
-        responses = [good, f"The answer is {good}.", miss, f"The answer is {miss}."]
+        responses = _ranked(item)
         order = rng.permutation(4)
         out.append({"prompt": item["prompt"], "responses": [responses[i] for i in order],
                     "ranks": [int(i) for i in order], "task": item["task"]})

@@ -3,6 +3,8 @@
     DIR/config.json        the full Config of the run (written atomically; a resume may change
                            train.steps and the parallel section, nothing else)
     DIR/tokenizer.json     the run's tokenizer (char vocabulary, or byte)
+    DIR/tokenizer_config.json  {"chat_template": ...} when the tokenizer has one (a pretrained
+                           model's, such as SmolLM2's; Hugging Face keeps it in this file too)
     DIR/metrics.jsonl      one JSON object per log or evaluation (step, train_loss, val_loss, ...)
     DIR/loss.png           train and validation loss curves, redrawn at each evaluation
     DIR/checkpoints/<step>/  orbax checkpoints: params, optimizer state, step, data iterator
@@ -49,6 +51,7 @@ class RunDir:
         self.path = epath.Path(path)
         self.config_file = self.path / "config.json"
         self.tokenizer_file = self.path / "tokenizer.json"
+        self.tokenizer_config_file = self.path / "tokenizer_config.json"
         self.metrics_file = self.path / "metrics.jsonl"
         self.plot_file = self.path / "loss.png"
         self.checkpoints = self.path / "checkpoints"
@@ -80,6 +83,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:  # a ViT reads no text
             tokenizer.save(self.tokenizer_file)
+            template = getattr(tokenizer, "chat_template", None)
+            if template:  # tokenizer.json has no place for it
+                atomic_write(self.tokenizer_config_file,
+                             json.dumps({"chat_template": template}) + "\n")
         self.write_config(cfg)
 
     def write_config(self, cfg: config_lib.Config) -> None:
@@ -116,12 +123,16 @@ class RunDir:
         if not self.tokenizer_file.exists():
             raise CheckpointError(f"{self.tokenizer_file} is missing; the run directory is damaged")
         try:
-            return load_tokenizer(json.loads(self.tokenizer_file.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{self.tokenizer_file} is not valid JSON ({e}); the run "
-                                  f"directory is damaged") from None
+            tokenizer = load_tokenizer(json.loads(self.tokenizer_file.read_text(encoding="utf-8")))
+            if self.tokenizer_config_file.exists():  # the chat template the run was trained with
+                saved = json.loads(self.tokenizer_config_file.read_text(encoding="utf-8"))
+                tokenizer.chat_template = saved["chat_template"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.tokenizer_file} or {self.tokenizer_config_file.name} "
+                                  f"is not valid ({e}); the run directory is damaged") from None
         except JaxllmError as e:
             raise CheckpointError(f"{self.tokenizer_file} cannot be read: {e}") from None
+        return tokenizer
 
     # --- metrics ---------------------------------------------------------------------------------
 

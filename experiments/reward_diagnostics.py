@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Why a reward model does (not) rank the programmatic preference pairs: what the inputs carry.
+
+For the programmatic tasks of jaxllm.data.preferences (arithmetic, counting, one_word, json),
+draws training pairs (seed 0) and held-out pairs (seed 1, prompts disjoint), runs the model once
+over prompt + chosen and prompt + rejected, and measures per task, on the held-out pairs:
+
+  lm        how often the language model itself gives the chosen answer the larger summed
+            log-probability (does the model "know" the better answer?)
+  probe     a linear Bradley-Terry reward on the frozen final-normed hidden state (what a fresh
+            value head alone can learn): logistic regression, no intercept, on
+            h(chosen) - h(rejected), fitted on the training pairs; read at the row's last token
+            (<|im_end|>, where the reward model reads) and, for comparison, at the answer's last
+            token before it
+  heldout   the same probe's accuracy on the training pairs (separable at all?)
+
+Usage:
+  python experiments/reward_diagnostics.py --model RUN_DIR_OR_NAME [--train 100] [--held 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from jaxllm.platform import configure_cpu
+
+configure_cpu()
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from jaxllm import pretrained
+from jaxllm.data import chat, preferences
+from jaxllm.objectives.preference import sequence_logprobs
+from jaxllm.train import load_run
+from jaxllm.transforms import lora
+
+
+def load(name: str):
+    """(model, float params, tokenizer) of a run directory (LoRA merged) or a pretrained model."""
+    if name in pretrained.REGISTRY:
+        lm = pretrained.load(name)
+        return lm.model, lm.params, lm.tokenizer
+    run = load_run(name)
+    return run.model, lora.merge(run.params), run.tokenizer
+
+
+def rows(tokenizer, pairs: list[dict], T: int):
+    """inputs, targets, answer mask (2N, T), last index (2N,): chosen rows, then rejected."""
+    seqs = []
+    for side in ("chosen", "rejected"):
+        for r in pairs:
+            p = chat.encode_prompt(tokenizer, r["prompt"])
+            seqs.append((p, chat.encode_answer(tokenizer, r[side])))
+    n = len(seqs)
+    tokens = np.zeros((n, T + 1), np.int32)
+    mask = np.zeros((n, T), np.float32)
+    last = np.zeros(n, np.int32)
+    for i, (p, a) in enumerate(seqs):
+        s = p + a
+        if len(s) > T:
+            raise SystemExit(f"a row of {len(s)} tokens exceeds --seq {T}")
+        tokens[i, :len(s)] = s
+        mask[i, len(p) - 1:len(s) - 1] = 1
+        last[i] = len(s) - 1
+    return tokens[:, :-1], tokens[:, 1:], mask, last
+
+
+def features(model, params, tokenizer, pairs, T: int, batch: int = 16):
+    """(summed answer log-probs (2N,), hidden at the last token (2N, D), at the one before)."""
+
+    @jax.jit
+    def run(x, y, m, last):
+        h = model.apply({"params": params}, x, head="hidden")  # (B, T, D)
+        logits = model.apply({"params": params}, h, method="lm_head")
+        lp = sequence_logprobs(logits, y, m)[0]
+        take = lambda i: jnp.take_along_axis(h, i[:, None, None], axis=1)[:, 0]
+        return lp, take(last).astype(jnp.float32), take(last - 1).astype(jnp.float32)
+
+    x, y, m, last = rows(tokenizer, pairs, T)
+    n = len(x)
+    out = [[], [], []]
+    for start in range(0, n, batch):
+        idx = np.arange(start, start + batch) % n
+        got = jax.device_get(run(x[idx], y[idx], m[idx], last[idx]))
+        keep = min(batch, n - start)
+        for acc, g in zip(out, got):
+            acc.append(np.asarray(g)[:keep])
+    return [np.concatenate(o) for o in out]
+
+
+def per_task(right: np.ndarray, tasks: list[str]) -> dict:
+    out = {t: round(float(right[np.array(tasks) == t].mean()), 3) for t in sorted(set(tasks))}
+    out["all"] = round(float(right.mean()), 3)
+    out["n"] = {t: tasks.count(t) for t in sorted(set(tasks))}
+    return out
+
+
+def probe(train_h, held_h, n_train: int, n_held: int, c: float):
+    """Bradley-Terry linear reward on frozen features: (train accuracy, held-out right (N,))."""
+    d_train = train_h[:n_train] - train_h[n_train:]
+    d_held = held_h[:n_held] - held_h[n_held:]
+    scale = np.abs(d_train).std() + 1e-6
+    X = np.concatenate([d_train, -d_train]) / scale
+    y = np.concatenate([np.ones(n_train), np.zeros(n_train)])
+    clf = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(X, y)
+    w = clf.coef_[0]
+    return (d_train / scale @ w > 0), (d_held / scale @ w > 0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", type=int, default=100, help="training pairs per task")
+    p.add_argument("--held", type=int, default=50, help="held-out pairs per task")
+    p.add_argument("--seq", type=int, default=48)
+    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the probe")
+    args = p.parse_args()
+    start = time.perf_counter()
+    n_tasks = len(preferences.TASKS)
+    held = preferences.preference_pairs(args.held * n_tasks, seed=1)
+    train = preferences.preference_pairs(args.train * n_tasks, seed=0,
+                                         taken={r["prompt"] for r in held})
+    model, params, tokenizer = load(args.model)
+    _, h_t, h1_t = features(model, params, tokenizer, train, args.seq)
+    lp_h, h_h, h1_h = features(model, params, tokenizer, held, args.seq)
+    nt, nh = len(train), len(held)
+    tasks_t, tasks_h = [r["task"] for r in train], [r["task"] for r in held]
+    result = {"model": args.model, "train_pairs": nt, "held_pairs": nh,
+              "lm_logprob_heldout": per_task(lp_h[:nh] > lp_h[nh:], tasks_h)}
+    for name, (ft, fh) in {"probe_last": (h_t, h_h), "probe_answer_end": (h1_t, h1_h)}.items():
+        right_t, right_h = probe(ft, fh, nt, nh, args.c)
+        result[name + "_train"] = per_task(right_t, tasks_t)
+        result[name + "_heldout"] = per_task(right_h, tasks_h)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
