@@ -49,6 +49,7 @@ def test_bad_overrides(override, message):
     ("train.batch_size=10", "divisible by optim.grad_accum=4"),
     ("optim.min_lr=1", "must not exceed optim.lr"),
     ("model.positions=rope", "RoPE needs an even head size"),
+    ("data.target_len=65", "data.target_len=65.*model.max_len=64"),
 ])
 def test_validation_names_the_field(override, message):
     base = ["optim.grad_accum=4", "train.batch_size=12"] if "grad_accum" in message else []
