@@ -20,10 +20,10 @@ from jaxllm.errors import ConfigError
 from jaxllm.models import build
 from jaxllm.objectives.classification import task_loss
 from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.train import task_inputs
 from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
 from jaxllm.train.run import init_from_params, load_run
 from jaxllm.train.step import make_train_step
-from jaxllm.train import task_inputs
 from jaxllm.train.task_inputs import task_splits
 from jaxllm.transforms.lora import LoraArray
 
