@@ -332,6 +332,25 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(steps=100, batch_size=16, eval_every=50, save_every=100,
                           eval_batches=14, log_every=10, init_from="all-minilm-l6-v2"),
     ),
+    # all-minilm-l6-v2 fine-tuned with a token head on BBC News words tagged O / NAME / NUMBER
+    # by a casing rule (data/tagging.py; the model reads lower-case text), and with a span head
+    # on questions about planted "The {kind} code is {code}." sentences. bbc-topics' recipe
+    # otherwise: the first 64 tokens, a fixed 80/10/10 split of the articles, 100 steps of 16.
+    "bbc-tags": Config(
+        model=ModelConfig(kind="encoder", head="token", num_classes=3, max_len=64,
+                          dropout=0.1),
+        data=DataConfig(corpus="bbc-tags", tokenizer="wordpiece", val_fraction=0.1),
+        optim=OptimConfig(lr=1e-4, warmup_steps=10, min_lr=1e-5, weight_decay=0.01),
+        train=TrainConfig(steps=100, batch_size=16, eval_every=50, save_every=100,
+                          eval_batches=14, log_every=10, init_from="all-minilm-l6-v2"),
+    ),
+    "bbc-planted": Config(
+        model=ModelConfig(kind="encoder", head="span", max_len=64, dropout=0.1),
+        data=DataConfig(corpus="bbc-planted", tokenizer="wordpiece", val_fraction=0.1),
+        optim=OptimConfig(lr=1e-4, warmup_steps=10, min_lr=1e-5, weight_decay=0.01),
+        train=TrainConfig(steps=100, batch_size=16, eval_every=50, save_every=100,
+                          eval_batches=14, log_every=10, init_from="all-minilm-l6-v2"),
+    ),
     # Supervised fine-tuning of SmolLM2-135M-Instruct on chat data (a CSV of system, question,
     # answer rows, e.g. `jaxllm data chatterbot --out data`): LoRA rank 16 on every linear layer
     # of the frozen pretrained weights, answers only (align.prompt_loss_weight=0), conversations
@@ -397,6 +416,10 @@ PRESET_NOTES = {
     "mnist-vit": "a small ViT classifier on MNIST (16 patches of 7x7)",
     "mnist-clip": "CLIP on MNIST with captions made from the labels (zero-shot with held-out "
                   "templates)",
+    "bbc-tags": "token tagging (O / NAME / NUMBER by a casing rule) of BBC News words: "
+                "all-minilm-l6-v2 fine-tuned with a token head",
+    "bbc-planted": "extractive questions about facts planted in BBC News articles: "
+                   "all-minilm-l6-v2 fine-tuned with a span head",
     "bbc-topics": "BBC News topic classification (5 classes): all-minilm-l6-v2 fine-tuned "
                   "with a new classification head",
     "sft-smollm2": "chat fine-tuning (SFT) of SmolLM2-135M-Instruct with LoRA rank 16 on a CSV "

@@ -68,8 +68,14 @@ def run(args) -> int:
     if cfg.model.head:
         from jaxllm.train.task_inputs import evaluate_task
         r = evaluate_task(loaded)
-        print(f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split "
-              f"({r['texts']:,} texts, {len(r['classes'])} classes): accuracy "
+        where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
+        if cfg.model.head == "span":
+            print(f"{where} ({r['texts']:,} questions): exact match {r['exact_match']:.4f}, "
+                  f"F1 {r['f1']:.4f}")
+            return 0
+        what = "texts" if cfg.model.head == "sequence" else \
+            f"texts, {r['labelled']:,} tagged tokens"
+        print(f"{where} ({r['texts']:,} {what}, {len(r['classes'])} classes): accuracy "
               f"{r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
         return 0
     if cfg.model.kind == "seq2seq":
