@@ -155,11 +155,11 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
 
 
 def test_word_tags_follow_the_casing_rule():
-    text = "The BBC said 3 firms left. Apple rose 5% on Monday! tech fell"
+    text = "The BBC said 3 firms left. Apple rose 5% on Monday! Why? Sony fell in Q4"
     assert word_tags(text) == [
         ("The", 0), ("BBC", 1), ("said", 0), ("3", 2), ("firms", 0), ("left", 0), (".", 0),
         ("Apple", 0), ("rose", 0), ("5", 2), ("%", 0), ("on", 0), ("Monday", 1), ("!", 0),
-        ("tech", 0), ("fell", 0)]
+        ("Why", 0), ("?", 0), ("Sony", 0), ("fell", 0), ("in", 0), ("Q4", 2)]
 
 
 def test_tag_and_planted_rows_by_hand():
