@@ -2,8 +2,10 @@
 search, and a decoder-only model of about the same size trained on source + target.
 
     .venv/bin/python experiments/seq2seq_dates.py [--steps N] [--set KEY=VALUE ...] [--out DIR]
+    .venv/bin/python experiments/seq2seq_dates.py --run DIR    (a trained dates-seq2seq run)
 
-1. trains the dates-seq2seq preset (with the --set overrides) through jaxllm.train;
+1. trains the dates-seq2seq preset (with the --set overrides) through jaxllm.train, or reads
+   the run in --run;
 2. trains a decoder-only model with the same optimizer, steps and batch size on rows
    "source <sep> target </s>" (loss on the target and </s> only, as the encoder-decoder's),
    with n_layers chosen so that its parameter count is the closest to the encoder-decoder's;
@@ -21,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from preset_runs import add_run_args, preset_run
 
-from jaxllm import config as config_lib
 from jaxllm.platform import configure_cpu
 
 
@@ -94,31 +96,21 @@ def decoder_outputs(model, params, tokenizer, pairs, num_beams: int) -> list[str
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default="runs/seq2seq-dates")
+    add_run_args(p, "runs/seq2seq-dates")
     p.add_argument("--examples", type=int, default=500, help="pairs decoded per split")
     args = p.parse_args(argv)
     configure_cpu()
 
     from jaxllm.data.pairs import dates_splits
     from jaxllm.infer.seq2seq import evaluate_pairs, score_texts
-    from jaxllm.train import load_run, train
 
-    cfg = config_lib.get_preset("dates-seq2seq")
-    cfg = config_lib.apply_overrides(cfg, args.set + ([f"train.steps={args.steps}"]
-                                                      if args.steps else []))
-    start = time.perf_counter()
-    train(cfg, args.out, progress=False)
-    s2s_wall = time.perf_counter() - start
-    loaded = load_run(args.out)
-    tok = loaded.tokenizer
+    loaded, s2s_wall = preset_run("dates-seq2seq", args)
+    cfg, tok = loaded.config, loaded.tokenizer
     splits = dates_splits()
     evals = {"validation (training templates)": splits.validation[:args.examples],
              "test (held-out templates)": splits.test[:args.examples]}
     s2s_params = param_count(loaded.params)
-    dec_model, dec_params, dec_wall, dec_count = train_decoder(loaded.config, tok, splits.train,
-                                                               s2s_params)
+    dec_model, dec_params, dec_wall, dec_count = train_decoder(cfg, tok, splits.train, s2s_params)
     rows = []
     for model_name, n_params, wall in (("encoder-decoder", s2s_params, s2s_wall),
                                        (f"decoder-only ({dec_model.cfg.n_layers} layers)",
@@ -131,7 +123,8 @@ def main(argv=None) -> None:
                 else:
                     hyps = decoder_outputs(dec_model, dec_params, tok, pairs, beams)
                     scores = score_texts(hyps, [t for _, t in pairs])
-                rows.append({"model": model_name, "params": n_params, "train_s": round(wall),
+                rows.append({"model": model_name, "params": n_params,
+                             "train_s": None if wall is None else round(wall),
                              "split": split, "decoding": "greedy" if beams == 1 else
                              f"beam {beams}", "exact_match": round(scores["exact_match"], 4),
                              "bleu": round(scores["bleu"], 2)})
@@ -140,7 +133,7 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['train_s']} | {r['split']} | "
               f"{r['decoding']} | {r['exact_match']:.4f} | {r['bleu']:.2f} |")
-    Path(args.out, "results.json").write_text(json.dumps(rows, indent=1))
+    Path(args.run or args.out, "results.json").write_text(json.dumps(rows, indent=1))
     print(json.dumps({"steps": cfg.train.steps, "overrides": args.set}))
 
 

@@ -165,7 +165,8 @@ RUN_COMMANDS = {
     "llama": ["train", "--preset", "shakespeare-char-llama", "--steps", "2", "--no-progress",
               "--set", "data.tokenizer=byte"] + TINY + ["--set", "model.n_kv_heads=1"],
     "mlm": ["train", "--preset", "shakespeare-mlm", "--steps", "2", "--no-progress"] + TINY,
-    "seq2seq": ["train", "--preset", "dates-seq2seq", "--steps", "2", "--no-progress"] + TINY,
+    "seq2seq": ["train", "--preset", "dates-seq2seq", "--steps", "2", "--no-progress", "--set",
+                "data.target_len=16"] + TINY,  # ISO dates: 10 characters and the end token
     "vit": ["train", "--preset", "mnist-vit", "--steps", "2", "--no-progress"] + SMALL,
     "clip": ["train", "--preset", "mnist-clip", "--steps", "2", "--no-progress", "--set",
              "model.text_layers=1", "--set", "model.embed_dim=8"] + SMALL,

@@ -51,6 +51,7 @@ def test_bad_overrides(override, message):
     ("model.positions=rope", "RoPE needs an even head size"),
     ("model.attention=cudnn", "model.dtype='float32': must be bfloat16 or float16"),
     ("model.attention=splash", "model.max_len=.*: must be a multiple of 128"),
+    ("data.target_len=65", "data.target_len=65.*model.max_len=64"),
 ])
 def test_validation_names_the_field(override, message):
     base = ["optim.grad_accum=4", "train.batch_size=12"] if "grad_accum" in message else []

@@ -303,3 +303,18 @@ def test_short_stream_error_says_what_is_needed():
     assert "model.max_len" in msg and "val_fraction" in msg
     BatchIterator(docs, 2, 49, 0, "windows")  # 50 tokens: exactly one window of 49 + 1
     BatchIterator(docs, 2, 64, 0, "packed")  # packing pads instead
+
+
+def test_encode_pairs_cuts_sources_and_targets_to_their_own_widths():
+    from jaxllm.data.pairs import encode_pairs
+
+    tok = CharTokenizer.train(["abcdef"])
+    a, b, c, d = (tok.encode(x)[0] for x in "abcd")
+    pairs = [("abcdef", "abcde"), ("ab", "a")]
+    rows = encode_pairs(tok, pairs, max_len=4, end_id=99, target_len=3)
+    np.testing.assert_array_equal(rows["source"], [[a, b, c, d], [a, b, 0, 0]])
+    np.testing.assert_array_equal(rows["source_mask"], [[1, 1, 1, 1], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(rows["target"], [[a, b, 99], [a, 99, 0]])
+    np.testing.assert_array_equal(rows["target_mask"], [[1, 1, 1], [1, 1, 0]])
+    same = encode_pairs(tok, pairs, max_len=4, end_id=99)  # target_len defaults to max_len
+    np.testing.assert_array_equal(same["target"], [[a, b, c, 99], [a, 99, 0, 0]])

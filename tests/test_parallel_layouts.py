@@ -28,6 +28,7 @@ from helpers import LOSS_ATOL, MESH_CFG, mesh_batches, seq2seq_batch
 from jaxllm import models
 from jaxllm.models.decoder import Decoder
 from jaxllm.objectives.causal_lm import causal_lm_loss
+from jaxllm.objectives.classification import task_loss
 from jaxllm.objectives.seq2seq import seq2seq_loss
 from jaxllm.optim import TrainState
 from jaxllm.parallel.mesh import make_mesh
@@ -253,18 +254,54 @@ def test_seq2seq_layout_matches_single_device(name):
         state = TrainState.create(models.init_params(S2S_CFG, jax.random.PRNGKey(0))[0], SGD)
         losses, norms, state = run_steps(make_train_step(loss_fn, SGD), state, s2s_batches())
         _REFERENCES["s2s"] = losses, norms, jax.device_get(state.params)
-    ref_losses, ref_norms, ref_params = _REFERENCES["s2s"]
     layout = Layout.build(make_mesh(S2S_LAYOUTS[name]))
     setup = shard_training(layout, lambda r: models.init_params(S2S_CFG, r), SGD,
                            jax.random.PRNGKey(0))
     step = make_train_step(loss_fn, SGD, shardings=setup.shardings)
-    losses, norms, state = run_steps(step, setup.state, s2s_batches())
+    state = assert_steps_match(step, setup.state, s2s_batches(), _REFERENCES["s2s"])
+    check_shardings(state, setup)
+    query = state.params["blocks"]["cross_attn"]["query"]["kernel"]
+    assert query.sharding.is_equivalent_to(NamedSharding(layout.mesh, S2S_QUERY[name]), 4)
+
+
+def assert_steps_match(step, state, batches, reference):
+    """The final state of `step` over batches, once its losses, gradient norms and final
+    parameters are checked against reference = (losses, norms, params) of one device."""
+    ref_losses, ref_norms, ref_params = reference
+    losses, norms, state = run_steps(step, state, batches)
     np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=LOSS_ATOL)
     np.testing.assert_allclose(norms, ref_norms, rtol=GRAD_NORM_RTOL)
     for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
                           jax.tree_util.tree_leaves(ref_params),
                           jax.tree_util.tree_leaves(jax.device_get(state.params))):
         np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL, err_msg=str(path[0]))
+    return state
+
+
+# --- an encoder with a sequence-classification head -----------------------------------------
+
+HEAD_CFG = replace(MESH_CFG, kind="encoder", n_layers=1, head="sequence", num_classes=3,
+                   pool="gap")  # mean-pooled over the padding mask, as bbc-topics
+
+
+def head_batches(n=3):
+    """n batches of 8 right-padded texts (lengths 3..16) with a class each."""
+    rng = np.random.default_rng(5)
+    return [{"tokens": rng.integers(0, 64, (8, 16)).astype(np.int32),
+             "mask": np.arange(16)[None] < rng.integers(3, 17, (8, 1)),
+             "labels": rng.integers(0, 3, 8).astype(np.int32)} for _ in range(n)]
+
+
+def test_sequence_head_on_data_fsdp_tensor_matches_single_device():
+    loss_fn = task_loss(models.build(HEAD_CFG), "sequence")
+    state = TrainState.create(models.init_params(HEAD_CFG, jax.random.PRNGKey(0))[0], SGD)
+    losses, norms, state = run_steps(make_train_step(loss_fn, SGD), state, head_batches())
+    layout = Layout.build(make_mesh("data=2,fsdp=2,tensor=2"))
+    setup = shard_training(layout, lambda r: models.init_params(HEAD_CFG, r), SGD,
+                           jax.random.PRNGKey(0))
+    step = make_train_step(loss_fn, SGD, shardings=setup.shardings)
+    state = assert_steps_match(step, setup.state, head_batches(),
+                               (losses, norms, jax.device_get(state.params)))
     check_shardings(state, setup)
-    query = state.params["blocks"]["cross_attn"]["query"]["kernel"]
-    assert query.sharding.is_equivalent_to(NamedSharding(layout.mesh, S2S_QUERY[name]), 4)
+    head = state.params["head"]["kernel"]  # (embed, classes)
+    assert head.sharding.is_equivalent_to(NamedSharding(layout.mesh, P("fsdp")), 2)

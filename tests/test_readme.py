@@ -44,9 +44,10 @@ SLOW_RETRIEVAL = ("--mode", "train-reranker", "--rerank")
 # the alignment chain fine-tunes SmolLM2 (sft-smollm2) and passes its runs on: parsed only here;
 # tests/test_align_cli.py runs the same chain of commands on a tiny registered model
 ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "runs/ppo")
-# the BBC topics chain fine-tunes MiniLM (bbc-topics): parsed only here; tests/test_train_heads.py
+# the BBC task-head chains fine-tune MiniLM (bbc-topics, -tags, -planted): parsed only here; tests/test_train_heads.py
 # runs the same commands on a tiny registered encoder
-TASK_HEADS = ("bbc-topics", "runs/bbc-topics", "runs/bbc-lora")
+TASK_HEADS = ("bbc-topics", "runs/bbc-topics", "runs/bbc-lora", "bbc-tags", "runs/bbc-tags",
+              "bbc-planted", "runs/bbc-planted")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
                 "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip",
                 "runs/dates-seq2seq-...": "seq2seq"}

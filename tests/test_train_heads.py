@@ -11,14 +11,17 @@ import pytest
 from helpers import TINY_BERT, error_of, random_params, register_tiny_bert
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import f1_score
 
 from jaxllm import config as config_lib
 from jaxllm.cli.main import main
 from jaxllm.data.labeled import encode_texts, stratified_split
+from jaxllm.data.tagging import planted_rows, tag_rows, word_tags
 from jaxllm.errors import ConfigError
 from jaxllm.models import build
 from jaxllm.objectives.classification import task_loss
 from jaxllm.optim import TrainState, make_optimizer
+from jaxllm.train import task_inputs
 from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
 from jaxllm.train.run import init_from_params, load_run
 from jaxllm.train.step import make_train_step
@@ -112,6 +115,11 @@ def test_encode_texts_cuts_long_texts_and_keeps_the_final_sep():
 def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
         monkeypatch, tmp_path, capsys):
     register_tiny_bert(monkeypatch)
+    # the validation split cut to 50 texts: eval scoring it instead of the test split (which
+    # has as many texts as the uncut one, and the same class shares) prints another count
+    split = task_inputs.stratified_split
+    monkeypatch.setattr(task_inputs, "stratified_split",
+                        lambda *a: [p[:50] if k == 1 else p for k, p in enumerate(split(*a))])
     run = tmp_path / "run"
     argv = ["train", "--preset", "bbc-topics", "--init-from", "tiny-bert", "--steps", "2",
             "--set", "model.max_len=32", "--set", "train.batch_size=8", "--set",
@@ -124,12 +132,13 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     line = capsys.readouterr().out
     m = re.search(r"\((\d+) texts, 5 classes\): accuracy ([\d.]+), macro-F1 ([\d.]+)", line)
     assert m and int(m[1]) == 223, line  # 10% of each class, rounded: the test split
-    loaded = load_run(run)  # the test split's accuracy, computed here in one batch
+    loaded = load_run(run)  # the test split's accuracy and macro-F1 (scikit-learn's), here
     test = task_splits(loaded.config, loaded.tokenizer).test
-    logits = loaded.model.apply({"params": loaded.params}, test["tokens"], None,
-                                test["mask"])["logits"]
-    assert float(m[2]) == round(float(np.mean(np.argmax(logits, -1) == test["labels"])), 4)
-    assert 0 <= float(m[3]) <= 1
+    pred = np.argmax(loaded.model.apply({"params": loaded.params}, test["tokens"], None,
+                                        test["mask"])["logits"], -1)
+    assert float(m[2]) == round(float(np.mean(pred == test["labels"])), 4)
+    assert float(m[3]) == round(f1_score(test["labels"], pred, labels=range(5),
+                                         average="macro", zero_division=0), 4)
     assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
     assert "--format run" in error_of(["export", "--run", str(run), "--out",
                                        str(tmp_path / "hf")], capsys)
@@ -164,3 +173,79 @@ def test_the_cli_gives_the_base_model_this_runs_fields(monkeypatch):
     assert cfg.model.d_model == 16  # the base's architecture
     with pytest.raises(ConfigError, match="model.max_len=256 exceeds tiny-bert's context of 128"):
         _config(parser.parse_args(argv + ["--set", "model.max_len=256"]))
+def test_word_tags_follow_the_casing_rule():
+    text = "The BBC said 3 firms left. Apple rose 5% on Monday! Why? Sony fell in Q4"
+    assert word_tags(text) == [
+        ("The", 0), ("BBC", 1), ("said", 0), ("3", 2), ("firms", 0), ("left", 0), (".", 0),
+        ("Apple", 0), ("rose", 0), ("5", 2), ("%", 0), ("on", 0), ("Monday", 1), ("!", 0),
+        ("Why", 0), ("?", 0), ("Sony", 0), ("fell", 0), ("in", 0), ("Q4", 2)]
+
+
+def test_tag_and_planted_rows_by_hand():
+    from jaxllm.text import load_tokenizer
+
+    tok = load_tokenizer("all-minilm-l6-v2")
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    rows = tag_rows(tok, ["Tony Blair met 12 voters."], 8)  # cut: [CLS] + 6 pieces + [SEP]
+    pieces = [tok.encode(w) for w in ("Tony", "Blair", "met", "12", "voters", ".")]
+    ids = [cls] + [i for p in pieces for i in p][:6] + [sep]
+    assert rows["tokens"][0].tolist() == ids and rows["mask"][0].all()
+    tags = [-1] + [t for p, t in zip(pieces, (0, 1, 0, 2, 0, 0)) for t in [t] + [-1] *
+                   (len(p) - 1)][:6] + [-1]
+    assert rows["labels"][0].tolist() == tags
+    texts = ["Oil rose. Shares fell sharply in London. Gold was flat.", "One sentence only"]
+    rows = planted_rows(tok, texts, 48, seed=3)
+    for r in range(2):
+        n = int(rows["mask"][r].sum())
+        text = tok.decode(rows["tokens"][r, :n].tolist())
+        kind = re.search(r"what is the (\w+) code ?\?", text)[1]
+        code = re.search(rf"the {kind} code is (\w+) ?\.", text)[1]  # the fact asked about
+        s, e = rows["starts"][r], rows["ends"][r]
+        assert tok.decode(rows["tokens"][r, s:e + 1].tolist()) == code
+        assert rows["context"][r, s:e + 1].all() and rows["types"][r, s:e + 1].all()
+        q = rows["tokens"][r].tolist().index(sep) + 1  # the context starts after the first [SEP]
+        assert not rows["context"][r, :q].any() and rows["context"][r, q:n - 1].all()
+        assert not rows["context"][r, n - 1:].any() and not rows["types"][r, :q].any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["bbc-tags", "bbc-planted"])
+def test_token_and_span_presets_train_and_evaluate(preset, monkeypatch, tmp_path, capsys):
+    register_tiny_bert(monkeypatch)
+    run = tmp_path / "run"
+    assert main(["train", "--preset", preset, "--init-from", "tiny-bert", "--steps", "2",
+                 "--set", "model.max_len=48", "--set", "train.batch_size=8", "--set",
+                 "train.eval_batches=1", "--set", "optim.warmup_steps=1", "--no-progress",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run)]) == 0
+    line = capsys.readouterr().out
+    loaded = load_run(run)  # the test split's scores, computed here in one batch
+    test = task_splits(loaded.config, loaded.tokenizer).test
+    out = loaded.model.apply({"params": loaded.params}, test["tokens"], test.get("types"),
+                             test["mask"])
+    if preset == "bbc-tags":
+        m = re.search(r"\((\d+) texts, ([\d,]+) tagged tokens, 3 classes\): accuracy ([\d.]+), "
+                      r"macro-F1 ([\d.]+)", line)
+        keep = test["labels"] >= 0
+        pred, labels = np.argmax(out["logits"], -1)[keep], test["labels"][keep]
+        assert m and int(m[1]) == 222 and int(m[2].replace(",", "")) == keep.sum(), line
+        assert float(m[3]) == round(float(np.mean(pred == labels)), 4)
+        assert float(m[4]) == round(f1_score(labels, pred, labels=range(3), average="macro",
+                                             zero_division=0), 4)
+        return
+    m = re.search(r"\((\d+) questions\): exact match ([\d.]+), F1 ([\d.]+)", line)
+    assert m and int(m[1]) == 222, line  # round(0.1 * 2225) articles: the test split
+    start = np.where(test["mask"], out["start_logits"], -1e9)
+    end = np.where(test["mask"], out["end_logits"], -1e9)
+    hits, f1 = [], []
+    for r in range(len(start)):  # brute force over the valid spans of the context
+        spans = [(start[r, i] + end[r, j], i, j) for i in range(48) for j in range(i, i + 30)
+                 if j < 48 and test["context"][r, i] and test["context"][r, j]]
+        _, i, j = max(spans, key=lambda x: (x[0], -x[1], -x[2]))
+        gold = set(range(test["starts"][r], test["ends"][r] + 1))
+        both = len(gold & set(range(i, j + 1)))
+        hits.append(gold == set(range(i, j + 1)))
+        f1.append(0.0 if not both else 2 * both / (len(gold) + j - i + 1))
+    assert float(m[2]) == round(float(np.mean(hits)), 4)
+    assert float(m[3]) == round(float(np.mean(f1)), 4)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import argparse
 
-from jaxllm.cli.progress import on_terminal, status
-
 from jaxllm.cli import cluster
+from jaxllm.cli.progress import on_terminal, status
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -57,8 +56,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from jaxllm.data import build_data, eval_batches, sequential_batches
     from jaxllm.errors import DataError
-    from jaxllm.train.objective import model_and_objective
     from jaxllm.train import evaluate, load_run, make_eval_step
+    from jaxllm.train.objective import model_and_objective
 
     if args.model:
         return _run_pretrained(args)
@@ -69,8 +68,14 @@ def run(args) -> int:
     if cfg.model.head:
         from jaxllm.train.task_inputs import evaluate_task
         r = evaluate_task(loaded)
-        print(f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split "
-              f"({r['texts']:,} texts, {len(r['classes'])} classes): accuracy "
+        where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
+        if cfg.model.head == "span":
+            print(f"{where} ({r['texts']:,} questions): exact match {r['exact_match']:.4f}, "
+                  f"F1 {r['f1']:.4f}")
+            return 0
+        what = "texts" if cfg.model.head == "sequence" else \
+            f"texts, {r['labelled']:,} tagged tokens"
+        print(f"{where} ({r['texts']:,} {what}, {len(r['classes'])} classes): accuracy "
               f"{r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}")
         return 0
     if cfg.model.kind == "seq2seq":
@@ -122,7 +127,7 @@ def run(args) -> int:
 
 def _run_seq2seq(args, loaded) -> int:
     from jaxllm.data import fixed_rows
-    from jaxllm.data.pairs import encode_pairs, load_pairs
+    from jaxllm.data.pairs import encode_pairs, load_pairs, target_length
     from jaxllm.errors import DataError
     from jaxllm.infer.seq2seq import evaluate_pairs
     from jaxllm.objectives.seq2seq import seq2seq_ids
@@ -133,7 +138,9 @@ def _run_seq2seq(args, loaded) -> int:
     if args.examples is not None and args.examples < 1:
         raise DataError(f"--examples={args.examples}: must be at least 1")
     splits = load_pairs(cfg.data.corpus)
-    rows = encode_pairs(tok, splits.validation, cfg.model.max_len, seq2seq_ids(tok.vocab_size)[1])
+    width = target_length(cfg)
+    rows = encode_pairs(tok, splits.validation, cfg.model.max_len, seq2seq_ids(tok.vocab_size)[1],
+                        width)
     batch = cfg.train.batch_size // cfg.optim.grad_accum
     loss_fn = model_and_objective(cfg, tok.vocab_size)[1]
     m = evaluate(make_eval_step(loss_fn), loaded.params, fixed_rows(rows, 1 << 30, batch))
@@ -141,7 +148,8 @@ def _run_seq2seq(args, loaded) -> int:
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, token accuracy "
           f"{m['accuracy']:.4f}")
     test = splits.test[:args.examples]
-    scores, _ = evaluate_pairs(loaded.model, loaded.params, tok, test, num_beams=args.num_beams)
+    scores, _ = evaluate_pairs(loaded.model, loaded.params, tok, test, num_beams=args.num_beams,
+                               max_new_tokens=width)
     how = "greedy" if args.num_beams == 1 else f"beam search, {args.num_beams} beams"
     print(f"{len(test)} test pairs ({how}): exact match {scores['exact_match']:.4f}, BLEU "
           f"{scores['bleu']:.2f}, ROUGE-1/2/L {scores['rouge1']:.4f} / {scores['rouge2']:.4f} "

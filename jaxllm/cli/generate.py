@@ -38,7 +38,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     text.add_argument("--prompt", help="text to continue")
     text.add_argument("--chat", metavar="MESSAGE", help="a user message for a chat model")
     p.add_argument("--max-new-tokens", type=int,
-                   help="default 200 (an encoder-decoder: its model.max_len)")
+                   help="default 200 (an encoder-decoder: its data.target_len or model.max_len)")
     p.add_argument("--temperature", type=float,
                    help="0 is greedy (default: 1.0 for --prompt; 0 for --chat, as "
                         "jaxllm.pretrained's chat())")
@@ -125,6 +125,7 @@ def run(args) -> int:
 
 def _run_seq2seq(args, loaded, beams) -> int:
     """An encoder-decoder run: the prompt is the source; prints the target."""
+    from jaxllm.data.pairs import target_length
     from jaxllm.errors import DataError
     from jaxllm.infer.seq2seq import seq2seq_generate
     from jaxllm.objectives.seq2seq import seq2seq_ids
@@ -137,7 +138,7 @@ def _run_seq2seq(args, loaded, beams) -> int:
     outs = seq2seq_generate(
         loaded.model, loaded.params, [tok.encode(args.prompt)] * args.num_samples,
         start_id=start, end_id=end, max_new_tokens=args.max_new_tokens or
-        loaded.config.model.max_len, temperature=args.temperature, top_k=args.top_k,
+        target_length(loaded.config), temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, seed=args.seed, vocab_size=end + 1, **beams)
     for i, out in enumerate(outs):
         if i:

@@ -155,18 +155,24 @@ def load_pairs(corpus: str) -> PairSplits:
                     f"choose one of {', '.join(PAIR_CORPORA)}")
 
 
-def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int, end_id: int
-                 ) -> dict[str, np.ndarray]:
-    """Rows of right-padded ids and masks (N, max_len): the source cut to max_len tokens, the
-    target to max_len - 1 tokens followed by end_id."""
+def target_length(cfg) -> int:
+    """The target rows' length of an encoder-decoder run: data.target_len, or model.max_len."""
+    return cfg.data.target_len or cfg.model.max_len
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int, end_id: int,
+                 target_len: int | None = None) -> dict[str, np.ndarray]:
+    """Rows of right-padded ids and masks: sources (N, max_len) cut to max_len tokens, targets
+    (N, target_len, default max_len) cut to target_len - 1 tokens followed by end_id."""
     n = len(pairs)
     if n == 0:
         raise DataError("no source-target pairs to encode")
-    out = {k: np.zeros((n, max_len), np.int32) for k in ("source", "target")}
-    out.update({k: np.zeros((n, max_len), bool) for k in ("source_mask", "target_mask")})
+    width = {"source": max_len, "target": target_len or max_len}
+    out = {k: np.zeros((n, w), np.int32) for k, w in width.items()}
+    out.update({f"{k}_mask": np.zeros((n, w), bool) for k, w in width.items()})
     for row, (source, target) in enumerate(pairs):
         s = list(tokenizer.encode(source))[:max_len]
-        t = list(tokenizer.encode(target))[:max_len - 1] + [end_id]
+        t = list(tokenizer.encode(target))[:width["target"] - 1] + [end_id]
         if not s:
             raise DataError(f"pair {row}: the source {source[:40]!r} has no tokens")
         out["source"][row, :len(s)], out["source_mask"][row, :len(s)] = s, True

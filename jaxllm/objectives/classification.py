@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxllm.objectives.causal_lm import token_cross_entropy
 
 NEG = -1e9  # the logit of a position an answer cannot start or end at
+MAX_ANSWER = 30  # the longest answer span (tokens) decoded by default
 
 
 def classifier_loss(model):
@@ -71,7 +72,7 @@ def best_span(start_logits, end_logits, valid, max_answer: int):
     return best // T, best % T, jnp.max(flat, axis=-1)
 
 
-def task_loss(model, head: str, *, max_answer: int = 30):
+def task_loss(model, head: str, *, max_answer: int = MAX_ANSWER):
     """The objective of an encoder `model` with task head `head` ("sequence", "token", "span"):
     (params, batch, rng) -> (loss, sums). max_answer: the longest span (tokens) decoded."""
 

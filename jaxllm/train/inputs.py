@@ -21,7 +21,7 @@ from jaxllm import config as config_lib
 from jaxllm.data import BatchIterator, RowBatches, build_data, eval_batches, fixed_rows
 from jaxllm.data.captions import caption_tokenizer
 from jaxllm.data.images import ImageBatches, fixed_batches, load_images
-from jaxllm.data.pairs import encode_pairs, load_pairs
+from jaxllm.data.pairs import encode_pairs, load_pairs, target_length
 from jaxllm.data.tokens import data_tokenizer
 from jaxllm.models.vit import check_images
 from jaxllm.objectives.seq2seq import seq2seq_ids
@@ -104,7 +104,7 @@ def image_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     if m.kind == "clip":
         tokenizer = run.load_tokenizer() if resuming else caption_tokenizer()
         cfg = with_vocab(cfg, tokenizer.vocab_size)
-    text = dict(tokenizer=tokenizer, text_len=m.max_len)
+    text = {"tokenizer": tokenizer, "text_len": m.max_len}
     train = ImageBatches(data.train, t.batch_size, t.seed, augment_shift=dc.augment_shift, **text)
     validation = fixed_batches(data.validation, t.eval_batches,
                                t.batch_size // cfg.optim.grad_accum, t.seed + 1, **text)
@@ -112,8 +112,9 @@ def image_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
 
 
 def pair_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
-    """Source-target pairs (data/pairs.py) for an encoder-decoder: rows of the source and the
-    target (+ </s>) right-padded to model.max_len, in a seeded order per epoch."""
+    """Source-target pairs (data/pairs.py) for an encoder-decoder: rows of the source
+    right-padded to model.max_len and of the target (+ </s>) to data.target_len (0:
+    model.max_len), in a seeded order per epoch."""
     dc, t = cfg.data, cfg.train
     splits = load_pairs(dc.corpus)
     tokenizer = data_tokenizer(dc.tokenizer, [x for p in splits.train for x in p],
@@ -122,8 +123,9 @@ def pair_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     cfg = vocab_config(cfg, model_vocab(cfg, tokenizer.vocab_size), resuming)
     m = cfg.model
     end = seq2seq_ids(tokenizer.vocab_size)[1]
-    train = RowBatches(encode_pairs(tokenizer, splits.train, m.max_len, end), t.batch_size,
-                       t.seed)
-    validation = fixed_rows(encode_pairs(tokenizer, splits.validation, m.max_len, end),
+    width = target_length(cfg)
+    train = RowBatches(encode_pairs(tokenizer, splits.train, m.max_len, end, width),
+                       t.batch_size, t.seed)
+    validation = fixed_rows(encode_pairs(tokenizer, splits.validation, m.max_len, end, width),
                             t.eval_batches, t.batch_size // cfg.optim.grad_accum)
     return Inputs(cfg, tokenizer, train, validation, "tokens", t.batch_size * m.max_len)

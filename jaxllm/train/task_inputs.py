@@ -3,14 +3,20 @@
     texts, labels, classes = labelled_texts("bbc")
     splits = task_splits(cfg, tokenizer)     # {"train", "validation", "test"}: rows + labels
     fields = task_inputs(cfg, run, resuming) # train.inputs.Inputs(**fields) for the loop
-    scores = evaluate_task(loaded)           # jaxllm eval: test accuracy and macro-F1
+    scores = evaluate_task(loaded)           # jaxllm eval: the test split's scores
 
-Corpora: "bbc" (BBC News topics, 5 classes: business, entertainment, politics, sport, tech),
-read by jaxllm.retrieval.corpora; a text is the headline, ". ", then the article. The split is
-stratified and fixed (`SPLIT_SEED`, whatever train.seed is, so runs with different seeds are
-scored on the same test articles): data.val_fraction of each class for validation and as much
-again for test. Rows are model.max_len tokens ([CLS] ... [SEP] with the WordPiece tokenizer
-of all-minilm-l6-v2; longer articles are cut).
+Corpora (CORPORA, by model.head):
+  sequence  "bbc": BBC News topics, 5 classes (business, entertainment, politics, sport,
+            tech), read by jaxllm.retrieval.corpora; a text is the headline, ". ", then the
+            article. The split is stratified. Rows are model.max_len tokens ([CLS] ... [SEP]
+            with the WordPiece tokenizer of all-minilm-l6-v2; longer articles are cut).
+  token     "bbc-tags": BBC News articles with their words tagged O / NAME / NUMBER by a rule
+            on their casing (data/tagging.py tag_rows).
+  span      "bbc-planted": BBC News articles with two planted "The {kind} code is {code}."
+            sentences and a question about one of them (data/tagging.py planted_rows).
+The split is fixed (`SPLIT_SEED`, whatever train.seed is, so runs with different seeds are
+scored on the same test texts): data.val_fraction of the texts (of each class for "bbc") for
+validation and as much again for test.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from jaxllm import config as config_lib
 from jaxllm.data import RowBatches, fixed_rows
 from jaxllm.data.corpora import BBC_CATEGORIES
 from jaxllm.data.labeled import encode_texts, stratified_split
+from jaxllm.data.pairs import bbc_articles
+from jaxllm.data.tagging import TAGS, planted_rows, tag_rows
 from jaxllm.errors import DataError
 from jaxllm.metrics.classification import accuracy, precision_recall_fscore
+from jaxllm.objectives.classification import MAX_ANSWER, NEG, best_span
 from jaxllm.retrieval.corpora import bbc_documents
 from jaxllm.text import TRAINABLE_KINDS, build_tokenizer
 from jaxllm.text import train as train_tokenizer
@@ -34,7 +43,7 @@ from jaxllm.train.params import vocab_config
 from jaxllm.train.run import RunDir, run_tokenizer
 
 SPLIT_SEED = 0
-CORPORA = ("bbc",)  # labelled corpora a model.head=sequence run reads
+CORPORA = {"sequence": "bbc", "token": "bbc-tags", "span": "bbc-planted"}  # by model.head
 
 
 class TaskSplits(NamedTuple):
@@ -49,7 +58,7 @@ def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]
     """(texts, labels (N,) int32, class names) of a labelled corpus."""
     if corpus != "bbc":
         raise DataError(f"data.corpus={corpus!r}: a model.head=sequence run reads a labelled "
-                        f"corpus, one of {', '.join(CORPORA)}")
+                        f"corpus, {CORPORA['sequence']}")
     classes = tuple(sorted(set(BBC_CATEGORIES.values())))
     docs = bbc_documents()
     texts = [f"{d.title}. {d.text}" for d in docs]
@@ -58,26 +67,36 @@ def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]
 
 
 def task_splits(cfg: config_lib.Config, tokenizer=None) -> TaskSplits:
-    """The corpus's stratified train/validation/test rows, through `tokenizer` (None: one of
+    """The corpus's train/validation/test rows, through `tokenizer` (None: one of
     data.tokenizer's kind built from the train texts)."""
     m, dc = cfg.model, cfg.data
-    if m.head != "sequence":
-        raise DataError(f"model.head={m.head}: no {m.head}-labelled corpus is shipped; runs "
-                        f"train model.head=sequence on {', '.join(CORPORA)} (the {m.head} head "
-                        f"and its loss are in the library: jaxllm.objectives.task_loss)")
-    texts, labels, classes = labelled_texts(dc.corpus)
-    if m.num_classes != len(classes):
+    if dc.corpus != CORPORA[m.head]:
+        raise DataError(f"data.corpus={dc.corpus!r}: a model.head={m.head} run reads "
+                        f"{CORPORA[m.head]}; set data.corpus={CORPORA[m.head]}")
+    fractions = (dc.val_fraction, dc.val_fraction)
+    if m.head == "sequence":
+        texts, labels, classes = labelled_texts(dc.corpus)
+        parts = stratified_split(labels, fractions, SPLIT_SEED)
+    else:  # BBC articles, split at random
+        texts = [article for _, _, article in bbc_articles()]
+        labels, classes = None, TAGS if m.head == "token" else ()
+        parts = stratified_split(np.zeros(len(texts), np.int32), fractions, SPLIT_SEED)
+    if m.head != "span" and m.num_classes != len(classes):
         raise DataError(f"model.num_classes={m.num_classes}: data.corpus={dc.corpus} has "
                         f"{len(classes)} classes ({', '.join(classes)}); set it to {len(classes)}")
-    parts = stratified_split(labels, (dc.val_fraction, dc.val_fraction), SPLIT_SEED)
     if tokenizer is None:
         train_texts = [texts[i] for i in parts[0]]
         tokenizer = (train_tokenizer(train_texts, dc.vocab_size, kind=dc.tokenizer)
                      if dc.tokenizer in TRAINABLE_KINDS else build_tokenizer(dc.tokenizer, texts))
-    rows = encode_texts(tokenizer, texts, m.max_len)
-    train, validation, test = ({**{k: v[p] for k, v in rows.items()}, "labels": labels[p]}
-                               for p in parts)
-    return TaskSplits(tokenizer, classes, train, validation, test)
+    if m.head == "sequence":
+        rows = encode_texts(tokenizer, texts, m.max_len)
+        splits = ({**{k: v[p] for k, v in rows.items()}, "labels": labels[p]} for p in parts)
+    elif m.head == "token":
+        splits = (tag_rows(tokenizer, [texts[i] for i in p], m.max_len) for p in parts)
+    else:  # a seed per split: the planted codes of one split are not those of another
+        splits = (planted_rows(tokenizer, [texts[i] for i in p], m.max_len, SPLIT_SEED + k)
+                  for k, p in enumerate(parts))
+    return TaskSplits(tokenizer, classes, *splits)
 
 
 def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
@@ -89,33 +108,52 @@ def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
     train = RowBatches(data.train, t.batch_size, t.seed)
     # the split's rows are in corpus order (class by class): shuffled once, so that a few
     # validation batches hold every class
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(data.validation["labels"]))
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(data.validation["tokens"]))
     validation = fixed_rows({k: v[order] for k, v in data.validation.items()}, t.eval_batches,
                             t.batch_size // cfg.optim.grad_accum)
     return {"cfg": cfg, "tokenizer": data.tokenizer, "train": train, "validation": validation,
             "unit": "sequences", "per_step": t.batch_size}
 
 
-def predict(model, params, rows: dict, batch_size: int = 32) -> np.ndarray:
-    """Class logits (N, C) of rows {"tokens", "mask"}, in batches of one shape (the last one
-    padded with copies of its first row)."""
-    apply = jax.jit(lambda p, t, m: model.apply({"params": p}, t, None, m)["logits"])
+def predict(model, params, rows: dict, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """The task head's outputs (encoder.py: "logits", or "start_logits" and "end_logits") of
+    rows {"tokens", "mask", optional "types"}, in batches of one shape (the last one padded
+    with copies of its first row)."""
+    apply = jax.jit(lambda p, t, y, m: model.apply({"params": p}, t, y, m))
     n = len(rows["tokens"])
     out = []
     for s in range(0, n, batch_size):
         idx = np.arange(s, s + batch_size)
         idx = np.where(idx < n, idx, s)
-        out.append(np.asarray(apply(params, rows["tokens"][idx], rows["mask"][idx])))
-    return np.concatenate(out)[:n]
+        types = rows["types"][idx] if "types" in rows else None
+        out.append(jax.device_get(apply(params, rows["tokens"][idx], types, rows["mask"][idx])))
+    return {k: np.concatenate([o[k] for o in out])[:n] for k in out[0]}
 
 
 def evaluate_task(loaded, split: str = "test") -> dict:
-    """Accuracy and macro-F1 of a trained model.head=sequence run on a split of its corpus
-    (loaded: train.run.load_run's result)."""
+    """Scores of a trained task-head run on a split of its corpus (loaded: train.run.load_run's
+    result): accuracy and macro-F1 of texts (sequence) or of tagged tokens (token); for span,
+    exact match (the decoded span is the answer) and the mean F1 of the decoded span's tokens
+    against the answer's (SQuAD's overlap F1, over WordPiece positions)."""
+    head = loaded.config.model.head
     data = task_splits(loaded.config, loaded.tokenizer)
     rows = getattr(data, split)
-    pred = predict(loaded.model, loaded.params, rows).argmax(-1)
-    macro = precision_recall_fscore(rows["labels"], pred, average="macro",
+    out = predict(loaded.model, loaded.params, rows)
+    n = len(rows["tokens"])
+    if head == "span":
+        start = np.where(rows["mask"], out["start_logits"], NEG)
+        end = np.where(rows["mask"], out["end_logits"], NEG)
+        s, e, _ = (np.asarray(x) for x in best_span(start, end, rows["context"], MAX_ANSWER))
+        gs, ge = rows["starts"], rows["ends"]
+        overlap = np.maximum(0, np.minimum(e, ge) - np.maximum(s, gs) + 1)
+        f1 = np.where(overlap > 0, 2 * overlap / np.maximum((e - s + 1) + (ge - gs + 1), 1), 0.0)
+        return {"texts": n, "exact_match": float(np.mean((s == gs) & (e == ge))),
+                "f1": float(np.mean(f1))}
+    pred, labels = out["logits"].argmax(-1), rows["labels"]
+    if head == "token":  # the tagged tokens only
+        keep = labels >= 0
+        pred, labels = pred[keep], labels[keep]
+    macro = precision_recall_fscore(labels, pred, average="macro",
                                     labels=list(range(len(data.classes))))
-    return {"texts": len(pred), "accuracy": accuracy(rows["labels"], pred),
+    return {"texts": n, "labelled": len(labels), "accuracy": accuracy(labels, pred),
             "macro_f1": float(macro[2]), "classes": data.classes}
