@@ -1,7 +1,8 @@
 """Ring attention (sequence parallelism) against the reference attention, and its errors.
 
-The whole train step on sequence=8 and data=2,sequence=4 against one device is in
-test_parallel_layouts.py (LAYOUTS)."""
+The whole train step on sequence=8, data=2,sequence=4, data=2,sequence=2,tensor=2 and
+fsdp=2,sequence=4 against one device, and dropout under ring attention, are in
+test_parallel_layouts.py (LAYOUTS, test_dropout_under_ring_attention)."""
 
 import jax
 import jax.numpy as jnp
