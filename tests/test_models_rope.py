@@ -80,3 +80,27 @@ def test_generate_with_a_scaled_context(tiny_pretrained, capsys):
     assert capsys.readouterr().out.startswith("a" * 100)
     assert "--rope-factor -1.0: must be positive" in error_of(
         argv + ["--rope-scaling", "ntk", "--rope-factor", "-1"], capsys)
+    # a factor without a scaling would be ignored: refused, whatever its sign
+    assert "--rope-factor 0.0 scales RoPE only with --rope-scaling" in error_of(
+        argv + ["--rope-factor", "0"], capsys)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--rope-scaling", "linear", "--rope-factor", "0"], "--rope-factor 0.0: must be positive"),
+    (["--rope-factor", "4"], "--rope-factor 4.0 scales RoPE only with --rope-scaling"),
+])
+def test_generate_from_a_run_refuses_a_bad_scaling(extra, expected, tmp_path, capsys):
+    """The --run path gives the same one-line errors as --model, before the run is read (this
+    one does not exist)."""
+    argv = ["generate", "--run", str(tmp_path / "no-run"), "--prompt", "ab",
+            "--max-new-tokens", "1", *extra]
+    assert expected in error_of(argv, capsys)
+
+
+def test_train_refuses_a_factor_not_above_zero(capsys, tmp_path):
+    line = error_of(["train", "--preset", "shakespeare-char-llama", "--steps", "1", "--out",
+                     str(tmp_path / "r"), "--set", "model.rope_scaling=yarn", "--set",
+                     "model.rope_factor=0"], capsys)
+    assert line.endswith("model.rope_factor=0.0: must be positive (new context / trained "
+                         "context, e.g. 4)")
+    assert not (tmp_path / "r").exists()

@@ -55,6 +55,8 @@ def test_zigzag_order_pairs_chunk_i_with_chunk_2n_minus_1_minus_i():
      "model.max_len=24 is not divisible by 2 x sequence=8"),
     (["--mesh", "sequence=8", "--set", "model.max_len=32", "--set", "model.attention=blocked"],
      "model.attention=blocked with the mesh's sequence axis"),
+    (["--mesh", "sequence=8", "--set", "model.kind=encoder"],
+     "the mesh's sequence axis (sequence=8) serves decoder language modelling"),
 ])
 def test_sequence_axis_errors(argv, expected, capsys, tmp_path):
     line = error_of(["train", "--preset", "shakespeare-char", "--steps", "1", "--out",
