@@ -104,3 +104,23 @@ def test_train_refuses_a_factor_not_above_zero(capsys, tmp_path):
     assert line.endswith("model.rope_factor=0.0: must be positive (new context / trained "
                          "context, e.g. 4)")
     assert not (tmp_path / "r").exists()
+
+
+def test_fine_tuning_a_pretrained_model_at_an_extended_context(monkeypatch):
+    """--init-from a RoPE model with model.rope_scaling: its context (64 here) is extended by the
+    factor first, so model.max_len may reach 64 x 2; without a scaling 128 is refused."""
+    from helpers import register_tiny_llama
+
+    from jaxllm.config import get_preset
+    from jaxllm.train.params import with_pretrained_model
+
+    register_tiny_llama(monkeypatch)  # context 64, RoPE
+    cfg = get_preset("shakespeare-char-llama")
+    long = dataclasses.replace(cfg.model, max_len=128, rope_scaling="yarn", rope_factor=2.0)
+    got = with_pretrained_model(dataclasses.replace(cfg, model=long), "tiny-llama").model
+    assert (got.max_len, got.rope_scaling, got.rope_factor, got.rope_original_len) == \
+        (128, "yarn", 2.0, 64)
+    assert (got.d_model, got.n_kv_heads) == (64, 2)  # the pretrained architecture
+    plain = dataclasses.replace(cfg.model, max_len=128)
+    with pytest.raises(ConfigError, match="model.max_len=128 exceeds tiny-llama's context of 64"):
+        with_pretrained_model(dataclasses.replace(cfg, model=plain), "tiny-llama")
