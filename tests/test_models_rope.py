@@ -124,3 +124,13 @@ def test_fine_tuning_a_pretrained_model_at_an_extended_context(monkeypatch):
     plain = dataclasses.replace(cfg.model, max_len=128)
     with pytest.raises(ConfigError, match="model.max_len=128 exceeds tiny-llama's context of 64"):
         with_pretrained_model(dataclasses.replace(cfg, model=plain), "tiny-llama")
+    # the same from the command line, training at less than the extended context: the trained
+    # context stays the pretrained 64 (not max_len / factor = 48), as YaRN's ramp needs
+    from jaxllm.cli import train as cli_train
+    from jaxllm.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--init-from", "tiny-llama", "--set", "model.rope_scaling=yarn", "--set",
+         "model.rope_factor=2", "--set", "model.max_len=96"])
+    got = cli_train._config(args).model
+    assert (got.max_len, got.rope_scaling, got.rope_original_len) == (96, "yarn", 64)

@@ -158,7 +158,9 @@ def _config(args, base=None):
     # sft-smollm2 does); --set model.max_len=... still applies
     init_from = args.init_from or cfg.train.init_from
     if init_from and pretrained_name(init_from):
-        cfg = with_pretrained_model(cfg, init_from)
+        # with the --set values, so that model.rope_scaling / rope_factor extend the pretrained
+        # context (model.rope_original_len then is the pretrained one); they apply again below
+        cfg = with_pretrained_model(config_lib.apply_overrides(cfg, _overrides(args)), init_from)
     elif args.init_from:
         cfg = with_base_run(cfg, args.init_from)
     # the scalar head (the reward model's score, PPO's critic) is this run's objective's choice,
