@@ -19,6 +19,8 @@ per (length, scaling) and reused for every depth and sample of that length.
 
     python experiments/passkey.py --lengths 1024,2048,4096,8192 --samples 2,2,2,1 --append
     python experiments/passkey.py --lengths 16384,32768 --scalings none,linear,ntk,yarn
+    python experiments/passkey.py --lengths 1024 --samples 1 --scalings linear,ntk,yarn \
+        --factors 2,4          # the scalings inside the trained context
 
 Prints a markdown table (accuracy k/n per depth, seconds per sample, compile seconds) and writes
 a heat map (one panel per scaling: depth x length) to experiments/figures/passkey_smollm2.png.
@@ -57,16 +59,19 @@ def predict(model, params, tokens, n: int):
     return jnp.argmax(logits, axis=-1)
 
 
-def config_for(cfg, length: int, scaling: str):
+def config_for(cfg, length: int, scaling: str, factor: float = 0.0):
     """The model's config reading `length` tokens: as trained up to its context; past it with
-    model.max_len = length and the RoPE scaling at factor length / trained."""
+    model.max_len = length and the RoPE scaling at factor length / trained. A given factor
+    scales by it whatever the length (a scaled model reading prompts it would not need to)."""
     trained = original_len(cfg)
-    if length <= trained:
-        return cfg if scaling == "none" else None  # nothing to scale inside the trained context
     if scaling == "none":
-        return dataclasses.replace(cfg, max_len=length)
-    return dataclasses.replace(cfg, max_len=length, rope_scaling=scaling,
-                               rope_factor=length / trained, rope_original_len=trained)
+        return cfg if length <= trained else dataclasses.replace(cfg, max_len=length)
+    if not factor:
+        if length <= trained:
+            return None  # nothing to scale inside the trained context
+        factor = length / trained
+    return dataclasses.replace(cfg, max_len=max(length, round(trained * factor)),
+                               rope_scaling=scaling, rope_factor=factor, rope_original_len=trained)
 
 
 def run_cell(compiled, params, tok, length, depth, keys, n: int):
@@ -118,6 +123,9 @@ def main():
                     help="RoPE scalings; linear/ntk/yarn run only past the trained context")
     ap.add_argument("--samples", default="2",
                     help="prompts (keys) per cell: one number, or one per length")
+    ap.add_argument("--factors", default="",
+                    help="scale linear/ntk/yarn by these factors at every length (default: "
+                         "length / trained context, past it only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attention", default="", help="model.attention (default: the model's)")
     ap.add_argument("--dtype", default="", help="model.dtype, the compute dtype (default "
@@ -145,10 +153,15 @@ def main():
     for length, n_samples in zip(lengths, samples):
         # the same keys for every scaling of a length: its cells differ only in the scaling
         keys = [[random_key(rng) for _ in range(n_samples)] for _ in depths]
-        for scaling in args.scalings.split(","):
-            cfg = config_for(base, length, scaling)
+        runs = [(s, 0.0) for s in args.scalings.split(",")]
+        if args.factors:
+            runs = [(s, float(f)) for s in args.scalings.split(",")
+                    for f in ([0.0] if s == "none" else args.factors.split(","))]
+        for scaling, factor in runs:
+            cfg = config_for(base, length, scaling, factor)
             if cfg is None:
                 continue
+            label = scaling if scaling == "none" else f"{scaling} x{cfg.rope_factor:g}"
             model = Decoder(cfg)
             shape = jax.ShapeDtypeStruct((n_samples, length), jnp.int32)
             t0 = time.perf_counter()
@@ -159,25 +172,25 @@ def main():
                 ok, texts = run_cell(compiled, lm.params, lm.tokenizer, length, depth, ks,
                                      n_answer)
                 per_sample = (time.perf_counter() - t0) / len(ks)
-                results.append({"length": length, "scaling": scaling, "depth": depth,
+                results.append({"length": length, "scaling": label, "depth": depth,
                                 "correct": sum(ok), "n": len(ok), "accuracy": sum(ok) / len(ok),
                                 "seconds": per_sample, "compile": compile_s,
                                 "factor": cfg.rope_factor})
-                print(f"L={length} {scaling} depth={depth:.2f}: {sum(ok)}/{len(ok)} "
+                print(f"L={length} {label} depth={depth:.2f}: {sum(ok)}/{len(ok)} "
                       f"{texts} {per_sample:.1f} s/sample "
                       f"(compile {compile_s:.0f} s)", flush=True)
     table = ["| length | scaling (factor) | " + " | ".join(f"depth {d:.0%}" for d in depths)
              + " | all | s / sample | compile (s) |",
              "|---|---|" + "---|" * len(depths) + "---|---|---|"]
     for length in lengths:
-        for scaling in args.scalings.split(","):
-            rows = [r for r in results if r["length"] == length and r["scaling"] == scaling]
+        for label in dict.fromkeys(r["scaling"] for r in results):
+            rows = [r for r in results if r["length"] == length and r["scaling"] == label]
             if not rows:
                 continue
             cells = " | ".join(f"{r['correct']}/{r['n']}" for r in rows)
             k, n = sum(r["correct"] for r in rows), sum(r["n"] for r in rows)
             secs = np.median([r["seconds"] for r in rows])
-            table.append(f"| {length:,} | {scaling} ({rows[0]['factor']:g}) | {cells} | "
+            table.append(f"| {length:,} | {label.split(' ')[0]} ({rows[0]['factor']:g}) | {cells} | "
                          f"{k}/{n} | {secs:.1f} | {rows[0]['compile']:.0f} |")
     print("\n".join(table))
     heatmap(results, depths, args.figure)
