@@ -80,3 +80,57 @@ def test_generate_with_a_scaled_context(tiny_pretrained, capsys):
     assert capsys.readouterr().out.startswith("a" * 100)
     assert "--rope-factor -1.0: must be positive" in error_of(
         argv + ["--rope-scaling", "ntk", "--rope-factor", "-1"], capsys)
+    # a factor without a scaling would be ignored: refused, whatever its sign
+    assert "--rope-factor 0.0 scales RoPE only with --rope-scaling" in error_of(
+        argv + ["--rope-factor", "0"], capsys)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--rope-scaling", "linear", "--rope-factor", "0"], "--rope-factor 0.0: must be positive"),
+    (["--rope-factor", "4"], "--rope-factor 4.0 scales RoPE only with --rope-scaling"),
+])
+def test_generate_from_a_run_refuses_a_bad_scaling(extra, expected, tmp_path, capsys):
+    """The --run path gives the same one-line errors as --model, before the run is read (this
+    one does not exist)."""
+    argv = ["generate", "--run", str(tmp_path / "no-run"), "--prompt", "ab",
+            "--max-new-tokens", "1", *extra]
+    assert expected in error_of(argv, capsys)
+
+
+def test_train_refuses_a_factor_not_above_zero(capsys, tmp_path):
+    line = error_of(["train", "--preset", "shakespeare-char-llama", "--steps", "1", "--out",
+                     str(tmp_path / "r"), "--set", "model.rope_scaling=yarn", "--set",
+                     "model.rope_factor=0"], capsys)
+    assert line.endswith("model.rope_factor=0.0: must be positive (new context / trained "
+                         "context, e.g. 4)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_fine_tuning_a_pretrained_model_at_an_extended_context(monkeypatch):
+    """--init-from a RoPE model with model.rope_scaling: its context (64 here) is extended by the
+    factor first, so model.max_len may reach 64 x 2; without a scaling 128 is refused."""
+    from helpers import register_tiny_llama
+
+    from jaxllm.config import get_preset
+    from jaxllm.train.params import with_pretrained_model
+
+    register_tiny_llama(monkeypatch)  # context 64, RoPE
+    cfg = get_preset("shakespeare-char-llama")
+    long = dataclasses.replace(cfg.model, max_len=128, rope_scaling="yarn", rope_factor=2.0)
+    got = with_pretrained_model(dataclasses.replace(cfg, model=long), "tiny-llama").model
+    assert (got.max_len, got.rope_scaling, got.rope_factor, got.rope_original_len) == \
+        (128, "yarn", 2.0, 64)
+    assert (got.d_model, got.n_kv_heads) == (64, 2)  # the pretrained architecture
+    plain = dataclasses.replace(cfg.model, max_len=128)
+    with pytest.raises(ConfigError, match="model.max_len=128 exceeds tiny-llama's context of 64"):
+        with_pretrained_model(dataclasses.replace(cfg, model=plain), "tiny-llama")
+    # the same from the command line, training at less than the extended context: the trained
+    # context stays the pretrained 64 (not max_len / factor = 48), as YaRN's ramp needs
+    from jaxllm.cli import train as cli_train
+    from jaxllm.cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--init-from", "tiny-llama", "--set", "model.rope_scaling=yarn", "--set",
+         "model.rope_factor=2", "--set", "model.max_len=96"])
+    got = cli_train._config(args).model
+    assert (got.max_len, got.rope_scaling, got.rope_original_len) == (96, "yarn", 64)

@@ -86,6 +86,15 @@ LAYOUTS = {
     "sequence=8,ring": Case("sequence=8", model={"attention": "ring"}, specs={"query": P()}),
     "data=2,sequence=4,ring,packed": Case("data=2,sequence=4", model={"attention": "ring"},
                                           packed=True, specs={"query": P()}),
+    # the sequence axis composed with the others: tensor-split heads inside each ring hop,
+    # FSDP-gathered weights around a ring of 4
+    "data=2,sequence=2,tensor=2,ring": Case("data=2,sequence=2,tensor=2",
+                                            model={"attention": "ring"},
+                                            specs={"query": P(None, None, "tensor"),
+                                                   "down": P(None, "tensor")}),
+    "fsdp=2,sequence=4,ring": Case("fsdp=2,sequence=4", model={"attention": "ring"},
+                                   specs={"query": P(None, "fsdp"),
+                                          "opt_query": P(None, "fsdp")}),
 }
 
 
@@ -223,6 +232,26 @@ def test_layout_matches_single_device(name):
     if case.zero >= 2:  # gradients are constrained to the data-split layout (reduce-scatter)
         g = _leaf(setup.shardings.grads, "query")
         assert g.spec == P(None, "data", None, None)
+
+
+def test_dropout_under_ring_attention():
+    """Dropout with ring attention: no one-device run draws the same masks, because the decoder
+    puts the tokens in zig-zag order (attention.zigzag_order) before the embedding, so every
+    dropout mask (embedding, attention and MLP outputs, elementwise on (B, T, D)) is drawn for
+    the zig-zag order of the sequence axis's size. The invariant instead: the masks are the
+    step's key's for that order whatever the other axes split (batch rows over data or over
+    fsdp, weights gathered or not), so data=2,sequence=4 and fsdp=2,sequence=4 take the same
+    five steps; and dropout is on (the losses differ from the no-dropout run's)."""
+    drop = {"attention": "ring", "dropout": 0.1}
+    data = train_on(Case("data=2,sequence=4", model=drop))
+    fsdp = train_on(Case("fsdp=2,sequence=4", model=drop))
+    np.testing.assert_allclose(fsdp[0], data[0], rtol=0, atol=LOSS_ATOL)
+    for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(data[2].params)),
+                    jax.tree_util.tree_leaves(jax.device_get(fsdp[2].params))):
+        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL)
+    plain = single_device(LAYOUTS["fsdp=2,sequence=4,ring"])[0]
+    assert np.all(np.isfinite(data[0]))
+    assert np.min(np.abs(np.asarray(data[0]) - plain)) > 1e-3
 
 
 # --- the encoder-decoder ------------------------------------------------------------------

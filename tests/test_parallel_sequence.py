@@ -1,7 +1,8 @@
 """Ring attention (sequence parallelism) against the reference attention, and its errors.
 
-The whole train step on sequence=8 and data=2,sequence=4 against one device is in
-test_parallel_layouts.py (LAYOUTS)."""
+The whole train step on sequence=8, data=2,sequence=4, data=2,sequence=2,tensor=2 and
+fsdp=2,sequence=4 against one device, and dropout under ring attention, are in
+test_parallel_layouts.py (LAYOUTS, test_dropout_under_ring_attention)."""
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,8 @@ def test_zigzag_order_pairs_chunk_i_with_chunk_2n_minus_1_minus_i():
      "model.max_len=24 is not divisible by 2 x sequence=8"),
     (["--mesh", "sequence=8", "--set", "model.max_len=32", "--set", "model.attention=blocked"],
      "model.attention=blocked with the mesh's sequence axis"),
+    (["--mesh", "sequence=8", "--set", "model.kind=encoder"],
+     "the mesh's sequence axis (sequence=8) serves decoder language modelling"),
 ])
 def test_sequence_axis_errors(argv, expected, capsys, tmp_path):
     line = error_of(["train", "--preset", "shakespeare-char", "--steps", "1", "--out",

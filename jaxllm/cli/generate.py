@@ -60,7 +60,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute the context every token")
     p.add_argument("--rope-scaling", choices=("linear", "ntk", "yarn"),
                    help="extend a RoPE model's context by --rope-factor (default: as trained)")
-    p.add_argument("--rope-factor", type=float, default=2.0,
+    p.add_argument("--rope-factor", type=float,
                    help="new context / trained context with --rope-scaling (default 2)")
     cluster.add_arguments(p)
 
@@ -76,6 +76,15 @@ def run(args) -> int:
         args.temperature = 0.0 if args.chat else 1.0
     if args.num_samples < 1:
         raise DataError(f"--num-samples={args.num_samples}: must be at least 1")
+    if args.rope_factor is not None and not args.rope_scaling:
+        raise DataError(f"--rope-factor {args.rope_factor} scales RoPE only with --rope-scaling "
+                        f"linear, ntk or yarn; add one or drop --rope-factor")
+    if args.rope_scaling and args.rope_factor is None:
+        args.rope_factor = 2.0
+    if args.rope_scaling:
+        from jaxllm.models.rope import check_factor
+
+        check_factor(args.rope_factor)  # before a run or model is read
     if args.num_beams > 1 and args.num_samples > 1:
         raise DataError(f"--num-samples={args.num_samples}: beam search gives one answer; "
                         f"drop --num-samples or --num-beams")

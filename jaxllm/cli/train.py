@@ -161,6 +161,8 @@ def _config(args, base=None):
                                      overrides)
     init_from = args.init_from or cfg.train.init_from
     if init_from and pretrained_name(init_from):
+        # cfg holds the --set values: model.rope_scaling / rope_factor extend the pretrained
+        # context (model.rope_original_len then is the pretrained one)
         cfg = with_pretrained_model(cfg, init_from)
     elif args.init_from:
         cfg = with_base_run(cfg, args.init_from)

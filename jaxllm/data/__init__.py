@@ -7,6 +7,7 @@
     batches.py       deterministic, resumable windows / packed batches / rows of examples
     chat.py          chat files (CSV, JSONL, chatterbot, ShareGPT) -> token ids with loss weights
     preferences.py   programmatic tasks, preference pairs, rankings; their readers
+    passkey.py       passkey retrieval prompts (a number hidden in filler text) and their answers
 """
 
 from jaxllm.data.batches import (

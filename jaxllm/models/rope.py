@@ -46,14 +46,19 @@ def original_len(cfg) -> int:
     return cfg.rope_original_len or max(1, round(cfg.max_len / cfg.rope_factor))
 
 
+def check_factor(factor: float) -> None:
+    """A ConfigError unless the scaling factor (--rope-factor) is positive."""
+    if not factor > 0:
+        raise ConfigError(f"--rope-factor {factor}: must be positive (new context / trained "
+                          f"context, e.g. 4)")
+
+
 def extend_context(cfg: ModelConfig, scaling: str, factor: float) -> ModelConfig:
     """cfg reading `factor` times its context (max_len) with RoPE scaling `scaling`: the trained
     context becomes rope_original_len. The parameters are unchanged."""
     if scaling not in SCALINGS[1:]:
         raise ConfigError(f"--rope-scaling {scaling!r}: expected one of {', '.join(SCALINGS[1:])}")
-    if not factor > 0:
-        raise ConfigError(f"--rope-factor {factor}: must be positive (new context / trained "
-                          f"context, e.g. 4)")
+    check_factor(factor)
     if cfg.positions != "rope":
         raise ConfigError(f"--rope-scaling {scaling}: the model has {cfg.positions} positions, "
                           f"not RoPE; only a RoPE model's context can be scaled")

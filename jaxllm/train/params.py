@@ -16,11 +16,11 @@ import jax
 from jaxllm import config as config_lib
 from jaxllm import models, pretrained, transforms
 from jaxllm.errors import ConfigError
+from jaxllm.models.rope import extend_context
 from jaxllm.optim import TrainState
 from jaxllm.parallel.plan import padded_vocab
 from jaxllm.transforms import lora, parse_spec
 from jaxllm.transforms.select import is_transformed
-
 
 # Model fields that describe how a run uses a network, not the network itself: a run that starts
 # from a pretrained model keeps these from its own config and takes every other model.* field
@@ -47,7 +47,9 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
     """cfg set up to fine-tune the pretrained model `name` (jaxllm.pretrained): train.init_from =
     name, the model section is the pretrained architecture except RUN_MODEL_FIELDS, which stay
     cfg's (model.max_len is the training sequence length, at most the model's context), and
-    data.tokenizer is the model's tokenizer kind.
+    data.tokenizer is the model's tokenizer kind. With model.rope_scaling (linear, ntk, yarn) the
+    pretrained RoPE model's context is first extended by model.rope_factor (models/rope.py), so
+    that model.max_len may go up to the extended context.
 
         cfg = with_pretrained_model(get_preset("shakespeare-char"), "smollm2-135m-instruct")
     """
@@ -59,12 +61,24 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
     if lm.config.kind == "encoder" and not cfg.model.head:
         raise ConfigError(f"model.head={cfg.model.head!r}: fine-tuning the encoder {name} "
                           f"trains a task head; set model.head=sequence, token or span")
-    if cfg.model.max_len > lm.config.max_len:
-        raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {name}'s "
-                                     f"context of {lm.config.max_len}; set it lower")
-    model = replace(lm.config, **{f: getattr(cfg.model, f) for f in RUN_MODEL_FIELDS})
+    base = _pretrained_config(cfg.model, name)
+    model = replace(base, **{f: getattr(cfg.model, f) for f in RUN_MODEL_FIELDS})
     return replace(cfg, model=model, data=replace(cfg.data, tokenizer=lm.tokenizer.kind),
                    train=replace(cfg.train, init_from=name))
+
+
+def _pretrained_config(m: config_lib.ModelConfig, name: str) -> config_lib.ModelConfig:
+    """The pretrained model's config, its context extended as m.rope_scaling and m.rope_factor
+    say (fine-tuning at a longer context than it was trained at); a ConfigError when
+    m.max_len exceeds that context."""
+    base = pretrained.load(name).config
+    if m.rope_scaling != "none":
+        base = extend_context(base, m.rope_scaling, m.rope_factor)
+    if m.max_len > base.max_len:
+        raise ConfigError(f"model.max_len={m.max_len} exceeds {name}'s context of "
+                          f"{base.max_len}; set it lower, or extend the context with "
+                          f"model.rope_scaling and model.rope_factor")
+    return base
 
 
 def vocab_config(cfg: config_lib.Config, vocab: int, resuming: bool) -> config_lib.Config:
@@ -148,7 +162,4 @@ def check_transforms(cfg: config_lib.Config) -> None:
         raise ConfigError(f"model.weights={cfg.model.weights!r}: a quantized model trains only "
                           f"its LoRA factors (QLoRA); set train.lora too")
     if t.init_from and pretrained_name(t.init_from):
-        context = pretrained.load(t.init_from).config.max_len
-        if cfg.model.max_len > context:
-            raise ConfigError(f"model.max_len={cfg.model.max_len} exceeds {t.init_from}'s "
-                              f"context of {context}; set it lower")
+        _pretrained_config(cfg.model, t.init_from)  # model.max_len within its context
