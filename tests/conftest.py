@@ -8,10 +8,18 @@ import shutil
 import tempfile
 
 # Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU. (An
-# xdist worker inherits the controller's environment, flag included.)
+# xdist worker inherits the controller's environment, flags included, and so do subprocesses.)
 DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
-if DEVICES_FLAG not in os.environ.get("XLA_FLAGS", "").split():
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}".strip()
+# Most of the suite's time is XLA:CPU compiling thousands of small programs that then run a few
+# times on tiny inputs: the tests ask LLVM for its quickest code generation (optimisation level
+# 0, no expensive passes), which compiles the same XLA programs in less time and runs them more
+# slowly (measured: experiments/RESULTS.md, "Test time"). The jaxllm command keeps XLA's defaults.
+FAST_COMPILE_FLAGS = ["--xla_backend_optimization_level=0",
+                      "--xla_llvm_disable_expensive_passes=true"]
+for flag in [DEVICES_FLAG] + FAST_COMPILE_FLAGS:  # (a value the user set for the last two kept)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags.split() and (flag == DEVICES_FLAG or flag.split("=")[0] not in flags):
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 # JAX's persistent compilation cache, kept for this test run only: a program built again by
 # another jit object (each make_train_step, each CLI run, a resumed run, a subprocess) is read
