@@ -7,7 +7,9 @@
 PYTHON ?= python3
 # test processes (pytest-xdist): XLA compiles on one thread, so one worker per core; each test
 # module runs whole on one worker (--dist loadscope), so a module's fixtures and caches are built
-# once (the two-process cluster runs' fixture above all)
+# once (the two-process cluster runs' fixture above all); the modules are handed out costliest
+# first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order), so that the
+# workers finish together
 TEST_WORKERS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -34,7 +36,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # two processes joined by jax.distributed train every layout like one (make test runs them too)
 test-cluster: $(STAMP)

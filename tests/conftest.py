@@ -8,10 +8,18 @@ import shutil
 import tempfile
 
 # Before jax is imported anywhere: 8 host devices simulate a multi-device mesh on the CPU. (An
-# xdist worker inherits the controller's environment, flag included.)
+# xdist worker inherits the controller's environment, flags included, and so do subprocesses.)
 DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
-if DEVICES_FLAG not in os.environ.get("XLA_FLAGS", "").split():
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DEVICES_FLAG}".strip()
+# Most of the suite's time is XLA:CPU compiling thousands of small programs that then run a few
+# times on tiny inputs: the tests ask LLVM for its quickest code generation (optimisation level
+# 0, no expensive passes), which compiles the same XLA programs in less time and runs them more
+# slowly (measured: experiments/RESULTS.md, "Test time"). The jaxllm command keeps XLA's defaults.
+FAST_COMPILE_FLAGS = ["--xla_backend_optimization_level=0",
+                      "--xla_llvm_disable_expensive_passes=true"]
+for flag in [DEVICES_FLAG] + FAST_COMPILE_FLAGS:  # (a value the user set for the last two kept)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags.split() and (flag == DEVICES_FLAG or flag.split("=")[0] not in flags):
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 # JAX's persistent compilation cache, kept for this test run only: a program built again by
 # another jit object (each make_train_step, each CLI run, a resumed run, a subprocess) is read
@@ -34,6 +42,28 @@ import pytest  # noqa: E402
 from jaxllm.platform import configure_cpu  # noqa: E402
 
 configure_cpu()  # the settings the jaxllm command runs with
+
+# `make test` (pytest-xdist, --dist loadscope --no-loadscope-reorder) hands whole modules to the
+# two workers in the order they are collected, the next one to whichever worker runs out first.
+# A costly module handed out last would keep one worker busy while the other idles, so the
+# costliest go first: the cluster module (its fixture's subprocesses compile while its worker
+# waits and the other worker goes on), then the others by their seconds in a two-worker run
+# (experiments/RESULTS.md, "Test time", from experiments/pytest_cputime.py; experiments/
+# xdist_order.py replays a run under each order). Modules not named follow in their usual order.
+COSTLIEST_FIRST = [
+    "test_multihost.py",
+    "test_parallel_layouts.py", "test_pretrained.py", "test_parallel_misc.py",
+    "test_cli_matrix.py", "test_readme.py", "test_align_cli.py", "test_train.py",
+    "test_generate.py", "test_transforms_lora.py", "test_models_decoder.py",
+    "test_text_pretrained.py", "test_transforms_cli.py", "test_transforms_quantize.py",
+    "test_retrieval_rerank.py", "test_models_clip.py", "test_cli.py", "test_models_attention.py",
+    "test_models_seq2seq.py", "test_align_mesh.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's order kept
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,11 @@ import os
 import sys
 import time
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+# 4 devices in this process; the other flags it was started with (tests/conftest.py's) kept
+os.environ["XLA_FLAGS"] = " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split()
+     if not f.startswith("--xla_force_host_platform_device_count")]
+    + ["--xla_force_host_platform_device_count=4"])
 
 from jaxllm.platform import configure_cpu  # noqa: E402
 

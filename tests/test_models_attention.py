@@ -41,14 +41,19 @@ def weighted_sum(f, weights):
     return lambda q, k, v: jnp.sum(f(q, k, v) * weights)
 
 
-@partial(jax.jit, static_argnames=("block", "packed"))
-def blocked_and_grads(q, k, v, mask, weights, block, packed):
-    f = lambda q, k, v: blocked_attention(q, k, v, mask if packed else None, block=block)
+# Each check below is one jitted program per drawn shape (an eager mask or reference attention
+# compiles each of its operations for every new shape: hundreds of small programs per file).
+@partial(jax.jit, static_argnames=("block",))
+def blocked_and_grads(q, k, v, segments, weights, block):
+    mask = causal_mask(q.shape[1], segments)
+    f = lambda q, k, v: blocked_attention(q, k, v, None if segments is None else mask,
+                                          block=block)
     return f(q, k, v), jax.grad(weighted_sum(f, weights), argnums=(0, 1, 2))(q, k, v)
 
 
 @jax.jit
-def reference_and_grads(q, k, v, mask, weights):
+def reference_and_grads(q, k, v, segments, weights):
+    mask = causal_mask(q.shape[1], segments)
     f = lambda q, k, v: reference_attention(q, k, v, mask=mask)
     return f(q, k, v), jax.grad(weighted_sum(f, weights), argnums=(0, 1, 2))(q, k, v)
 
@@ -57,31 +62,39 @@ def reference_and_grads(q, k, v, mask, weights):
 @given(problems())
 def test_blocked_equals_reference_values_and_gradients(problem):
     q, k, v, segments, block = problem
-    mask = causal_mask(q.shape[1], segments)
     weights = jnp.asarray(np.random.default_rng(0).normal(size=q.shape), jnp.float32)
-    out, grads = blocked_and_grads(q, k, v, mask, weights, block=block,
-                                   packed=segments is not None)
-    want, want_grads = reference_and_grads(q, k, v, mask, weights)
+    out, grads = blocked_and_grads(q, k, v, segments, weights, block=block)
+    want, want_grads = reference_and_grads(q, k, v, segments, weights)
     np.testing.assert_allclose(out, want, atol=2e-5)
     for a, b in zip(grads, want_grads):
         np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4)
+
+
+@jax.jit
+def fast_and_reference(q, k, v, segments):
+    """jax.nn.dot_product_attention with the mask, with is_causal (unpacked rows only: None
+    otherwise), and the reference."""
+    mask = causal_mask(q.shape[1], segments)
+    causal = (jax.nn.dot_product_attention(q, k, v, is_causal=True) if segments is None
+              else None)
+    return (jax.nn.dot_product_attention(q, k, v, mask=mask), causal,
+            reference_attention(q, k, v, mask=mask))
 
 
 @settings(max_examples=10, deadline=None)
 @given(problems())
 def test_fast_equals_reference(problem):
     q, k, v, segments, _ = problem
-    mask = causal_mask(q.shape[1], segments)
-    want = reference_attention(q, k, v, mask=mask)
-    np.testing.assert_allclose(jax.nn.dot_product_attention(q, k, v, mask=mask), want, atol=2e-5)
+    fast, causal, want = fast_and_reference(q, k, v, segments)
+    np.testing.assert_allclose(fast, want, atol=2e-5)
     if segments is None:
-        np.testing.assert_allclose(jax.nn.dot_product_attention(q, k, v, is_causal=True), want,
-                                   atol=2e-5)
+        np.testing.assert_allclose(causal, want, atol=2e-5)
 
 
-def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3):
-    """The last n queries of a sequence against a cache holding all of its keys, plus `empty`
-    empty slots at the end (n = 1: a decode step)."""
+@partial(jax.jit, static_argnames=("n", "empty"))
+def cached_and_reference(q, k, v, n: int, empty: int):
+    """Attention of the last n queries of a sequence over a cache holding all of its keys plus
+    `empty` empty slots at the end, and the reference attention of those queries."""
     B, T, K, H = k.shape
     S = T + empty
     pad = ((0, 0), (0, empty), (0, 0), (0, 0))
@@ -90,7 +103,13 @@ def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3):
     valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
     mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
     want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, T - n:]
-    np.testing.assert_allclose(cached_attention(q[:, T - n:], ck, cv, mask), want, atol=2e-5)
+    return cached_attention(q[:, T - n:], ck, cv, mask), want
+
+
+def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3):
+    """The last n queries against the cache (n = 1: a decode step) equal the reference."""
+    got, want = cached_and_reference(q, k, v, n=n, empty=empty)
+    np.testing.assert_allclose(got, want, atol=2e-5)
 
 
 @settings(max_examples=10, deadline=None)

@@ -68,7 +68,10 @@ def free_port() -> int:
 
 def env(data_dir) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "JAXLLM_DATA_DIR": str(data_dir),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            # 4 devices per process; the other flags (tests/conftest.py) kept
+            "XLA_FLAGS": " ".join([f for f in os.environ.get("XLA_FLAGS", "").split()
+                                   if not f.startswith("--xla_force_host_platform_device_count")]
+                                  + ["--xla_force_host_platform_device_count=4"]),
             "JAX_COMPILATION_CACHE_DIR": str(Path(data_dir) / "jax_cache"),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 

@@ -54,6 +54,13 @@ def test_rule_matching_nothing_is_an_error():
 
 # --- round trip ---------------------------------------------------------------------------------
 
+@jax.jit
+def codes_and_values(qa):
+    """A QArray's unpacked codes and dequantized values, one compiled program per QArray kind
+    (eagerly, each unpacking operation would compile for every drawn shape and method)."""
+    return qa.codes(), qa.dequantize()
+
+
 def _per_element(qa, a, lead):
     """A QArray's steps or zero points (*lead, G, 1, *rest) repeated over the g elements of
     each group: the leaf's shape."""
@@ -81,10 +88,10 @@ def test_uniform_quantization_equals_numpy_quantizer(seed, method, symmetric, gr
     # other neighbour
     exact = w.astype(np.float64) / steps + (0 if zeros is None else zeros)
     tie = np.abs(np.abs(exact - np.floor(exact)) - 0.5) < 1e-3
-    got = np.asarray(qa.codes()).reshape(w.shape)
+    got, back = map(np.asarray, codes_and_values(qa))
+    got = got.reshape(w.shape)
     np.testing.assert_array_equal(got[~tie], codes[~tie])
     assert np.all(np.abs(got - codes) <= 1)
-    back = np.asarray(qa.dequantize())
     assert np.all(np.abs(back - deq)[~tie] <= 1e-4 * steps[~tie])
     assert np.all(np.abs(back - w) <= steps / 2 * (1 + 1e-5) + 1e-30)  # the reference's step
     bits = {"int8": 8, "int4": 4}[method]
@@ -111,15 +118,16 @@ def test_nf4_and_ternary_round_trip(seed, group):
     absmax = np.abs(w.reshape(-1, g, 6)).max(axis=1, keepdims=True)
     x = (w.reshape(-1, g, 6) / absmax)
     nearest = NF4_LEVELS[np.abs(x[..., None] - NF4_LEVELS).argmin(-1)]  # nearest level, numpy
-    np.testing.assert_allclose(np.asarray(qa.dequantize()), (nearest * absmax).reshape(w.shape),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(codes_and_values(qa)[1]),
+                               (nearest * absmax).reshape(w.shape), rtol=1e-6, atol=1e-7)
     assert qa.q.size == w.size // 2
     t = quantize_array(jnp.asarray(w), method="ternary", group=group)
-    codes = np.asarray(t.codes()).reshape(w.shape)
+    codes, values = map(np.asarray, codes_and_values(t))
+    codes = codes.reshape(w.shape)
     assert set(np.unique(codes)) <= {-1, 0, 1} and t.q.size == w.size // 4
     step = np.abs(w.reshape(-1, g, 6)).mean(axis=1, keepdims=True)
     expect = np.clip(np.round(w.reshape(-1, g, 6) / step), -1, 1) * step
-    np.testing.assert_allclose(np.asarray(t.dequantize()), expect.reshape(w.shape), rtol=1e-6)
+    np.testing.assert_allclose(values, expect.reshape(w.shape), rtol=1e-6)
 
 
 # --- inside the decoder -----------------------------------------------------------------------
