@@ -134,3 +134,20 @@ def test_fine_tuning_a_pretrained_model_at_an_extended_context(monkeypatch):
          "model.rope_factor=2", "--set", "model.max_len=96"])
     got = cli_train._config(args).model
     assert (got.max_len, got.rope_scaling, got.rope_original_len) == (96, "yarn", 64)
+
+
+def test_fine_tuning_a_run_at_an_extended_context(tiny_run):
+    """--init-from DIR (a jaxllm RoPE run) with model.rope_scaling: the run's context is the
+    trained one (rope_original_len), as for a pretrained model, not max_len / factor."""
+    from jaxllm.cli import train as cli_train
+    from jaxllm.cli.main import build_parser
+    from jaxllm.train.run import RunDir
+
+    run = tiny_run("llama")
+    trained = RunDir(run).load_config().model.max_len
+    args = build_parser().parse_args(
+        ["train", "--init-from", str(run), "--set", "model.rope_scaling=yarn", "--set",
+         "model.rope_factor=2", "--set", f"model.max_len={trained * 3 // 2}"])
+    got = cli_train._config(args).model
+    assert (got.max_len, got.rope_scaling, got.rope_factor, got.rope_original_len) == \
+        (trained * 3 // 2, "yarn", 2.0, trained)
