@@ -42,6 +42,8 @@ DECODE_PATHS = ("cpu", "accelerator")
 
 
 HALF_DTYPES = ("bfloat16", "float16")  # what cuDNN's fused attention takes
+SEQUENCE_PARALLEL = ("ring", "allgather")  # model.attention values that split the sequence
+FUSED_KERNELS = ("pallas", "splash")  # model.attention values the decoder hands segment ids
 
 
 def resolve(attention: str, dtype: str = "float32") -> str:
@@ -49,7 +51,7 @@ def resolve(attention: str, dtype: str = "float32") -> str:
     computing in `dtype`. "ring" means ring attention under a mesh with a sequence axis (the
     decoder decides) and "fast" elsewhere (decoding, evaluation off the mesh)."""
     backend = jax.default_backend()
-    if attention in ("ring", "allgather"):
+    if attention in SEQUENCE_PARALLEL:
         return "fast"
     if attention == "cudnn" and backend != "gpu":
         raise ConfigError(f"model.attention=cudnn needs an NVIDIA GPU (this backend is "
@@ -80,6 +82,15 @@ def self_attention(q, k, v, mask, impl: str, causal: bool = True):
         mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal and mask is None,
                                         implementation="cudnn" if impl == "cudnn" else "xla")
+
+
+def masked_attention(q, k, v, mask, impl: str):
+    """Attention of q (B, T, N, H) over k, v (B, S, K, H) under a boolean mask (B|1, 1, T|1, S)
+    (cross-attention, a decode step over its cache): the reference with impl "reference", XLA's
+    fused attention otherwise (blocked is causal self-attention only)."""
+    if impl == "reference":
+        return reference_attention(q, k, v, mask=mask)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
 def resolve_decode_path(path: str = "auto") -> str:
@@ -451,8 +462,7 @@ class LayerCache:
         which count), with the resolved model.attention `impl` on the accelerator path."""
         if self.layout == "cpu":
             return cached_attention(q, self.k, self.v, mask)
-        attend = reference_attention if impl == "reference" else jax.nn.dot_product_attention
-        return attend(q, self.k, self.v, mask=mask)  # blocked is causal self-attention only
+        return masked_attention(q, self.k, self.v, mask, impl)
 
 
 def cached_attention(q, k, v, mask):

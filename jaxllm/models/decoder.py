@@ -32,8 +32,9 @@ from flax import struct
 
 from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError
-from jaxllm.models.attention import (SEQUENCE_AXIS, KernelSegments, LayerCache, RingSegments,
-                                     attention_mask, resolve_decode_path, zigzag_order)
+from jaxllm.models.attention import (FUSED_KERNELS, SEQUENCE_AXIS, SEQUENCE_PARALLEL,
+                                     KernelSegments, LayerCache, RingSegments, attention_mask,
+                                     resolve_decode_path, zigzag_order)
 from jaxllm.models.layers import (DTYPES, Dense, DecoderBlock, Embed, Norm, init_with_axes,
                                  logical, scanned, sequence_mesh)
 
@@ -138,7 +139,8 @@ class Decoder(nn.Module):
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        mesh = sequence_mesh() if self.cfg.attention in ("auto", "ring", "allgather") else None
+        attention = self.cfg.attention
+        mesh = sequence_mesh() if attention == "auto" or attention in SEQUENCE_PARALLEL else None
         if mesh is not None:  # sequence parallel: ring attention over the zig-zag order
             n = mesh.shape[SEQUENCE_AXIS]
             if T % (2 * n):
@@ -148,11 +150,10 @@ class Decoder(nn.Module):
             order = zigzag_order(T, n)
             tokens, positions = tokens[:, order], positions[:, order]
             mask = RingSegments(None if segment_ids is None else segment_ids[:, order], mesh,
-                                gather=self.cfg.attention == "allgather")
-        elif self.cfg.attention in ("pallas", "splash"):
-            kernel = self.cfg.attention
-            mask = (KernelSegments(jnp.zeros((B, T), jnp.int32), kernel, packed=False)
-                    if segment_ids is None else KernelSegments(segment_ids, kernel))
+                                gather=attention == "allgather")
+        elif attention in FUSED_KERNELS:
+            mask = (KernelSegments(jnp.zeros((B, T), jnp.int32), attention, packed=False)
+                    if segment_ids is None else KernelSegments(segment_ids, attention))
         elif segment_ids is not None:
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, q_segments=segment_ids, kv_segments=segment_ids)

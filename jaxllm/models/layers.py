@@ -280,9 +280,8 @@ class CrossAttention(nn.Module):
                   Dense(cfg, (K, H), ("embed", "kv_heads", "kv"), name="value")(memory))
         k, v = kv  # (B, S, K, H)
         impl = attn_lib.resolve(cfg.attention, cfg.dtype)
-        attend = (attn_lib.reference_attention if impl == "reference"
-                  else jax.nn.dot_product_attention)  # blocked is causal self-attention only
-        y = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)  # (B, T, N, H)
+        y = attn_lib.masked_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask,
+                                      impl)  # (B, T, N, H)
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,
                     name="out")(y)

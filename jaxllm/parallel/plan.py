@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxllm.config import Config, ParallelConfig
 from jaxllm.errors import ConfigError
+from jaxllm.models.attention import SEQUENCE_PARALLEL
 from jaxllm.models.attention import resolve as resolve_attention
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import (PipelineParts, bubble_fraction, check_pipeline,
@@ -66,7 +67,7 @@ def check_config(cfg: Config) -> None:
     processes = jax.process_count()
     resolve_attention(cfg.model.attention, cfg.model.dtype)  # cudnn off a GPU: ConfigError
     if not uses_mesh(cfg.parallel):
-        if cfg.model.attention in ("ring", "allgather"):
+        if cfg.model.attention in SEQUENCE_PARALLEL:
             raise ConfigError(f"model.attention={cfg.model.attention} needs a mesh with a "
                               f"sequence axis; pass --mesh sequence=8 (or data=2,sequence=4), "
                               f"or choose another model.attention")
@@ -106,7 +107,7 @@ def check_sequence(cfg: Config, n: int) -> None:
     it does not serve, or a context the zig-zag split does not divide."""
     m = cfg.model
     if n == 1:
-        if m.attention in ("ring", "allgather"):
+        if m.attention in SEQUENCE_PARALLEL:
             raise ConfigError(f"model.attention={m.attention} needs a mesh with a sequence axis; "
                               f"--mesh {cfg.parallel.mesh!r} has none (add sequence=N)")
         return
@@ -114,7 +115,7 @@ def check_sequence(cfg: Config, n: int) -> None:
         raise ConfigError(f"the mesh's sequence axis (sequence={n}) serves decoder language "
                           f"modelling without a pipeline (model.kind=decoder, "
                           f"train.objective=lm, parallel.pipeline=none)")
-    if m.attention not in ("ring", "allgather", "auto"):
+    if m.attention != "auto" and m.attention not in SEQUENCE_PARALLEL:
         raise ConfigError(f"model.attention={m.attention} with the mesh's sequence axis: use "
                           f"ring (or auto) or allgather, which attend across the split sequence")
     if m.max_len % (2 * n):
