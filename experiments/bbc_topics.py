@@ -24,7 +24,6 @@ Usage: flock /tmp/jaxllm-bench.lock python experiments/bbc_topics.py --work DIR 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -71,13 +70,11 @@ def _flat(tree):
     return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree)]
 
 
-def probe(max_len: int) -> dict:
+def probe() -> dict:
     from sklearn.linear_model import LogisticRegression
 
     enc = pretrained.load(BASE)
-    cfg = config_lib.get_preset("bbc-topics")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_len=max_len))
-    data = task_splits(cfg, enc.tokenizer)
+    data = task_splits(config_lib.get_preset("bbc-topics"), enc.tokenizer)
     start = time.perf_counter()
 
     def embed(rows):
@@ -106,7 +103,7 @@ def main():
     work = Path(args.work)
     rows = []
     for name in args.variants.split(","):
-        row = probe(config_lib.get_preset("bbc-topics").model.max_len) if name == "probe" \
+        row = probe() if name == "probe" \
             else trained_variant(name, args.steps, work)
         rows.append(row)
         print(json.dumps(row), flush=True)

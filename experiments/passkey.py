@@ -46,7 +46,7 @@ from jaxllm.data.passkey import (
     random_key,
 )
 from jaxllm.models.decoder import Decoder
-from jaxllm.models.rope import original_len
+from jaxllm.models.rope import extend_context, original_len
 
 FIGURE = Path(__file__).with_name("figures") / "passkey_smollm2.png"
 
@@ -70,8 +70,8 @@ def config_for(cfg, length: int, scaling: str, factor: float = 0.0):
         if length <= trained:
             return None  # nothing to scale inside the trained context
         factor = length / trained
-    return dataclasses.replace(cfg, max_len=max(length, round(trained * factor)),
-                               rope_scaling=scaling, rope_factor=factor, rope_original_len=trained)
+    scaled = extend_context(cfg, scaling, factor)  # rope_original_len = trained
+    return dataclasses.replace(scaled, max_len=max(length, scaled.max_len))
 
 
 def run_cell(compiled, params, tok, length, depth, keys, n: int):

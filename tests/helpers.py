@@ -131,10 +131,7 @@ def register_tiny_bert(monkeypatch, name="tiny-bert"):
     from jaxllm import pretrained
     from jaxllm.text import load_tokenizer
 
-    rng = np.random.default_rng(7)
-    params = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
-        models.abstract_params(TINY_BERT)[0])
+    params = random_params(TINY_BERT, seed=7)  # norm scales near 1: a live body
     enc = pretrained.PretrainedEncoder(TINY_BERT, params, load_tokenizer("all-minilm-l6-v2"),
                                        name, TINY_BERT.max_len)
     monkeypatch.setitem(pretrained.REGISTRY, name,

@@ -24,6 +24,7 @@ from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.train import task_inputs
 from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
 from jaxllm.train.run import init_from_params, load_run
+from jaxllm.transforms.quantize import QArray
 from jaxllm.train.step import make_train_step
 from jaxllm.train.task_inputs import task_splits
 from jaxllm.transforms.lora import LoraArray
@@ -152,6 +153,9 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
                  str(tmp_path / "q8")]) == 0
     assert main(["eval", "--run", str(tmp_path / "q8")]) == 0
     assert "macro-F1" in capsys.readouterr().out
+    q8 = load_run(tmp_path / "q8").params
+    assert isinstance(q8["blocks"]["attn"]["query"]["kernel"], QArray)
+    assert not isinstance(q8["head"]["kernel"], QArray)
 
 
 def test_the_cli_gives_the_base_model_this_runs_fields(monkeypatch):
@@ -161,7 +165,6 @@ def test_the_cli_gives_the_base_model_this_runs_fields(monkeypatch):
     import argparse
 
     from jaxllm.cli.train import _config, add_parser
-    from jaxllm.errors import ConfigError
 
     register_tiny_bert(monkeypatch)
     parser = argparse.ArgumentParser()
@@ -173,6 +176,8 @@ def test_the_cli_gives_the_base_model_this_runs_fields(monkeypatch):
     assert cfg.model.d_model == 16  # the base's architecture
     with pytest.raises(ConfigError, match="model.max_len=256 exceeds tiny-bert's context of 128"):
         _config(parser.parse_args(argv + ["--set", "model.max_len=256"]))
+
+
 def test_word_tags_follow_the_casing_rule():
     text = "The BBC said 3 firms left. Apple rose 5% on Monday! Why? Sony fell in Q4"
     assert word_tags(text) == [

@@ -119,7 +119,7 @@ def run(args) -> int:
         print(f"run directory: {summary['run_dir']}  (evaluate: jaxllm eval --run "
               f"{summary['run_dir']})")
         return 0
-    if "tokens_per_s_median" not in summary and "images_per_s_median" not in summary:
+    if "tokens_per_s_median" not in summary:
         vals = ", ".join(f"{k[4:]} {v:.4f}" for k, v in summary.items() if k.startswith("val_"))
         print(f"step {summary['step']}: validation {vals}")  # reward / DPO / PPO / GRPO
         print(f"run directory: {summary['run_dir']}  (sample: jaxllm generate --run "

@@ -28,6 +28,7 @@ import re
 
 import numpy as np
 
+from jaxllm.data.labeled import CHARS_PER_TOKEN
 from jaxllm.errors import DataError
 
 TAGS = ("O", "NAME", "NUMBER")
@@ -82,7 +83,7 @@ def tag_rows(tokenizer, texts: list[str], max_len: int) -> dict[str, np.ndarray]
     mask = np.zeros((n, max_len), bool)
     for row, text in enumerate(texts):
         ids, tags = [cls], [-1]
-        for word, tag in word_tags(text[:max_len * 10]):  # ~10 characters a token at most
+        for word, tag in word_tags(text[:max_len * CHARS_PER_TOKEN]):
             p = pieces(word)
             if len(ids) + len(p) > max_len - 1:
                 break
@@ -124,7 +125,7 @@ def planted_rows(tokenizer, texts: list[str], max_len: int, seed: int = 0
             raise DataError(f"model.max_len={max_len}: a planted question needs more tokens; "
                             f"use at least 64")
         sentences = []  # the text's leading sentences that fit the budget, the last one cut
-        for s in _sentences(text[:max_len * 10]):
+        for s in _sentences(text[:max_len * CHARS_PER_TOKEN]):
             ids = encode(s)[:budget - sum(map(len, sentences))]
             if not ids:
                 break

@@ -133,7 +133,7 @@ def trainable_fn(cfg: config_lib.Config):
     new_heads, trained in full)."""
     if not cfg.train.lora:
         return None
-    if not (cfg.model.value_head or cfg.model.head):
+    if not new_heads(cfg.model):
         return lora.trainable
 
     def mask(tree):
