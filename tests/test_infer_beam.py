@@ -153,3 +153,42 @@ def test_one_beam_is_greedy_for_seq2seq():
                            early_stopping=True, n_tokens=13)
     assert best_beams(seqs, lengths, (12,)) == greedy
     assert any(len(g) < 8 for g in greedy)  # some row ends: the end token is handled alike
+
+
+def test_seq2seq_beam_scores_are_the_models_log_probabilities():
+    """Three beams over the encoder-decoder's cached decoding: every kept hypothesis's score
+    equals its teacher-forced log-probability (one uncached forward of the whole target) over
+    its length. A beam that continued from another beam's cache (Seq2SeqCache.take not
+    reordering the self-attention keys/values) would score a different history."""
+    from jaxllm.infer.seq2seq import _start, _step
+    from jaxllm.models.seq2seq import Seq2SeqCache
+
+    cfg, W, M, start, end = SEQ2SEQ["modern"], 3, 6, 11, 12
+    params = random_params(cfg, scale=0.3)
+    src, src_mask, _, _ = seq2seq_batch()
+    model = models.build(cfg)
+    B = src.shape[0]
+
+    @jax.jit
+    def search(src, src_mask):
+        rows = jnp.repeat(jnp.arange(B), W)
+        logits, cache = _start(model, params, src[rows], src_mask[rows], start, M)
+        return beam_search(logits, cache, _step(model, params, src_mask[rows], start),
+                           Seq2SeqCache.take, batch=B, num_beams=W, max_new_tokens=M,
+                           end_ids=(end,), length_penalty=1.0, n_tokens=cfg.vocab_size)
+
+    seqs, lengths, scores = (np.asarray(a) for a in search(src, src_mask))
+    checked = 0
+    for b in range(B):
+        for w in range(W):
+            n = int(lengths[b, w])
+            seq = seqs[b, w, :n]
+            target_in = np.concatenate([[start], seq[:-1]])[None].astype(np.int32)
+            logits = model.apply({"params": params}, src[b:b + 1], target_in, src_mask[b:b + 1])
+            z = np.asarray(logits[0], np.float64)
+            z[:, start] = -np.inf  # the start token never follows (as decoding masks it)
+            logp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
+            want = logp[np.arange(n), seq].sum() / n
+            np.testing.assert_allclose(scores[b, w], want, rtol=2e-5, atol=2e-5)
+            checked += 1
+    assert checked == B * W and len({tuple(s) for s in seqs[0]}) == W  # distinct hypotheses
