@@ -99,7 +99,3 @@ def beam_search(first_logits, state, step, reorder, *, batch: int, num_beams: in
     lengths = _take(jnp.concatenate([fin_len, jnp.full((B, W), i, jnp.int32)], 1), keep)
     return seqs, lengths, scores
 
-
-def repeat_rows(tree, times: int, axis: int = 0):
-    """Every row of the arrays in tree repeated `times` times in place (b -> b*times..)."""
-    return jax.tree_util.tree_map(lambda a: jnp.repeat(a, times, axis=axis), tree)

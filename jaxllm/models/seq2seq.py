@@ -73,12 +73,10 @@ class Seq2SeqCache:
         return cls(k=zeros, v=zeros, length=jnp.zeros((), jnp.int32))
 
     def take(self, rows) -> Seq2SeqCache:
-        """The cache of the batch rows `rows` (B',) int: beam search's reordering."""
-        def pick(a):
-            return None if a is None else jnp.take(a, rows, axis=1)
-
-        return self.replace(k=pick(self.k), v=pick(self.v), cross_k=pick(self.cross_k),
-                            cross_v=pick(self.cross_v))
+        """The cache of the batch rows `rows` (B',) int, each taken from a row of the same
+        source: beam search's reordering (among one source's beams). The cross-attention keys
+        and values, the same in all of a source's rows, are kept as they are."""
+        return self.replace(k=jnp.take(self.k, rows, axis=1), v=jnp.take(self.v, rows, axis=1))
 
 
 class Seq2SeqBlock(nn.Module):
