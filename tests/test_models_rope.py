@@ -141,6 +141,7 @@ def test_fine_tuning_a_run_at_an_extended_context(tiny_run):
     trained one (rope_original_len), as for a pretrained model, not max_len / factor."""
     from jaxllm.cli import train as cli_train
     from jaxllm.cli.main import build_parser
+    from jaxllm.train.params import base_context
     from jaxllm.train.run import RunDir
 
     run = tiny_run("llama")
@@ -151,3 +152,15 @@ def test_fine_tuning_a_run_at_an_extended_context(tiny_run):
     got = cli_train._config(args).model
     assert (got.max_len, got.rope_scaling, got.rope_factor, got.rope_original_len) == \
         (trained * 3 // 2, "yarn", 2.0, trained)
+    # the same checks as for a pretrained base: past the (extended) context, and a base already
+    # scaled another way, are refused in one line
+    too_long = build_parser().parse_args(
+        ["train", "--init-from", str(run), "--set", f"model.max_len={trained * 2}"])
+    with pytest.raises(ConfigError, match=f"model.max_len={trained * 2} exceeds .* context of "
+                                          f"{trained}; set it lower"):
+        cli_train._config(too_long)
+    scaled = cli_train._config(args)
+    other = dataclasses.replace(scaled.model, rope_scaling="linear")
+    with pytest.raises(ConfigError, match="already reads its context with yarn scaling"):
+        base_context(scaled.model, other, "the base")
+    assert base_context(scaled.model, scaled.model, "the base") == scaled.model

@@ -41,9 +41,8 @@ from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.models.decoder import init_value_head
 from jaxllm.models.encoder import PRETRAINING_HEADS, init_task_head
-from jaxllm.models.rope import extend_context
-from jaxllm.train.params import (RUN_MODEL_FIELDS, build_params, new_heads, pretrained_name,
-                                 state_like, with_pretrained_model)
+from jaxllm.train.params import (RUN_MODEL_FIELDS, base_context, build_params, new_heads,
+                                 pretrained_name, state_like, with_pretrained_model)
 from jaxllm.transforms import lora
 
 
@@ -272,13 +271,13 @@ def with_base_run(cfg: config_lib.Config, path: str | Path) -> config_lib.Config
     """cfg set up to fine-tune the run at path (what `jaxllm train --init-from DIR` starts from):
     train.init_from = path, the run's model section except the RUN_MODEL_FIELDS that do not
     change the parameters' shapes (max_len stays the run's for learned positions, whose table
-    it sizes), and the run's tokenizer kind. With model.rope_scaling set on a base trained
-    without one, the base's context is extended by model.rope_factor (rope.extend_context)."""
+    it sizes), and the run's tokenizer kind. The context is checked and extended as for a
+    pretrained base (params.base_context)."""
     base = RunDir(path).load_config()
-    base_model = base.model
-    if cfg.model.rope_scaling != "none" and base_model.rope_scaling == "none":
-        # fine-tuning at an extended context: the base run's context is the trained one
-        base_model = extend_context(base_model, cfg.model.rope_scaling, cfg.model.rope_factor)
+    # learned positions: the run's own table sizes max_len, kept below
+    asked = (replace(cfg.model, max_len=base.model.max_len) if base.model.positions == "learned"
+             else cfg.model)
+    base_model = base_context(base.model, asked, str(path))
     keep = [f for f in RUN_MODEL_FIELDS if f != "weights"
             and not (f == "max_len" and base.model.positions == "learned")]
     model = replace(base_model, weights="", **{f: getattr(cfg.model, f) for f in keep})
