@@ -41,7 +41,7 @@ from jaxllm.text import load_tokenizer
 from jaxllm.train.checkpoint import Checkpoints
 from jaxllm.models.decoder import init_value_head
 from jaxllm.models.encoder import PRETRAINING_HEADS, init_task_head
-from jaxllm.train.params import (RUN_MODEL_FIELDS, base_context, build_params, new_heads,
+from jaxllm.train.params import (RUN_MODEL_FIELDS, base_context, build_params,
                                  pretrained_name, state_like, with_pretrained_model)
 from jaxllm.transforms import lora
 
@@ -361,13 +361,10 @@ def quantize_run(loaded: LoadedRun, out: str | Path, spec: str, *,
             f"{cfg.model.kind} run: use dynamic activations (act=dynamic, --act dynamic)")
     run.check_new()
     # static steps are found on the dynamically quantized model, then stored in the QArrays;
-    # the new heads stay float, as build_params (load_run) keeps them
-    heads = {k: v for k, v in loaded.params.items() if k in new_heads(cfg.model)}
-    axes = models.abstract_params(cfg.model)[1]
-    qparams = transforms.apply_weights_spec(
-        {k: v for k, v in loaded.params.items() if k not in heads},
-        spec.replace("act=static", "act=dynamic"), {k: v for k, v in axes.items() if k not in heads})
-    qparams = {**qparams, **heads}
+    # build_params quantizes as load_run will read the run (the new heads stay float)
+    dynamic = replace(cfg, model=replace(cfg.model, weights=spec.replace("act=static",
+                                                                         "act=dynamic")))
+    qparams = build_params(dynamic, jax.random.PRNGKey(0), loaded.params)
     if static:
         dc, t = cfg.data, cfg.train
         data = build_data(dc.corpus, dc.tokenizer, dc.split, dc.val_fraction, dc.text_key,
