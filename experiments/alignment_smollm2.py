@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxllm import config as config_lib, pretrained  # noqa: E402
+from jaxllm.cli import train as cli_train  # noqa: E402
+from jaxllm.cli.main import build_parser  # noqa: E402
 from jaxllm.data import chat, preferences  # noqa: E402
 from jaxllm.infer import generate  # noqa: E402
 from jaxllm.objectives import policy  # noqa: E402
@@ -53,9 +56,8 @@ from jaxllm.text.chat import ANSWER_END  # noqa: E402
 from jaxllm.train import RunDir, load_run, train  # noqa: E402
 from jaxllm.train.loop import evaluate_run  # noqa: E402
 from jaxllm.train.objective import model_and_objective  # noqa: E402
-from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model  # noqa: E402
+from jaxllm.train.params import build_params, trainable_fn  # noqa: E402
 from jaxllm.train.rollout import without_lora  # noqa: E402
-from jaxllm.train.run import with_base_run  # noqa: E402
 from jaxllm.train.step import make_train_step  # noqa: E402
 from jaxllm.transforms import lora  # noqa: E402
 
@@ -65,26 +67,21 @@ FIGURE = Path(__file__).parent / "figures" / "grpo_smollm2.png"
 
 
 def config(objective: str, init_from: str, data: str, validation: str, *, steps: int,
-           batch: int, seq: int, lr: float, extra=(), lora_spec: str = LORA):
-    """The config `jaxllm train --preset sft-smollm2 --objective O --init-from X --data D`
-    builds, with the overrides; returns (config, the command line)."""
-    cfg = config_lib.get_preset("sft-smollm2")
-    if objective in ("reward", "ppo"):
-        cfg = config_lib.apply_overrides(cfg, ["model.value_head=true"])
-    cfg = (with_pretrained_model(cfg, init_from) if init_from in pretrained.REGISTRY
-           else with_base_run(cfg, init_from))
+           batch: int, seq: int, lr: float, eval_batches: int = 10, extra=(),
+           lora_spec: str = LORA):
+    """(the config, the command line) of `jaxllm train --preset sft-smollm2 --objective O
+    --init-from X --data D ...`: the config is what the CLI builds from that command line
+    (later --set values win, so `extra` may override the defaults below)."""
     sets = [f"data.validation={validation}", f"model.max_len={seq}", "model.scan_unroll=1",
             f"train.batch_size={batch}", f"optim.lr={lr}", f"optim.min_lr={lr / 10}",
             "optim.warmup_steps=5", f"train.eval_every={steps}", f"train.save_every={steps}",
-            "train.log_every=5", "train.eval_batches=10", *extra]
-    overrides = [f"train.objective={objective}", f"data.corpus={data}",
-                 f"train.init_from={init_from}", f"train.steps={steps}",
-                 f"train.lora={lora_spec}", *sets]
-    cfg = config_lib.validate(config_lib.apply_overrides(cfg, overrides))
-    cmd = (f"jaxllm train --preset sft-smollm2 --objective {objective} --init-from {init_from} "
-           f"--data {data} --steps {steps} --lora {lora_spec} "
-           + " ".join(f"--set {s}" for s in sets))
-    return cfg, cmd
+            "train.log_every=5", f"train.eval_batches={eval_batches}", *extra]
+    argv = ["train", "--preset", "sft-smollm2", "--objective", objective, "--init-from",
+            init_from, "--data", data, "--steps", str(steps), "--lora", lora_spec]
+    for s in sets:
+        argv += ["--set", s]
+    cfg = cli_train._config(build_parser().parse_args(argv))
+    return cfg, "jaxllm " + shlex.join(argv)
 
 
 def run_dir(work: Path, name: str) -> Path:
@@ -226,7 +223,7 @@ def stage_reward(args):
     cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings_prog.jsonl",
                       f"jsonl:{d}/rankings_prog_heldout.jsonl", steps=args.steps,
                       batch=args.batch, seq=args.seq, lr=args.lr,
-                      extra=[f"train.eval_batches={-(-args.held_pairs // args.batch)}"])
+                      eval_batches=-(-args.held_pairs // args.batch))
     out = run_dir(args.work, f"reward{args.tag}")
     summary = train_once(cfg, out)
     run = load_run(out)
@@ -333,10 +330,10 @@ def stage_grpo(args):
     sft = run_dir(args.work, "sft-w0.0")
     cfg, cmd = config("grpo", str(sft), f"jsonl:{d}/sums.jsonl", f"jsonl:{d}/sums_heldout.jsonl",
                       steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
+                      eval_batches=16 // args.batch or 1,
                       extra=["align.group_size=4", "align.max_new_tokens=4",
                              "align.kl_coef=0.04", f"align.temperature={args.temperature}",
                              f"train.eval_every={args.eval_every}", "train.log_every=1",
-                             f"train.eval_batches={16 // args.batch or 1}",
                              "optim.warmup_steps=2"])
     out = run_dir(args.work, f"grpo{args.tag}")
     summary = train_once(cfg, out)
