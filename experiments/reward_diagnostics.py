@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 from jaxllm.platform import configure_cpu
 
@@ -34,9 +35,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from jaxllm import pretrained
-from jaxllm.data import chat, preferences
+from jaxllm.data import preferences
 from jaxllm.objectives.preference import sequence_logprobs
-from jaxllm.train import load_run
+from jaxllm.train import align_inputs, load_run
 from jaxllm.transforms import lora
 
 
@@ -50,43 +51,32 @@ def load(name: str):
 
 
 def rows(tokenizer, pairs: list[dict], T: int):
-    """inputs, targets, answer mask (2N, T), last index (2N,): chosen rows, then rejected."""
-    seqs = []
-    for side in ("chosen", "rejected"):
-        for r in pairs:
-            p = chat.encode_prompt(tokenizer, r["prompt"])
-            seqs.append((p, chat.encode_answer(tokenizer, r[side])))
-    n = len(seqs)
-    tokens = np.zeros((n, T + 1), np.int32)
-    mask = np.zeros((n, T), np.float32)
-    last = np.zeros(n, np.int32)
-    for i, (p, a) in enumerate(seqs):
-        s = p + a
-        if len(s) > T:
-            raise SystemExit(f"a row of {len(s)} tokens exceeds --seq {T}")
-        tokens[i, :len(s)] = s
-        mask[i, len(p) - 1:len(s) - 1] = 1
-        last[i] = len(s) - 1
-    return tokens[:, :-1], tokens[:, 1:], mask, last
+    """inputs, targets, answer mask (2N, T), last index (2N,): chosen rows, then rejected (the
+    DPO rows of train/align_inputs, the two sides stacked)."""
+    r = align_inputs.pair_rows(tokenizer, pairs, T, "diagnostic pairs")
+    x, y, m = (np.concatenate([r[f"chosen_{k}"], r[f"rejected_{k}"]])
+               for k in ("inputs", "targets", "mask"))
+    last = T - np.argmax(m[:, ::-1], axis=1)  # the input position of the row's last token
+    return x, y, m, last
+
+
+@partial(jax.jit, static_argnums=0)
+def _features(model, params, x, y, m, last):
+    h = model.apply({"params": params}, x, head="hidden")  # (B, T, D)
+    logits = model.apply({"params": params}, h, method="lm_head")
+    lp = sequence_logprobs(logits, y, m)[0]
+    take = lambda i: jnp.take_along_axis(h, i[:, None, None], axis=1)[:, 0]
+    return lp, take(last).astype(jnp.float32), take(last - 1).astype(jnp.float32)
 
 
 def features(model, params, tokenizer, pairs, T: int, batch: int = 16):
     """(summed answer log-probs (2N,), hidden at the last token (2N, D), at the one before)."""
-
-    @jax.jit
-    def run(x, y, m, last):
-        h = model.apply({"params": params}, x, head="hidden")  # (B, T, D)
-        logits = model.apply({"params": params}, h, method="lm_head")
-        lp = sequence_logprobs(logits, y, m)[0]
-        take = lambda i: jnp.take_along_axis(h, i[:, None, None], axis=1)[:, 0]
-        return lp, take(last).astype(jnp.float32), take(last - 1).astype(jnp.float32)
-
     x, y, m, last = rows(tokenizer, pairs, T)
     n = len(x)
     out = [[], [], []]
     for start in range(0, n, batch):
-        idx = np.arange(start, start + batch) % n
-        got = jax.device_get(run(x[idx], y[idx], m[idx], last[idx]))
+        idx = np.arange(start, start + batch) % n  # the last batch wraps: one shape
+        got = jax.device_get(_features(model, params, x[idx], y[idx], m[idx], last[idx]))
         keep = min(batch, n - start)
         for acc, g in zip(out, got):
             acc.append(np.asarray(g)[:keep])
