@@ -53,7 +53,7 @@ from jaxllm.objectives.causal_lm import lm_loss_and_metrics  # noqa: E402
 from jaxllm.objectives.preference import reward_scores  # noqa: E402
 from jaxllm.optim import TrainState, make_optimizer  # noqa: E402
 from jaxllm.text.chat import ANSWER_END  # noqa: E402
-from jaxllm.train import RunDir, load_run, train  # noqa: E402
+from jaxllm.train import RunDir, align_inputs, load_run, train  # noqa: E402
 from jaxllm.train.loop import evaluate_run  # noqa: E402
 from jaxllm.train.objective import model_and_objective  # noqa: E402
 from jaxllm.train.params import build_params, trainable_fn  # noqa: E402
@@ -381,19 +381,15 @@ def stage_signal(args):
     whose rewards are all equal has advantages 0: no policy gradient)."""
     sft = load_run(run_dir(args.work, "sft-w0.0"))
     records = preferences.task_records(100, seed=0, tasks=("sums",))
-    stop = sft.tokenizer.encode(ANSWER_END)
-    seq = args.seq
-    x = np.zeros((len(records), seq + 1), np.int32)
-    mask = np.zeros((len(records), seq), np.float32)
-    for i, r in enumerate(records):
-        p = chat.encode_prompt(sft.tokenizer, r["prompt"])
-        s = p + sft.tokenizer.encode(r["answer"]) + stop
-        x[i, :len(s)] = s
-        mask[i, len(p) - 1:len(s) - 1] = 1
+    # prompt + right answer + <|im_end|>, the rows DPO reads (their "chosen" side)
+    pairs = align_inputs.pair_rows(sft.tokenizer, [{**r, "chosen": r["answer"], "rejected": ""}
+                                                   for r in records], args.seq, "sums")
+    x, y, mask = (pairs[f"chosen_{k}"] for k in ("inputs", "targets", "mask"))
     params = lora.merge(sft.params)
-    lp = jax.jit(lambda prm, xs: policy.token_logprobs(sft.model.apply({"params": prm}, xs[:, :-1]),
-                                                       xs[:, 1:]))
-    logp = np.concatenate([np.asarray(lp(params, x[i:i + 20])) for i in range(0, len(x), 20)])
+    lp = jax.jit(lambda prm, xs, ys: policy.token_logprobs(sft.model.apply({"params": prm}, xs),
+                                                           ys))
+    logp = np.concatenate([np.asarray(lp(params, x[i:i + 20], y[i:i + 20]))
+                           for i in range(0, len(x), 20)])
     p_right = np.exp((logp * mask).sum(1))
     rows = []
     for G in (4, 8, 16):
