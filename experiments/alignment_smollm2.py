@@ -184,21 +184,17 @@ def stage_sft(args):
 def pair_accuracy(run, records, max_len: int, batch: int = 8) -> dict:
     """The reward model's accuracy on pairs: score(prompt + chosen) > score(prompt + rejected),
     per task."""
-    seqs = []
-    for r in records:
-        p = chat.encode_prompt(run.tokenizer, r["prompt"], r.get("system", ""))
-        for side in ("chosen", "rejected"):
-            seqs.append((p + chat.encode_answer(run.tokenizer, r[side]))[:max_len])
+    rows = align_inputs.pair_rows(run.tokenizer, records, max_len, "pairs")
+    # chosen, rejected of each pair in turn
+    x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, max_len)
+               for k in ("inputs", "mask"))
+    last = np.minimum(max_len - np.argmax(mask[:, ::-1], axis=1), max_len - 1)  # last token
     score = jax.jit(lambda p, x, i: reward_scores(run.model, p, x, i))
     scores = []
-    for start in range(0, len(seqs), batch):
-        part = [seqs[i % len(seqs)] for i in range(start, start + batch)]
-        x = np.zeros((batch, max_len), np.int32)
-        last = np.array([len(s) - 1 for s in part], np.int32)
-        for i, s in enumerate(part):
-            x[i, :len(s)] = s
-        scores += list(np.asarray(score(run.params, x, last)))
-    scores = np.asarray(scores[:len(seqs)]).reshape(-1, 2)
+    for start in range(0, len(x), batch):
+        idx = np.arange(start, start + batch) % len(x)  # the last batch wraps: one shape
+        scores += list(np.asarray(score(run.params, x[idx], last[idx])))
+    scores = np.asarray(scores[:len(x)]).reshape(-1, 2)
     right = scores[:, 0] > scores[:, 1]
     out = {"all": float(right.mean()), "n": len(records)}
     for task in sorted({r.get("task", "") for r in records}):

@@ -56,7 +56,7 @@ def rows(tokenizer, pairs: list[dict], T: int):
     r = align_inputs.pair_rows(tokenizer, pairs, T, "diagnostic pairs")
     x, y, m = (np.concatenate([r[f"chosen_{k}"], r[f"rejected_{k}"]])
                for k in ("inputs", "targets", "mask"))
-    last = T - np.argmax(m[:, ::-1], axis=1)  # the input position of the row's last token
+    last = np.minimum(T - np.argmax(m[:, ::-1], axis=1), T - 1)  # the row's last token
     return x, y, m, last
 
 
