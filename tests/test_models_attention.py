@@ -91,8 +91,8 @@ def test_fast_equals_reference(problem):
         np.testing.assert_allclose(causal, want, atol=2e-5)
 
 
-@partial(jax.jit, static_argnames=("n", "empty"))
-def cached_and_reference(q, k, v, n: int, empty: int):
+@partial(jax.jit, static_argnames=("n", "empty", "block"))
+def cached_and_reference(q, k, v, n: int, empty: int, block: int = 512):
     """Attention of the last n queries of a sequence over a cache holding all of its keys plus
     `empty` empty slots at the end, and the reference attention of those queries."""
     B, T, K, H = k.shape
@@ -103,12 +103,12 @@ def cached_and_reference(q, k, v, n: int, empty: int):
     valid = jnp.broadcast_to(jnp.arange(S) < T, (B, S))
     mask = attention_mask(jnp.arange(T - n, T), jnp.arange(S), kv_valid=valid)
     want = reference_attention(q, k, v, mask=causal_mask(T, None))[:, T - n:]
-    return cached_attention(q[:, T - n:], ck, cv, mask), want
+    return cached_attention(q[:, T - n:], ck, cv, mask, block=block), want
 
 
-def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3):
+def assert_cached_equals_reference(q, k, v, n: int, empty: int = 3, block: int = 512):
     """The last n queries against the cache (n = 1: a decode step) equal the reference."""
-    got, want = cached_and_reference(q, k, v, n=n, empty=empty)
+    got, want = cached_and_reference(q, k, v, n=n, empty=empty, block=block)
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -128,6 +128,16 @@ def test_cached_one_token_step_equals_reference(groups):
     rng = np.random.default_rng(groups)
     q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, H)), jnp.float32) for n in (K * groups, K, K))
     assert_cached_equals_reference(q, k, v, 1)
+
+
+@pytest.mark.parametrize("n", [7, 6])
+def test_a_long_prefill_attends_block_by_block(n):
+    """More queries than a block (a long prompt's prefill) go through the cache 3 at a time,
+    the last block padded (7) or not (6): the same as the reference, with grouped queries."""
+    B, T, K, H = 2, 7, 2, 8
+    rng = np.random.default_rng(n)
+    q, k, v = (jnp.asarray(rng.normal(size=(B, T, m, H)), jnp.float32) for m in (K * 3, K, K))
+    assert_cached_equals_reference(q, k, v, n, block=3)
 
 
 def test_the_decode_path_follows_the_backend_unless_named(monkeypatch):

@@ -465,9 +465,14 @@ class LayerCache:
         return masked_attention(q, self.k, self.v, mask, impl)
 
 
-def cached_attention(q, k, v, mask):
+PREFILL_BLOCK = 512  # queries per block of a long prefill on the CPU decode path
+
+
+def cached_attention(q, k, v, mask, *, block: int | None = None):
     """Queries q (B, T, N, H) over the CPU path's KV cache: keys k (B*K, H, S), values
-    v (B*K, S, H), mask (B, 1, T, S).
+    v (B*K, S, H), mask (B|1, 1, T, S). More than `block` (default PREFILL_BLOCK) queries (a long
+    prompt's prefill) are attended `block` at a time in a loop, so that the scores held are (block x S) per head,
+    not (T x S): a 16k prompt's would be 9.7 GB per layer for SmolLM2.
 
     Batch and kv heads are merged and the keys are stored transposed, so that both products,
     scores = q @ k and out = probs @ v, are plain matrix products per (row, kv head) that read
@@ -478,6 +483,20 @@ def cached_attention(q, k, v, mask):
     the multiply-and-sum far slower than the products, so that case keeps them (timings:
     experiments/decode_attention.py, smollm2_decode_variants.py, RESULTS.md).
     """
+    B, T, N, H = q.shape
+    block = block or PREFILL_BLOCK
+    if T > block:
+        n = -(-T // block)
+        pad = ((0, 0), (0, n * block - T))  # padded queries attend somewhere; they are cut off
+        qb = jnp.pad(q, pad + ((0, 0), (0, 0))).reshape(B, n, block, N, H).swapaxes(0, 1)
+        mb = jnp.pad(mask, ((0, 0), *pad, (0, 0)))
+        mb = mb.reshape(mask.shape[0], 1, n, block, -1).transpose(2, 0, 1, 3, 4)
+        out = jax.lax.map(lambda qm: _cached_block(qm[0], k, v, qm[1]), (qb, mb))
+        return out.swapaxes(0, 1).reshape(B, n * block, N, H)[:, :T]
+    return _cached_block(q, k, v, mask)
+
+
+def _cached_block(q, k, v, mask):
     B, T, N, H = q.shape
     K = k.shape[0] // B
     G, S = N // K, k.shape[2]
