@@ -175,10 +175,12 @@ class Seq2Seq(nn.Module):
             x = self.final_norm(x)
         return self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)
 
-    def _memory_mask(self, memory, source_mask):
+    @staticmethod
+    def _memory_mask(length: int, source_mask):
+        """The cross-attention mask (B or 1, 1, 1, S) of a source of `length` tokens."""
         if source_mask is None:
-            return jnp.ones((1, 1, 1, memory.shape[1]), bool)
-        return source_mask[:, None, None, :]  # (B, 1, 1, S)
+            return jnp.ones((1, 1, 1, length), bool)
+        return source_mask[:, None, None, :]
 
     def __call__(self, source, target_in, source_mask=None, target_mask=None,
                  train: bool = False):
@@ -193,8 +195,8 @@ class Seq2Seq(nn.Module):
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, kv_valid=target_mask)  # (B, 1, T, T)
         x = self._embed(self.embed, self._target_table(), target_in, positions, train)
-        x, _ = self.blocks(x, None, memory, self._memory_mask(memory, source_mask), positions,
-                           mask, None, train)
+        x, _ = self.blocks(x, None, memory, self._memory_mask(memory.shape[1], source_mask),
+                           positions, mask, None, train)
         return self._logits(x)
 
     def _target_table(self):
@@ -211,12 +213,10 @@ class Seq2Seq(nn.Module):
         mask = attention_mask(start + jnp.arange(T), jnp.arange(size))  # causal over the slots
         cross = None if cache.cross_k is None else (cache.cross_k, cache.cross_v)
         S = (memory if cross is None else cache.cross_k).shape[-3]
-        memory_mask = jnp.ones((1, 1, 1, S), bool) if source_mask is None \
-            else source_mask[:, None, None, :]
         x = self._embed(self.embed, self._target_table(), tokens, positions, False)
         x, (layers, (ck, cv)) = self.blocks(
-            x, (LayerCache(cache.k, cache.v, "accelerator"), cross), memory, memory_mask,
-            positions, mask, start, False)
+            x, (LayerCache(cache.k, cache.v, "accelerator"), cross), memory,
+            self._memory_mask(S, source_mask), positions, mask, start, False)
         cache = cache.replace(k=layers.k, v=layers.v, length=start + T, cross_k=ck, cross_v=cv)
         return self._logits(x), cache
 
