@@ -78,6 +78,15 @@ class Seq2SeqCache:
         and values, the same in all of a source's rows, are kept as they are."""
         return self.replace(k=jnp.take(self.k, rows, axis=1), v=jnp.take(self.v, rows, axis=1))
 
+    def select(self, rows) -> Seq2SeqCache:
+        """The cache of the batch rows `rows` (B',) int, every array's (the cross-attention
+        keys/values too): a cache of B sources made into one of B' rows (beam search's
+        W rows per source)."""
+        def pick(a):
+            return None if a is None else jnp.take(a, rows, axis=1)
+        return self.replace(k=pick(self.k), v=pick(self.v), cross_k=pick(self.cross_k),
+                            cross_v=pick(self.cross_v))
+
 
 class Seq2SeqBlock(nn.Module):
     """Decoder block of an encoder-decoder: causal self-attention, cross-attention to the
