@@ -194,3 +194,13 @@ def test_seq2seq_beam_scores_are_the_models_log_probabilities():
             checked += 1
     assert checked == B * W and len({tuple(s) for s in seqs[0]}) == W  # distinct hypotheses
 
+
+def test_translate_refuses_an_empty_source():
+    """A source with no tokens is refused with its index (it was decoded as token 0)."""
+    from jaxllm.errors import DataError
+    from jaxllm.infer.seq2seq import translate
+    from jaxllm.text import CharTokenizer
+
+    cfg = SEQ2SEQ["modern"]
+    with pytest.raises(DataError, match=r"source 1 \(''\) has no tokens"):
+        translate(models.build(cfg), None, CharTokenizer.train(["abc"]), ["ab", ""])

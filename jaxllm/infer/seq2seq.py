@@ -156,11 +156,16 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
 def translate(model: Seq2Seq, params, tokenizer, sources: list[str], *, batch_size: int = 64,
               max_new_tokens: int | None = None, **options) -> list[str]:
     """The decoded target text of every source text, in batches of batch_size sources padded
-    to model.max_len tokens (one compiled loop for all; a source is cut to model.max_len).
-    options: those of seq2seq_generate (temperature, num_beams, ...)."""
+    to model.max_len tokens (one compiled loop for all; a source is cut to model.max_len; one
+    with no tokens is refused). options: those of seq2seq_generate (temperature, num_beams,
+    ...)."""
     cfg = model.cfg
     start, end = seq2seq_ids(tokenizer.vocab_size)
-    ids = [tokenizer.encode(s)[:cfg.max_len] or [0] for s in sources]
+    ids = [tokenizer.encode(s)[:cfg.max_len] for s in sources]
+    empty = next((i for i, x in enumerate(ids) if not x), None)
+    if empty is not None:
+        raise DataError(f"source {empty} ({sources[empty][:40]!r}) has no tokens; give every "
+                        f"source some text")
     out = []
     for i in range(0, len(ids), batch_size):
         chunk = ids[i:i + batch_size]
