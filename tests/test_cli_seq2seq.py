@@ -24,3 +24,6 @@ def test_refusals(tiny_run, tmp_path, capsys):
     assert main(["generate", "--run", run, "--prompt", "Mar 3 1997", "--num-beams", "2",
                  "--max-new-tokens", "6"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+    # the split named is decoded (500 validation pairs; the test split has 1,000)
+    assert main(["eval", "--run", run, "--split", "validation", "--examples", "600"]) == 0
+    assert "\n500 validation pairs (greedy): exact match" in capsys.readouterr().out

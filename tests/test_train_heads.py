@@ -158,6 +158,9 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     assert float(m[2]) == round(float(np.mean(pred == test["labels"])), 4)
     assert float(m[3]) == round(f1_score(test["labels"], pred, labels=range(5),
                                          average="macro", zero_division=0), 4)
+    assert "bbc test split (223 texts" in line
+    assert main(["eval", "--run", str(run), "--split", "validation"]) == 0  # the 50 patched in
+    assert "bbc validation split (50 texts, 5 classes)" in capsys.readouterr().out
     assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
     assert "--format run" in error_of(["export", "--run", str(run), "--out",
                                        str(tmp_path / "hf")], capsys)
