@@ -231,3 +231,15 @@ def test_sigkill_then_resume_is_bitwise_exact(finished_run, tmp_path):
                            "--no-progress", "--out", str(killed)], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     assert_trees_equal(params_of(killed), params_of(out))
+
+
+def test_encoder_decoder_tokens_per_step_count_source_and_target_positions(tmp_path):
+    """tokens/s of an encoder-decoder run counts every position a step runs over: the
+    source rows (model.max_len) and the target rows (data.target_len), not the source alone."""
+    from jaxllm.train.inputs import pair_inputs
+
+    cfg = apply_overrides(get_preset("dates-seq2seq"), ["data.target_len=16"])
+    inputs = pair_inputs(cfg, RunDir(tmp_path), resuming=False)
+    batch = inputs.train.batch(0)
+    assert batch["source"].shape == (64, 64) and batch["target"].shape == (64, 16)
+    assert inputs.unit == "tokens" and inputs.per_step == 64 * (64 + 16)
