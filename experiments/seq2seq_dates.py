@@ -3,15 +3,24 @@ search, and a decoder-only model of about the same size trained on source + targ
 
     .venv/bin/python experiments/seq2seq_dates.py [--steps N] [--set KEY=VALUE ...] [--out DIR]
     .venv/bin/python experiments/seq2seq_dates.py --run DIR    (a trained dates-seq2seq run)
+        [--decoder-steps N [--converged 0.99] [--eval-every 250] [--eval-pairs 100]]
 
 1. trains the dates-seq2seq preset (with the --set overrides) through jaxllm.train, or reads
    the run in --run;
-2. trains a decoder-only model with the same optimizer, steps and batch size on rows
+2. trains a decoder-only model with the same optimizer, batch size and seed on rows
    "source <sep> target </s>" (loss on the target and </s> only, as the encoder-decoder's),
-   with n_layers chosen so that its parameter count is the closest to the encoder-decoder's;
+   with n_layers chosen so that its parameter count is the closest to the encoder-decoder's:
+   - with --decoder-steps N, first a run to convergence: its learning-rate schedule spans N
+     steps, and it stops at the first evaluation (every --eval-every steps: greedy exact match
+     on the first --eval-pairs validation pairs, training templates) that reaches --converged,
+     else after N steps;
+   - then (unless --no-equal-steps) a run of the encoder-decoder's steps and schedule;
+   each evaluation is printed with the mean training loss since the one before;
 3. decodes the validation split (training templates) and the test split (held-out templates)
    with each model, greedy and beam search with 4 beams, and prints exact match and BLEU
-   (jaxllm.metrics.corpus_bleu, sacrebleu's 13a defaults) as a markdown table and JSON.
+   (jaxllm.metrics.corpus_bleu, sacrebleu's 13a defaults) as a markdown table (row by row, as
+   each model is done), the decoder-only runs' evaluations, and JSON (results.json in --out).
+Training seconds exclude the evaluations during training.
 """
 
 from __future__ import annotations
