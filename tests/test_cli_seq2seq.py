@@ -27,3 +27,8 @@ def test_refusals(tiny_run, tmp_path, capsys):
     # the split named is decoded (500 validation pairs; the test split has 1,000)
     assert main(["eval", "--run", run, "--split", "validation", "--examples", "600"]) == 0
     assert "\n500 validation pairs (greedy): exact match" in capsys.readouterr().out
+
+
+def test_eval_split_is_refused_for_a_language_model_run(tiny_run, capsys):
+    line = error_of(["eval", "--run", str(tiny_run("char")), "--split", "test"], capsys)
+    assert "--split test" in line and "task-head and encoder-decoder" in line
