@@ -13,7 +13,7 @@ span_scores).
                 the lower-cased text shows without context; NAME needs the context)
    bbc-planted  first candidate: the first "code is X ." of the context, X the span (a reader
                 that ignores the question; two facts are planted, so about half are right)
-and prints a markdown table and JSON.
+and prints a markdown table (tags: also each tag's F1) and JSON.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     configure_cpu()
 
+    from jaxllm.metrics.classification import precision_recall_fscore
     from jaxllm.train.task_inputs import (
         evaluate_task,
+        predict,
         span_scores,
         tag_scores,
         task_splits,
@@ -81,10 +83,20 @@ def main(argv=None) -> None:
     rows = [{"reader": name, "train_s": None if wall is None else round(wall),
              **{k: v for k, v in model_scores.items() if k not in ("classes", "split")}}]
     if cfg.model.head == "token":
-        for base, pred in tag_baselines(tok, data.train, test, len(data.classes)).items():
-            rows.append({"reader": base, "texts": len(test["tokens"]),
-                         **tag_scores(test["labels"], pred, len(data.classes))})
-        keys = ("labelled", "accuracy", "macro_f1")
+        preds = {name: predict(loaded.model, loaded.params, test)["logits"].argmax(-1),
+                 **tag_baselines(tok, data.train, test, len(data.classes))}
+        rows = rows[:1]
+        for reader, pred in preds.items():
+            keep = test["labels"] >= 0
+            f1 = precision_recall_fscore(test["labels"][keep], pred[keep], average=None,
+                                         labels=list(range(len(data.classes))))[2]
+            per_class = {f"F1 {c}": float(x) for c, x in zip(data.classes, f1)}
+            if reader == name:
+                rows[0].update(per_class)
+                continue
+            rows.append({"reader": reader, "texts": len(test["tokens"]),
+                         **tag_scores(test["labels"], pred, len(data.classes)), **per_class})
+        keys = ("labelled", "accuracy", "macro_f1", *(f"F1 {c}" for c in data.classes))
     else:
         rows.append({"reader": "first candidate (first \"code is X .\" of the context)",
                      "texts": len(test["tokens"]),
