@@ -26,14 +26,18 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
 
 def preset_run(preset: str, args: argparse.Namespace):
     """(train.run.load_run's result, training wall seconds or None): the run in args.run, else
-    the preset with args.set and args.steps trained into args.out."""
+    the preset with args.set and args.steps trained into args.out (a preset that fine-tunes a
+    pretrained model takes its architecture, as `jaxllm train --preset` does)."""
     from jaxllm.train import load_run, train
+    from jaxllm.train.params import pretrained_name, with_pretrained_model
 
     if args.run:
         return load_run(args.run), None
-    cfg = config_lib.get_preset(preset)
-    cfg = config_lib.apply_overrides(cfg, args.set + ([f"train.steps={args.steps}"]
-                                                      if args.steps else []))
+    overrides = args.set + ([f"train.steps={args.steps}"] if args.steps else [])
+    cfg = config_lib.apply_overrides(config_lib.get_preset(preset), overrides)
+    if pretrained_name(cfg.train.init_from):  # the base's architecture, as `jaxllm train` does
+        cfg = config_lib.apply_overrides(with_pretrained_model(cfg, cfg.train.init_from),
+                                         overrides)
     start = time.perf_counter()
     train(cfg, args.out, progress=False)
     seconds = time.perf_counter() - start

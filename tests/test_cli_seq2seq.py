@@ -24,3 +24,11 @@ def test_refusals(tiny_run, tmp_path, capsys):
     assert main(["generate", "--run", run, "--prompt", "Mar 3 1997", "--num-beams", "2",
                  "--max-new-tokens", "6"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+    # the split named is decoded (500 validation pairs; the test split has 1,000)
+    assert main(["eval", "--run", run, "--split", "validation", "--examples", "600"]) == 0
+    assert "\n500 validation pairs (greedy): exact match" in capsys.readouterr().out
+
+
+def test_eval_split_is_refused_for_a_language_model_run(tiny_run, capsys):
+    line = error_of(["eval", "--run", str(tiny_run("char")), "--split", "test"], capsys)
+    assert "--split test" in line and "task-head and encoder-decoder" in line

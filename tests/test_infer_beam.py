@@ -156,11 +156,13 @@ def test_one_beam_is_greedy_for_seq2seq():
 
 
 def test_seq2seq_beam_scores_are_the_models_log_probabilities():
-    """Three beams over the encoder-decoder's cached decoding: every kept hypothesis's score
+    """Three beams over the encoder-decoder's cached decoding, started as _beams starts them
+    (each source encoded once, its cache repeated per beam): every kept hypothesis's score
     equals its teacher-forced log-probability (one uncached forward of the whole target) over
     its length. A beam that continued from another beam's cache (Seq2SeqCache.take not
-    reordering the self-attention keys/values) would score a different history."""
-    from jaxllm.infer.seq2seq import _start, _step
+    reordering the self-attention keys/values), or read another source's memory (rows repeated
+    in the wrong order), would score a different history."""
+    from jaxllm.infer.seq2seq import _beam_start
     from jaxllm.models.seq2seq import Seq2SeqCache
 
     cfg, W, M, start, end = SEQ2SEQ["modern"], 3, 6, 11, 12
@@ -171,11 +173,10 @@ def test_seq2seq_beam_scores_are_the_models_log_probabilities():
 
     @jax.jit
     def search(src, src_mask):
-        rows = jnp.repeat(jnp.arange(B), W)
-        logits, cache = _start(model, params, src[rows], src_mask[rows], start, M)
-        return beam_search(logits, cache, _step(model, params, src_mask[rows], start),
-                           Seq2SeqCache.take, batch=B, num_beams=W, max_new_tokens=M,
-                           end_ids=(end,), length_penalty=1.0, n_tokens=cfg.vocab_size)
+        logits, cache, step = _beam_start(model, params, src, src_mask, start, M, W)
+        return beam_search(logits, cache, step, Seq2SeqCache.take, batch=B, num_beams=W,
+                           max_new_tokens=M, end_ids=(end,), length_penalty=1.0,
+                           n_tokens=cfg.vocab_size)
 
     seqs, lengths, scores = (np.asarray(a) for a in search(src, src_mask))
     checked = 0
@@ -192,3 +193,14 @@ def test_seq2seq_beam_scores_are_the_models_log_probabilities():
             np.testing.assert_allclose(scores[b, w], want, rtol=2e-5, atol=2e-5)
             checked += 1
     assert checked == B * W and len({tuple(s) for s in seqs[0]}) == W  # distinct hypotheses
+
+
+def test_translate_refuses_an_empty_source():
+    """A source with no tokens is refused with its index (it was decoded as token 0)."""
+    from jaxllm.errors import DataError
+    from jaxllm.infer.seq2seq import translate
+    from jaxllm.text import CharTokenizer
+
+    cfg = SEQ2SEQ["modern"]
+    with pytest.raises(DataError, match=r"source 1 \(''\) has no tokens"):
+        translate(models.build(cfg), None, CharTokenizer.train(["abc"]), ["ab", ""])

@@ -8,22 +8,29 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference import decoder_logits
 
 from jaxllm.config import ModelConfig, OptimConfig, apply_overrides, get_preset
 from jaxllm.data import build_data, eval_batches
 from jaxllm.errors import CheckpointError, ConfigError
 from jaxllm.models.decoder import Decoder, init_params
 from jaxllm.objectives.causal_lm import causal_lm_loss
-from jaxllm.train import (RunDir, TrainState, decay_mask, learning_rate_schedule, load_run,
-                          make_optimizer, make_train_step, resume, train)
-from reference import decoder_logits
+from jaxllm.train import (
+    RunDir,
+    TrainState,
+    decay_mask,
+    learning_rate_schedule,
+    load_run,
+    make_train_step,
+    resume,
+    train,
+)
 
 TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.max_len=32",
         "train.batch_size=4", "train.steps=12", "train.save_every=4", "train.eval_every=6",
@@ -228,6 +235,19 @@ def test_sigkill_then_resume_is_bitwise_exact(finished_run, tmp_path):
     latest = max(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
     assert latest < 12
     code = subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "train", "--resume",
-                           "--no-progress", "--out", str(killed)], capture_output=True, text=True)
+                           "--no-progress", "--out", str(killed)], capture_output=True, text=True,
+                          check=False)
     assert code.returncode == 0, code.stderr
     assert_trees_equal(params_of(killed), params_of(out))
+
+
+def test_encoder_decoder_tokens_per_step_count_source_and_target_positions(tmp_path):
+    """tokens/s of an encoder-decoder run counts every position a step runs over: the
+    source rows (model.max_len) and the target rows (data.target_len), not the source alone."""
+    from jaxllm.train.inputs import pair_inputs
+
+    cfg = apply_overrides(get_preset("dates-seq2seq"), ["data.target_len=16"])
+    inputs = pair_inputs(cfg, RunDir(tmp_path), resuming=False)
+    batch = inputs.train.batch(0)
+    assert batch["source"].shape == (64, 64) and batch["target"].shape == (64, 16)
+    assert inputs.unit == "tokens" and inputs.per_step == 64 * (64 + 16)

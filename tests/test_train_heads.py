@@ -24,10 +24,10 @@ from jaxllm.optim import TrainState, make_optimizer
 from jaxllm.train import task_inputs
 from jaxllm.train.params import build_params, trainable_fn, with_pretrained_model
 from jaxllm.train.run import init_from_params, load_run
-from jaxllm.transforms.quantize import QArray
 from jaxllm.train.step import make_train_step
 from jaxllm.train.task_inputs import task_splits
 from jaxllm.transforms.lora import LoraArray
+from jaxllm.transforms.quantize import QArray
 
 
 def bbc_config(**train):
@@ -52,6 +52,24 @@ def test_fine_tuning_keeps_the_body_and_starts_a_new_head(monkeypatch):
     no_head = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, head=""))
     with pytest.raises(ConfigError, match="model.head=''.*task head"):
         with_pretrained_model(no_head, "tiny-bert")
+
+
+def test_a_fresh_task_head_is_drawn_as_the_models_own_head():
+    """init_task_head (a pretrained body's new head) has the tree, shapes and dtypes of the
+    Encoder's own head, a kernel of std model.init_std and a zero bias."""
+    from jaxllm.models import abstract_params
+    from jaxllm.models.encoder import init_task_head
+
+    for head, classes in (("token", 200), ("span", 3)):
+        cfg = dataclasses.replace(TINY_BERT, head=head, num_classes=classes)
+        fresh = init_task_head(cfg, jax.random.PRNGKey(1))
+        own = abstract_params(cfg)[0]["head"]
+        assert jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), fresh) == \
+            jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), own)
+        assert not np.any(fresh["bias"])
+        if head == "token":  # 3,200 draws
+            assert abs(np.std(fresh["kernel"]) / cfg.init_std - 1) < 0.1
+    assert fresh["kernel"].shape == (16, 2)  # span: start and end
 
 
 def test_lora_on_the_encoder_trains_only_the_factors_and_the_head():
@@ -140,6 +158,9 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     assert float(m[2]) == round(float(np.mean(pred == test["labels"])), 4)
     assert float(m[3]) == round(f1_score(test["labels"], pred, labels=range(5),
                                          average="macro", zero_division=0), 4)
+    assert "bbc test split (223 texts" in line
+    assert main(["eval", "--run", str(run), "--split", "validation"]) == 0  # the 50 patched in
+    assert "bbc validation split (50 texts, 5 classes)" in capsys.readouterr().out
     assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
     assert "--format run" in error_of(["export", "--run", str(run), "--out",
                                        str(tmp_path / "hf")], capsys)

@@ -8,12 +8,16 @@
   jaxllm eval --run DIR               a ViT run: accuracy on the test split; a CLIP run: zero-shot
                                       test accuracy with held-out caption templates, and
                                       image->text / text->image recall@1 and @5
-  jaxllm eval --run DIR               an encoder with a task head (model.head=sequence, e.g.
-                                      --preset bbc-topics): accuracy and macro-F1 on the test
-                                      split of its corpus
-  jaxllm eval --run DIR [--num-beams 4] an encoder-decoder run: teacher-forced loss on the
+  jaxllm eval --run DIR [--split validation]
+                                      an encoder with a task head (bbc-topics, bbc-tags,
+                                      bbc-planted): accuracy and macro-F1 (sequence, token) or
+                                      exact match and F1 (span) on the test split of its corpus
+                                      (or the one named)
+  jaxllm eval --run DIR [--num-beams 4] [--split validation]
+                                      an encoder-decoder run: teacher-forced loss on the
                                       validation pairs; exact match, BLEU and ROUGE of the
-                                      decoded test split (dates: held-out templates)
+                                      decoded test split (dates: held-out templates) or of the
+                                      split named
   jaxllm eval --model smollm2-135m-instruct --data shakespeare [--max-tokens 16384]
                                       a pretrained decoder's perplexity on a corpus's validation
                                       split, in consecutive windows of --window tokens
@@ -45,9 +49,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, help="sampled batches instead of the whole split")
     p.add_argument("--step", type=int, help="checkpoint step to load (default: the latest)")
     p.add_argument("--num-beams", type=int, default=1,
-                   help="encoder-decoder: decode the test split with beam search (1: greedy)")
+                   help="encoder-decoder: decode with beam search (1: greedy)")
     p.add_argument("--examples", type=int, help="encoder-decoder: decode only the first N "
-                                                "test pairs")
+                                                "pairs of the split")
+    p.add_argument("--split", choices=("validation", "test"),
+                   help="task-head and encoder-decoder runs: the split scored (default test)")
     p.add_argument("--retrieval", type=int, default=1000,
                    help="CLIP: test images (and captions) in the retrieval benchmark")
     cluster.add_arguments(p)
@@ -63,12 +69,15 @@ def run(args) -> int:
         return _run_pretrained(args)
     loaded = load_run(args.run, step=args.step)
     cfg = loaded.config
+    if args.split and not (cfg.model.head or cfg.model.kind == "seq2seq"):
+        raise DataError(f"--split {args.split}: only task-head and encoder-decoder runs are "
+                        f"scored on a chosen split; drop --split")
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
     if cfg.model.head:
         from jaxllm.train.task_inputs import evaluate_task
-        r = evaluate_task(loaded)
-        where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} test split"
+        r = evaluate_task(loaded, args.split or "test")
+        where = f"{loaded.run.path} step {loaded.step}, {cfg.data.corpus} {r['split']} split"
         if cfg.model.head == "span":
             print(f"{where} ({r['texts']:,} questions): exact match {r['exact_match']:.4f}, "
                   f"F1 {r['f1']:.4f}")
@@ -147,11 +156,12 @@ def _run_seq2seq(args, loaded) -> int:
     print(f"{loaded.run.path} step {loaded.step}, {len(splits.validation)} validation pairs: "
           f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.3f}, token accuracy "
           f"{m['accuracy']:.4f}")
-    test = splits.test[:args.examples]
-    scores, _ = evaluate_pairs(loaded.model, loaded.params, tok, test, num_beams=args.num_beams,
+    split = args.split or "test"
+    pairs = getattr(splits, split)[:args.examples]
+    scores, _ = evaluate_pairs(loaded.model, loaded.params, tok, pairs, num_beams=args.num_beams,
                                max_new_tokens=width)
     how = "greedy" if args.num_beams == 1 else f"beam search, {args.num_beams} beams"
-    print(f"{len(test)} test pairs ({how}): exact match {scores['exact_match']:.4f}, BLEU "
+    print(f"{len(pairs)} {split} pairs ({how}): exact match {scores['exact_match']:.4f}, BLEU "
           f"{scores['bleu']:.2f}, ROUGE-1/2/L {scores['rouge1']:.4f} / {scores['rouge2']:.4f} "
           f"/ {scores['rougeL']:.4f}")
     return 0

@@ -68,7 +68,7 @@ def sample_logits(logits, rng, temperature: float = 1.0, top_k: int = 0, top_p: 
 
 def _split_layers(tree, n: int) -> list:
     """(L, ...) leaves -> a list of L trees with one layer each."""
-    return [jax.tree_util.tree_map(lambda a: a[i], tree) for i in range(n)]
+    return [jax.tree_util.tree_map(lambda a, i=i: a[i], tree) for i in range(n)]
 
 
 def _stack_layers(trees: list):
@@ -360,6 +360,21 @@ def _beam_generate(params, prompt, prompt_mask, length_penalty, *, model: Decode
     return seqs[:, 0], lengths[:, 0]
 
 
+def _left_padded(prompts: list[list[int]], pad_to: int, limit: int):
+    """(tokens (B, P) int32, mask (B, P) bool): the prompts left-padded with PAD so that each
+    ends at slot P - 1; P is the longest prompt's length rounded up to a multiple of pad_to,
+    but not past `limit` (the context less the new tokens: the padding never makes the window
+    slide earlier than the longest prompt would), and never shorter than the longest prompt."""
+    longest, step = max(len(p) for p in prompts), max(1, pad_to)
+    width = max(longest, min(-(-longest // step) * step, limit))
+    tokens = np.full((len(prompts), width), PAD, np.int32)
+    mask = np.zeros((len(prompts), width), bool)
+    for row, p in enumerate(prompts):
+        tokens[row, width - len(p):] = p
+        mask[row, width - len(p):] = True
+    return tokens, mask
+
+
 def best_beams(seqs, lengths, stop_tokens) -> list[list[int]]:
     """Each row's tokens up to its length, without a final stop token."""
     out = []
@@ -443,13 +458,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
             raise DataError(f"num_beams={num_beams}: the prompt ({max(lengths)} tokens) and "
                             f"max_new_tokens={max_new_tokens} exceed the model's context "
                             f"{cfg.max_len}; lower max_new_tokens")
-        width = max(max(lengths), min(-(-max(lengths) // max(1, pad_to)) * max(1, pad_to),
-                                      cfg.max_len - max_new_tokens))
-        tokens = np.zeros((len(prompts), width), np.int32)
-        mask = np.zeros(tokens.shape, bool)
-        for row, p in enumerate(prompts):  # left padding
-            tokens[row, tokens.shape[1] - len(p):] = p
-            mask[row, tokens.shape[1] - len(p):] = True
+        tokens, mask = _left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
         stops = tuple(int(s) for s in stop_tokens)
         seqs, lens = _beam_generate(
             params, jnp.asarray(tokens), jnp.asarray(mask), jnp.float32(length_penalty),
@@ -464,14 +473,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         # rows padded to a power of two: constraints of similar size share one compiled loop
         rows = max(64, 1 << (len(constraint.table) - 1).bit_length())
         tables = tuple(jnp.asarray(a) for a in constraint.padded(rows, cfg.vocab_size))
-    padded = -(-max(lengths) // max(1, pad_to)) * max(1, pad_to)
-    # the padding never makes the window slide earlier than the longest prompt would
-    prompt_len = max(max(lengths), min(padded, cfg.max_len - max_new_tokens))
-    tokens = np.full((len(prompts), prompt_len), PAD, np.int32)
-    mask = np.zeros((len(prompts), prompt_len), bool)
-    for row, p in enumerate(prompts):  # left padding: every prompt ends at slot prompt_len - 1
-        tokens[row, prompt_len - len(p):] = p
-        mask[row, prompt_len - len(p):] = True
+    tokens, mask = _left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
     path = resolve_decode_path(decode_path)
     cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
     if on_token is not None:

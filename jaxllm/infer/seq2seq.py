@@ -37,6 +37,16 @@ def _start(model, params, source, source_mask, start_id, max_new_tokens):
     return logits[:, 0].at[:, start_id].set(-jnp.inf), cache  # the start token never follows
 
 
+def _beam_start(model, params, source, source_mask, start_id, max_new_tokens, num_beams):
+    """Beam search's start: the encoder and the first step run once per source (B rows), then
+    the logits, the cache (cross-attention keys/values included) and the source mask repeated
+    for each source's num_beams beams (row b * W + w). Returns (logits (B*W, V), cache, the
+    decode step of the B*W rows)."""
+    logits, cache = _start(model, params, source, source_mask, start_id, max_new_tokens)
+    rows = jnp.repeat(jnp.arange(source.shape[0]), num_beams)
+    return logits[rows], cache.select(rows), _step(model, params, source_mask[rows], start_id)
+
+
 def _step(model, params, source_mask, start_id):
     def step(tokens, cache):
         logits, cache = model.apply({"params": params}, tokens[:, None], None, source_mask, cache,
@@ -78,14 +88,12 @@ def _beams(params, source, source_mask, length_penalty, *, model: Seq2Seq, start
            end_id: int, max_new_tokens: int, num_beams: int, early_stopping: bool,
            n_tokens: int):
     """Beam search: (sequences, lengths) of each source's best hypothesis."""
-    rows = jnp.repeat(jnp.arange(source.shape[0]), num_beams)  # each source once per beam
-    source, source_mask = source[rows], source_mask[rows]
-    logits, cache = _start(model, params, source, source_mask, start_id, max_new_tokens)
+    logits, cache, step = _beam_start(model, params, source, source_mask, start_id,
+                                      max_new_tokens, num_beams)
     seqs, lengths, _ = beam_search(
-        logits, cache, _step(model, params, source_mask, start_id), Seq2SeqCache.take,
-        batch=len(rows) // num_beams, num_beams=num_beams, max_new_tokens=max_new_tokens,
-        end_ids=(end_id,), length_penalty=length_penalty, early_stopping=early_stopping,
-        n_tokens=n_tokens)
+        logits, cache, step, Seq2SeqCache.take, batch=source.shape[0], num_beams=num_beams,
+        max_new_tokens=max_new_tokens, end_ids=(end_id,), length_penalty=length_penalty,
+        early_stopping=early_stopping, n_tokens=n_tokens)
     return seqs[:, 0], lengths[:, 0]
 
 
@@ -148,11 +156,16 @@ def seq2seq_generate(model: Seq2Seq, params, sources: list[list[int]], *, start_
 def translate(model: Seq2Seq, params, tokenizer, sources: list[str], *, batch_size: int = 64,
               max_new_tokens: int | None = None, **options) -> list[str]:
     """The decoded target text of every source text, in batches of batch_size sources padded
-    to model.max_len tokens (one compiled loop for all; a source is cut to model.max_len).
-    options: those of seq2seq_generate (temperature, num_beams, ...)."""
+    to model.max_len tokens (one compiled loop for all; a source is cut to model.max_len; one
+    with no tokens is refused). options: those of seq2seq_generate (temperature, num_beams,
+    ...)."""
     cfg = model.cfg
     start, end = seq2seq_ids(tokenizer.vocab_size)
-    ids = [tokenizer.encode(s)[:cfg.max_len] or [0] for s in sources]
+    ids = [tokenizer.encode(s)[:cfg.max_len] for s in sources]
+    empty = next((i for i, x in enumerate(ids) if not x), None)
+    if empty is not None:
+        raise DataError(f"source {empty} ({sources[empty][:40]!r}) has no tokens; give every "
+                        f"source some text")
     out = []
     for i in range(0, len(ids), batch_size):
         chunk = ids[i:i + batch_size]

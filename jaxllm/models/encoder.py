@@ -33,15 +33,22 @@ Sentence embeddings (sentence-transformers' recipe for all-MiniLM-L6-v2) are
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import attention_mask
-from jaxllm.models.layers import (DTYPES, Dense, EncoderBlock, Norm, gelu, init_with_axes,
-                                 logical, scanned)
+from jaxllm.models.layers import (
+    DTYPES,
+    Dense,
+    EncoderBlock,
+    Norm,
+    gelu,
+    init_with_axes,
+    logical,
+    scanned,
+)
 
 HEADS = ("mlm", "nsp")
 # the params of the pretraining heads, absent when model.head is set
@@ -68,8 +75,7 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = scanned(EncoderBlock, cfg, n_broadcast=4, name="blocks")
         if cfg.head:  # a task head replaces the pretraining heads
-            self.head = Dense(cfg, 2 if cfg.head == "span" else cfg.num_classes,
-                              ("embed", None), use_bias=True)
+            self.head = task_head_layer(cfg)
             return
         # pretraining heads
         self.mlm_dense = Dense(cfg, cfg.d_model, ("embed", "mlp"), use_bias=True)
@@ -142,12 +148,18 @@ def l2_normalize(x, eps: float = 1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def task_head_layer(cfg: ModelConfig) -> Dense:
+    """The linear layer of model.head: D -> 2 (span: start and end) or num_classes."""
+    return Dense(cfg, 2 if cfg.head == "span" else cfg.num_classes, ("embed", None),
+                 use_bias=True)
+
+
 def init_task_head(cfg: ModelConfig, rng: jax.Array) -> dict:
     """Fresh params of model.head for an encoder trained without it (fine-tuning a pretrained
-    body): the kernel (D, classes) drawn as the other layers' (N(0, init_std)), the bias zero."""
-    n = 2 if cfg.head == "span" else cfg.num_classes
-    return {"kernel": cfg.init_std * jax.random.normal(rng, (cfg.d_model, n), jnp.float32),
-            "bias": jnp.zeros((n,), jnp.float32)}
+    body), drawn by the head's own layer (Dense's initialisers: the kernel (D, classes) as the
+    other layers', the bias zero)."""
+    x = jnp.zeros((1, cfg.d_model), jnp.float32)
+    return nn.unbox(task_head_layer(cfg).init(rng, x)["params"])
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array):

@@ -78,6 +78,15 @@ class Seq2SeqCache:
         and values, the same in all of a source's rows, are kept as they are."""
         return self.replace(k=jnp.take(self.k, rows, axis=1), v=jnp.take(self.v, rows, axis=1))
 
+    def select(self, rows) -> Seq2SeqCache:
+        """The cache of the batch rows `rows` (B',) int, every array's (the cross-attention
+        keys/values too): a cache of B sources made into one of B' rows (beam search's
+        W rows per source)."""
+        def pick(a):
+            return None if a is None else jnp.take(a, rows, axis=1)
+        return self.replace(k=pick(self.k), v=pick(self.v), cross_k=pick(self.cross_k),
+                            cross_v=pick(self.cross_v))
+
 
 class Seq2SeqBlock(nn.Module):
     """Decoder block of an encoder-decoder: causal self-attention, cross-attention to the
@@ -175,10 +184,12 @@ class Seq2Seq(nn.Module):
             x = self.final_norm(x)
         return self.embed.attend(x) if self.cfg.tie_embeddings else self.head(x)
 
-    def _memory_mask(self, memory, source_mask):
+    @staticmethod
+    def _memory_mask(length: int, source_mask):
+        """The cross-attention mask (B or 1, 1, 1, S) of a source of `length` tokens."""
         if source_mask is None:
-            return jnp.ones((1, 1, 1, memory.shape[1]), bool)
-        return source_mask[:, None, None, :]  # (B, 1, 1, S)
+            return jnp.ones((1, 1, 1, length), bool)
+        return source_mask[:, None, None, :]
 
     def __call__(self, source, target_in, source_mask=None, target_mask=None,
                  train: bool = False):
@@ -193,8 +204,8 @@ class Seq2Seq(nn.Module):
             idx = jnp.arange(T)
             mask = attention_mask(idx, idx, kv_valid=target_mask)  # (B, 1, T, T)
         x = self._embed(self.embed, self._target_table(), target_in, positions, train)
-        x, _ = self.blocks(x, None, memory, self._memory_mask(memory, source_mask), positions,
-                           mask, None, train)
+        x, _ = self.blocks(x, None, memory, self._memory_mask(memory.shape[1], source_mask),
+                           positions, mask, None, train)
         return self._logits(x)
 
     def _target_table(self):
@@ -211,12 +222,10 @@ class Seq2Seq(nn.Module):
         mask = attention_mask(start + jnp.arange(T), jnp.arange(size))  # causal over the slots
         cross = None if cache.cross_k is None else (cache.cross_k, cache.cross_v)
         S = (memory if cross is None else cache.cross_k).shape[-3]
-        memory_mask = jnp.ones((1, 1, 1, S), bool) if source_mask is None \
-            else source_mask[:, None, None, :]
         x = self._embed(self.embed, self._target_table(), tokens, positions, False)
         x, (layers, (ck, cv)) = self.blocks(
-            x, (LayerCache(cache.k, cache.v, "accelerator"), cross), memory, memory_mask,
-            positions, mask, start, False)
+            x, (LayerCache(cache.k, cache.v, "accelerator"), cross), memory,
+            self._memory_mask(S, source_mask), positions, mask, start, False)
         cache = cache.replace(k=layers.k, v=layers.v, length=start + T, cross_k=ck, cross_v=cv)
         return self._logits(x), cache
 

@@ -44,7 +44,7 @@ class Inputs(NamedTuple):
     train: Any  # BatchIterator or ImageBatches: next(), batch(step), state(), restore()
     validation: list  # fixed batches, the same at every evaluation
     unit: str  # what a batch's rows count: "tokens" (per position), "images" or "sequences"
-    per_step: int  # units per optimizer step
+    per_step: int  # units per optimizer step (an encoder-decoder: source + target positions)
     # Post-training objectives (train/align_inputs.py, train/rollout.py), None otherwise:
     # start(model, params, resuming) once the state exists (reference log-probabilities);
     # rollout(params, batch, step) -> the step's batch (PPO/GRPO sample it from the policy);
@@ -114,7 +114,9 @@ def image_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
 def pair_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
     """Source-target pairs (data/pairs.py) for an encoder-decoder: rows of the source
     right-padded to model.max_len and of the target (+ </s>) to data.target_len (0:
-    model.max_len), in a seeded order per epoch."""
+    model.max_len), in a seeded order per epoch. Its tokens per step are the positions a step
+    runs over: the encoder's max_len and the decoder's target length per row, padding
+    included (the step computes over it)."""
     dc, t = cfg.data, cfg.train
     splits = load_pairs(dc.corpus)
     tokenizer = data_tokenizer(dc.tokenizer, [x for p in splits.train for x in p],
@@ -128,4 +130,4 @@ def pair_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:
                        t.batch_size, t.seed)
     validation = fixed_rows(encode_pairs(tokenizer, splits.validation, m.max_len, end, width),
                             t.eval_batches, t.batch_size // cfg.optim.grad_accum)
-    return Inputs(cfg, tokenizer, train, validation, "tokens", t.batch_size * m.max_len)
+    return Inputs(cfg, tokenizer, train, validation, "tokens", t.batch_size * (m.max_len + width))

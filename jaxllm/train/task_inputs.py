@@ -31,8 +31,8 @@ from jaxllm.data import RowBatches, fixed_rows
 from jaxllm.data.corpora import BBC_CATEGORIES, bbc_news
 from jaxllm.data.labeled import encode_texts, stratified_split
 from jaxllm.data.pairs import bbc_articles
-from jaxllm.data.tokens import data_tokenizer
 from jaxllm.data.tagging import TAGS, planted_rows, tag_rows
+from jaxllm.data.tokens import data_tokenizer
 from jaxllm.errors import DataError
 from jaxllm.metrics.classification import accuracy, precision_recall_fscore
 from jaxllm.objectives.classification import MAX_ANSWER, NEG, best_span
@@ -44,12 +44,15 @@ SPLIT_SEED = 0
 CORPORA = {"sequence": "bbc", "token": "bbc-tags", "span": "bbc-planted"}  # by model.head
 
 
+SPLITS = ("train", "validation", "test")
+
+
 class TaskSplits(NamedTuple):
     tokenizer: object
     classes: tuple[str, ...]
-    train: dict  # {"tokens", "mask", "labels"} numpy arrays, one row per text
-    validation: dict
-    test: dict
+    train: dict | None  # {"tokens", "mask", "labels"} numpy arrays, one row per text; None
+    validation: dict | None  # for a split not asked for (task_splits' `only`)
+    test: dict | None
 
 
 def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
@@ -64,13 +67,18 @@ def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]
     return texts, labels, classes
 
 
-def task_splits(cfg: config_lib.Config, tokenizer=None) -> TaskSplits:
+def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = SPLITS
+                ) -> TaskSplits:
     """The corpus's train/validation/test rows, through `tokenizer` (None: one of
-    data.tokenizer's kind built from the train texts)."""
+    data.tokenizer's kind built from the train texts); the splits not in `only` are None (not
+    encoded)."""
     m, dc = cfg.model, cfg.data
     if dc.corpus != CORPORA[m.head]:
         raise DataError(f"data.corpus={dc.corpus!r}: a model.head={m.head} run reads "
                         f"{CORPORA[m.head]}; set data.corpus={CORPORA[m.head]}")
+    unknown = set(only) - set(SPLITS)
+    if unknown:
+        raise DataError(f"split {min(unknown)!r}: choose from {', '.join(SPLITS)}")
     fractions = (dc.val_fraction, dc.val_fraction)
     if m.head == "sequence":
         texts, labels, classes = labelled_texts(dc.corpus)
@@ -84,15 +92,18 @@ def task_splits(cfg: config_lib.Config, tokenizer=None) -> TaskSplits:
                         f"{len(classes)} classes ({', '.join(classes)}); set it to {len(classes)}")
     tokenizer = data_tokenizer(dc.tokenizer, [texts[i] for i in parts[0]], texts, tokenizer,
                                dc.vocab_size)
-    if m.head == "sequence":
-        rows = encode_texts(tokenizer, texts, m.max_len)
-        splits = ({**{k: v[p] for k, v in rows.items()}, "labels": labels[p]} for p in parts)
-    elif m.head == "token":
-        splits = (tag_rows(tokenizer, [texts[i] for i in p], m.max_len) for p in parts)
-    else:  # a seed per split: the planted codes of one split are not those of another
-        splits = (planted_rows(tokenizer, [texts[i] for i in p], m.max_len, SPLIT_SEED + k)
-                  for k, p in enumerate(parts))
-    return TaskSplits(tokenizer, classes, *splits)
+
+    def rows(k: int, p: np.ndarray) -> dict:
+        part = [texts[i] for i in p]
+        if m.head == "sequence":
+            return {**encode_texts(tokenizer, part, m.max_len), "labels": labels[p]}
+        if m.head == "token":
+            return tag_rows(tokenizer, part, m.max_len)
+        # a seed per split: the planted codes of one split are not those of another
+        return planted_rows(tokenizer, part, m.max_len, SPLIT_SEED + k)
+
+    return TaskSplits(tokenizer, classes, *(rows(k, p) if name in only else None
+                                             for k, (name, p) in enumerate(zip(SPLITS, parts))))
 
 
 def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
@@ -126,13 +137,33 @@ def predict(model, params, rows: dict, batch_size: int = 32) -> dict[str, np.nda
     return {k: np.concatenate([o[k] for o in out])[:n] for k in out[0]}
 
 
+def tag_scores(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
+    """Accuracy and macro-F1 (over classes 0..n_classes-1) of predicted class ids; labels -1
+    (untagged positions) are left out."""
+    keep = labels >= 0
+    labels, pred = labels[keep], pred[keep]
+    macro = precision_recall_fscore(labels, pred, average="macro", labels=list(range(n_classes)))
+    return {"labelled": len(labels), "accuracy": accuracy(labels, pred),
+            "macro_f1": float(macro[2])}
+
+
+def span_scores(rows: dict, starts: np.ndarray, ends: np.ndarray) -> dict:
+    """Exact match (the span is the answer's) and the mean F1 of the spans' tokens against the
+    answers' (SQuAD's overlap F1, over WordPiece positions) of predicted spans (N,) of rows."""
+    gs, ge = rows["starts"], rows["ends"]
+    overlap = np.maximum(0, np.minimum(ends, ge) - np.maximum(starts, gs) + 1)
+    f1 = np.where(overlap > 0, 2 * overlap / np.maximum((ends - starts + 1) + (ge - gs + 1), 1),
+                  0.0)
+    return {"exact_match": float(np.mean((starts == gs) & (ends == ge))),
+            "f1": float(np.mean(f1))}
+
+
 def evaluate_task(loaded, split: str = "test") -> dict:
     """Scores of a trained task-head run on a split of its corpus (loaded: train.run.load_run's
-    result): accuracy and macro-F1 of texts (sequence) or of tagged tokens (token); for span,
-    exact match (the decoded span is the answer) and the mean F1 of the decoded span's tokens
-    against the answer's (SQuAD's overlap F1, over WordPiece positions)."""
+    result), with "split" and "texts" (rows scored): tag_scores of texts (sequence) or of tagged
+    tokens (token); span_scores of the best valid span (span). Only that split is encoded."""
     head = loaded.config.model.head
-    data = task_splits(loaded.config, loaded.tokenizer)
+    data = task_splits(loaded.config, loaded.tokenizer, only=(split,))
     rows = getattr(data, split)
     out = predict(loaded.model, loaded.params, rows)
     n = len(rows["tokens"])
@@ -140,16 +171,6 @@ def evaluate_task(loaded, split: str = "test") -> dict:
         start = np.where(rows["mask"], out["start_logits"], NEG)
         end = np.where(rows["mask"], out["end_logits"], NEG)
         s, e, _ = (np.asarray(x) for x in best_span(start, end, rows["context"], MAX_ANSWER))
-        gs, ge = rows["starts"], rows["ends"]
-        overlap = np.maximum(0, np.minimum(e, ge) - np.maximum(s, gs) + 1)
-        f1 = np.where(overlap > 0, 2 * overlap / np.maximum((e - s + 1) + (ge - gs + 1), 1), 0.0)
-        return {"texts": n, "exact_match": float(np.mean((s == gs) & (e == ge))),
-                "f1": float(np.mean(f1))}
-    pred, labels = out["logits"].argmax(-1), rows["labels"]
-    if head == "token":  # the tagged tokens only
-        keep = labels >= 0
-        pred, labels = pred[keep], labels[keep]
-    macro = precision_recall_fscore(labels, pred, average="macro",
-                                    labels=list(range(len(data.classes))))
-    return {"texts": n, "labelled": len(labels), "accuracy": accuracy(labels, pred),
-            "macro_f1": float(macro[2]), "classes": data.classes}
+        return {"split": split, "texts": n, **span_scores(rows, s, e)}
+    return {"split": split, "texts": n, "classes": data.classes,
+            **tag_scores(rows["labels"], out["logits"].argmax(-1), len(data.classes))}
