@@ -56,7 +56,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     e.add_argument("--queries", default=None, help="JSONL queries (default: the index's own)")
     e.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
     e.add_argument("--alpha", type=float, default=0.5)
-    e.add_argument("--fusion", default="rsf", choices=["rsf", "rrf"])
+    e.add_argument("--fusion", default="rsf", choices=["rsf", "dbsf", "rrf"])
     e.add_argument("-k", type=int, default=10)
     e.add_argument("--rerank", default=None, choices=["cross", "llm"])
     e.add_argument("--candidates", type=int, default=20)
