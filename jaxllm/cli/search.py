@@ -4,7 +4,7 @@
   jaxllm search bbc.idx "oil prices" --mode hybrid --alpha 0.5 --filter category=business
   jaxllm search bbc.idx "new phones" --mode dense --filter "category=tech|business" --json
 
---mode: bm25, dense or hybrid (alpha: 0 = BM25 only, 1 = vectors only; --fusion rsf or rrf).
+--mode: bm25, dense or hybrid (alpha: 0 = BM25 only, 1 = vectors only; --fusion rsf, dbsf or rrf).
 --filter FIELD=VALUE, FIELD=A|B, FIELD!=VALUE, FIELD>=NUMBER (repeatable; all must hold) is
 applied before the top k. --docs-first N searches the chunks of the N best documents by
 abstract only. --rerank cross|llm reorders the top --candidates with a reranker.
@@ -21,7 +21,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("query")
     p.add_argument("--mode", default="bm25", choices=["bm25", "dense", "hybrid"])
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--fusion", default="rsf", choices=["rsf", "rrf"])
+    p.add_argument("--fusion", default="rsf", choices=["rsf", "dbsf", "rrf"])
     p.add_argument("--filter", action="append", default=None, metavar="COND")
     p.add_argument("--docs-first", type=int, default=None, metavar="N")
     p.add_argument("--rerank", default=None, choices=["cross", "llm"])

@@ -19,6 +19,8 @@ BBC News ("bbc"), articles numbered in corpus order (category folders, then file
     misspell  the web query with a typo in every word of 5+ letters (two middle letters swapped)
     substring an exact passage: the 10 words in the middle of the body
 - "train": the headlines of the remaining articles (for fine-tuning a reranker, choosing alpha).
+  `bbc_typed_training` makes queries of the six types from those same articles (not saved with
+  an index), to choose a setting per type.
 
 chatterbot ("chatterbot"): "qa" (the even-numbered distinct questions; relevant: every answer
 given to that question) and "train" (the odd-numbered ones).
@@ -99,20 +101,38 @@ def bbc_sets(docs: list[Document]) -> dict[str, list[dict]]:
             sets["train"].append({"id": f"tr{i}", "query": d.title, "relevant": [d.id],
                                   "type": "train"})
             continue
-        if kind == "web":
-            q = _web(d.title)
-        elif kind == "concept":
-            q = _concept(d.text)
-        elif kind == "fact":
-            q = _fact(d.text) or _concept(d.text)
-        elif kind == "keyword":
-            q = _keywords(d.text, df)
-        elif kind == "misspell":
-            q = " ".join(_typo(w) for w in _web(d.title).split())
-        else:
-            q = _substring(d.text)
-        sets["types"].append({"id": f"{kind}{i}", "query": q, "relevant": [d.id], "type": kind})
+        sets["types"].append({"id": f"{kind}{i}", "query": _typed_query(kind, d, df),
+                              "relevant": [d.id], "type": kind})
     return sets
+
+
+def _typed_query(kind: str, d: Document, df: Counter) -> str:
+    if kind == "web":
+        return _web(d.title)
+    if kind == "concept":
+        return _concept(d.text)
+    if kind == "fact":
+        return _fact(d.text) or _concept(d.text)
+    if kind == "keyword":
+        return _keywords(d.text, df)
+    if kind == "misspell":
+        return " ".join(_typo(w) for w in _web(d.title).split())
+    return _substring(d.text)
+
+
+def bbc_typed_training(docs: list[Document]) -> list[dict]:
+    """Training queries of the six types (for choosing a setting per type, never on the test
+    queries): the same rules applied to the articles of the "train" set, the j-th of them
+    (in corpus order) getting type TYPES[j % 6]; ids "train-<type><article number>"."""
+    df = Counter(w for d in docs for w in {x.lower() for x in _WORD.findall(d.text)})
+    train = [i for i in range(len(docs))
+             if i % KNOWN_ITEM_EVERY and i % TYPE_EVERY not in TYPE_OFFSETS.values()]
+    out = []
+    for j, i in enumerate(train):
+        kind = TYPES[j % len(TYPES)]
+        out.append({"id": f"train-{kind}{i}", "query": _typed_query(kind, docs[i], df),
+                    "relevant": [docs[i].id], "type": kind})
+    return out
 
 
 def chatterbot_sets(docs: list[Document]) -> dict[str, list[dict]]:

@@ -5,6 +5,9 @@
 - relative score fusion ("rsf"): each list's scores min-max normalised to [0, 1] (a list whose
   scores are all equal normalises to 1), then fused = (1 - alpha) * bm25 + alpha * vector, a
   document missing from a list counting 0 there;
+- distribution-based score fusion ("dbsf", Mazzeschi 2023): like "rsf", but each list's scores
+  are mapped to [0, 1] by the limits mean -/+ 3 standard deviations of that list (clipped; a list
+  whose scores are all equal maps to 1), so one outlying top score does not squash the rest;
 - reciprocal-rank fusion ("rrf"): fused = (1 - alpha) / (c + rank_bm25) + alpha / (c + rank_vector)
   with ranks from 1 and c = 60 (Cormack et al. 2009); a missing document adds nothing.
 
@@ -18,7 +21,7 @@ import numpy as np
 from jaxllm.errors import ConfigError
 from jaxllm.retrieval.sparse import Hits
 
-FUSIONS = ("rsf", "rrf")
+FUSIONS = ("rsf", "dbsf", "rrf")
 RRF_C = 60
 
 
@@ -36,14 +39,25 @@ def _minmax(scores: np.ndarray) -> np.ndarray:
     return np.ones_like(scores) if hi == lo else (scores - lo) / (hi - lo)
 
 
+def _three_sigma(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, np.float64)
+    if len(scores) == 0:
+        return scores
+    mean, sd = scores.mean(), scores.std()
+    if sd == 0:
+        return np.ones_like(scores)
+    return np.clip((scores - (mean - 3 * sd)) / (6 * sd), 0.0, 1.0)
+
+
 def fuse(sparse: Hits, dense: Hits, alpha: float, k: int, method: str = "rsf") -> Hits:
     """The top k of the fused list (scores float64)."""
     alpha = check_alpha(alpha)
     if method not in FUSIONS:
         raise ConfigError(f"fusion={method!r} is not one of {', '.join(FUSIONS)}")
-    if method == "rsf":
-        parts = [(sparse.ids, (1 - alpha) * _minmax(sparse.scores)),
-                 (dense.ids, alpha * _minmax(dense.scores))]
+    if method in ("rsf", "dbsf"):
+        norm = _minmax if method == "rsf" else _three_sigma
+        parts = [(sparse.ids, (1 - alpha) * norm(sparse.scores)),
+                 (dense.ids, alpha * norm(dense.scores))]
     else:
         parts = [(h.ids, w / (RRF_C + np.arange(1, len(h.ids) + 1)))
                  for h, w in ((sparse, 1 - alpha), (dense, alpha))]

@@ -3,9 +3,11 @@
 - `CrossEncoder`: jaxllm's BERT encoder over "[CLS] query [SEP] passage [SEP]" (token types 0
   then 1), mean-pooled, one linear relevance logit; `probabilities` is its sigmoid. It starts
   from all-MiniLM-L6-v2's weights (a new head) and is fine-tuned by `train_cross_encoder` on an
-  index's training queries: for each, the best-ranked BM25 chunk of a relevant document is the
-  positive and the best-ranked BM25 chunks of other documents the (hard) negatives, with binary
-  cross-entropy, so that the sigmoid reads as a probability of relevance.
+  index's training queries: for each, the best-ranked chunk of a relevant document in the
+  first stage it will rerank (hybrid, or BM25 for an index without vectors) is the positive and
+  that stage's best-ranked chunks of other documents the (hard) negatives, with binary
+  cross-entropy (so that the sigmoid reads as a probability of relevance) plus a softmax
+  cross-entropy over each query's candidates.
 - `LLMReranker`: SmolLM2-135M-Instruct asked, in its chat template, whether the passage answers
   the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
   each side summed over the " yes"/"Yes"/... spellings that are single tokens).
@@ -140,55 +142,85 @@ class CrossEncoder:
         return model
 
 
-def training_pairs(index, queries, negatives: int = 3, depth: int = 30):
+def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
+                   mode: str | None = None, alpha: float = 0.5):
     """(query, positive text, [negative texts]) for each query whose relevant documents have a
-    chunk: the positive is the best BM25-ranked chunk of a relevant document (else its first
-    chunk), the negatives the best BM25-ranked chunks of other documents (then other chunks in a
-    seeded order, when BM25 finds too few)."""
+    chunk, mined from the first stage that the reranker will reorder (`mode`: "hybrid" at
+    `alpha` when the index has vectors, else "bm25"): the positive is its best-ranked chunk of a
+    relevant document (else that document's first chunk), the negatives its best-ranked chunks
+    of other documents (then other chunks in a seeded order, when it finds too few).
+
+    Negatives come from the same first stage as the candidates at search time: mined with BM25
+    alone for a query whose answer BM25 does not find (most of chatterbot's), every negative
+    shares words with the query and the positive does not, and a model learns that word overlap
+    means irrelevant, which reverses a dense list. A negative never has the text of a relevant
+    chunk (BBC holds duplicate articles under two ids) nor of another negative."""
+    mode = mode or ("hybrid" if index.encoder_info is not None else "bm25")
     first_chunk = {}
     for i, c in enumerate(index.chunks):
         first_chunk.setdefault(c.metadata["doc_id"], i)
-    hits = index.search_hits([q["query"] for q in queries], mode="bm25", k=depth)
+    text_docs: dict[str, set] = {}
+    for c in index.chunks:
+        text_docs.setdefault(c.text, set()).add(c.metadata["doc_id"])
+    hits = index.search_hits([q["query"] for q in queries], mode=mode, alpha=alpha, k=depth)
     out = []
     for q, h in zip(queries, hits):
         relevant = set(q["relevant"])
         ranked = [int(i) for i in h.ids]
         pos = next((i for i in ranked if index.chunks[i].metadata["doc_id"] in relevant),
                    next((first_chunk[d] for d in q["relevant"] if d in first_chunk), None))
-        negs = [i for i in ranked if index.chunks[i].metadata["doc_id"] not in relevant]
-        if len(negs) < negatives:  # BM25 found too few: other chunks, in a seeded order
-            rng = np.random.default_rng(len(out))
-            negs += [int(i) for i in rng.permutation(len(index.chunks))
-                     if index.chunks[i].metadata["doc_id"] not in relevant and i not in negs]
+        negs, seen = [], set()
+        # the ranked list first, then (when it holds too few) other chunks in a seeded order
+        rest = np.random.default_rng(len(out)).permutation(len(index.chunks)).tolist()
+        for i in ranked + rest:
+            if len(negs) == negatives:
+                break
+            text = index.chunks[i].text
+            if not text_docs[text] & relevant and text not in seen:
+                negs.append(i)
+                seen.add(text)
         if pos is None or len(negs) < negatives:
             continue
-        out.append((q["query"], index.chunks[pos].text,
-                    [index.chunks[i].text for i in negs[:negatives]]))
+        out.append((q["query"], index.chunks[pos].text, [index.chunks[i].text for i in negs]))
     return out
 
 
 def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int = 4,
-                        negatives: int = 3, max_len: int = 128, lr: float = 3e-5, seed: int = 0,
-                        progress: bool = True, log=None) -> CrossEncoder:
-    """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with BM25
-    hard negatives (binary cross-entropy; AdamW, linear warm-up over the first 10% of steps)."""
+                        negatives: int = 3, max_len: int = 128, lr: float = 3e-5,
+                        head_lr: float = 1e-3, mode: str | None = None, alpha: float = 0.5,
+                        seed: int = 0, progress: bool = True, log=None) -> CrossEncoder:
+    """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with hard
+    negatives from the first stage it will rerank (`training_pairs`; mode, alpha).
+
+    The loss is binary cross-entropy (so that the sigmoid reads as a probability of relevance)
+    plus the softmax cross-entropy of the positive among its query's candidates (what a ranking
+    needs: the positive above those negatives). AdamW, linear warm-up over the first 10% of
+    steps; the new head at `head_lr`: at the encoder's rate it moves ~lr per step, and a few
+    hundred steps teach it no more than the base rate of positives."""
     import optax
     from tqdm import tqdm
 
-    pairs = training_pairs(index, queries, negatives)
+    pairs = training_pairs(index, queries, negatives, mode=mode, alpha=alpha)
     if not pairs:
         raise ConfigError("no training pairs: the training queries found no relevant chunk and "
-                          f"{negatives} other chunks with BM25")
+                          f"{negatives} other chunks")
     ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed)
-    schedule = optax.linear_schedule(0.0, lr, max(steps // 10, 1))
-    tx = optax.adamw(schedule, weight_decay=0.01)
+    warmup = max(steps // 10, 1)
+    tx = optax.multi_transform(
+        {"encoder": optax.adamw(optax.linear_schedule(0.0, lr, warmup), weight_decay=0.01),
+         "head": optax.adamw(optax.linear_schedule(0.0, head_lr, warmup), weight_decay=0.0)},
+        {"encoder": jax.tree_util.tree_map(lambda _: "encoder", ce.params["encoder"]),
+         "head": jax.tree_util.tree_map(lambda _: "head", ce.params["head"])})
     opt_state = tx.init(ce.params)
     model = ce.model
 
     def loss_fn(params, tokens, types, mask, labels):
         hidden = model.apply({"params": params["encoder"]}, tokens, types, mask)["hidden"]
         logits = mean_pool(hidden, mask) @ params["head"]["w"] + params["head"]["b"]
-        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+        listwise = optax.softmax_cross_entropy(logits.reshape(batch_queries, -1),
+                                               labels.reshape(batch_queries, -1))
+        return bce + jnp.mean(listwise)
 
     @jax.jit
     def step(params, opt_state, tokens, types, mask, labels):
