@@ -108,6 +108,7 @@ def tiny_smol_tokenizer_lm():
     chat template: "yes" / "no" are single tokens of its vocabulary, as for the real model. Its
     weights (standard deviation 0.3) give logits that differ by a few nats, not a flat softmax."""
     from helpers import tiny_decoder
+
     from jaxllm.text import load_tokenizer
     return tiny_decoder(256, 1, "tiny-smol", tokenizer=load_tokenizer("smollm2-135m-instruct"),
                         scale=0.3)
