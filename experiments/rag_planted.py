@@ -3,7 +3,7 @@ and lexical faithfulness, relevancy, compression (and whether it kept the plante
 reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
 
     nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
-        --records /tmp/rag3-planted.jsonl                  # answers; resumable, one JSON a line
+        --interleave 2 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
     python experiments/rag_planted.py ... --report [--append]          # tables from the records
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
 
@@ -18,8 +18,11 @@ with the top 3 chunks, without or with reranking (the SmolLM2 yes/no reranker ov
 10, keep 3), at sentence-level compression ratio 1.0 / 0.5 / 0.25. The first --questions facts
 are asked closed-book and in RAG without reranking at ratio 1.0; the other five RAG cells are
 asked on a seeded subset (--subset questions, the same number of each query type, drawn with
-random.Random(seed + 1)), which is run first, so that every cell answers the same subset
-questions.
+random.Random(seed + 1)). Every question's BM25 ranking is recorded first (it takes no model
+time); then each subset question is answered in every cell, followed by --interleave of the
+other questions in the first two cells, and the rest after the subset: a run stopped early
+(these take hours on a shared CPU) holds both parts, and the report reads the subset as the
+subset questions that were answered in every cell.
 
 Per answer: exact (normalised answer == the planted value), contains (every word of the value
 appears in the answer), faithfulness (jaxllm.metrics.rag: model-judged with rag/judge.py, and
@@ -33,13 +36,15 @@ max entropy for predicting a wrong answer (contains = false) and the accuracy-co
 
 --latency N: N subset questions answered once in each RAG cell through rag.answer with its
 real stages (retrieve, rerank, compress, prefill, decode timed by the pipeline), after one
-warm-up question per cell; the median seconds per stage.
+warm-up question per cell; the median seconds per stage. And the seconds per answer of
+generating those questions' RAG prompts one at a time and in one batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import platform
 import random
@@ -169,6 +174,13 @@ def holds(results, sentence: str) -> bool:
     return any(sentence in " ".join(r.text.split()) for r in results)
 
 
+def relevant_chunks(index, fact) -> list[str]:
+    """The ids of the chunks of the fact's document that hold the planted sentence whole."""
+    sentence = " ".join(fact["sentence"].split())
+    return [c.id for c in index.chunks if c.metadata["doc_id"] == fact["doc"]
+            and sentence in " ".join(c.text.split())]
+
+
 def read_records(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -180,6 +192,7 @@ def main():
     p.add_argument("--plant", type=int, default=300)
     p.add_argument("--questions", type=int, default=300)
     p.add_argument("--subset", type=int, default=24)
+    p.add_argument("--interleave", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", default="/tmp/rag-planted.jsonl")
     p.add_argument("--report", action="store_true")
@@ -238,7 +251,16 @@ def answer_all(index, facts, subset, args, records, build_s):
         out.write(json.dumps({"meta": {"plant": args.plant, "questions": args.questions,
                                        "subset": subset, "chunks": len(index.chunks),
                                        "build_s": build_s, "seed": args.seed}}) + "\n")
-    for qi in subset + [q for q in range(args.questions) if q not in subset]:
+    rest = [q for q in range(args.questions) if q not in subset]
+    for qi in rest:  # the BM25 ranking of every question first: it takes no model time
+        if (qi, "retrieval") not in done:
+            write(out, {"qi": qi, "cell": "retrieval", "relevant": relevant_chunks(index, facts[qi]),
+                        "ranking": [h.id for h in index.search(facts[qi]["question"], k=10)]})
+            done.add((qi, "retrieval"))
+    order, others = [], iter(rest)  # each subset question, then --interleave of the others
+    for qi in subset:
+        order += [qi, *itertools.islice(others, args.interleave)]
+    for qi in order + list(others):
         f = facts[qi]
         cells = MAIN_CELLS + RAG_CELLS[1:] if qi in subset else MAIN_CELLS
         need = [c for c in cells + ("retrieval",) + (("retrieval + rerank",) if qi in subset
@@ -246,8 +268,7 @@ def answer_all(index, facts, subset, args, records, build_s):
         if not need:
             continue
         sentence = " ".join(f["sentence"].split())
-        relevant = [c.id for c in index.chunks if c.metadata["doc_id"] == f["doc"]
-                    and sentence in " ".join(c.text.split())]
+        relevant = relevant_chunks(index, f)
         t = time.perf_counter()
         hits = index.search(f["question"], k=10)
         t_retrieve = time.perf_counter() - t
@@ -308,18 +329,21 @@ def report(records, args) -> str:
     from jaxllm.metrics.rag import auroc
 
     meta = next(r["meta"] for r in records if "meta" in r)
-    subset = set(meta["subset"])
     by_cell = {}
     for r in records:
         if "cell" in r:
             by_cell.setdefault(r["cell"], {})[r["qi"]] = r  # a rerun's record replaces
+    every = (*MAIN_CELLS, *RAG_CELLS[1:], "retrieval + rerank")
+    subset = {qi for qi in meta["subset"] if all(qi in by_cell.get(c, {}) for c in every)}
+    n_type = {t: sum(qi % len(TYPES) == i for qi in subset) for i, t in enumerate(TYPES)}
     main_n = len(by_cell.get(cell_name(False, 1.0), {}))
     out = [(f"{meta['plant']} facts planted (seed {meta['seed']}); BM25 index of "
-           f"{meta['chunks']} chunks built in {meta['build_s']:.1f} s. Closed-book and RAG at "
-           f"ratio 1.0 without reranking: {main_n} of the {meta['questions']} questions; the "
-           f"other cells: the seeded subset of {len(subset)} questions "
-           f"({len(subset) // len(TYPES)} of each query type), also shown for the first two "
-           "cells as '(subset)'.\n")]
+           f"{meta['chunks']} chunks built in {meta['build_s']:.1f} s. BM25 retrieval: all "
+           f"{len(by_cell.get('retrieval', {}))} questions. Closed-book and RAG at ratio 1.0 "
+           f"without reranking: {main_n} questions. The other cells: the {len(subset)} questions "
+           f"of the seeded subset of {len(meta['subset'])} that were answered in every cell "
+           f"when the run was stopped ({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
+           "also shown for the first two cells as '(subset)'.\n")]
 
     def mean(rs, k):
         v = [float(r[k]) for r in rs if r.get(k) is not None]
@@ -389,6 +413,33 @@ def report(records, args) -> str:
     return "\n\n".join(out)
 
 
+def batching(lm, index, questions) -> str:
+    """Seconds per answer generating the RAG prompts (top 3 BM25 chunks, ratio 1.0) one at a
+    time and all in one batch (greedy, 32 new tokens, every prompt left-padded to the longest's
+    bucket of PAD_TO), after a warm-up of each."""
+    from jaxllm.infer import generate
+    from jaxllm.rag import render_chat, sources_messages
+    from jaxllm.rag.prompt import PAD_TO
+
+    ids = [lm.tokenizer.encode(render_chat(lm.tokenizer, sources_messages(q, index.search(q, k=3))))
+           for q in questions]
+    width = -(-max(map(len, ids)) // PAD_TO) * PAD_TO
+    stops = tuple(lm.end_tokens())
+
+    def run(prompts):
+        t = time.perf_counter()
+        generate(lm.model, lm.params, prompts, max_new_tokens=32, temperature=0,
+                 stop_tokens=stops, return_scores=True, pad_to=width)  # one shape
+        return time.perf_counter() - t
+
+    run(ids[:1]), run(ids)  # compile both shapes
+    one = sum(run([p]) for p in ids) / len(ids)
+    many = run(ids) / len(ids)
+    return (f"Generation of {len(ids)} RAG prompts of {min(map(len, ids))}-{max(map(len, ids))} "
+            f"tokens (left-padded to {width}), greedy, 32 new tokens: {one:.2f} s per answer one at a "
+            f"time, {many:.2f} s per answer in one batch of {len(ids)}.")
+
+
 def latency(index, facts, subset, n: int) -> str:
     """Median seconds per stage of rag.answer with its real stages, n subset questions."""
     from jaxllm import pretrained
@@ -411,8 +462,9 @@ def latency(index, facts, subset, n: int) -> str:
         rows.append([cell] + [f"{np.median([t.get(s, 0.0) for t in times]):.3f}"
                               for s in STAGES]
                     + [f"{np.median([sum(t.get(s, 0.0) for s in STAGES) for t in times]):.2f}"])
+    batch = batching(lm, index, [facts[qi]["question"] for qi in subset[:n]])
     load.append(subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
-    return (f"Median seconds per answer by stage over {n} subset questions (after one warm-up "
+    return (batch + "\n\n" + f"Median seconds per answer by stage over {n} subset questions (after one warm-up "
             f"answer per cell), rag.answer with its real stages, greedy, 32 new tokens. Load "
             f"before: {load[0]}; after: {load[1]}.\n\n"
             + table(rows, ["cell", *STAGES, "total"]))
