@@ -25,8 +25,9 @@ other questions in the first two cells, and the rest after the subset: a run sto
 subset questions that were answered in every cell.
 
 Per answer: exact (normalised answer == the planted value), contains (every word of the value
-appears in the answer), faithfulness (jaxllm.metrics.rag: model-judged with rag/judge.py, and
-lexical) against the sources given, relevancy (model-judged, and the MiniLM cosine of question
+appears in the answer), faithfulness (jaxllm.metrics.rag: lexical, and model-judged with
+rag/judge.py on the subset questions, on all with --judge-all: it costs a prefill of the
+sources per answer sentence) against the sources given, relevancy (model-judged, and the MiniLM cosine of question
 and answer), mean NLL and max entropy, whether the planted sentence was among the sources
 retrieved (after reranking) and still among the sources given (after compression). Per
 question: the rank of the fact's chunks (those holding the planted sentence whole) in the BM25
@@ -193,6 +194,7 @@ def main():
     p.add_argument("--questions", type=int, default=300)
     p.add_argument("--subset", type=int, default=24)
     p.add_argument("--interleave", type=int, default=2)
+    p.add_argument("--judge-all", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", default="/tmp/rag-planted.jsonl")
     p.add_argument("--report", action="store_true")
@@ -307,10 +309,11 @@ def answer_all(index, facts, subset, args, records, build_s):
                         "t_rerank": t_rerank if "rerank" in cell else 0.0,
                         "t_compress": t_compress, "t_prefill": a.timings.get("prefill"),
                         "t_decode": a.timings.get("decode")}
-                t = time.perf_counter()
-                rec |= {"faith_judge": faithfulness(text, given, judge.supported)["score"],
-                        "faith_lexical": faithfulness_lexical(text, given)["score"]}
-                rec["t_judge_faith"] = time.perf_counter() - t
+                rec["faith_lexical"] = faithfulness_lexical(text, given)["score"]
+                if qi in subset or args.judge_all:  # a judge's prefill per answer sentence
+                    t = time.perf_counter()
+                    rec["faith_judge"] = faithfulness(text, given, judge.supported)["score"]
+                    rec["t_judge_faith"] = time.perf_counter() - t
             exact, contains = correct(text, f["answer"])
             rec |= {"exact": exact, "contains": contains, "text": text,
                     "rel_judge": relevancy(f["question"], text, judge.relevant),
@@ -345,9 +348,9 @@ def report(records, args) -> str:
            f"when the run was stopped ({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
            "also shown for the first two cells as '(subset)'.\n")]
 
-    def mean(rs, k):
+    def mean(rs, k):  # "-" unless every record has the value
         v = [float(r[k]) for r in rs if r.get(k) is not None]
-        return f"{np.mean(v):.3f}" if v else "-"
+        return f"{np.mean(v):.3f}" if v and len(v) == len(rs) else "-"
 
     rows = []
     for cell in (*MAIN_CELLS, *[f"{c} (subset)" for c in MAIN_CELLS], *RAG_CELLS[1:]):
