@@ -3,7 +3,8 @@ and lexical faithfulness, relevancy, compression (and whether it kept the plante
 reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
 
     nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
-        --interleave 2 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
+        --interleave 6 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
+    python experiments/rag_planted.py ... --retrieval-only             # only the BM25 rankings
     python experiments/rag_planted.py ... --report [--append]          # tables from the records
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
 
@@ -195,6 +196,7 @@ def main():
     p.add_argument("--subset", type=int, default=24)
     p.add_argument("--interleave", type=int, default=2)
     p.add_argument("--judge-all", action="store_true")
+    p.add_argument("--retrieval-only", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", default="/tmp/rag-planted.jsonl")
     p.add_argument("--report", action="store_true")
@@ -244,21 +246,23 @@ def answer_all(index, facts, subset, args, records, build_s):
     from jaxllm.retrieval.rerank import LLMReranker
 
     done = {(r["qi"], r["cell"]) for r in read_records(records) if "qi" in r}
-    lm = pretrained.load("smollm2-135m-instruct")
-    enc = pretrained.load("all-minilm-l6-v2")
-    judge = Judge(lm)
-    reranker = LLMReranker(max_passage_tokens=160)
     out = records.open("a", encoding="utf-8")
     if not done:
         out.write(json.dumps({"meta": {"plant": args.plant, "questions": args.questions,
                                        "subset": subset, "chunks": len(index.chunks),
                                        "build_s": build_s, "seed": args.seed}}) + "\n")
     rest = [q for q in range(args.questions) if q not in subset]
-    for qi in rest:  # the BM25 ranking of every question first: it takes no model time
+    for qi in range(args.questions):  # every question's BM25 ranking first: no model time
         if (qi, "retrieval") not in done:
             write(out, {"qi": qi, "cell": "retrieval", "relevant": relevant_chunks(index, facts[qi]),
                         "ranking": [h.id for h in index.search(facts[qi]["question"], k=10)]})
             done.add((qi, "retrieval"))
+    if args.retrieval_only:
+        return
+    lm = pretrained.load("smollm2-135m-instruct")
+    enc = pretrained.load("all-minilm-l6-v2")
+    judge = Judge(lm)
+    reranker = LLMReranker(max_passage_tokens=160)
     order, others = [], iter(rest)  # each subset question, then --interleave of the others
     for qi in subset:
         order += [qi, *itertools.islice(others, args.interleave)]
