@@ -360,7 +360,7 @@ def report(records, args) -> str:
     for cell in (*MAIN_CELLS, *[f"{c} (subset)" for c in MAIN_CELLS], *RAG_CELLS[1:]):
         base = cell.removesuffix(" (subset)")
         rs = [r for qi, r in sorted(by_cell.get(base, {}).items())
-              if base == cell or qi in subset]
+              if (base == cell and base in MAIN_CELLS) or qi in subset]
         if not rs:
             continue
         rows.append([cell, len(rs), mean(rs, "exact"), mean(rs, "contains"),
