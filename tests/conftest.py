@@ -103,6 +103,18 @@ def tiny_pretrained(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def tiny_smol_tokenizer_lm():
+    """helpers.tiny_decoder (one layer, context 256) over SmolLM2-135M-Instruct's tokenizer and
+    chat template: "yes" / "no" are single tokens of its vocabulary, as for the real model. Its
+    weights (standard deviation 0.3) give logits that differ by a few nats, not a flat softmax."""
+    from helpers import tiny_decoder
+
+    from jaxllm.text import load_tokenizer
+    return tiny_decoder(256, 1, "tiny-smol", tokenizer=load_tokenizer("smollm2-135m-instruct"),
+                        scale=0.3)
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_lm():
     """helpers.tiny_decoder with a context of 1024 bytes: room for a prompt with a few sources."""
     from helpers import tiny_decoder

@@ -90,20 +90,23 @@ def error_of(argv, capsys) -> str:
     return lines[0]
 
 
-def tiny_decoder(max_len: int = 64, n_layers: int = 2, name: str = "tiny-llama"):
-    """A small Llama-style PretrainedDecoder over bytes with random weights (of the model's
-    shapes): RoPE positions, so the weights are the same whatever its context (max_len)."""
+def tiny_decoder(max_len: int = 64, n_layers: int = 2, name: str = "tiny-llama", tokenizer=None,
+                 scale: float = 0.05):
+    """A small Llama-style PretrainedDecoder over bytes (or `tokenizer`'s vocabulary) with random
+    weights (of the model's shapes, standard deviation `scale`): RoPE positions, so the weights
+    are the same whatever its context (max_len)."""
     from jaxllm import pretrained
     from jaxllm.text import ByteTokenizer
 
-    cfg = ModelConfig(vocab_size=256, max_len=max_len, n_layers=n_layers, n_heads=4,
+    tokenizer = ByteTokenizer() if tokenizer is None else tokenizer
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, max_len=max_len, n_layers=n_layers, n_heads=4,
                       n_kv_heads=2, d_model=64, positions="rope", norm="rmsnorm", mlp="swiglu",
                       use_bias=False, scan_unroll=1)
     rng = np.random.default_rng(5)  # random weights of the model's shapes (traced, not run)
     params = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), jnp.float32),
+        lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), jnp.float32),
         jax.eval_shape(lambda: models.init_params(cfg, jax.random.PRNGKey(0))[0]))
-    return pretrained.PretrainedDecoder(cfg, params, ByteTokenizer(), name)
+    return pretrained.PretrainedDecoder(cfg, params, tokenizer, name)
 
 
 def register_tiny_llama(monkeypatch, name="tiny-llama", max_len=64, n_layers=2):

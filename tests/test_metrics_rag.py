@@ -58,3 +58,44 @@ def test_a_judge_needs_single_token_yes_and_no(tiny_chat_lm):
 
     with pytest.raises(ConfigError, match="'yes'/'no' are not single tokens"):
         Judge(tiny_chat_lm)  # bytes: "yes" is three tokens
+
+
+# SmolLM2's vocabulary: the single-token spellings of yes and no, read off its vocab (Ġ = space)
+YES_NO_SPELLINGS = (("yes", "Yes", "Ġyes", "ĠYes"), ("no", "No", "Ġno", "ĠNo"))
+
+
+def test_judge_p_yes_equals_numpy_softmax_of_the_forward(tiny_smol_tokenizer_lm):
+    """The judge's p(yes) for faithfulness (per answer sentence) and relevancy equals, from a
+    numpy forward of the prompt's tokens, p(yes) / (p(yes) + p(no)) under the softmax of the
+    last position's logits, each side summed over the single-token spellings."""
+    from reference import decoder_logits
+
+    from jaxllm.rag.judge import RELEVANT, SUPPORTED, Judge
+
+    lm = tiny_smol_tokenizer_lm
+    tok = lm.tokenizer
+    yes, no = ([tok.token_to_id(t) for t in side] for side in YES_NO_SPELLINGS)
+    judge = Judge(lm)
+    assert sorted(judge.yes) == sorted(yes) and sorted(judge.no) == sorted(no)
+
+    def reference(content):
+        ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": content}],
+                                                 add_generation_prompt=True))
+        x = decoder_logits(lm.config, lm.params, np.asarray([ids]))[0, -1]
+        p = np.exp(x - x.max())
+        p /= p.sum()
+        return p[yes].sum() / (p[yes].sum() + p[no].sum()), p
+
+    question = "Who scored in the final?"
+    answer = "The striker scored twice. The club won."
+    want = [reference(SUPPORTED.format(context="\n\n".join(SOURCES), statement=s))[0]
+            for s in split_sentences(answer)]
+    got = faithfulness(answer, SOURCES, judge.supported)
+    np.testing.assert_allclose(got["per_sentence"], want, atol=2e-5)
+    assert got["score"] == pytest.approx(np.mean(want), abs=2e-5)
+    want_rel, p = reference(RELEVANT.format(question=question, answer=answer))
+    assert relevancy(question, answer, judge.relevant) == pytest.approx(want_rel, abs=2e-5)
+    # the weights make the spellings matter: one spelling a side, or yes and no swapped,
+    # would be off by more than the tolerance
+    assert abs(p[yes[0]] / (p[yes[0]] + p[no[0]]) - want_rel) > 1e-3
+    assert abs(p[no].sum() / (p[yes].sum() + p[no].sum()) - want_rel) > 1e-3

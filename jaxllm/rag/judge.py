@@ -5,7 +5,9 @@
     relevancy(question, answer, judge.relevant)
 
 p(yes) = sigmoid(log p(yes) - log p(no)) of the first answer token, each side summed over the
-spellings of yes / no that are single tokens of the vocabulary ("yes", "Yes", " yes", " Yes").
+spellings of yes / no that are single tokens of the vocabulary ("yes", "Yes", " yes", " Yes"),
+that is p(yes) / (p(yes) + p(no)) under the model's softmax. Prompts are left-padded to a
+multiple of PAD_TO tokens, so that judging many answers compiles one forward per length bucket.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jaxllm.rag.prompt import render_chat
 
 SUPPORTED = ("Is the statement supported by the context? Answer yes or no.\n\n"
              "Context: {context}\n\nStatement: {statement}")
+PAD_TO = 64
 RELEVANT = ("Does the answer address the question? Answer yes or no.\n\n"
             "Question: {question}\n\nAnswer: {answer}")
 
@@ -41,7 +44,7 @@ class Judge:
         tok = self.lm.tokenizer
         ids = tok.encode(render_chat(tok, [{"role": "user", "content": content}]))
         _, logits = generate(self.lm.model, self.lm.params, [ids], max_new_tokens=1,
-                             temperature=0, return_logits=True)
+                             temperature=0, return_logits=True, pad_to=PAD_TO)
         x = np.asarray(logits[0][0], np.float64)
         logp = x - x.max() - np.log(np.exp(x - x.max()).sum())
         odds = np.logaddexp.reduce(logp[self.yes]) - np.logaddexp.reduce(logp[self.no])
