@@ -132,8 +132,9 @@ def test_cached_one_token_step_equals_reference(groups):
 
 @pytest.mark.parametrize("n", [7, 6])
 def test_a_long_prefill_attends_block_by_block(n):
-    """More queries than a block (a long prompt's prefill) go through the cache 3 at a time,
-    the last block padded (7) or not (6): the same as the reference, with grouped queries."""
+    """More queries than a block of 3 (a long prompt's prefill) go through the cache in equal
+    blocks, 3 of 3 with 2 padded queries (7) or 2 of 3 (6): the same as the reference, with
+    grouped queries."""
     B, T, K, H = 2, 7, 2, 8
     rng = np.random.default_rng(n)
     q, k, v = (jnp.asarray(rng.normal(size=(B, T, m, H)), jnp.float32) for m in (K * 3, K, K))

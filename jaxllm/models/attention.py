@@ -487,12 +487,13 @@ def cached_attention(q, k, v, mask, *, block: int | None = None):
     block = block or PREFILL_BLOCK
     if T > block:
         n = -(-T // block)
-        pad = ((0, 0), (0, n * block - T))  # padded queries attend somewhere; they are cut off
-        qb = jnp.pad(q, pad + ((0, 0), (0, 0))).reshape(B, n, block, N, H).swapaxes(0, 1)
+        size = -(-T // n)  # n equal blocks of at most `block` queries: fewer than n padded
+        pad = ((0, 0), (0, n * size - T))  # padded queries attend somewhere; they are cut off
+        qb = jnp.pad(q, pad + ((0, 0), (0, 0))).reshape(B, n, size, N, H).swapaxes(0, 1)
         mb = jnp.pad(mask, ((0, 0), *pad, (0, 0)))
-        mb = mb.reshape(mask.shape[0], 1, n, block, -1).transpose(2, 0, 1, 3, 4)
+        mb = mb.reshape(mask.shape[0], 1, n, size, -1).transpose(2, 0, 1, 3, 4)
         out = jax.lax.map(lambda qm: _cached_block(qm[0], k, v, qm[1]), (qb, mb))
-        return out.swapaxes(0, 1).reshape(B, n * block, N, H)[:, :T]
+        return out.swapaxes(0, 1).reshape(B, n * size, N, H)[:, :T]
     return _cached_block(q, k, v, mask)
 
 
