@@ -7,9 +7,9 @@
 PYTHON ?= python3
 # test processes (pytest-xdist): XLA compiles on one thread, so one worker per core; each test
 # module runs whole on one worker (--dist loadscope), so a module's fixtures and caches are built
-# once (the two-process cluster runs' fixture above all); the modules are handed out costliest
-# first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order), so that the
-# workers finish together
+# once (the two-process cluster runs' fixture above all); --no-loadscope-reorder hands them out
+# in collection order, not most tests first (the workers end closer together:
+# experiments/xdist_order.py)
 TEST_WORKERS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -7,29 +7,18 @@ CPUTIME_OUT files, one per worker).
 `--dist loadscope` hands whole modules to the workers: first one to each, then the next in the
 queue to whichever worker is about to run out (xdist gives more when 2 or fewer of a worker's
 tests are pending; taken here as when it finishes). This replays that with each module's
-measured seconds (CPU or wall) for three queues: xdist's default (--loadscope-reorder: the
-modules with the most tests first), the collection order, and tests/conftest.py's
-COSTLIEST_FIRST order (with --no-loadscope-reorder). It prints when each worker would finish.
+measured seconds (CPU or wall) for two queues: xdist's default (--loadscope-reorder: the
+modules with the most tests first) and the collection order (--no-loadscope-reorder, what
+`make test` uses). It prints when each worker would finish.
 The replay ignores what the two workers do to each other (two cores, shared caches and tiny
 runs), so it compares orders, and is no measurement of the suite's wall time.
 """
 
 import argparse
-import ast
 import collections
 import heapq
 import re
 from pathlib import Path
-
-CONFTEST = Path(__file__).resolve().parent.parent / "tests" / "conftest.py"
-
-
-def costliest_first() -> list[str]:
-    """tests/conftest.py's COSTLIEST_FIRST, read without importing the conftest (it sets up JAX)."""
-    for node in ast.parse(CONFTEST.read_text()).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COSTLIEST_FIRST":
-            return ast.literal_eval(node.value)
-    raise SystemExit(f"no COSTLIEST_FIRST in {CONFTEST}")
 
 
 def read(paths, column):
@@ -67,12 +56,10 @@ def main():
     seconds, tests = read(args.files, args.column)
     collected = sorted(seconds)  # pytest collects tests/ in file-name order
     default = sorted(collected, key=lambda m: -tests[m])  # stable: ties keep collection order
-    rank = {m: i for i, m in enumerate(costliest_first())}
-    costliest = sorted(collected, key=lambda m: rank.get(m, len(rank)))
     print(f"{len(seconds)} modules, {sum(seconds.values()):.1f} {args.column} s in all; "
           f"an even split is {sum(seconds.values()) / 2:.1f} s per worker")
     for name, order in (("xdist default (most tests first)", default),
-                        ("collection order", collected), ("COSTLIEST_FIRST", costliest)):
+                        ("collection order", collected)):
         ends = replay(order, seconds)
         print(f"{name}: workers end at {ends[0]:.1f} and {ends[1]:.1f} s; the last module "
               f"handed out: {order[-1]}")

@@ -43,28 +43,6 @@ from jaxllm.platform import configure_cpu  # noqa: E402
 
 configure_cpu()  # the settings the jaxllm command runs with
 
-# `make test` (pytest-xdist, --dist loadscope --no-loadscope-reorder) hands whole modules to the
-# two workers in the order they are collected, the next one to whichever worker runs out first.
-# A costly module handed out last would keep one worker busy while the other idles, so the
-# costliest go first: the cluster module (its fixture's subprocesses compile while its worker
-# waits and the other worker goes on), then the others by their seconds in a two-worker run
-# (experiments/RESULTS.md, "Test time", from experiments/pytest_cputime.py; experiments/
-# xdist_order.py replays a run under each order). Modules not named follow in their usual order.
-COSTLIEST_FIRST = [
-    "test_multihost.py",
-    "test_parallel_layouts.py", "test_pretrained.py", "test_parallel_misc.py",
-    "test_cli_matrix.py", "test_readme.py", "test_align_cli.py", "test_train.py",
-    "test_generate.py", "test_transforms_lora.py", "test_models_decoder.py",
-    "test_text_pretrained.py", "test_transforms_cli.py", "test_transforms_quantize.py",
-    "test_retrieval_rerank.py", "test_models_clip.py", "test_cli.py", "test_models_attention.py",
-    "test_models_seq2seq.py", "test_align_mesh.py",
-]
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's order kept
-
 
 @pytest.fixture(scope="session")
 def session_data_dir(tmp_path_factory):

@@ -293,3 +293,17 @@ def seq2seq_batch(seed: int = 0, batch: int = 3, src_len: int = 7, tgt_len: int 
         mask = np.arange(length)[None, :] < lengths[:, None]
         out += [np.where(mask, ids, 0).astype(np.int32), mask]
     return tuple(out)
+
+
+def brute_force_span(start, end, max_answer, valid=None):
+    """(i, j, score) maximising start[i] + end[j] over every i <= j < i + max_answer with both
+    valid, the first in row-major order on ties."""
+    best = None
+    for i in range(len(start)):
+        for j in range(i, min(len(start), i + max_answer)):
+            if valid is not None and not (valid[i] and valid[j]):
+                continue
+            score = start[i] + end[j]
+            if best is None or score > best[2]:
+                best = (i, j, score)
+    return best

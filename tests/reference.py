@@ -62,59 +62,65 @@ def rotate(x, positions, inv_freq, attention=1.0):
     return out
 
 
+def norm(cfg, x, q):
+    if cfg.norm == "rmsnorm":
+        return rms_norm(x, q["scale"], cfg.norm_eps)
+    return layer_norm(x, q["scale"], q["bias"], cfg.norm_eps)
+
+
+def linear(x, q, n_in_dims=1):
+    y = np.tensordot(x, q["kernel"], axes=n_in_dims)
+    return y + q["bias"] if "bias" in q else y
+
+
+def attention(cfg, q_in, ap, allowed, kv_in=None, rope=None):
+    """Grouped-query attention of q_in (Tq, D) over kv_in (Tk, D; None: q_in, self-attention)
+    where allowed (Tq, Tk), one head at a time, through the out projection. rope: (positions,
+    inv_freq, attention factor) rotates the queries and keys of a self-attention; None: none."""
+    kv_in = q_in if kv_in is None else kv_in
+    N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
+    q, k, v = linear(q_in, ap["query"]), linear(kv_in, ap["key"]), linear(kv_in, ap["value"])
+    heads = np.zeros((q_in.shape[0], N, H))
+    for n in range(N):
+        qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
+        if rope is not None:
+            qn, kn = rotate(qn, *rope), rotate(kn, *rope)
+        s = np.where(allowed, qn @ kn.T / math.sqrt(H), -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        heads[:, n] = (w / w.sum(-1, keepdims=True)) @ vn
+    return linear(heads, ap["out"], n_in_dims=2)
+
+
+def mlp(cfg, x, mp):
+    if cfg.mlp == "swiglu":
+        g = linear(x, mp["gate"])
+        return linear(g / (1 + np.exp(-g)) * linear(x, mp["up"]), mp["down"])
+    u = linear(x, mp["up"])
+    return linear(0.5 * u * (1 + _erf(u / math.sqrt(2))), mp["down"])
+
+
 def decoder_logits(cfg, params, tokens, positions=None, segment_ids=None):
     """tokens (B, T) -> logits (B, T, V) in float64."""
     p = to_f64(params)
     B, T = tokens.shape
-    N, K, H = cfg.n_heads, cfg.kv_heads, cfg.head_size
     positions = np.tile(np.arange(T), (B, 1)) if positions is None else np.asarray(positions)
     seg = np.ones((B, T), int) if segment_ids is None else np.asarray(segment_ids)
-
-    def norm(x, q):
-        if cfg.norm == "rmsnorm":
-            return rms_norm(x, q["scale"], cfg.norm_eps)
-        return layer_norm(x, q["scale"], q["bias"], cfg.norm_eps)
-
-    def linear(x, q, n_in_dims=1):
-        w = q["kernel"]
-        y = np.tensordot(x, w, axes=n_in_dims)
-        return y + q["bias"] if "bias" in q else y
-
     trained = cfg.rope_original_len or round(cfg.max_len / cfg.rope_factor)
-    inv_freq, attention = rope_inv_freq(H, cfg.rope_theta, cfg.rope_scaling, cfg.rope_factor,
-                                        trained)
+    inv_freq, factor = rope_inv_freq(cfg.head_size, cfg.rope_theta, cfg.rope_scaling,
+                                     cfg.rope_factor, trained)
     logits = np.zeros((B, T, cfg.vocab_size))
     for b in range(B):
         x = p["embed"]["embedding"][tokens[b]]  # (T, D)
         if cfg.positions == "learned":
             x = x + p["pos_embedding"][positions[b]]
         allowed = np.tril(np.ones((T, T), bool)) & (seg[b][:, None] == seg[b][None, :])
+        rope = (positions[b], inv_freq, factor) if cfg.positions == "rope" else None
         for layer in range(cfg.n_layers):
             lp = layer_of(p["blocks"], layer)
-            h = norm(x, lp["attn_norm"])
-            q = linear(h, lp["attn"]["query"])  # (T, N, H)
-            k = linear(h, lp["attn"]["key"])  # (T, K, H)
-            v = linear(h, lp["attn"]["value"])
-            heads = np.zeros((T, N, H))
-            for n in range(N):
-                qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
-                if cfg.positions == "rope":
-                    qn = rotate(qn, positions[b], inv_freq, attention)
-                    kn = rotate(kn, positions[b], inv_freq, attention)
-                s = qn @ kn.T / math.sqrt(H)
-                s = np.where(allowed, s, -np.inf)
-                w = np.exp(s - s.max(-1, keepdims=True))
-                heads[:, n] = (w / w.sum(-1, keepdims=True)) @ vn
-            x = x + linear(heads, lp["attn"]["out"], n_in_dims=2)
-            h = norm(x, lp["mlp_norm"])
-            if cfg.mlp == "swiglu":
-                g = linear(h, lp["mlp"]["gate"])
-                h = g / (1 + np.exp(-g)) * linear(h, lp["mlp"]["up"])
-            else:
-                u = linear(h, lp["mlp"]["up"])
-                h = 0.5 * u * (1 + _erf(u / math.sqrt(2)))
-            x = x + linear(h, lp["mlp"]["down"])
-        x = norm(x, p["final_norm"])
+            h = norm(cfg, x, lp["attn_norm"])
+            x = x + attention(cfg, h, lp["attn"], allowed, rope=rope)
+            x = x + mlp(cfg, norm(cfg, x, lp["mlp_norm"]), lp["mlp"])
+        x = norm(cfg, x, p["final_norm"])
         w_out = p["embed"]["embedding"].T if cfg.tie_embeddings else p["head"]["kernel"]
         logits[b] = x @ w_out
     return logits
@@ -142,17 +148,8 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
     p = to_f64(params)
     B, S = source.shape
     T = target_in.shape[1]
-    N, K, H, D = cfg.n_heads, cfg.kv_heads, cfg.head_size, cfg.d_model
+    D = cfg.d_model
     post = cfg.norm_position == "post"
-
-    def norm(x, q):
-        if cfg.norm == "rmsnorm":
-            return rms_norm(x, q["scale"], cfg.norm_eps)
-        return layer_norm(x, q["scale"], q["bias"], cfg.norm_eps)
-
-    def linear(x, q, n_in_dims=1):
-        y = np.tensordot(x, q["kernel"], axes=n_in_dims)
-        return y + q["bias"] if "bias" in q else y
 
     def sinusoid(n):
         pe = np.zeros((n, D))
@@ -170,29 +167,13 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
             x = x * math.sqrt(D) + sinusoid(len(tokens))
         return x
 
-    def attention(q_in, kv_in, ap, allowed, rope_q):
-        kv_in = q_in if kv_in is None else kv_in  # None: self-attention
-        q, k, v = linear(q_in, ap["query"]), linear(kv_in, ap["key"]), linear(kv_in, ap["value"])
-        heads = np.zeros((q_in.shape[0], N, H))
-        for n in range(N):
-            qn, kn, vn = q[:, n], k[:, n // (N // K)], v[:, n // (N // K)]
-            if rope_q and cfg.positions == "rope":
-                qn = rotate(qn, np.arange(len(qn)), rope_inv_freq(H, cfg.rope_theta)[0])
-                kn = rotate(kn, np.arange(len(kn)), rope_inv_freq(H, cfg.rope_theta)[0])
-            s = np.where(allowed, qn @ kn.T / math.sqrt(H), -np.inf)
-            w = np.exp(s - s.max(-1, keepdims=True))
-            heads[:, n] = (w / w.sum(-1, keepdims=True)) @ vn
-        return linear(heads, ap["out"], n_in_dims=2)
-
-    def mlp(x, mp):
-        if cfg.mlp == "swiglu":
-            g = linear(x, mp["gate"])
-            return linear(g / (1 + np.exp(-g)) * linear(x, mp["up"]), mp["down"])
-        u = linear(x, mp["up"])
-        return linear(0.5 * u * (1 + _erf(u / math.sqrt(2))), mp["down"])
+    def rope(n):  # self-attention's rotation over n positions (None without RoPE)
+        if cfg.positions != "rope":
+            return None
+        return np.arange(n), rope_inv_freq(cfg.head_size, cfg.rope_theta)[0]
 
     def branch(x, nq, f):
-        return norm(x + f(x), nq) if post else x + f(norm(x, nq))
+        return norm(cfg, x + f(x), nq) if post else x + f(norm(cfg, x, nq))
 
     source_table = p["embed" if cfg.share_embeddings else "source_embed"]["embedding"]
     logits = np.zeros((B, T, cfg.vocab_size))
@@ -202,23 +183,23 @@ def seq2seq_logits(cfg, params, source, target_in, source_mask, target_mask):
         for layer in range(cfg.n_layers):
             lp = layer_of(p["encoder_blocks"], layer)
             allowed = np.broadcast_to(src_ok[None, :], (S, S))
-            m = branch(m, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
-                                                   allowed=allowed, rope_q=True))
-            m = branch(m, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
+            m = branch(m, lp["attn_norm"], partial(attention, cfg, ap=lp["attn"],
+                                                   allowed=allowed, rope=rope(S)))
+            m = branch(m, lp["mlp_norm"], partial(mlp, cfg, mp=lp["mlp"]))
         if not post:
-            m = norm(m, p["encoder_norm"])
+            m = norm(cfg, m, p["encoder_norm"])
         x = embed(p["embed"]["embedding"], p.get("pos_embedding"), target_in[b])
         causal = np.tril(np.ones((T, T), bool)) & np.asarray(target_mask[b], bool)[None, :]
         cross_ok = np.broadcast_to(src_ok[None, :], (T, S))
         for layer in range(cfg.n_layers):
             lp = layer_of(p["blocks"], layer)
-            x = branch(x, lp["attn_norm"], partial(attention, kv_in=None, ap=lp["attn"],
-                                                   allowed=causal, rope_q=True))
-            x = branch(x, lp["cross_norm"], partial(attention, kv_in=m, ap=lp["cross_attn"],
-                                                    allowed=cross_ok, rope_q=False))
-            x = branch(x, lp["mlp_norm"], partial(mlp, mp=lp["mlp"]))
+            x = branch(x, lp["attn_norm"], partial(attention, cfg, ap=lp["attn"],
+                                                   allowed=causal, rope=rope(T)))
+            x = branch(x, lp["cross_norm"], partial(attention, cfg, ap=lp["cross_attn"],
+                                                    allowed=cross_ok, kv_in=m))
+            x = branch(x, lp["mlp_norm"], partial(mlp, cfg, mp=lp["mlp"]))
         if not post:
-            x = norm(x, p["final_norm"])
+            x = norm(cfg, x, p["final_norm"])
         w_out = p["embed"]["embedding"].T if cfg.tie_embeddings else p["head"]["kernel"]
         logits[b] = x @ w_out
     return logits

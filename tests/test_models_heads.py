@@ -8,7 +8,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from helpers import random_params
+from helpers import brute_force_span, random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_pretrained import bert_hidden
@@ -133,20 +133,6 @@ def test_span_loss_matches_numpy_and_counts_exact_spans():
                  ends=np.array([d[1] for d in decoded], np.int32))
     assert float(jax.jit(task_loss(Encoder(cfg), "span", max_answer=4))(params, batch)[1][
         "correct"]) == 3
-
-
-def brute_force_span(start, end, max_answer, valid=None):
-    """(i, j, score) maximising start[i] + end[j] over every i <= j < i + max_answer with both
-    valid, the first in row-major order on ties."""
-    best = None
-    for i in range(len(start)):
-        for j in range(i, min(len(start), i + max_answer)):
-            if valid is not None and not (valid[i] and valid[j]):
-                continue
-            score = start[i] + end[j]
-            if best is None or score > best[2]:
-                best = (i, j, score)
-    return best
 
 
 @settings(max_examples=30, deadline=None)

@@ -31,9 +31,9 @@ from jaxllm.objectives.causal_lm import causal_lm_loss
 from jaxllm.objectives.classification import task_loss
 from jaxllm.objectives.seq2seq import seq2seq_loss
 from jaxllm.optim import TrainState
+from jaxllm.parallel.layout import Layout, _is_spec
 from jaxllm.parallel.mesh import make_mesh
 from jaxllm.parallel.pipeline import decoder_parts, make_pipeline_grads
-from jaxllm.parallel.layout import Layout, _is_spec
 from jaxllm.parallel.sharded import shard_training
 from jaxllm.train.step import make_train_step
 
@@ -46,8 +46,8 @@ class Case(NamedTuple):
     mesh: str
     zero: int = 0
     pipeline: str | None = None
-    model: dict = {}  # ModelConfig overrides (remat, dtype, dropout)
-    specs: dict = {}  # leaf -> PartitionSpec (opt_X: the optimizer state of leaf X)
+    model: dict = {}  # ModelConfig overrides (remat, dtype, dropout)  # noqa: RUF012
+    specs: dict = {}  # leaf -> PartitionSpec (opt_X: the optimizer state of leaf X)  # noqa: RUF012
     packed: bool = False  # packed rows (as the pipelines always have)
 
 
@@ -131,7 +131,8 @@ def sequential_pipeline_grads(model, stages: int, microbatches: int):
             rows = slice(m, None, microbatches)
             xm, mb = x[rows], {k: v[rows] for k, v in batch.items()}
             for s in range(stages):
-                layers = jax.tree_util.tree_map(lambda a: a[s * n:(s + 1) * n], params["blocks"])
+                layers = jax.tree_util.tree_map(lambda a, s=s: a[s * n:(s + 1) * n],
+                                                params["blocks"])
                 xm = parts.stage(layers, xm, mb, fold(fold(fold(rng, 1), s), m))
             out = out.at[rows].set(xm)
         return parts.head(rest, out, batch)
@@ -150,24 +151,48 @@ def sequential_pipeline_grads(model, stages: int, microbatches: int):
 _REFERENCES: dict = {}
 
 
+def reference(key, build):
+    """(losses, grad norms, params) of one device, computed once per key: build() gives the
+    (step, state, batches) to run."""
+    if key not in _REFERENCES:
+        step, state, batches = build()
+        losses, norms, state = run_steps(step, state, batches)
+        _REFERENCES[key] = losses, norms, jax.device_get(state.params)
+    return _REFERENCES[key]
+
+
+def assert_matches(ref, losses, norms, state, tol=None):
+    """Losses, gradient norms and final parameters of a run equal the reference's (losses within
+    tol["loss"] absolute, norms within tol["grad_norm"] relative, parameters within tol["param"]
+    absolute; float32's tolerances by default)."""
+    tol = tol or {"loss": LOSS_ATOL, "grad_norm": GRAD_NORM_RTOL, "param": PARAM_ATOL}
+    ref_losses, ref_norms, ref_params = ref
+    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=tol["loss"])
+    np.testing.assert_allclose(norms, ref_norms, rtol=tol["grad_norm"])
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
+                          jax.tree_util.tree_leaves(ref_params),
+                          jax.tree_util.tree_leaves(jax.device_get(state.params))):
+        np.testing.assert_allclose(b, a, rtol=0, atol=tol["param"], err_msg=str(path[0]))
+
+
 def single_device(case: Case):
-    """(losses, grad norms, params) on one device, for the model and data of a case; computed
-    once per distinct reference (the pipelines with dropout follow the pipeline's definition)."""
+    """The one-device reference for the model and data of a case (the pipelines with dropout
+    follow the pipeline's definition)."""
     cfg = replace(model_cfg(case), remat="none")  # a remat policy changes no value
     if cfg.attention == "ring":  # on one device: the definition
         cfg = replace(cfg, attention="reference")
     dropout = cfg.dropout > 0
     packed = bool(case.pipeline) or case.packed
-    key = (cfg, dropout and make_mesh(case.mesh).shape["stage"], packed)
-    if key not in _REFERENCES:
+    stages = make_mesh(case.mesh).shape["stage"]
+
+    def build():
         model = Decoder(cfg)
-        grads_fn = (sequential_pipeline_grads(model, make_mesh(case.mesh).shape["stage"], 4)
-                    if dropout else None)
+        grads_fn = sequential_pipeline_grads(model, stages, 4) if dropout else None
         step = make_train_step(causal_lm_loss(model), SGD, grads_fn=grads_fn)
         state = TrainState.create(models.init_params(cfg, jax.random.PRNGKey(0))[0], SGD)
-        losses, norms, state = run_steps(step, state, mesh_batches(packed=packed))
-        _REFERENCES[key] = losses, norms, jax.device_get(state.params)
-    return _REFERENCES[key]
+        return step, state, mesh_batches(packed=packed)
+
+    return reference((cfg, dropout and stages, packed), build)
 
 
 def train_on(case: Case, microbatches=4):
@@ -185,9 +210,13 @@ def train_on(case: Case, microbatches=4):
     return losses, norms, state, setup
 
 
+def mesh_of(setup):
+    return setup.shardings.state.params["embed"]["embedding"].mesh
+
+
 def check_shardings(state, setup):
     """Every param and optimizer-state leaf lies as the rule table says."""
-    mesh = setup.shardings.state.params["embed"]["embedding"].mesh
+    mesh = mesh_of(setup)
     for arrays, specs in ((state.params, setup.specs["params"]),
                           (state.opt_state, setup.specs["opt"])):
         flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=_is_spec)
@@ -215,16 +244,10 @@ def test_layout_matches_single_device(name):
     case = LAYOUTS[name]
     tol = BF16 if case.model.get("dtype") == "bfloat16" else {
         "loss": LOSS_ATOL, "grad_norm": GRAD_NORM_RTOL, "param": PARAM_ATOL}
-    ref_losses, ref_norms, ref_params = single_device(case)
     losses, norms, state, setup = train_on(case)
-    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=tol["loss"])
-    np.testing.assert_allclose(norms, ref_norms, rtol=tol["grad_norm"])
-    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
-                          jax.tree_util.tree_leaves(ref_params),
-                          jax.tree_util.tree_leaves(jax.device_get(state.params))):
-        np.testing.assert_allclose(b, a, rtol=0, atol=tol["param"], err_msg=str(path[0]))
+    assert_matches(single_device(case), losses, norms, state, tol)
     check_shardings(state, setup)
-    mesh = setup.shardings.state.params["embed"]["embedding"].mesh
+    mesh = mesh_of(setup)
     for leaf, want in case.specs.items():
         x = (_leaf(momentum(state), leaf[4:]) if leaf.startswith("opt_")
              else _leaf(state.params, leaf))
@@ -258,11 +281,9 @@ def test_dropout_under_ring_attention():
 
 S2S_CFG = replace(MESH_CFG, kind="seq2seq", n_layers=1)  # one encoder and one decoder block
 # One mesh with all three axes runs by default (one compile); each axis alone is slow-marked.
-S2S_LAYOUTS = {"data=2,fsdp=2,tensor=2": "data=2,fsdp=2,tensor=2", "dp=8": "data=8",
-               "fsdp=8": "fsdp=8", "data=2,tensor=4": "data=2,tensor=4"}
-# the cross-attention's query kernel (layers, embed, heads, kv) in each layout
-S2S_QUERY = {"data=2,fsdp=2,tensor=2": P(None, "fsdp", "tensor"), "dp=8": P(),
-             "fsdp=8": P(None, "fsdp"), "data=2,tensor=4": P(None, None, "tensor")}
+# mesh -> the cross-attention's query kernel (layers, embed, heads, kv) in that layout
+S2S_LAYOUTS = {"data=2,fsdp=2,tensor=2": P(None, "fsdp", "tensor"), "data=8": P(),
+               "fsdp=8": P(None, "fsdp"), "data=2,tensor=4": P(None, None, "tensor")}
 
 
 def s2s_batches(n=3):
@@ -275,36 +296,32 @@ def s2s_batches(n=3):
     return out
 
 
-@pytest.mark.parametrize("name", [n if n.count("=") == 3 else pytest.param(
-    n, marks=pytest.mark.slow) for n in S2S_LAYOUTS])
-def test_seq2seq_layout_matches_single_device(name):
-    loss_fn = seq2seq_loss(models.build(S2S_CFG), start_id=63)
-    if "s2s" not in _REFERENCES:
-        state = TrainState.create(models.init_params(S2S_CFG, jax.random.PRNGKey(0))[0], SGD)
-        losses, norms, state = run_steps(make_train_step(loss_fn, SGD), state, s2s_batches())
-        _REFERENCES["s2s"] = losses, norms, jax.device_get(state.params)
-    layout = Layout.build(make_mesh(S2S_LAYOUTS[name]))
-    setup = shard_training(layout, lambda r: models.init_params(S2S_CFG, r), SGD,
+def train_task_on(mesh: str, cfg, loss_fn, batches):
+    """(losses, grad norms, final state, setup) of SGD on a layout of the 8 devices."""
+    layout = Layout.build(make_mesh(mesh))
+    setup = shard_training(layout, lambda r: models.init_params(cfg, r), SGD,
                            jax.random.PRNGKey(0))
     step = make_train_step(loss_fn, SGD, shardings=setup.shardings)
-    state = assert_steps_match(step, setup.state, s2s_batches(), _REFERENCES["s2s"])
+    return *run_steps(step, setup.state, batches), setup
+
+
+def one_device(cfg, loss_fn, batches):
+    """build() of the one-device reference of SGD on a model config."""
+    return lambda: (make_train_step(loss_fn, SGD),
+                    TrainState.create(models.init_params(cfg, jax.random.PRNGKey(0))[0], SGD),
+                    batches)
+
+
+@pytest.mark.parametrize("mesh", [m if m.count("=") == 3 else pytest.param(
+    m, marks=pytest.mark.slow) for m in S2S_LAYOUTS])
+def test_seq2seq_layout_matches_single_device(mesh):
+    loss_fn = seq2seq_loss(models.build(S2S_CFG), start_id=63)
+    ref = reference("seq2seq", one_device(S2S_CFG, loss_fn, s2s_batches()))
+    losses, norms, state, setup = train_task_on(mesh, S2S_CFG, loss_fn, s2s_batches())
+    assert_matches(ref, losses, norms, state)
     check_shardings(state, setup)
     query = state.params["blocks"]["cross_attn"]["query"]["kernel"]
-    assert query.sharding.is_equivalent_to(NamedSharding(layout.mesh, S2S_QUERY[name]), 4)
-
-
-def assert_steps_match(step, state, batches, reference):
-    """The final state of `step` over batches, once its losses, gradient norms and final
-    parameters are checked against reference = (losses, norms, params) of one device."""
-    ref_losses, ref_norms, ref_params = reference
-    losses, norms, state = run_steps(step, state, batches)
-    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=LOSS_ATOL)
-    np.testing.assert_allclose(norms, ref_norms, rtol=GRAD_NORM_RTOL)
-    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(ref_params),
-                          jax.tree_util.tree_leaves(ref_params),
-                          jax.tree_util.tree_leaves(jax.device_get(state.params))):
-        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL, err_msg=str(path[0]))
-    return state
+    assert query.sharding.is_equivalent_to(NamedSharding(mesh_of(setup), S2S_LAYOUTS[mesh]), 4)
 
 
 # --- an encoder with a sequence-classification head -----------------------------------------
@@ -323,14 +340,10 @@ def head_batches(n=3):
 
 def test_sequence_head_on_data_fsdp_tensor_matches_single_device():
     loss_fn = task_loss(models.build(HEAD_CFG), "sequence")
-    state = TrainState.create(models.init_params(HEAD_CFG, jax.random.PRNGKey(0))[0], SGD)
-    losses, norms, state = run_steps(make_train_step(loss_fn, SGD), state, head_batches())
-    layout = Layout.build(make_mesh("data=2,fsdp=2,tensor=2"))
-    setup = shard_training(layout, lambda r: models.init_params(HEAD_CFG, r), SGD,
-                           jax.random.PRNGKey(0))
-    step = make_train_step(loss_fn, SGD, shardings=setup.shardings)
-    state = assert_steps_match(step, setup.state, head_batches(),
-                               (losses, norms, jax.device_get(state.params)))
+    ref = reference("sequence head", one_device(HEAD_CFG, loss_fn, head_batches()))
+    losses, norms, state, setup = train_task_on("data=2,fsdp=2,tensor=2", HEAD_CFG, loss_fn,
+                                                head_batches())
+    assert_matches(ref, losses, norms, state)
     check_shardings(state, setup)
     head = state.params["head"]["kernel"]  # (embed, classes)
-    assert head.sharding.is_equivalent_to(NamedSharding(layout.mesh, P("fsdp")), 2)
+    assert head.sharding.is_equivalent_to(NamedSharding(mesh_of(setup), P("fsdp")), 2)

@@ -8,7 +8,8 @@ import re
 import jax
 import numpy as np
 import pytest
-from helpers import TINY_BERT, error_of, random_params, register_tiny_bert
+from helpers import (TINY_BERT, brute_force_span, error_of, random_params,
+                     register_tiny_bert)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
@@ -266,9 +267,7 @@ def test_token_and_span_presets_train_and_evaluate(preset, monkeypatch, tmp_path
     end = np.where(test["mask"], out["end_logits"], -1e9)
     hits, f1 = [], []
     for r in range(len(start)):  # brute force over the valid spans of the context
-        spans = [(start[r, i] + end[r, j], i, j) for i in range(48) for j in range(i, i + 30)
-                 if j < 48 and test["context"][r, i] and test["context"][r, j]]
-        _, i, j = max(spans, key=lambda x: (x[0], -x[1], -x[2]))
+        i, j, _ = brute_force_span(start[r], end[r], 30, test["context"][r])
         gold = set(range(test["starts"][r], test["ends"][r] + 1))
         both = len(gold & set(range(i, j + 1)))
         hits.append(gold == set(range(i, j + 1)))
