@@ -271,13 +271,14 @@ def with_base_run(cfg: config_lib.Config, path: str | Path) -> config_lib.Config
     """cfg set up to fine-tune the run at path (what `jaxllm train --init-from DIR` starts from):
     train.init_from = path, the run's model section except the RUN_MODEL_FIELDS that do not
     change the parameters' shapes (max_len stays the run's for learned positions, whose table
-    it sizes), and the run's tokenizer kind. The context is checked and extended as for a
-    pretrained base (params.base_context)."""
+    it sizes), and the run's tokenizer kind. With model.rope_scaling the run's context is
+    extended as a pretrained base's is (params.base_context); model.max_len is not bounded by
+    it, as the README's `--init-from runs/base` with another preset's max_len relies on."""
     base = RunDir(path).load_config()
-    # learned positions: the run's own table sizes max_len, kept below
-    asked = (replace(cfg.model, max_len=base.model.max_len) if base.model.positions == "learned"
-             else cfg.model)
-    base_model = base_context(base.model, asked, str(path))
+    # the context is extended as for a pretrained base; model.max_len is not bounded by the
+    # run's (a RoPE run may be fine-tuned longer; learned positions keep the run's max_len below)
+    base_model = base_context(base.model, replace(cfg.model, max_len=base.model.max_len),
+                              str(path))
     keep = [f for f in RUN_MODEL_FIELDS if f != "weights"
             and not (f == "max_len" and base.model.positions == "learned")]
     model = replace(base_model, weights="", **{f: getattr(cfg.model, f) for f in keep})
