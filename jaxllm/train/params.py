@@ -68,8 +68,14 @@ def with_pretrained_model(cfg: config_lib.Config, name: str) -> config_lib.Confi
 
 
 def _pretrained_config(m: config_lib.ModelConfig, name: str) -> config_lib.ModelConfig:
-    """The pretrained model's config, its context extended as m says (base_context)."""
-    return base_context(pretrained.load(name).config, m, name)
+    """The pretrained model's config, its context extended as m says (base_context); a
+    ConfigError when m.max_len exceeds that context."""
+    base = base_context(pretrained.load(name).config, m, name)
+    if m.max_len > base.max_len:
+        raise ConfigError(f"model.max_len={m.max_len} exceeds {name}'s context of "
+                          f"{base.max_len}; set it lower, or extend the context with "
+                          f"model.rope_scaling and model.rope_factor")
+    return base
 
 
 def base_context(base: config_lib.ModelConfig, m: config_lib.ModelConfig,
@@ -77,20 +83,16 @@ def base_context(base: config_lib.ModelConfig, m: config_lib.ModelConfig,
     """The config of a fine-tuning base (a pretrained model or a run, named `source`) at the
     context this run asks for: with m.rope_scaling set on a base trained without one, the
     base's context extended by m.rope_factor (the base's trained context becomes
-    rope_original_len); a ConfigError when the base already reads another scaling, or when
-    m.max_len exceeds the base's context."""
-    if m.rope_scaling != "none":
-        if base.rope_scaling == "none":
-            base = extend_context(base, m.rope_scaling, m.rope_factor)
-        elif (base.rope_scaling, base.rope_factor) != (m.rope_scaling, m.rope_factor):
-            raise ConfigError(
-                f"model.rope_scaling={m.rope_scaling} (factor {m.rope_factor}): {source} already "
-                f"reads its context with {base.rope_scaling} scaling (factor "
-                f"{base.rope_factor}); drop the rope settings or set the base's")
-    if m.max_len > base.max_len:
-        raise ConfigError(f"model.max_len={m.max_len} exceeds {source}'s context of "
-                          f"{base.max_len}; set it lower, or extend the context with "
-                          f"model.rope_scaling and model.rope_factor")
+    rope_original_len); a ConfigError when the base already reads another scaling."""
+    if m.rope_scaling == "none":
+        return base
+    if base.rope_scaling == "none":
+        return extend_context(base, m.rope_scaling, m.rope_factor)
+    if (base.rope_scaling, base.rope_factor) != (m.rope_scaling, m.rope_factor):
+        raise ConfigError(
+            f"model.rope_scaling={m.rope_scaling} (factor {m.rope_factor}): {source} already "
+            f"reads its context with {base.rope_scaling} scaling (factor "
+            f"{base.rope_factor}); drop the rope settings or set the base's")
     return base
 
 

@@ -275,10 +275,7 @@ def with_base_run(cfg: config_lib.Config, path: str | Path) -> config_lib.Config
     extended as a pretrained base's is (params.base_context); model.max_len is not bounded by
     it, as the README's `--init-from runs/base` with another preset's max_len relies on."""
     base = RunDir(path).load_config()
-    # the context is extended as for a pretrained base; model.max_len is not bounded by the
-    # run's (a RoPE run may be fine-tuned longer; learned positions keep the run's max_len below)
-    base_model = base_context(base.model, replace(cfg.model, max_len=base.model.max_len),
-                              str(path))
+    base_model = base_context(base.model, cfg.model, str(path))
     keep = [f for f in RUN_MODEL_FIELDS if f != "weights"
             and not (f == "max_len" and base.model.positions == "learned")]
     model = replace(base_model, weights="", **{f: getattr(cfg.model, f) for f in keep})
