@@ -20,6 +20,7 @@ such as IDX/reranker, where `jaxllm search IDX ... --rerank cross` finds it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -170,9 +171,8 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
         pos = next((i for i in ranked if index.chunks[i].metadata["doc_id"] in relevant),
                    next((first_chunk[d] for d in q["relevant"] if d in first_chunk), None))
         negs, seen = [], set()
-        # the ranked list first, then (when it holds too few) other chunks in a seeded order
-        rest = np.random.default_rng(len(out)).permutation(len(index.chunks)).tolist()
-        for i in ranked + rest:
+        # the ranked list first, then (only when it holds too few) other chunks in a seeded order
+        for i in itertools.chain(ranked, _shuffled(len(index.chunks), seed=len(out))):
             if len(negs) == negatives:
                 break
             text = index.chunks[i].text
@@ -183,6 +183,11 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
             continue
         out.append((q["query"], index.chunks[pos].text, [index.chunks[i].text for i in negs]))
     return out
+
+
+def _shuffled(n: int, seed: int):
+    """0..n-1 in a seeded order, drawn only when the caller reads past its own candidates."""
+    yield from np.random.default_rng(seed).permutation(n).tolist()
 
 
 def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int = 4,
