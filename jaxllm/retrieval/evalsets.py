@@ -87,22 +87,31 @@ def _substring(text: str) -> str:
     return " ".join(words[mid: mid + 10])
 
 
+def _role(i: int) -> str:
+    """What article i of the corpus serves: "known-item", a query type, or "train"."""
+    if i % KNOWN_ITEM_EVERY == 0:
+        return "known-item"
+    return {o: t for t, o in TYPE_OFFSETS.items()}.get(i % TYPE_EVERY, "train")
+
+
+def _document_frequencies(docs: list[Document]) -> Counter:
+    return Counter(w for d in docs for w in {x.lower() for x in _WORD.findall(d.text)})
+
+
 def bbc_sets(docs: list[Document]) -> dict[str, list[dict]]:
-    df = Counter(w for d in docs for w in {x.lower() for x in _WORD.findall(d.text)})
+    df = _document_frequencies(docs)
     sets: dict[str, list[dict]] = {"known-item": [], "types": [], "train": []}
-    offset_type = {o: t for t, o in TYPE_OFFSETS.items()}
     for i, d in enumerate(docs):
-        if i % KNOWN_ITEM_EVERY == 0:
+        role = _role(i)
+        if role == "known-item":
             sets["known-item"].append({"id": f"ki{i}", "query": d.title, "relevant": [d.id],
                                        "type": "known-item"})
-            continue
-        kind = offset_type.get(i % TYPE_EVERY)
-        if kind is None:
+        elif role == "train":
             sets["train"].append({"id": f"tr{i}", "query": d.title, "relevant": [d.id],
                                   "type": "train"})
-            continue
-        sets["types"].append({"id": f"{kind}{i}", "query": _typed_query(kind, d, df),
-                              "relevant": [d.id], "type": kind})
+        else:
+            sets["types"].append({"id": f"{role}{i}", "query": _typed_query(role, d, df),
+                                  "relevant": [d.id], "type": role})
     return sets
 
 
@@ -124,9 +133,8 @@ def bbc_typed_training(docs: list[Document]) -> list[dict]:
     """Training queries of the six types (for choosing a setting per type, never on the test
     queries): the same rules applied to the articles of the "train" set, the j-th of them
     (in corpus order) getting type TYPES[j % 6]; ids "train-<type><article number>"."""
-    df = Counter(w for d in docs for w in {x.lower() for x in _WORD.findall(d.text)})
-    train = [i for i in range(len(docs))
-             if i % KNOWN_ITEM_EVERY and i % TYPE_EVERY not in TYPE_OFFSETS.values()]
+    df = _document_frequencies(docs)
+    train = [i for i in range(len(docs)) if _role(i) == "train"]
     out = []
     for j, i in enumerate(train):
         kind = TYPES[j % len(TYPES)]
