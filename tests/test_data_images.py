@@ -2,7 +2,6 @@
 resumable image batches, caption templates and the word tokenizer."""
 
 import gzip
-import io
 import os
 import pickle
 

@@ -21,7 +21,6 @@ from jaxllm.data.tfds_builder import (
     corpus_builder,
     default_data_dir,
     load_split_texts,
-    prepare_corpus,
 )
 from jaxllm.errors import DataError
 from jaxllm.text import ByteTokenizer, CharTokenizer

@@ -2,13 +2,11 @@
 (all-gather with gradients, local loss) equal to the single-device loss and gradients on 8
 simulated devices."""
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from helpers import noisy_params

@@ -3,7 +3,6 @@ packing, the NF4 levels rebuilt from normal quantiles, weight-only inference in 
 decoder (equal to the float model on the dequantized weights), W8A8 integer matmuls against a
 numpy reference, sharding of quantized leaves on 8 devices, peak memory falling with the bits."""
 
-import math
 from dataclasses import replace
 from statistics import NormalDist
 

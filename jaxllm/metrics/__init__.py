@@ -18,5 +18,13 @@ from jaxllm.metrics.fairness import (demographic_parity_difference, demographic_
                                      equalized_odds_difference, equalized_odds_ratio, group_table)
 from jaxllm.metrics.rouge import RougeScore, rouge
 from jaxllm.metrics.weat import WeatResult, weat
-from jaxllm.metrics import ir  # noqa: F401  (IR metrics: jaxllm.metrics.ir.evaluate)
-from jaxllm.metrics import rag  # noqa: F401  (answers: faithfulness, relevancy, auroc)
+from jaxllm.metrics import ir  # IR metrics: jaxllm.metrics.ir.evaluate
+from jaxllm.metrics import rag  # answers: faithfulness, relevancy, auroc
+
+__all__ = ["BLEUScore", "CHRFScore", "RougeScore", "WeatResult", "accuracy", "confusion_matrix",
+           "corpus_bleu", "corpus_chrf", "counterfactual_scores", "counterfactual_shift",
+           "demographic_parity_difference", "demographic_parity_ratio",
+           "equal_opportunity_difference", "equal_opportunity_ratio", "equalized_odds_difference",
+           "equalized_odds_ratio", "expected_calibration_error", "group_table", "ir",
+           "precision_recall_fscore", "rag", "rouge", "sentence_bleu", "sentence_bleu_scores",
+           "sentence_chrf", "sentence_chrf_scores", "weat"]
