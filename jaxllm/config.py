@@ -198,8 +198,9 @@ class AlignConfig:
     beta: float = 0.1
     label_smoothing: float = 0.0
     # PPO and GRPO (rollouts with jaxllm.infer.generate). reward: "match" (the prompt file's
-    # answer, a verifiable task) or a reward-model run directory. kl_coef: PPO's per-token KL
-    # penalty in the reward (TRL 0.05), GRPO's weight of the k3 KL term (tunix 0.04).
+    # answer, a verifiable task), "near" (match with partial credit for a wrong number near the
+    # answer) or a reward-model run directory. kl_coef: PPO's per-token KL penalty in the
+    # reward (TRL 0.05), GRPO's weight of the k3 KL term (tunix 0.04).
     reward: str = "match"
     kl_coef: float = 0.05
     clip_eps: float = 0.2  # the policy ratio's clip range (PPO and GRPO)

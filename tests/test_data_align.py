@@ -203,6 +203,17 @@ def test_match_reward():
     assert preferences.match_reward(rec, "{'sum': 12}") == 0.0
 
 
+def test_near_reward_gives_partial_credit_to_near_numbers_only():
+    rec = {"answer": "7", "task": "sums"}
+    got = [preferences.near_reward(rec, c) for c in
+           (" 7.", "8", "3", "-1", "12", "The answer is 7.", "seven", "7 apples", "")]
+    assert got == [1.0, 0.25, 0.1, 0.5 / 9, 0.5 / 6, 0.0, 0.0, 0.0, 0.0]
+    assert preferences.near_reward({"answer": "-12"}, "-10") == 0.5 / 3
+    rec = {"answer": '{"sum": 12}', "task": "json"}  # not a number task: match only
+    assert [preferences.near_reward(rec, c) for c in ('{"sum": 12}', '{"sum": 13}', "12")] == [
+        1.0, 0.0, 0.0]
+
+
 def test_a_run_directory_keeps_the_chat_template(tmp_path):
     """A run fine-tuned from a model with a chat template (SmolLM2's adds a default system
     prompt) reads its prompts back rendered the same way: the template is saved beside

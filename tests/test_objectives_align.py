@@ -323,3 +323,24 @@ def test_rl_reference_is_the_model_before_lora():
     want = np.asarray(_logits(base, inputs))
     np.testing.assert_allclose(np.asarray(_logits(reference, inputs)), want, rtol=0, atol=1e-6)
     assert np.abs(np.asarray(_logits(policy_params, inputs)) - want).max() > 1e-3
+
+
+@pytest.mark.parametrize("reward, want", [("match", [1.0, 0.0, 0.0, 0.0]),
+                                          ("near", [1.0, 0.25, 0.1, 0.0])])
+def test_rollout_scores_completions_with_the_named_verifier(reward, want):
+    """align.reward=match|near scores each decoded completion (cut at <|im_end|>) against its
+    record's answer; solved counts exact answers only."""
+    from jaxllm.config import get_preset
+    from jaxllm.text import ByteTokenizer
+    from jaxllm.train.rollout import Rollouts
+
+    cfg = get_preset("sft-smollm2")
+    cfg = replace(cfg, train=replace(cfg.train, objective="grpo", batch_size=4),
+                  align=replace(cfg.align, reward=reward, group_size=4))
+    tok = ByteTokenizer()
+    records = [{"prompt": "What is 3 + 4?", "answer": "7"}] * 4
+    texts = ["7.<|im_end|>junk", "8", "3<|im_end|>", "seven"]
+    rollouts = Rollouts(cfg, tok, records, [[1]] * 4, [], [])
+    scores, solved = rollouts.scores(records, [[1]] * 4, [tok.encode(t) for t in texts])
+    np.testing.assert_allclose(scores, want, rtol=1e-6)
+    np.testing.assert_array_equal(solved, [1.0, 0.0, 0.0, 0.0])

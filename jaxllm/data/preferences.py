@@ -6,6 +6,7 @@ the reward, DPO and RL objectives read.
     ranks = rankings(500, seed=0)              # {"prompt", "responses", "ranks"}: K = 4
     write_alignment_data("data/")              # all three, with held-out files
     match_reward(record, completion)           # 1.0 when the completion is the answer, else 0.0
+    near_reward(record, completion)            # match, with partial credit for a near number
 
 Tasks (each a prompt, its correct answer and wrong answers of known badness):
   arithmetic  "What is 37 + 48? Answer with the number only."   85; near miss 86 or 95
@@ -32,6 +33,7 @@ the file and line.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +187,9 @@ def rankings(n: int, seed: int = 0, tasks=TASKS, taken: set | None = None) -> li
     return out
 
 
+_INTEGER = re.compile(r"-?\d+")
+
+
 def _normal(text: str) -> str:
     return text.strip().rstrip(".").strip().lower()
 
@@ -198,6 +203,20 @@ def match_reward(record: dict, completion: str) -> float:
         except json.JSONDecodeError:
             return 0.0
     return float(_normal(completion) == _normal(record["answer"]))
+
+
+def near_reward(record: dict, completion: str) -> float:
+    """match_reward with partial credit on number tasks: a completion that is a wrong bare
+    integer (up to space and a final period) scores 0.5 / (1 + |its distance to the answer|)
+    (0.25 one off, 0.1 four off); the answer scores 1.0, anything else 0.0. For RL on tasks a
+    small model rarely solves: sampled groups then differ in reward (GRPO has a gradient) where
+    exact match gives a whole group 0."""
+    if match_reward(record, completion) == 1.0:
+        return 1.0
+    said, answer = _normal(completion), _normal(str(record["answer"]))
+    if not (_INTEGER.fullmatch(said) and _INTEGER.fullmatch(answer)):
+        return 0.0
+    return 0.5 / (1 + abs(int(said) - int(answer)))
 
 
 def write_alignment_data(out_dir: str | Path, seed: int = 0, *, pairs: int = 2000,

@@ -17,7 +17,8 @@ boundary; resumed in the middle of a rollout's updates, it samples that rollout 
 restored parameters.
 
 Rewards: align.reward=match compares the completion with the prompt file's answer
-(data/preferences.py match_reward: a verifiable task); a run directory names a reward model
+(data/preferences.py match_reward: a verifiable task); align.reward=near is match with partial
+credit for a wrong number near the answer (near_reward); a run directory names a reward model
 (train.objective=reward) whose score of prompt + completion is the reward.
 
 Evaluation is greedy decoding of the held-out prompts: val_reward (the mean reward), val_accuracy
@@ -36,7 +37,7 @@ import numpy as np
 from jaxllm import config as config_lib
 from jaxllm.data import RowBatches
 from jaxllm.data.chat import encode_answer
-from jaxllm.data.preferences import match_reward, read_prompts
+from jaxllm.data.preferences import match_reward, near_reward, read_prompts
 from jaxllm.errors import ConfigError, DataError
 from jaxllm.infer.generate import generate
 from jaxllm.objectives import policy
@@ -74,6 +75,9 @@ def _ppo_advantages(scores, logps, ref_logps, values, mask, *, gamma, lam, kl_co
     return policy.whiten(adv, mask), returns
 
 
+VERIFIERS = {"match": match_reward, "near": near_reward}  # align.reward names; else a run dir
+
+
 class RewardModel:
     """A trained reward run's score of prompt + completion token ids."""
 
@@ -81,7 +85,7 @@ class RewardModel:
         run = load_run(path)
         if not run.config.model.value_head:
             raise ConfigError(f"align.reward={path!r}: that run has no scalar head; name a run "
-                              f"trained with --objective reward, or use align.reward=match")
+                              f"trained with --objective reward, or use align.reward=match|near")
         if run.tokenizer.vocab_size != tokenizer.vocab_size:
             raise ConfigError(f"align.reward={path!r}: its tokenizer ({run.tokenizer.vocab_size}"
                               f" ids) is not the policy's ({tokenizer.vocab_size}); train the "
@@ -111,7 +115,7 @@ class Rollouts:
         self.ppo = cfg.train.objective == "ppo"
         stop = tokenizer.encode(ANSWER_END)
         self.stops = tuple(stop) if len(stop) == 1 else ()  # else the text is cut at it
-        self.reward_model = RewardModel(a.reward, tokenizer) if a.reward != "match" else None
+        self.reward_model = None if a.reward in VERIFIERS else RewardModel(a.reward, tokenizer)
         self.model = self.reference = None
         self._cached = (None, None)  # (rollout number, batch)
         # the prompts of rollout n: rows of a seeded permutation per epoch, as any batch
@@ -145,10 +149,12 @@ class Rollouts:
                     for p, c in zip(prompts, completions)]
             scores = self.reward_model(seqs)
             return scores.astype(np.float32), np.zeros(len(seqs), np.float32)
+        name = self.cfg.align.reward
         if not all("answer" in r for r in records):
-            raise DataError("align.reward=match needs an 'answer' in every prompt record; add "
+            raise DataError(f"align.reward={name} needs an 'answer' in every prompt record; add "
                             "them or name a reward-model run (align.reward=RUN_DIR)")
-        scores = np.array([match_reward(r, t) for r, t in zip(records, self._texts(completions))],
+        scores = np.array([VERIFIERS[name](r, t) for r, t in zip(records,
+                                                                  self._texts(completions))],
                           np.float32)
         return scores, (scores >= 1.0).astype(np.float32)
 
