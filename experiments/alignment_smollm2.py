@@ -318,7 +318,7 @@ def stage_dpo(args):
 
 def stage_grpo(args):
     d = args.work / "data"
-    held = preferences.task_records(16, seed=1, tasks=("sums",))
+    held = preferences.task_records(args.held, seed=1, tasks=("sums",))
     train_records = preferences.task_records(80, seed=0, tasks=("sums",),
                                              taken={r["prompt"] for r in held})
     for name, recs in (("sums", train_records), ("sums_heldout", held)):
@@ -326,8 +326,9 @@ def stage_grpo(args):
     sft = run_dir(args.work, "sft-w0.0")
     cfg, cmd = config("grpo", str(sft), f"jsonl:{d}/sums.jsonl", f"jsonl:{d}/sums_heldout.jsonl",
                       steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
-                      eval_batches=16 // args.batch or 1,
-                      extra=["align.group_size=4", "align.max_new_tokens=4",
+                      eval_batches=-(-args.held // args.batch),
+                      extra=[f"align.group_size={args.group}", f"align.reward={args.reward}",
+                             "align.max_new_tokens=4",
                              "align.kl_coef=0.04", f"align.temperature={args.temperature}",
                              f"train.eval_every={args.eval_every}", "train.log_every=1",
                              "optim.warmup_steps=2"])
@@ -363,7 +364,7 @@ def stage_grpo(args):
     print("|---|---|---|")
     for e in evals:
         print(f"| {e[0]} | {e[1]:.3f} | {e[2]:.3f} |")
-    print("\n| step | train reward (sampled, group of 4) | KL (k3, per token) |")
+    print(f"\n| step | train reward (sampled, groups of {args.group}) | KL (k3, per token) |")
     print("|---|---|---|")
     for s in steps:
         print(f"| {s[0]} | {s[1]:.3f} | {s[2]:.4f} |")
@@ -497,7 +498,11 @@ def main():
                    help="reward: held-out programmatic pairs (and their rankings)")
     p.add_argument("--eval-every", type=int, default=5, help="grpo: steps between evaluations")
     p.add_argument("--batch", type=int, default=8,
-                   help="grpo: completions per step (4 a prompt); reward: rankings per step")
+                   help="grpo: completions per step (--group a prompt); reward: rankings per step")
+    p.add_argument("--group", type=int, default=4, help="grpo: completions per prompt")
+    p.add_argument("--reward", default="match", choices=["match", "near"],
+                   help="grpo: align.reward (near: partial credit for a near number)")
+    p.add_argument("--held", type=int, default=16, help="grpo: held-out sums (greedy)")
     p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward: peak learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
     p.add_argument("--repeats", type=int, default=3,
