@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxllm import models, pretrained
 from jaxllm.config import ModelConfig
-from jaxllm.io.hf import save_hf
+from jaxllm.io.hf import save_hf, seq2seq_generation
 
 HERE = Path(__file__).resolve().parent
 
@@ -142,10 +142,8 @@ def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200) -> No
         heads = cfg.kind == "encoder" and not cfg.head
         entry = {"name": name, "dir": str(work / name)}
         if cfg.kind == "seq2seq":
-            ids = {"decoder_start_token_id": TINY_START, "eos_token_id": TINY_END,
-                   "pad_token_id": TINY_END}
-            save_hf(work / name, cfg, params, extra_config=ids,
-                    generation={**ids, "suppress_tokens": [TINY_START], "do_sample": False})
+            ids, generation = seq2seq_generation(TINY_START, TINY_END, cfg.vocab_size, 12)
+            save_hf(work / name, cfg, params, extra_config=ids, generation=generation)
             entry.update(seq2seq_entry(rng, 17, 9, TINY_START, cfg.vocab_size),
                          generate={"max_new_tokens": 12})
             sources = [[t for t, k in zip(r, m) if k] for r, m in zip(entry["ids"],

@@ -51,7 +51,7 @@ def run(args) -> int:
 
     from jaxllm.errors import ConfigError
     from jaxllm.files import check_new_dir
-    from jaxllm.io.hf import architecture, save_hf
+    from jaxllm.io.hf import architecture, save_hf, seq2seq_generation
 
     out = check_new_dir(args.out)  # never into a run (its config.json) or a user's files
     if args.model:
@@ -71,6 +71,7 @@ def run(args) -> int:
         print(f"exported {args.model} to {out} (config.json, model.safetensors)")
         return 0
 
+    from jaxllm.data.pairs import target_length
     from jaxllm.objectives.seq2seq import seq2seq_ids
     from jaxllm.train import RunDir, load_run
     from jaxllm.train.run import merge_run
@@ -94,16 +95,14 @@ def run(args) -> int:
     params = lora.merge(loaded.params, float_export=True) if changes else loaded.params
     m = loaded.config.model  # the vocabulary size the run was built with
     extra, generation = {}, None
-    if m.kind == "seq2seq":  # the run's start and end ids: the two above the tokenizer's
+    if m.kind == "seq2seq":  # the run's start and end ids (the two above the tokenizer's) and
+        # target length, as `jaxllm generate` decodes
         start, end = seq2seq_ids(loaded.tokenizer.vocab_size)
-        extra = {"decoder_start_token_id": start, "eos_token_id": end, "pad_token_id": end,
-                 "forced_eos_token_id": None}
-        # as infer/seq2seq.py decodes: the start id and ids above the end id never come out;
-        # a target has at most model.max_len tokens after the start token
-        generation = {**extra, "max_length": m.max_len + 1, "do_sample": False,
-                      "num_beams": 1, "suppress_tokens": [start, *range(end + 1, m.vocab_size)]}
+        extra, generation = seq2seq_generation(start, end, m.vocab_size,
+                                               target_length(loaded.config))
     save_hf(out, m, jax.device_get(params), heads=m.kind == "encoder", extra_config=extra,
             labels=head_classes(m.head), generation=generation)
     loaded.tokenizer.save(out / "tokenizer.json")
-    print(f"exported {what} to {out} (config.json, model.safetensors, tokenizer.json){said}")
+    files = "config.json, model.safetensors, " + ("generation_config.json, " if generation else "")
+    print(f"exported {what} to {out} ({files}tokenizer.json){said}")
     return 0

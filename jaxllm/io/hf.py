@@ -234,6 +234,19 @@ def _bert_head(hf: dict) -> str:
     return _BERT_HEADS_BY_CLASS.get(arch, "")
 
 
+def seq2seq_generation(start_id: int, end_id: int, vocab_size: int, max_new_tokens: int
+                       ) -> tuple[dict, dict]:
+    """(config.json entries, generation_config.json) of an encoder-decoder whose targets start
+    with start_id and end with end_id: transformers' greedy `generate` then decodes as jaxllm's
+    (infer/seq2seq.py): the start id and the ids above the end id (a padded vocabulary) are
+    never emitted, at most max_new_tokens come after the start token, and no end token is
+    forced at the length limit (the BART family's configs default to one)."""
+    ids = {"decoder_start_token_id": start_id, "eos_token_id": end_id, "pad_token_id": end_id,
+           "forced_eos_token_id": None}
+    return ids, {**ids, "max_length": max_new_tokens + 1, "do_sample": False, "num_beams": 1,
+                 "suppress_tokens": [start_id, *range(end_id + 1, vocab_size)]}
+
+
 def _seq2seq_config_from_hf(hf: dict, kind: str) -> ModelConfig:
     """The encoder-decoder of a Blenderbot, Pegasus or Marian config.json, if it is one jaxllm
     computes: the sizes of both stacks equal, GELU, sqrt(D) embedding scale with sinusoidal
