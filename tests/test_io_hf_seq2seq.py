@@ -38,13 +38,13 @@ def test_exported_seq2seq_read_by_hugging_face_names_gives_the_same_logits(arch,
     save_hf(tmp_path, cfg, params)
     hf_cfg = json.loads((tmp_path / "config.json").read_text())
     tensors = load_file(str(tmp_path / "model.safetensors"))
-    assert hf_cfg["model_type"] == arch and hf_cfg["tie_word_embeddings"] == cfg.tie_embeddings
     source, source_mask, target, target_mask = seq2seq_batch()
     ours = seq2seq_logits(cfg, params, source, target, source_mask, target_mask)
-    for b in range(len(source)):
+    for b in range(len(source)):  # the forward config.json's model_type names, real tokens
         S, T = source_mask[b].sum(), target_mask[b].sum()
         theirs = hf_seq2seq_logits(tensors, hf_cfg, source[b, :S], target[b, :T])
         np.testing.assert_allclose(ours[b, :T], theirs, atol=1e-9)
+    assert hf_cfg["model_type"] == arch and hf_cfg["tie_word_embeddings"] == cfg.tie_embeddings
     got_cfg, got, _ = load_hf(tmp_path)  # and back: the same model, every parameter
     assert got_cfg == dataclasses.replace(cfg, d_ff=cfg.ff_size, attention="auto")
     for (path, x), (_, y) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
