@@ -53,6 +53,12 @@ def test_refusals(tiny_run, tmp_path, capsys):
     assert "\n500 validation pairs (greedy): exact match" in capsys.readouterr().out
 
 
-def test_eval_split_is_refused_for_a_language_model_run(tiny_run, capsys):
-    line = error_of(["eval", "--run", str(tiny_run("char")), "--split", "test"], capsys)
+def test_eval_split_and_beams_are_refused_for_a_language_model_run(tiny_run, capsys):
+    run = str(tiny_run("char"))
+    line = error_of(["eval", "--run", run, "--split", "test"], capsys)
     assert "--split test" in line and "task-head and encoder-decoder" in line
+    for flag in (["--num-beams", "4"], ["--examples", "10"]):  # not silently ignored
+        line = error_of(["eval", "--run", run, *flag], capsys)
+        assert "--num-beams/--examples" in line and "holds a decoder" in line
+    line = error_of(["generate", "--run", run, "--prompt", "x", "--num-beams", "0"], capsys)
+    assert "--num-beams 0: must be at least 1" in line
