@@ -10,7 +10,7 @@ the entry's, by `generate` with the directory's generation_config.json). For eac
 outputs (float32): "logits" for a causal LM, an encoder-decoder or a token classifier;
 "start_logits" and "end_logits" for BertForQuestionAnswering; "hidden", and for
 BertForPreTraining also "mlm_logits" and "nsp_logits", for BERT; "generated" (the token ids
-after the decoder's start token, padded with -1 after the end token). Prints one JSON line.
+after the decoder's start token, -1 from the end token on). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def run_one(entry: dict) -> dict:
 
 
 def _after_end(seqs, end_id: int):
-    """seqs (B, T) with everything after each row's first end token set to -1 (generate pads
-    finished rows with its pad id)."""
-    ended = torch.cumsum((seqs == end_id).long(), dim=1) - (seqs == end_id).long() > 0
+    """seqs (B, T) with each row's first end token and everything after it set to -1 (generate
+    pads finished rows with its pad id; jaxllm returns a target without its end token)."""
+    ended = torch.cumsum((seqs == end_id).long(), dim=1) > 0
     return torch.where(ended, torch.full_like(seqs, -1), seqs)
 
 
