@@ -21,7 +21,7 @@ def test_export_writes_blenderbot_with_the_runs_token_ids(tiny_run, tmp_path, ca
     assert main(["export", "--run", str(run), "--out", str(out)]) == 0
     assert "generation_config.json" in capsys.readouterr().out
     loaded = load_run(run)
-    cfg, params, hf = load_hf(out)
+    _, params, hf = load_hf(out)
     assert hf["architectures"] == ["BlenderbotForConditionalGeneration"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(loaded.params), params)
     chars = json.loads((run / "tokenizer.json").read_text())  # the run's own file
