@@ -338,6 +338,11 @@ def _entries(cfg: ModelConfig, arch: str, prefix: str = "") -> list[tuple[str, s
     return e
 
 
+# Written for readers that load each stack's table by its own name; read from model.shared
+# (transformers ties them to it, and checkpoints may leave them out)
+_SEQ2SEQ_TABLE_COPIES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+
+
 def _seq2seq_entries(cfg: ModelConfig, arch: str) -> list[tuple[str, str, str]]:
     """The BART family's names: one token table (model.shared, also each stack's embed_tokens
     and, tied, lm_head), per-layer attention (q/k/v/out_proj) and fc1/fc2 with a LayerNorm
@@ -380,6 +385,8 @@ def _sinusoid_order(cfg: ModelConfig, params: dict, to_hf: bool) -> dict:
     (sin ... sin | cos ... cos), or back (to_hf False). The model computes the same function
     with all of them reordered: LayerNorm's mean and variance ignore the order, and every
     matmul contracts the embed axis of both operands."""
+    import jax
+
     from jaxllm import models
 
     D = cfg.d_model
@@ -395,7 +402,6 @@ def _sinusoid_order(cfg: ModelConfig, params: dict, to_hf: bool) -> dict:
                 x = np.take(x, order, axis=axis)
         return x
 
-    import jax
     return jax.tree_util.tree_map(one, params, specs,
                                   is_leaf=lambda v: isinstance(v, jax.sharding.PartitionSpec))
 
@@ -494,6 +500,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
         return np.asarray(tensors[name], dtype=np.float32)
 
     for name, path, conv, i in _layer_entries(cfg, arch, prefix):
+        if name in _SEQ2SEQ_TABLE_COPIES:
+            continue
         if conv == "c_attn":  # GPT-2's fused q, k, v -> three kernels/biases
             w = fetch(name)
             want = (D, 3 * D) if name.endswith("weight") else (3 * D,)
@@ -544,7 +552,9 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
 
 def params_to_hf(cfg: ModelConfig, params: dict, heads: bool = True) -> dict[str, np.ndarray]:
     """{HF name: float32 array} of jaxllm params (BERT: with the pooler and, if heads, the
-    pretraining heads, under BertForPreTraining's "bert." prefix)."""
+    pretraining heads, under BertForPreTraining's "bert." prefix; a task head's BERT under
+    "bert." beside its classifier or qa_outputs; an encoder-decoder with a zero
+    final_logits_bias and, for Pegasus and Marian, the residual dimension reordered)."""
     arch = architecture(cfg)
     prefix = "bert." if arch == "bert" and (heads or cfg.head) else ""
     if arch in ("pegasus", "marian"):
