@@ -3,10 +3,12 @@ the Hugging Face layouts jaxllm exports.
 
 They share no code with jaxllm: the Llama forward reads the GGUF tensors under their GGUF names
 with Q and K still permuted and rotates adjacent pairs (x[2i], x[2i+1]) as llama.cpp does, so it
-also checks jaxllm's un-permutation; the BERT, Llama and GPT-2 forwards read the Hugging Face
-tensor names of model.safetensors in their orientation (a Linear weight is (out, in), a GPT-2
-Conv1D weight (in, out) with query, key and value fused) and the sizes from config.json. All
-loop over layers and heads with explicit softmax.
+also checks jaxllm's un-permutation; the BERT, Llama, GPT-2 and Blenderbot/Pegasus/Marian
+forwards read the Hugging Face tensor names of model.safetensors in their orientation (a Linear
+weight is (out, in), a GPT-2 Conv1D weight (in, out) with query, key and value fused) and the
+sizes from config.json; the encoder-decoders follow config.json's model_type (norm placement,
+final norms, learned positions or Pegasus' and Marian's [sin | cos] halves). All loop over
+layers and heads with explicit softmax.
 """
 
 from __future__ import annotations
