@@ -3,9 +3,14 @@
 jaxllm exported and runs them. Runs in the peers' venv (torch, transformers), never imports jaxllm.
 
 Usage: ~/.venv-peers/bin/python -P experiments/hf_export_peer.py MANIFEST.json
-The manifest lists {"name", "dir", "ids"}; for each entry this writes <dir>/transformers.npz with
-the model's outputs on the ids (float32): "logits" for a causal LM; "hidden", and for
-BertForPreTraining also "mlm_logits" and "nsp_logits", for BERT. Prints one JSON line.
+The manifest lists {"name", "dir", "ids"} and optionally "mask" (the padding mask of the ids),
+"types" (token types), "decoder_ids" / "decoder_mask" (an encoder-decoder's target side) and
+"generate" ({"max_new_tokens", optional "ids" and "mask"}: greedy decoding of those ids, or
+the entry's, by `generate` with the directory's generation_config.json). For each entry this writes <dir>/transformers.npz with the model's
+outputs (float32): "logits" for a causal LM, an encoder-decoder or a token classifier;
+"start_logits" and "end_logits" for BertForQuestionAnswering; "hidden", and for
+BertForPreTraining also "mlm_logits" and "nsp_logits", for BERT; "generated" (the token ids
+after the decoder's start token, -1 from the end token on). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -19,13 +24,19 @@ import torch
 import transformers
 
 
-def run_one(directory: Path, ids: np.ndarray) -> dict:
+def run_one(entry: dict) -> dict:
+    directory = Path(entry["dir"])
     config = json.loads((directory / "config.json").read_text())
     arch = config["architectures"][0]
     cls = getattr(transformers, arch)  # LlamaForCausalLM, GPT2LMHeadModel, BertModel, ...
     model = cls.from_pretrained(directory, torch_dtype=torch.float32,
                                 attn_implementation="eager").eval()
-    tokens = torch.as_tensor(ids, dtype=torch.long)
+
+    def tensor(key):
+        return None if key not in entry else torch.as_tensor(np.asarray(entry[key]))
+
+    tokens = tensor("ids").long()
+    mask, types = tensor("mask"), tensor("types")
     with torch.no_grad():
         if arch == "BertForPreTraining":
             out = model(tokens, output_hidden_states=True)
@@ -33,16 +44,39 @@ def run_one(directory: Path, ids: np.ndarray) -> dict:
                       "nsp_logits": out.seq_relationship_logits}
         elif arch == "BertModel":
             arrays = {"hidden": model(tokens).last_hidden_state}
+        elif arch == "BertForQuestionAnswering":
+            out = model(tokens, attention_mask=mask, token_type_ids=types)
+            arrays = {"start_logits": out.start_logits, "end_logits": out.end_logits}
+        elif arch == "BertForTokenClassification":
+            arrays = {"logits": model(tokens, attention_mask=mask, token_type_ids=types).logits}
+        elif config.get("is_encoder_decoder"):
+            arrays = {"logits": model(tokens, attention_mask=mask,
+                                      decoder_input_ids=tensor("decoder_ids").long(),
+                                      decoder_attention_mask=tensor("decoder_mask")).logits}
+            if "generate" in entry:  # greedy, by the directory's generation_config.json
+                g = entry["generate"]
+                ids = torch.as_tensor(np.asarray(g["ids"])).long() if "ids" in g else tokens
+                seqs = model.generate(ids, attention_mask=torch.as_tensor(
+                    np.asarray(g["mask"])) if "mask" in g else mask,
+                    max_new_tokens=g["max_new_tokens"])
+                arrays["generated"] = _after_end(seqs[:, 1:], config["eos_token_id"])
         else:
             arrays = {"logits": model(tokens).logits}
     np.savez(directory / "transformers.npz", **{k: v.float().numpy() for k, v in arrays.items()})
     return {"class": arch, "outputs": sorted(arrays)}
 
 
+def _after_end(seqs, end_id: int):
+    """seqs (B, T) with each row's first end token and everything after it set to -1 (generate
+    pads finished rows with its pad id; jaxllm returns a target without its end token)."""
+    ended = torch.cumsum((seqs == end_id).long(), dim=1) > 0
+    return torch.where(ended, torch.full_like(seqs, -1), seqs)
+
+
 def main() -> None:
     manifest = json.loads(Path(sys.argv[1]).read_text())
     torch.set_num_threads(2)
-    result = {e["name"]: run_one(Path(e["dir"]), np.asarray(e["ids"])) for e in manifest}
+    result = {e["name"]: run_one(e) for e in manifest}
     print(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
                       "models": result}))
 

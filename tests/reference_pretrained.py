@@ -3,10 +3,12 @@ the Hugging Face layouts jaxllm exports.
 
 They share no code with jaxllm: the Llama forward reads the GGUF tensors under their GGUF names
 with Q and K still permuted and rotates adjacent pairs (x[2i], x[2i+1]) as llama.cpp does, so it
-also checks jaxllm's un-permutation; the BERT, Llama and GPT-2 forwards read the Hugging Face
-tensor names of model.safetensors in their orientation (a Linear weight is (out, in), a GPT-2
-Conv1D weight (in, out) with query, key and value fused) and the sizes from config.json. All
-loop over layers and heads with explicit softmax.
+also checks jaxllm's un-permutation; the BERT, Llama, GPT-2 and Blenderbot/Pegasus/Marian
+forwards read the Hugging Face tensor names of model.safetensors in their orientation (a Linear
+weight is (out, in), a GPT-2 Conv1D weight (in, out) with query, key and value fused) and the
+sizes from config.json; the encoder-decoders follow config.json's model_type (norm placement,
+final norms, learned positions or Pegasus' and Marian's [sin | cos] halves). All loop over
+layers and heads with explicit softmax.
 """
 
 from __future__ import annotations
@@ -223,3 +225,82 @@ def hf_gpt2_logits(tensors, hf_cfg, ids):
         x = x + u @ t[p + "mlp.c_proj.weight"] + t[p + "mlp.c_proj.bias"]
     x = _ln(x, t["transformer.ln_f.weight"], t["transformer.ln_f.bias"], eps)
     return x @ t["transformer.wte.weight"].T
+
+
+# --- Blenderbot, Pegasus and Marian from Hugging Face safetensors ------------------------------
+
+def _sinusoid_halves(n, D):
+    """Pegasus' and Marian's position table: column j < D/2 is sin(pos / 10000^(2j/D)), column
+    D/2 + j the cos of the same angle (halves, not interleaved pairs)."""
+    ang = np.arange(n)[:, None] / 10000.0 ** (2 * np.arange(D // 2)[None] / D)
+    return np.concatenate([np.sin(ang), np.cos(ang)], axis=1)
+
+
+def hf_seq2seq_logits(tensors, hf_cfg, source, target_in):
+    """Logits (T, V) of BlenderbotForConditionalGeneration, PegasusForConditionalGeneration or
+    MarianMTModel (config.json's model_type) for one unpadded source and decoder input, float64.
+    Blenderbot and Pegasus are pre-norm with a LayerNorm after each stack; Marian is post-norm
+    without; Blenderbot's positions are learned tables, the others' sinusoid halves; the token
+    embeddings are scaled by sqrt(d_model) when scale_embedding is set."""
+    t = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+    kind, D = hf_cfg["model_type"], hf_cfg["d_model"]
+    pre = kind in ("blenderbot", "pegasus")
+    N = hf_cfg["encoder_attention_heads"]
+    scale = math.sqrt(D) if hf_cfg["scale_embedding"] else 1.0
+
+    def ln(x, name):
+        return _ln(x, t[name + ".weight"], t[name + ".bias"], 1e-5)
+
+    def lin(x, name):
+        return x @ t[name + ".weight"].T + t[name + ".bias"]
+
+    def embed(ids, side):
+        x = t[f"model.{side}.embed_tokens.weight"][np.asarray(ids)] * scale
+        if kind == "blenderbot":
+            return x + t[f"model.{side}.embed_positions.weight"][:len(ids)]
+        return x + _sinusoid_halves(len(ids), D)
+
+    def attend(name, causal):
+        def f(x, kv=None):
+            kv = x if kv is None else kv
+            T, S = len(x), len(kv)
+            q = lin(x, name + ".q_proj").reshape(T, N, D // N)
+            k = lin(kv, name + ".k_proj").reshape(S, N, D // N)
+            v = lin(kv, name + ".v_proj").reshape(S, N, D // N)
+            out = np.zeros((T, N, D // N))
+            for n in range(N):
+                s = q[:, n] @ k[:, n].T / math.sqrt(D // N)
+                if causal:
+                    s = np.where(np.tril(np.ones((T, S), bool)), s, -np.inf)
+                w = np.exp(s - s.max(-1, keepdims=True))
+                out[:, n] = (w / w.sum(-1, keepdims=True)) @ v[:, n]
+            return lin(out.reshape(T, D), name + ".out_proj")
+        return f
+
+    def ffn(p):
+        def f(x):
+            u = lin(x, p + "fc1")
+            return lin(0.5 * u * (1 + _erf(u / math.sqrt(2))), p + "fc2")
+        return f
+
+    def branch(x, f, norm):
+        return x + f(ln(x, norm)) if pre else ln(x + f(x), norm)
+
+    m = embed(source, "encoder")
+    for i in range(hf_cfg["encoder_layers"]):
+        p = f"model.encoder.layers.{i}."
+        m = branch(m, attend(p + "self_attn", False), p + "self_attn_layer_norm")
+        m = branch(m, ffn(p), p + "final_layer_norm")
+    if pre:
+        m = ln(m, "model.encoder.layer_norm")
+    x = embed(target_in, "decoder")
+    for i in range(hf_cfg["decoder_layers"]):
+        p = f"model.decoder.layers.{i}."
+        x = branch(x, attend(p + "self_attn", True), p + "self_attn_layer_norm")
+        x = branch(x, lambda h, p=p: attend(p + "encoder_attn", False)(h, m),
+                   p + "encoder_attn_layer_norm")
+        x = branch(x, ffn(p), p + "final_layer_norm")
+    if pre:
+        x = ln(x, "model.decoder.layer_norm")
+    head = t["model.shared.weight"] if hf_cfg["tie_word_embeddings"] else t["lm_head.weight"]
+    return x @ head.T + t["final_logits_bias"][0]

@@ -35,8 +35,10 @@ def _log_softmax(x):
 
 
 def test_exhaustive_search_on_a_decoder():
-    """A decoder's beam search with one beam is its greedy decoding; with 16 beams over 2 ordinary tokens + EOS and 4 new tokens: nothing is pruned (at most 8
-    running prefixes, 15 finished hypotheses), so the result is the exhaustive optimum."""
+    """A decoder's beam search with one beam is its greedy decoding; with 16 beams over 2
+    ordinary tokens + EOS and 4 new tokens: nothing is pruned (at most 8 running prefixes, 15
+    finished hypotheses), so the result is the exhaustive optimum, on both decode paths (the
+    CPU one reorders per-layer caches of a (B*K, ...) layout)."""
     params = random_params(TINY, seed=4, scale=1.0)  # a seed where greedy is not optimal
     prompts, M = [[0, 1], [1]], 4
     seqs = [list(p) + [EOS] for n in range(M) for p in itertools.product([0, 1], repeat=n)]
@@ -50,9 +52,9 @@ def test_exhaustive_search_on_a_decoder():
     greedy = generate(model, params, prompts, max_new_tokens=M, temperature=0,
                       stop_tokens=(EOS,))
     differs = 0
-    for alpha in (0.0, 1.0, 3.0, -1.0):
+    for path, alpha in itertools.product(("cpu", "accelerator"), (0.0, 1.0, 3.0, -1.0)):
         got = generate(model, params, prompts, max_new_tokens=M, num_beams=16,
-                       length_penalty=alpha, stop_tokens=(EOS,))
+                       length_penalty=alpha, stop_tokens=(EOS,), decode_path=path)
         for i, p in enumerate(prompts):
             def score(s, i=i, p=p, alpha=alpha):
                 r = i * len(seqs) + seqs.index(s)  # token t is predicted at slot len(p) + t - 1
@@ -66,9 +68,9 @@ def test_exhaustive_search_on_a_decoder():
     tokens, mask = np.zeros((2, 2), np.int32), np.zeros((2, 2), bool)
     for r, p in enumerate(prompts):
         tokens[r, 2 - len(p):], mask[r, 2 - len(p):] = p, True
-    seqs, lengths = _beam_generate(params, tokens, mask, jnp.float32(1.0), model=model,
-                                   num_beams=1, max_new_tokens=M, stop_tokens=(EOS,),
-                                   early_stopping=True, n_tokens=3)
+    seqs, lengths = _beam_generate(params, None, tokens, mask, jnp.float32(1.0), model=model,
+                                   path="accelerator", num_beams=1, max_new_tokens=M,
+                                   stop_tokens=(EOS,), early_stopping=True, n_tokens=3)
     assert best_beams(seqs, lengths, (EOS,)) == greedy
 
 

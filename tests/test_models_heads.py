@@ -4,6 +4,7 @@ span decoding against a brute-force search over every valid span."""
 
 import dataclasses
 import functools
+import json
 
 import jax
 import numpy as np
@@ -12,10 +13,11 @@ from helpers import brute_force_span, random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_pretrained import bert_hidden
+from safetensors.numpy import load_file
 
 from jaxllm import config as config_lib
 from jaxllm.errors import ConfigError
-from jaxllm.io.hf import config_to_hf, params_to_hf
+from jaxllm.io.hf import config_to_hf, load_hf, params_to_hf, save_hf
 from jaxllm.models import abstract_params
 from jaxllm.models.encoder import Encoder
 from jaxllm.objectives.classification import best_span, task_loss
@@ -160,3 +162,29 @@ def test_head_config_is_validated():
                                                               "model.kind=decoder"]))
     with pytest.raises(ConfigError, match="model.num_classes=0"):
         config_lib.validate(config_lib.apply_overrides(good, ["model.num_classes=0"]))
+
+
+@pytest.mark.parametrize("head", ["token", "span"])
+def test_token_and_span_heads_export_as_their_bert_classes(head, tmp_path):
+    """The exported BertForTokenClassification / BertForQuestionAnswering read by their Hugging
+    Face names alone (bert_hidden, then classifier or qa_outputs, whose two columns transformers
+    splits into start and end) give the encoder's head outputs; load_hf reads them back."""
+    cfg = dataclasses.replace(BERT, head=head, pool="cls")  # the program compiled above
+    params, _ = params_of(cfg)
+    params = jax.device_get(params)
+    tokens, types, mask = batch_of(cfg)
+    out = jax.device_get(run(cfg, params, tokens, types, mask))
+    save_hf(tmp_path, cfg, params, labels=tuple("ABCDE") if head == "token" else ())
+    hf_cfg = json.loads((tmp_path / "config.json").read_text())
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    name = {"token": "classifier", "span": "qa_outputs"}[head]
+    assert not any(k.startswith("cls.") or ".pooler." in k for k in tensors)
+    w, b = tensors[name + ".weight"].astype(np.float64), tensors[name + ".bias"]
+    for r, n in enumerate(LENGTHS):
+        theirs = bert_hidden(tensors, hf_cfg, tokens[r, :n], types[r, :n]) @ w.T + b
+        ours = (out["logits"][r, :n] if head == "token" else
+                np.stack([out["start_logits"][r, :n], out["end_logits"][r, :n]], -1))
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+    got_cfg, got, _ = load_hf(tmp_path)
+    assert (got_cfg.head, got_cfg.num_classes) == (head, 5 if head == "token" else 10)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, got)

@@ -251,6 +251,7 @@ def test_token_and_span_presets_train_and_evaluate(preset, monkeypatch, tmp_path
     test = task_splits(loaded.config, loaded.tokenizer).test
     out = loaded.model.apply({"params": loaded.params}, test["tokens"], test.get("types"),
                              test["mask"])
+    _export_matches_the_run(run, test, out, tmp_path, capsys)
     if preset == "bbc-tags":
         m = re.search(r"\((\d+) texts, ([\d,]+) tagged tokens, 3 classes\): accuracy ([\d.]+), "
                       r"macro-F1 ([\d.]+)", line)
@@ -274,3 +275,33 @@ def test_token_and_span_presets_train_and_evaluate(preset, monkeypatch, tmp_path
         f1.append(0.0 if not both else 2 * both / (len(gold) + j - i + 1))
     assert float(m[2]) == round(float(np.mean(hits)), 4)
     assert float(m[3]) == round(float(np.mean(f1)), 4)
+
+
+def _export_matches_the_run(run, test, outputs, tmp_path, capsys):
+    """`jaxllm export` of a token- or span-head run: the files read by their Hugging Face names
+    (numpy BERT + classifier / qa_outputs) give the run's head outputs (`outputs`, on the test
+    rows) on two test rows; the token head's id2label is data/tagging.py's order. (The export
+    of a quantized or LoRA run dequantizes or merges first, the same code for every kind:
+    test_transforms_cli.py.)"""
+    import json
+
+    from reference_pretrained import bert_hidden
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "hf"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    capsys.readouterr()
+    hf = json.loads((out / "config.json").read_text())
+    tensors = load_file(str(out / "model.safetensors"))
+    types = test.get("types")
+    if "logits" in outputs:  # the token head
+        assert hf["id2label"] == {"0": "O", "1": "NAME", "2": "NUMBER"}
+        name, ours = "classifier", np.asarray(outputs["logits"])
+    else:
+        name = "qa_outputs"
+        ours = np.stack([outputs["start_logits"], outputs["end_logits"]], -1)
+    for r in range(2):
+        n = int(test["mask"][r].sum())
+        h = bert_hidden(tensors, hf, test["tokens"][r, :n], None if types is None else types[r, :n])
+        theirs = h @ tensors[name + ".weight"].T.astype(np.float64) + tensors[name + ".bias"]
+        np.testing.assert_allclose(ours[r, :n], theirs, atol=2e-4, rtol=1e-4)

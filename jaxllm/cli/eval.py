@@ -66,12 +66,18 @@ def run(args) -> int:
     from jaxllm.train.objective import model_and_objective
 
     if args.model:
+        if args.num_beams != 1 or args.examples is not None:
+            raise DataError("--num-beams/--examples decode an encoder-decoder run's pairs; a "
+                            "pretrained model is scored by perplexity: drop them")
         return _run_pretrained(args)
     loaded = load_run(args.run, step=args.step)
     cfg = loaded.config
     if args.split and not (cfg.model.head or cfg.model.kind == "seq2seq"):
         raise DataError(f"--split {args.split}: only task-head and encoder-decoder runs are "
                         f"scored on a chosen split; drop --split")
+    if (args.num_beams != 1 or args.examples is not None) and cfg.model.kind != "seq2seq":
+        raise DataError(f"--num-beams/--examples decode an encoder-decoder run's pairs; "
+                        f"{args.run} holds a {cfg.model.kind} (model.kind): drop them")
     if cfg.model.kind in ("vit", "clip"):
         return _run_vision(args, loaded)
     if cfg.model.head:

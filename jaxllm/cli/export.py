@@ -5,12 +5,26 @@ quantized run as a plain float run.
   jaxllm export --model smollm2-135m-instruct --format safetensors --out smollm2-hf/
   jaxllm export --run runs/lora --format run --out runs/merged    (LoRA merged: a plain run)
 
-safetensors writes config.json (LlamaForCausalLM, GPT2LMHeadModel or BertModel/
-BertForPreTraining) and model.safetensors (float32), plus the run's tokenizer.json;
-`jaxllm.pretrained.load(DIR)` and `--model DIR` read the directory back. A LoRA run is exported
-with its factors merged into the weights, a quantized run dequantized to float32 (ViT and CLIP
-have no Hugging Face layout here). `--format run` writes the merged, dequantized parameters as a
-new run directory that eval, generate, export and `train --init-from` take like any float run.
+safetensors writes config.json and model.safetensors (float32) in the layout of the
+transformers class that computes the same function, plus the run's tokenizer.json:
+  decoders        LlamaForCausalLM (rope, rmsnorm, swiglu) or GPT2LMHeadModel
+  encoders        BertModel / BertForPreTraining; model.head=token BertForTokenClassification
+                  (num_labels, id2label, label2id: bbc-tags' O, NAME, NUMBER), model.head=span
+                  BertForQuestionAnswering (bbc-planted)
+  encoder-decoder BlenderbotForConditionalGeneration (pre-norm, learned positions:
+                  dates-seq2seq, bbc-headlines), PegasusForConditionalGeneration (pre-norm,
+                  sinusoidal), MarianMTModel (post-norm, sinusoidal); with a
+                  generation_config.json holding the run's start and end token ids and the
+                  ids greedy decoding never emits, so transformers' generate decodes as
+                  `jaxllm generate` does
+Refused in one line (export those with --format run): model.head=sequence (bbc-topics: BERT's
+classifier reads its tanh pooler, jaxllm's reads the pooled hidden state), and encoder-decoders
+no transformers class computes (io/hf.py lists them). ViT and CLIP have no Hugging Face layout
+here. `jaxllm.pretrained.load(DIR)` and `--model DIR` read a decoder or encoder directory
+back; `jaxllm.io.hf.load_hf(DIR)` reads every layout above (an encoder-decoder too).
+A LoRA run is exported with its factors merged into the weights, a quantized run dequantized to
+float32. `--format run` writes the merged, dequantized parameters as a new run directory that
+eval, generate, export and `train --init-from` take like any float run.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ def run(args) -> int:
 
     from jaxllm.errors import ConfigError
     from jaxllm.files import check_new_dir
-    from jaxllm.io.hf import architecture, save_hf
+    from jaxllm.io.hf import architecture, save_hf, seq2seq_generation
 
     out = check_new_dir(args.out)  # never into a run (its config.json) or a user's files
     if args.model:
@@ -57,8 +71,11 @@ def run(args) -> int:
         print(f"exported {args.model} to {out} (config.json, model.safetensors)")
         return 0
 
+    from jaxllm.data.pairs import target_length
+    from jaxllm.objectives.seq2seq import seq2seq_ids
     from jaxllm.train import RunDir, load_run
     from jaxllm.train.run import merge_run
+    from jaxllm.train.task_inputs import head_classes
     from jaxllm.transforms import lora
 
     cfg = RunDir(args.run).load_config()
@@ -76,7 +93,16 @@ def run(args) -> int:
               f"{out}")
         return 0
     params = lora.merge(loaded.params, float_export=True) if changes else loaded.params
-    save_hf(out, cfg.model, jax.device_get(params), heads=cfg.model.kind == "encoder")
+    m = loaded.config.model  # the vocabulary size the run was built with
+    extra, generation = {}, None
+    if m.kind == "seq2seq":  # the run's start and end ids (the two above the tokenizer's) and
+        # target length, as `jaxllm generate` decodes
+        start, end = seq2seq_ids(loaded.tokenizer.vocab_size)
+        extra, generation = seq2seq_generation(start, end, m.vocab_size,
+                                               target_length(loaded.config))
+    save_hf(out, m, jax.device_get(params), heads=m.kind == "encoder", extra_config=extra,
+            labels=head_classes(m.head), generation=generation)
     loaded.tokenizer.save(out / "tokenizer.json")
-    print(f"exported {what} to {out} (config.json, model.safetensors, tokenizer.json){said}")
+    files = "config.json, model.safetensors, " + ("generation_config.json, " if generation else "")
+    print(f"exported {what} to {out} ({files}tokenizer.json){said}")
     return 0

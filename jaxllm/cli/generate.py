@@ -85,6 +85,9 @@ def run(args) -> int:
         from jaxllm.models.rope import check_factor
 
         check_factor(args.rope_factor)  # before a run or model is read
+    if args.num_beams < 1:  # before a run or model is read, whichever the source
+        raise DataError(f"--num-beams {args.num_beams}: must be at least 1 (1 is no beam "
+                        f"search: sampling, or greedy at --temperature 0)")
     if args.num_beams > 1 and args.num_samples > 1:
         raise DataError(f"--num-samples={args.num_samples}: beam search gives one answer; "
                         f"drop --num-samples or --num-beams")
@@ -172,8 +175,7 @@ def _run_pretrained(args, beams) -> int:
     if m.tokenizer is None:
         raise DataError(f"--model {args.model} has no tokenizer to encode the prompt with")
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-              top_p=args.top_p, use_cache=not args.no_cache,
-              **(beams if args.num_beams > 1 else {}))
+              top_p=args.top_p, use_cache=not args.no_cache, **beams)
     if args.stop:
         kw["stop_tokens"] = [m.tokenizer.token_to_id(t) for t in args.stop]
         if None in kw["stop_tokens"]:

@@ -336,20 +336,35 @@ def _generate(params, cpu_weights, prompt, prompt_mask, rng, constraint, *, mode
 
 
 def _take_cache(cache: KVCache, rows) -> KVCache:
-    """The accelerator-layout cache of the batch rows `rows` (beam search's reordering)."""
-    return cache.replace(k=jnp.take(cache.k, rows, axis=1), v=jnp.take(cache.v, rows, axis=1),
-                         valid=cache.valid[rows], next_position=cache.next_position[rows])
+    """The cache of the batch rows `rows` (beam search's reordering), in the layout of either
+    decode path: "accelerator" k, v (L, B, S, K, H); "cpu" k, v lists of per-layer arrays
+    (B*K, ...) whose K rows per sequence stay together."""
+    if cache.layout == "cpu":
+        B = cache.valid.shape[0]
+
+        def pick(a):  # (B*K, ...) -> (R*K, ...)
+            return jnp.take(a.reshape(B, -1, *a.shape[1:]), rows, axis=0).reshape(
+                -1, *a.shape[1:])
+    else:
+        def pick(a):
+            return jnp.take(a, rows, axis=1)
+    return cache.replace(k=jax.tree_util.tree_map(pick, cache.k),
+                         v=jax.tree_util.tree_map(pick, cache.v), valid=cache.valid[rows],
+                         next_position=cache.next_position[rows])
 
 
-@partial(jax.jit, static_argnames=("model", "num_beams", "max_new_tokens", "stop_tokens",
-                                   "early_stopping", "n_tokens"))
-def _beam_generate(params, prompt, prompt_mask, length_penalty, *, model: Decoder,
-                   num_beams: int, max_new_tokens: int, stop_tokens: tuple[int, ...],
-                   early_stopping: bool, n_tokens: int):
-    """infer/beam.py's beam search over the accelerator decode path (the model's own weights,
-    a stacked cache whose rows beam search reorders), on any backend: (sequences, lengths) of
-    the best hypothesis of each prompt."""
-    _, params, prefill, step = _accelerator_path(model.cfg, params)
+@partial(jax.jit, static_argnames=("model", "path", "num_beams", "max_new_tokens",
+                                   "stop_tokens", "early_stopping", "n_tokens"))
+def _beam_generate(params, cpu_weights, prompt, prompt_mask, length_penalty, *, model: Decoder,
+                   path: str, num_beams: int, max_new_tokens: int,
+                   stop_tokens: tuple[int, ...], early_stopping: bool, n_tokens: int):
+    """infer/beam.py's beam search over a decode path (as _generate: path "cpu" with
+    cpu_weights, or "accelerator"), on a cache of the whole context whose rows beam search
+    reorders: (sequences, lengths) of the best hypothesis of each prompt."""
+    if path == "cpu":
+        _, params, prefill, step = _cpu_path(model.cfg, params, *cpu_weights)
+    else:
+        _, params, prefill, step = _accelerator_path(model.cfg, params)
     batch, prompt_len = prompt.shape
     logits, cache = prefill(prompt, prompt_mask, prompt_len + max_new_tokens)
     rows = jnp.repeat(jnp.arange(batch), num_beams)  # every prompt's cache once per beam
@@ -460,9 +475,11 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
                             f"{cfg.max_len}; lower max_new_tokens")
         tokens, mask = _left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
         stops = tuple(int(s) for s in stop_tokens)
+        path = resolve_decode_path(decode_path)
         seqs, lens = _beam_generate(
-            params, jnp.asarray(tokens), jnp.asarray(mask), jnp.float32(length_penalty),
-            model=model, num_beams=num_beams, max_new_tokens=max_new_tokens, stop_tokens=stops,
+            params, _cached_cpu_decode_weights(model, params) if path == "cpu" else None,
+            jnp.asarray(tokens), jnp.asarray(mask), jnp.float32(length_penalty), model=model,
+            path=path, num_beams=num_beams, max_new_tokens=max_new_tokens, stop_tokens=stops,
             early_stopping=bool(early_stopping), n_tokens=n_tokens)
         return best_beams(seqs, lens, stops)
     tables = None

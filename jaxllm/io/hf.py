@@ -5,10 +5,27 @@
     params = params_from_hf(cfg, tensors)      # {HF name: array} -> jaxllm params
     tensors = params_to_hf(cfg, params)        # and back
 
-Three architectures map onto jaxllm's models:
-    llama  LlamaForCausalLM   rope + rmsnorm + swiglu decoders (SmolLM2, shakespeare-char-llama)
-    gpt2   GPT2LMHeadModel    learned positions + layernorm + gelu decoders (shakespeare-char)
-    bert   BertModel / BertForPreTraining   post-norm encoders (all-MiniLM-L6-v2, shakespeare-mlm)
+These architectures map onto jaxllm's models, each computing the same function:
+    llama       LlamaForCausalLM   rope + rmsnorm + swiglu decoders (SmolLM2, shakespeare-char-llama)
+    gpt2        GPT2LMHeadModel    learned positions + layernorm + gelu decoders (shakespeare-char)
+    bert        BertModel / BertForPreTraining   post-norm encoders (all-MiniLM-L6-v2,
+                shakespeare-mlm); with model.head=token BertForTokenClassification (bbc-tags),
+                model.head=span BertForQuestionAnswering (bbc-planted)
+    blenderbot  BlenderbotForConditionalGeneration   seq2seq, pre-norm, learned positions
+                (dates-seq2seq, bbc-headlines): no embedding norm, a LayerNorm after each stack
+    pegasus     PegasusForConditionalGeneration      seq2seq, pre-norm, sinusoidal positions
+    marian      MarianMTModel                        seq2seq, post-norm, sinusoidal positions
+The three seq2seq classes are BART's layers (LayerNorm, GELU, biases, tied embeddings, a zero
+final_logits_bias) with Blenderbot's pre-norm and final norms, Pegasus' too, or Marian's BART
+post-norm without BART's embedding LayerNorm. Pegasus and Marian lay the sinusoid out as
+[sin | cos] halves where jaxllm interleaves sin, cos pairs; a model is unchanged by one
+permutation of its residual dimensions (every "embed" axis; LayerNorm does not see the order),
+so their export permutes the weights instead of the table (`_sinusoid_order`).
+Refused, in one line naming the option (export them with --format run): model.head=sequence
+(jaxllm pools h[CLS] or the mean of the tokens straight into the classifier; BERT's
+BertForSequenceClassification passes h[CLS] through its tanh pooler first), a seq2seq model
+with rope, with post-norm and learned positions (BART normalises the embeddings; jaxllm does
+not), with RMSNorm, SwiGLU, grouped-query attention, no biases or separate token tables.
 
 Hugging Face stores a linear layer's weight as (out, in); a jaxllm Dense kernel is (in..., out...)
 (query: (D, heads, H)), so `_dense` flattens and transposes. GPT-2's Conv1D weights are (in, out)
@@ -31,14 +48,18 @@ from jaxllm.files import atomic_write, write_json_atomic
 
 def architecture(cfg: ModelConfig) -> str:
     """Which Hugging Face architecture a ModelConfig is, or a CheckpointError saying why none."""
+    if cfg.kind == "seq2seq":
+        return _seq2seq_architecture(cfg)
     if cfg.kind not in ("decoder", "encoder"):
         raise CheckpointError(f"a {cfg.kind} model has no Hugging Face layout here: export "
-                              f"writes Llama and GPT-2 decoders and BERT encoders; use "
-                              f"--format run for the run's own format")
-    if cfg.kind == "encoder" and cfg.head:
-        raise CheckpointError(f"an encoder with model.head={cfg.head} has no Hugging Face layout "
-                              f"here (export writes BertModel/BertForPreTraining); export it as "
-                              f"a run: --format run")
+                              f"writes Llama and GPT-2 decoders, BERT encoders and "
+                              f"encoder-decoders; use --format run for the run's own format")
+    if cfg.kind == "encoder" and cfg.head == "sequence":
+        raise CheckpointError(
+            f"an encoder with model.head=sequence (model.pool={cfg.pool}) has no Hugging Face "
+            f"layout: BertForSequenceClassification reads h[CLS] through BERT's tanh pooler, "
+            f"jaxllm's head reads {'h[CLS]' if cfg.pool == 'cls' else 'the mean of the tokens'} "
+            f"directly; export it as a run: --format run")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:
@@ -56,11 +77,51 @@ def architecture(cfg: ModelConfig) -> str:
         "BERT encoders (post-norm, layernorm, gelu, biases)")
 
 
+# (model.norm_position, model.positions) of an encoder-decoder -> the architecture computing it
+SEQ2SEQ = {("pre", "learned"): "blenderbot", ("pre", "sinusoidal"): "pegasus",
+           ("post", "sinusoidal"): "marian"}
+_SEQ2SEQ_CLASSES = {"blenderbot": "BlenderbotForConditionalGeneration",
+                    "pegasus": "PegasusForConditionalGeneration", "marian": "MarianMTModel"}
+_HF_LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the three classes keep
+
+
+def _seq2seq_architecture(cfg: ModelConfig) -> str:
+    def refuse(option: str, why: str):
+        raise CheckpointError(f"a seq2seq model with {option} has no Hugging Face layout "
+                              f"({why}); export it as a run: --format run")
+
+    if cfg.positions == "rope":
+        refuse("model.positions=rope", "Blenderbot, Pegasus and Marian add learned or "
+               "sinusoidal positions to the embeddings")
+    if (cfg.norm_position, cfg.positions) == ("post", "learned"):
+        refuse("model.norm_position=post and model.positions=learned", "BART, the post-norm "
+               "model with learned positions, also normalises the embeddings")
+    if cfg.norm != "layernorm" or cfg.mlp != "gelu":
+        refuse(f"model.norm={cfg.norm} model.mlp={cfg.mlp}", "the BART family uses LayerNorm "
+               "and a GELU MLP")
+    if cfg.kv_heads != cfg.n_heads or cfg.head_size * cfg.n_heads != cfg.d_model:
+        refuse(f"model.n_kv_heads={cfg.n_kv_heads} model.head_dim={cfg.head_dim}", "the BART "
+               "family has n_heads key/value heads of d_model / n_heads")
+    if not cfg.use_bias:
+        refuse("model.use_bias=false", "the BART family's linear layers have biases")
+    if not cfg.share_embeddings:
+        refuse("model.share_embeddings=false", "Blenderbot and Pegasus share one token table")
+    if cfg.norm_eps != _HF_LAYER_NORM_EPS:
+        refuse(f"model.norm_eps={cfg.norm_eps:g}", f"the BART family's LayerNorm eps is "
+               f"{_HF_LAYER_NORM_EPS:g}")
+    return SEQ2SEQ[(cfg.norm_position, cfg.positions)]
+
+
 # ---------------------------------------------------------------------------------------------
 # config.json
 
-def config_to_hf(cfg: ModelConfig, heads: bool = False) -> dict:
+def config_to_hf(cfg: ModelConfig, heads: bool = False, labels: tuple[str, ...] = ()) -> dict:
+    """The config.json of cfg's architecture. heads: a BERT without a task head is
+    BertForPreTraining (else BertModel); labels: the class names of a token head, in the order
+    of its logits (id2label / label2id; default LABEL_0, ...)."""
     arch = architecture(cfg)
+    if arch in _SEQ2SEQ_CLASSES:
+        return _seq2seq_config(cfg, arch)
     if arch == "llama":
         return {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
                 "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
@@ -77,12 +138,43 @@ def config_to_hf(cfg: ModelConfig, heads: bool = False) -> dict:
                 "n_head": cfg.n_heads, "n_positions": cfg.max_len, "n_inner": cfg.ff_size,
                 "activation_function": "gelu", "layer_norm_epsilon": cfg.norm_eps,
                 "tie_word_embeddings": True, "torch_dtype": "float32"}
-    return {"architectures": ["BertForPreTraining" if heads else "BertModel"],
+    bert = {"architectures": ["BertForPreTraining" if heads else "BertModel"],
             "model_type": "bert", "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
             "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
             "intermediate_size": cfg.ff_size, "hidden_act": "gelu",
             "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab_size,
             "layer_norm_eps": cfg.norm_eps, "pad_token_id": 0, "torch_dtype": "float32"}
+    if cfg.head == "span":  # start and end logits: two "labels" of qa_outputs
+        return dict(bert, architectures=["BertForQuestionAnswering"], num_labels=2,
+                    hidden_dropout_prob=cfg.dropout)
+    if cfg.head == "token":
+        names = list(labels) or [f"LABEL_{i}" for i in range(cfg.num_classes)]
+        if len(names) != cfg.num_classes:
+            raise CheckpointError(f"{len(names)} label names for model.num_classes="
+                                  f"{cfg.num_classes}")
+        return dict(bert, architectures=["BertForTokenClassification"],
+                    num_labels=cfg.num_classes, hidden_dropout_prob=cfg.dropout,
+                    id2label={str(i): n for i, n in enumerate(names)},
+                    label2id={n: i for i, n in enumerate(names)})
+    return bert
+
+
+def _seq2seq_config(cfg: ModelConfig, arch: str) -> dict:
+    """BART-family config.json of an encoder-decoder (the token ids of its start and end
+    tokens are the run's: export adds them)."""
+    out = {"architectures": [_SEQ2SEQ_CLASSES[arch]], "model_type": arch,
+           "is_encoder_decoder": True, "vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
+           "encoder_layers": cfg.n_layers, "decoder_layers": cfg.n_layers,
+           "encoder_attention_heads": cfg.n_heads, "decoder_attention_heads": cfg.n_heads,
+           "encoder_ffn_dim": cfg.ff_size, "decoder_ffn_dim": cfg.ff_size,
+           "activation_function": "gelu", "max_position_embeddings": cfg.max_len,
+           "scale_embedding": cfg.positions == "sinusoidal",  # models/seq2seq.py: sqrt(D)
+           "dropout": cfg.dropout, "attention_dropout": 0.0, "activation_dropout": 0.0,
+           "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0,
+           "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32"}
+    if arch == "marian":
+        out.update(share_encoder_decoder_embeddings=True, decoder_vocab_size=cfg.vocab_size)
+    return out
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
@@ -109,16 +201,73 @@ def config_from_hf(hf: dict) -> ModelConfig:
                 n_heads=hf["n_head"], d_model=d, d_ff=hf.get("n_inner") or 4 * d,
                 norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)))
         if kind == "bert":
+            head = _bert_head(hf)
             return ModelConfig(
                 kind="encoder", norm_position="post", vocab_size=hf["vocab_size"],
                 max_len=hf["max_position_embeddings"], n_layers=hf["num_hidden_layers"],
                 n_heads=hf["num_attention_heads"], d_model=hf["hidden_size"],
                 d_ff=hf["intermediate_size"], type_vocab_size=hf.get("type_vocab_size", 2),
-                norm_eps=float(hf.get("layer_norm_eps", 1e-12)))
+                norm_eps=float(hf.get("layer_norm_eps", 1e-12)), head=head,
+                **({"num_classes": int(hf.get("num_labels") or len(hf["id2label"]))}
+                   if head == "token" else {}))
+        if kind in _SEQ2SEQ_CLASSES:
+            return _seq2seq_config_from_hf(hf, kind)
     except KeyError as e:
         raise CheckpointError(f"config.json lacks {e.args[0]!r} for a {kind} model") from None
-    raise CheckpointError(f"config.json has model_type {kind!r}; jaxllm reads llama, gpt2 and "
-                          f"bert checkpoints")
+    raise CheckpointError(f"config.json has model_type {kind!r}; jaxllm reads llama, gpt2, "
+                          f"bert, blenderbot, pegasus and marian checkpoints")
+
+
+_BERT_HEADS_BY_CLASS = {"BertForTokenClassification": "token",
+                        "BertForQuestionAnswering": "span"}
+
+
+def _bert_head(hf: dict) -> str:
+    """model.head of a BERT config.json: "" (BertModel, BertForPreTraining, ...), "token" or
+    "span"; a CheckpointError for a head jaxllm does not compute."""
+    arch = (hf.get("architectures") or [""])[0]
+    if arch == "BertForSequenceClassification":
+        raise CheckpointError("a BertForSequenceClassification checkpoint passes h[CLS] "
+                              "through BERT's tanh pooler, which jaxllm's sequence head does "
+                              "not; jaxllm reads BertModel, BertForPreTraining, "
+                              "BertForTokenClassification and BertForQuestionAnswering")
+    return _BERT_HEADS_BY_CLASS.get(arch, "")
+
+
+def seq2seq_generation(start_id: int, end_id: int, vocab_size: int, max_new_tokens: int
+                       ) -> tuple[dict, dict]:
+    """(config.json entries, generation_config.json) of an encoder-decoder whose targets start
+    with start_id and end with end_id: transformers' greedy `generate` then decodes as jaxllm's
+    (infer/seq2seq.py): the start id and the ids above the end id (a padded vocabulary) are
+    never emitted, at most max_new_tokens come after the start token, and no end token is
+    forced at the length limit (the BART family's configs default to one)."""
+    ids = {"decoder_start_token_id": start_id, "eos_token_id": end_id, "pad_token_id": end_id,
+           "forced_eos_token_id": None}
+    return ids, {**ids, "max_length": max_new_tokens + 1, "do_sample": False, "num_beams": 1,
+                 "suppress_tokens": [start_id, *range(end_id + 1, vocab_size)]}
+
+
+def _seq2seq_config_from_hf(hf: dict, kind: str) -> ModelConfig:
+    """The encoder-decoder of a Blenderbot, Pegasus or Marian config.json, if it is one jaxllm
+    computes: the sizes of both stacks equal, GELU, sqrt(D) embedding scale with sinusoidal
+    positions only."""
+    n_layers, n_heads = hf["encoder_layers"], hf["encoder_attention_heads"]
+    sinusoidal = kind != "blenderbot"
+    mismatch = [f"{k}={hf.get(k)!r} (jaxllm: {want!r})" for k, want in (
+        ("decoder_layers", n_layers), ("decoder_attention_heads", n_heads),
+        ("decoder_ffn_dim", hf["encoder_ffn_dim"]), ("activation_function", "gelu"),
+        ("scale_embedding", sinusoidal)) if hf.get(k) != want]
+    if kind == "marian" and not hf.get("share_encoder_decoder_embeddings", True):
+        mismatch.append("share_encoder_decoder_embeddings=False (jaxllm: True)")
+    if mismatch:
+        raise CheckpointError(f"this {kind} config.json has no jaxllm model: {mismatch[0]}")
+    return ModelConfig(
+        kind="seq2seq", vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
+        n_layers=n_layers, n_heads=n_heads, d_model=hf["d_model"], d_ff=hf["encoder_ffn_dim"],
+        positions="sinusoidal" if sinusoidal else "learned",
+        norm_position="post" if kind == "marian" else "pre", norm_eps=_HF_LAYER_NORM_EPS,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        dropout=float(hf.get("dropout", 0.0)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +331,79 @@ def _entries(cfg: ModelConfig, arch: str, prefix: str = "") -> list[tuple[str, s
               (L + "attention.output.LayerNorm.bias", "attn_norm/bias", "copy"),
               (L + "output.LayerNorm.weight", "mlp_norm/scale", "copy"),
               (L + "output.LayerNorm.bias", "mlp_norm/bias", "copy")]
+        if cfg.head:  # BertForTokenClassification's classifier, BertForQuestionAnswering's qa
+            name = "qa_outputs" if cfg.head == "span" else "classifier"
+            e += [(name + ".weight", "head/kernel", "dense_in1"),
+                  (name + ".bias", "head/bias", "copy")]
     return e
+
+
+# Written for readers that load each stack's table by its own name; read from model.shared
+# (transformers ties them to it, and checkpoints may leave them out)
+_SEQ2SEQ_TABLE_COPIES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+
+
+def _seq2seq_entries(cfg: ModelConfig, arch: str) -> list[tuple[str, str, str]]:
+    """The BART family's names: one token table (model.shared, also each stack's embed_tokens
+    and, tied, lm_head), per-layer attention (q/k/v/out_proj) and fc1/fc2 with a LayerNorm
+    each; paths under encoder_blocks/ or blocks/ are per layer."""
+    e = [(f"model.{t}.weight", "embed/embedding", "copy")
+         for t in ("shared", "encoder.embed_tokens", "decoder.embed_tokens")]
+    if not cfg.tie_embeddings:
+        e.append(("lm_head.weight", "head/kernel", "dense_in1"))
+    if arch == "blenderbot":  # learned; Pegasus and Marian compute their sinusoid tables
+        e += [("model.encoder.embed_positions.weight", "source_pos_embedding", "copy"),
+              ("model.decoder.embed_positions.weight", "pos_embedding", "copy")]
+    if cfg.norm_position == "pre":
+        for side, ours in (("encoder", "encoder_norm"), ("decoder", "final_norm")):
+            e += [(f"model.{side}.layer_norm.weight", ours + "/scale", "copy"),
+                  (f"model.{side}.layer_norm.bias", ours + "/bias", "copy")]
+    branches = {"encoder": [("self_attn", "attn", "attn_norm")],
+                "decoder": [("self_attn", "attn", "attn_norm"),
+                            ("encoder_attn", "cross_attn", "cross_norm")]}
+    for side, stack in (("encoder", "encoder_blocks/"), ("decoder", "blocks/")):
+        L = f"model.{side}.layers.{{i}}."
+        for hf, ours, norm in branches[side]:
+            for proj, part in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
+                               ("out_proj", "out")):
+                conv = "dense_in2" if part == "out" else "dense_in1"
+                e += [(f"{L}{hf}.{proj}.weight", f"{stack}{ours}/{part}/kernel", conv),
+                      (f"{L}{hf}.{proj}.bias", f"{stack}{ours}/{part}/bias", "copy")]
+            e += [(f"{L}{hf}_layer_norm.weight", f"{stack}{norm}/scale", "copy"),
+                  (f"{L}{hf}_layer_norm.bias", f"{stack}{norm}/bias", "copy")]
+        for hf, ours in (("fc1", "mlp/up"), ("fc2", "mlp/down")):
+            e += [(f"{L}{hf}.weight", f"{stack}{ours}/kernel", "dense_in1"),
+                  (f"{L}{hf}.bias", f"{stack}{ours}/bias", "copy")]
+        e += [(L + "final_layer_norm.weight", stack + "mlp_norm/scale", "copy"),
+              (L + "final_layer_norm.bias", stack + "mlp_norm/bias", "copy")]
+    return e
+
+
+def _sinusoid_order(cfg: ModelConfig, params: dict, to_hf: bool) -> dict:
+    """params with every "embed" axis (the residual dimension) reordered from jaxllm's
+    interleaved sinusoid (sin, cos, sin, cos, ...) to Pegasus' and Marian's halves
+    (sin ... sin | cos ... cos), or back (to_hf False). The model computes the same function
+    with all of them reordered: LayerNorm's mean and variance ignore the order, and every
+    matmul contracts the embed axis of both operands."""
+    import jax
+
+    from jaxllm import models
+
+    D = cfg.d_model
+    order = np.concatenate([np.arange(0, D, 2), np.arange(1, D, 2)])  # HF column j <- ours
+    if not to_hf:
+        order = np.argsort(order)
+    specs = models.abstract_params(cfg)[1]
+
+    def one(x, spec):
+        x = np.asarray(x)
+        for axis, name in enumerate(spec):
+            if name == "embed":
+                x = np.take(x, order, axis=axis)
+        return x
+
+    return jax.tree_util.tree_map(one, params, specs,
+                                  is_leaf=lambda v: isinstance(v, jax.sharding.PartitionSpec))
 
 
 # Optional BERT parts: present in some checkpoints (pooler: BertModel; cls.*: BertForPreTraining).
@@ -247,10 +468,16 @@ def _template(cfg: ModelConfig) -> dict:
 
 
 def _layer_entries(cfg, arch, prefix=""):
-    for hf, path, conv in _entries(cfg, arch, prefix):
+    """(HF name, jaxllm path, conversion, layer index or None) of every tensor."""
+    if arch in _SEQ2SEQ_CLASSES:
+        entries = _seq2seq_entries(cfg, arch)
+    else:  # one stack: the per-layer paths start at "blocks"
+        entries = [(hf, "blocks/" + path if "{i}" in hf else path, conv)
+                   for hf, path, conv in _entries(cfg, arch, prefix)]
+    for hf, path, conv in entries:
         if "{i}" in hf:
             for i in range(cfg.n_layers):
-                yield hf.format(i=i), "blocks/" + path, conv, i
+                yield hf.format(i=i), path, conv, i
         else:
             yield hf, path, conv, None
 
@@ -260,7 +487,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
     arch = architecture(cfg)
     where = f" in {source}" if source else ""
     template = _template(cfg)
-    prefix = "bert." if arch == "bert" and any(k.startswith("bert.") for k in tensors) else ""
+    prefix = "bert." if arch == "bert" and (cfg.head or any(k.startswith("bert.")
+                                                          for k in tensors)) else ""
     params: dict = {}
     layers: dict[str, list] = {}
     D = cfg.d_model
@@ -272,6 +500,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
         return np.asarray(tensors[name], dtype=np.float32)
 
     for name, path, conv, i in _layer_entries(cfg, arch, prefix):
+        if name in _SEQ2SEQ_TABLE_COPIES:
+            continue
         if conv == "c_attn":  # GPT-2's fused q, k, v -> three kernels/biases
             w = fetch(name)
             want = (D, 3 * D) if name.endswith("weight") else (3 * D,)
@@ -298,7 +528,13 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
             layers.setdefault(path, [None] * cfg.n_layers)[i] = value
     for path, per_layer in layers.items():
         _set(params, path, np.stack(per_layer))
-    if arch == "bert":  # optional parts: pooler and pretraining heads, zero-initialised if absent
+    if arch in _SEQ2SEQ_CLASSES:
+        bias = tensors.get("final_logits_bias")
+        if bias is not None and np.any(np.asarray(bias) != 0):
+            raise CheckpointError(f"final_logits_bias{where} is not zero; jaxllm's "
+                                  f"encoder-decoder has no logits bias")
+        return params if arch == "blenderbot" else _sinusoid_order(cfg, params, to_hf=False)
+    if arch == "bert" and not cfg.head:  # optional: pooler, pretraining heads (zeros if absent)
         for name, path, conv in _BERT_POOLER + _BERT_HEADS:
             full = (prefix + name) if name.startswith("pooler") else name
             shape = _get(template, path)
@@ -316,9 +552,13 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str
 
 def params_to_hf(cfg: ModelConfig, params: dict, heads: bool = True) -> dict[str, np.ndarray]:
     """{HF name: float32 array} of jaxllm params (BERT: with the pooler and, if heads, the
-    pretraining heads, under BertForPreTraining's "bert." prefix)."""
+    pretraining heads, under BertForPreTraining's "bert." prefix; a task head's BERT under
+    "bert." beside its classifier or qa_outputs; an encoder-decoder with a zero
+    final_logits_bias and, for Pegasus and Marian, the residual dimension reordered)."""
     arch = architecture(cfg)
-    prefix = "bert." if arch == "bert" and heads else ""
+    prefix = "bert." if arch == "bert" and (heads or cfg.head) else ""
+    if arch in ("pegasus", "marian"):
+        params = _sinusoid_order(cfg, params, to_hf=True)
     out = {}
     get = lambda path: np.asarray(_get(params, path), np.float32)  # noqa: E731
     for name, path, conv, i in _layer_entries(cfg, arch, prefix):
@@ -335,7 +575,9 @@ def params_to_hf(cfg: ModelConfig, params: dict, heads: bool = True) -> dict[str
         x = get(path)
         x = x[i] if i is not None else x
         out[name] = np.ascontiguousarray(_to_hf(x, conv, _n_out(path)))
-    if arch == "bert":
+    if arch in _SEQ2SEQ_CLASSES:  # the BART family's logits bias: none in jaxllm
+        out["final_logits_bias"] = np.zeros((1, cfg.vocab_size), np.float32)
+    if arch == "bert" and not cfg.head:
         extra = _BERT_POOLER + (_BERT_HEADS if heads else [])
         for name, path, conv in extra:
             full = (prefix + name) if name.startswith("pooler") else name
@@ -347,16 +589,21 @@ def params_to_hf(cfg: ModelConfig, params: dict, heads: bool = True) -> dict[str
 # Files
 
 def save_hf(out_dir: str | Path, cfg: ModelConfig, params: dict, *, heads: bool = True,
-            extra_config: dict | None = None) -> Path:
-    """Write config.json and model.safetensors (atomically) into out_dir."""
+            extra_config: dict | None = None, labels: tuple[str, ...] = (),
+            generation: dict | None = None) -> Path:
+    """Write config.json and model.safetensors (atomically) into out_dir, and
+    generation_config.json when `generation` is given (an encoder-decoder's start, end and
+    suppressed token ids, for transformers' generate)."""
     from safetensors.numpy import save
 
     out = Path(out_dir)
     tensors = params_to_hf(cfg, params, heads=heads)  # refuses a model without an HF layout
-    hf_cfg = dict(config_to_hf(cfg, heads=heads), **(extra_config or {}))
+    hf_cfg = dict(config_to_hf(cfg, heads=heads, labels=labels), **(extra_config or {}))
     out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     atomic_write(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     write_json_atomic(out / "config.json", hf_cfg)
+    if generation is not None:
+        write_json_atomic(out / "generation_config.json", generation)
     return out
 
 

@@ -9,7 +9,8 @@
     enc.embed(["a sentence", "another"])      # (N, 384), mean-pooled and L2-normalised
 
     load("path/to/dir")                       # config.json + model.safetensors (jaxllm export
-                                              # or a Hugging Face llama / gpt2 / bert checkpoint)
+                                              # or a Hugging Face llama / gpt2 / bert checkpoint;
+                                              # an encoder-decoder is refused: io.hf.load_hf)
 
 Every loaded object has .config (ModelConfig), .model (the Flax module), .params and .tokenizer
 (jaxllm.text; None for a directory without a tokenizer). Packages are located with
@@ -103,6 +104,10 @@ def load(name: str, *, cache: bool = True):
         from jaxllm.io.hf import load_hf
 
         cfg, params, hf_cfg = load_hf(path)
+        if cfg.kind == "seq2seq":
+            raise CheckpointError(f"{path} holds an encoder-decoder ({hf_cfg['model_type']}); "
+                                  f"pretrained models are decoders and encoders: read it with "
+                                  f"jaxllm.io.hf.load_hf, or generate from its run with --run")
         tok = None
         tok_name = hf_cfg.get("jaxllm_tokenizer")
         if tok_name in REGISTRY:  # exported from a registered model: its named tokenizer

@@ -47,6 +47,14 @@ CORPORA = {"sequence": "bbc", "token": "bbc-tags", "span": "bbc-planted"}  # by 
 SPLITS = ("train", "validation", "test")
 
 
+def head_classes(head: str) -> tuple[str, ...]:
+    """The class names of a task head's logits, in their order: the BBC topics (sorted) of a
+    sequence head, data/tagging.py's TAGS of a token head, none of a span head."""
+    if head == "sequence":
+        return tuple(sorted(set(BBC_CATEGORIES.values())))
+    return TAGS if head == "token" else ()
+
+
 class TaskSplits(NamedTuple):
     tokenizer: object
     classes: tuple[str, ...]
@@ -60,7 +68,7 @@ def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]
     if corpus != "bbc":
         raise DataError(f"data.corpus={corpus!r}: a model.head=sequence run reads a labelled "
                         f"corpus, {CORPORA['sequence']}")
-    classes = tuple(sorted(set(BBC_CATEGORIES.values())))
+    classes = head_classes("sequence")
     news = bbc_news()
     texts = [f"{headline}. {body}" for _, _, headline, body in news]
     labels = np.asarray([classes.index(label) for label, *_ in news], np.int32)
@@ -85,7 +93,7 @@ def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = 
         parts = stratified_split(labels, fractions, SPLIT_SEED)
     else:  # BBC articles, split at random
         texts = [article for _, _, article in bbc_articles()]
-        labels, classes = None, TAGS if m.head == "token" else ()
+        labels, classes = None, head_classes(m.head)
         parts = stratified_split(np.zeros(len(texts), np.int32), fractions, SPLIT_SEED)
     if m.head != "span" and m.num_classes != len(classes):
         raise DataError(f"model.num_classes={m.num_classes}: data.corpus={dc.corpus} has "
