@@ -7,9 +7,9 @@ CPUTIME_OUT files, one per worker).
 `--dist loadscope` hands whole modules to the workers: first one to each, then the next in the
 queue to whichever worker is about to run out (xdist gives more when 2 or fewer of a worker's
 tests are pending; taken here as when it finishes). This replays that with each module's
-measured seconds (CPU or wall) for two queues: xdist's default (--loadscope-reorder: the
-modules with the most tests first) and the collection order (--no-loadscope-reorder, what
-`make test` uses). It prints when each worker would finish.
+measured seconds (CPU, CPU with its subprocesses' CPU, or wall) for two queues: xdist's
+default (--loadscope-reorder: the modules with the most tests first) and the collection order
+(--no-loadscope-reorder, what `make test` uses). It prints when each worker would finish.
 The replay ignores what the two workers do to each other (two cores, shared caches and tiny
 runs), so it compares orders, and is no measurement of the suite's wall time.
 """
@@ -26,13 +26,15 @@ def read(paths, column):
     seconds, tests = {}, collections.Counter()
     for path in paths:
         for line in Path(path).read_text().splitlines():
-            m = re.match(r"(FILE|TEST)\s+([\d.]+) cpu\s+([\d.]+) wall .* s (\S+)$", line)
+            m = re.match(r"(FILE|TEST)\s+([\d.]+) cpu\s+([\d.]+) wall .*? (?:([\d.]+) sub )?"
+                         r"\s*[\d.]+ s (.+)$", line)  # (a test id may hold spaces)
             if not m:
                 continue
-            kind, cpu, wall, name = m.groups()
+            kind, cpu, wall, sub, name = m.groups()
             module = name.split("::")[0].split("/")[-1]
             if kind == "FILE":
-                seconds[module] = float(cpu if column == "cpu" else wall)
+                seconds[module] = {"cpu": float(cpu), "wall": float(wall),
+                                   "cpu+sub": float(cpu) + float(sub or 0)}[column]
             else:
                 tests[module] += 1
     return seconds, tests
@@ -50,7 +52,9 @@ def replay(order, seconds, workers=2):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", help="CPUTIME_OUT files of one run, one per worker")
-    ap.add_argument("--column", choices=["cpu", "wall"], default="cpu")
+    ap.add_argument("--column", choices=["cpu", "wall", "cpu+sub"], default="cpu",
+                    help="cpu+sub: the test processes' CPU and their subprocesses' (files "
+                         "written with the sub column)")
     args = ap.parse_args()
 
     seconds, tests = read(args.files, args.column)

@@ -77,7 +77,9 @@ class LlamaGGUF:
             new_cache.append((k, v))
             S = k.shape[0]
             allowed = np.arange(S)[None, :] <= pos[:, None]  # (T, S) causal
-            heads = np.zeros((T, N, H))
+            # float32 as the weights: a float64 x would make every product after it convert a
+            # whole weight matrix to float64
+            heads = np.zeros((T, N, H), np.float32)
             for n in range(N):
                 kv = n // (N // K)
                 s = q[:, n] @ k[:, kv].T / math.sqrt(H)

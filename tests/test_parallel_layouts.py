@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -118,23 +119,36 @@ def sequential_pipeline_grads(model, stages: int, microbatches: int):
     """A grads_fn computing on one device what a pipeline of `stages` computes: the embedding,
     then each micro-batch (rows m, m + M, ...) through the stages in order, then the head, with
     the pipeline's dropout keys (fold_in(rng, 0) for the embedding, fold_in(fold_in(fold_in(
-    rng, 1), stage), micro-batch) for a stage)."""
+    rng, 1), stage), micro-batch) for a stage). The micro-batches and the stages are two
+    lax.scan loops, so one stage is compiled, not one per (micro-batch, stage) pair."""
     parts = decoder_parts(model)
     n = model.cfg.n_layers // stages
     fold = jax.random.fold_in
 
+    def by_micro_batch(a):  # (B, ...) -> (M, B / M, ...): [m] holds rows m, m + M, ...
+        return jnp.swapaxes(a.reshape(a.shape[0] // microbatches, microbatches, *a.shape[1:]),
+                            0, 1)
+
     def loss_of(params, batch, rng):
         rest = {k: v for k, v in params.items() if k != "blocks"}
         x = parts.embed(rest, batch, fold(rng, 0))
-        out = x
-        for m in range(microbatches):
-            rows = slice(m, None, microbatches)
-            xm, mb = x[rows], {k: v[rows] for k, v in batch.items()}
-            for s in range(stages):
-                layers = jax.tree_util.tree_map(lambda a, s=s: a[s * n:(s + 1) * n],
-                                                params["blocks"])
-                xm = parts.stage(layers, xm, mb, fold(fold(fold(rng, 1), s), m))
-            out = out.at[rows].set(xm)
+        # (n_layers, ...) -> (stages, n, ...): [s] holds stage s's layers
+        layers = jax.tree_util.tree_map(lambda a: a.reshape(stages, n, *a.shape[1:]),
+                                        params["blocks"])
+
+        def micro_batch(_, inputs):
+            m, xm, mb = inputs
+
+            def stage(xm, inputs):
+                s, stage_layers = inputs
+                return parts.stage(stage_layers, xm, mb, fold(fold(fold(rng, 1), s), m)), None
+
+            xm, _ = jax.lax.scan(stage, xm, (jnp.arange(stages), layers))
+            return None, xm
+
+        _, out = jax.lax.scan(micro_batch, None, (jnp.arange(microbatches), by_micro_batch(x),
+                                                  jax.tree_util.tree_map(by_micro_batch, batch)))
+        out = jnp.swapaxes(out, 0, 1).reshape(x.shape)  # back to the rows' order
         return parts.head(rest, out, batch)
 
     def grads_fn(params, batch, rng, scale):
