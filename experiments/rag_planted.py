@@ -202,10 +202,12 @@ def main():
     p.add_argument("--report", action="store_true")
     p.add_argument("--latency", type=int, default=0)
     p.add_argument("--append", action="store_true")
+    p.add_argument("--judge-missing", action="store_true")
+    p.add_argument("--judge-speed", type=int, default=0)
     args = p.parse_args()
     records = Path(args.records)
     if args.report:
-        text = report(read_records(records), args)
+        text = report(with_judged(read_records(records), judged_path(records)), args)
         print(text)
         if args.append:
             append("RAG on planted facts: all cells, judged faithfulness and relevancy, "
@@ -220,6 +222,14 @@ def main():
     index = Index.build(docs, chunking=Chunking("window", 128, 32))
     build_s = time.perf_counter() - t
     subset = subset_ids(facts, args.questions, args.subset, args.seed)
+    if args.judge_speed or args.judge_missing:
+        text = (judge_speed(index, read_records(records), args.judge_speed) if args.judge_speed
+                else judge_missing(index, read_records(records), judged_path(records)))
+        print(text)
+        if args.append and args.judge_speed:
+            append("RAG on planted facts: the faithfulness judge with and without a prefix KV "
+                   "cache (SmolLM2-135M-Instruct)", text)
+        return
     if args.latency:
         text = latency(index, facts, subset, args.latency)
         print(text)
@@ -324,6 +334,104 @@ def answer_all(index, facts, subset, args, records, build_s):
                     "rel_cos": relevancy_similarity(f["question"], text, enc.embed)}
             write(out, rec)
         print(qi, f["type"], f["answer"], "|", text[:60].replace("\n", " "), flush=True)
+
+
+def judged_path(records: Path) -> Path:
+    """Where --judge-missing writes its judged faithfulness: beside the records."""
+    return records.with_name(records.stem + "-judged.jsonl")
+
+
+def with_judged(records, judged: Path) -> list[dict]:
+    """The records with the judged faithfulness of --judge-missing filled in where missing."""
+    extra = {(r["qi"], r["cell"]): r for r in read_records(judged)}
+    for r in records:
+        j = extra.get((r.get("qi"), r.get("cell")))
+        if j is not None and r.get("faith_judge") is None:
+            r |= {k: j[k] for k in ("faith_judge", "t_judge_faith")}
+    return records
+
+
+def given_sources(index, records) -> dict[int, list[str]]:
+    """Per question, the sources RAG at ratio 1.0 without reranking was given: the texts of
+    the top 3 of its recorded BM25 ranking (answer() keeps all 3: the prompt fits)."""
+    text = {c.id: c.text for c in index.chunks}
+    return {r["qi"]: [text[c] for c in r["ranking"][:3]] for r in records
+            if r.get("cell") == "retrieval"}
+
+
+def judge_missing(index, records, judged: Path) -> str:
+    """Judged faithfulness of every answer of RAG at ratio 1.0 without reranking that has
+    none (the questions outside the subset), appended to `judged`; resumable."""
+    from jaxllm import pretrained
+    from jaxllm.metrics.rag import faithfulness
+    from jaxllm.rag.judge import Judge
+
+    done = {(r["qi"], r["cell"]) for r in read_records(judged)}
+    sources = given_sources(index, records)
+    cell = cell_name(False, 1.0)
+    todo = [r for r in records if r.get("cell") == cell and r.get("faith_judge") is None
+            and (r["qi"], cell) not in done]
+    skipped = [r["qi"] for r in todo if r["retrieved"] != r["kept"]]  # a source was dropped
+    judge = Judge(pretrained.load("smollm2-135m-instruct"))
+    t0 = time.perf_counter()
+    with judged.open("a", encoding="utf-8") as out:
+        for r in todo:
+            if r["qi"] in skipped:
+                continue
+            t = time.perf_counter()
+            got = faithfulness(r["text"], sources[r["qi"]], judge.supported)
+            write(out, {"qi": r["qi"], "cell": cell, "faith_judge": got["score"],
+                        "t_judge_faith": time.perf_counter() - t,
+                        "sentences": len(got["per_sentence"])})
+            print(r["qi"], f"{got['score']:.3f}", flush=True)
+    return (f"judged {len(todo) - len(skipped)} answers in {time.perf_counter() - t0:.0f} s "
+            f"({judge.prefills} prefills); skipped (a source dropped): {skipped}")
+
+
+def judge_speed(index, records, n: int) -> str:
+    """Seconds per answer of judged faithfulness with and without the judge's prefix KV cache,
+    on the first n answers (by question) of RAG at ratio 1.0 that the run judged: the median
+    over them, each answer judged both ways in turn (which goes first alternates), after a
+    warm-up pass of both (every length bucket compiled). And the largest difference of the
+    scores between the two ways and from the run's recorded score."""
+    from jaxllm import pretrained
+    from jaxllm.metrics.rag import faithfulness
+    from jaxllm.rag.judge import Judge
+
+    lm = pretrained.load("smollm2-135m-instruct")
+    judges = {False: Judge(lm, prefix_cache=False), True: Judge(lm, prefix_cache=True)}
+    sources = given_sources(index, records)
+    cell = cell_name(False, 1.0)
+    rs = sorted((r for r in records if r.get("cell") == cell and r.get("faith_judge") is not None
+                 and r["retrieved"] == r["kept"]), key=lambda r: r["qi"])[:n]
+
+    def judged(r, cached):
+        t = time.perf_counter()
+        got = faithfulness(r["text"], sources[r["qi"]], judges[cached].supported)
+        return time.perf_counter() - t, got
+
+    for r in rs:  # warm-up: compiles
+        judged(r, False), judged(r, True)
+    load = [subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()]
+    times, scores, sentences = {False: [], True: []}, {False: [], True: []}, []
+    for i, r in enumerate(rs):
+        for cached in ((False, True) if i % 2 == 0 else (True, False)):
+            s, got = judged(r, cached)
+            times[cached].append(s)
+            scores[cached].append(got["score"])
+        sentences.append(len(got["per_sentence"]))
+    load.append(subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
+    old, new = (float(np.median(times[c])) for c in (False, True))
+    recorded = [r["faith_judge"] for r in rs]
+    return (f"Judged faithfulness of {len(rs)} answers of RAG at ratio 1.0 (the first by question "
+            f"of those the run judged; {np.mean(sentences):.2f} sentences per answer, "
+            f"{min(sentences)}-{max(sentences)}), one at a time, after a warm-up pass. Median "
+            f"seconds per answer: {old:.3f} without the prefix cache (a prefill of the whole "
+            f"prompt per sentence), {new:.3f} with it (one prefill of the context, then each "
+            f"sentence's tokens): {old / new:.2f}x. Largest difference of the scores: "
+            f"{np.max(np.abs(np.subtract(scores[True], scores[False]))):.2e} between the two, "
+            f"{np.max(np.abs(np.subtract(scores[True], recorded))):.2e} from the run's records. "
+            f"Load before: {load[0]}; after: {load[1]}.")
 
 
 def write(out, rec):
