@@ -1,5 +1,6 @@
 """Prefix KV cache: a prefix prefilled once and continued by left-padded suffixes gives the
-logits of each whole prompt run in one pass by the numpy reference; bad requests are refused."""
+logits of each whole prompt run in one pass by the numpy reference; samples continuing it are
+generate's samples of the prompt repeated; bad requests are refused."""
 
 import dataclasses
 
@@ -9,7 +10,8 @@ from helpers import CONFIGS, noisy_params
 from reference import decoder_logits
 
 from jaxllm.errors import DataError
-from jaxllm.infer.prefix import extend, prefill
+from jaxllm.infer import generate
+from jaxllm.infer.prefix import extend, prefill, sample
 from jaxllm.models.decoder import Decoder
 
 CFG = dataclasses.replace(CONFIGS["smol"], max_len=32)  # RoPE, grouped-query attention
@@ -34,12 +36,27 @@ def test_prefix_cache_then_suffixes_equal_the_whole_prompts(path):
         np.testing.assert_allclose(end, want[-1], atol=1e-5, rtol=1e-5)
 
 
+def test_samples_from_a_prefix_are_generates_samples_of_the_prompt_repeated():
+    """Samples (3 rows, temperature 1, one seed) continuing the prefix cache equal generate's
+    over the prompt given 3 times (its own prefill per row, the same keys), cut at the stop
+    token."""
+    model, params = Decoder(CFG), noisy_params(CFG)
+    pre = prefill(model, params, PREFIX, pad_to=8)
+    want = generate(model, params, [PREFIX] * 3, max_new_tokens=8, seed=2, stop_tokens=(13,))
+    got = sample(model, params, pre, 3, max_new_tokens=8, seed=2, stop_tokens=(13,))
+    assert got == want
+    assert len({tuple(r) for r in got}) == 3 and min(map(len, got)) < 8  # drawn apart, cut
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda m, p: prefill(m, p, []), "prefix is empty"),
     (lambda m, p: prefill(m, p, [1] * 32), "context is 32"),
     (lambda m, p: prefill(m, p, [1], decode_path="tpu"), "decode_path='tpu'"),
     (lambda m, p: extend(m, p, prefill(m, p, PREFIX, pad_to=8), [[1], []]), "suffix is empty"),
     (lambda m, p: extend(m, p, prefill(m, p, PREFIX, pad_to=8), [[1] * 25]), "leaves 24"),
+    (lambda m, p: sample(m, p, prefill(m, p, PREFIX, pad_to=8), 2, max_new_tokens=25),
+     "leaves 24"),
+    (lambda m, p: sample(m, p, prefill(m, p, PREFIX, pad_to=8), 0, max_new_tokens=4), "n=0"),
 ])
 def test_bad_requests_are_refused(call, match):
     with pytest.raises(DataError, match=match):
