@@ -204,6 +204,7 @@ def main():
     p.add_argument("--append", action="store_true")
     p.add_argument("--judge-missing", action="store_true")
     p.add_argument("--judge-speed", type=int, default=0)
+    p.add_argument("--agreement", type=int, default=0)
     args = p.parse_args()
     records = Path(args.records)
     if args.report:
@@ -224,7 +225,8 @@ def main():
     subset = subset_ids(facts, args.questions, args.subset, args.seed)
     if args.judge_speed or args.judge_missing:
         text = (judge_speed(index, read_records(records), args.judge_speed) if args.judge_speed
-                else judge_missing(index, read_records(records), judged_path(records)))
+                else judge_missing(index, facts, read_records(records), judged_path(records),
+                                   args.agreement, args.seed))
         print(text)
         if args.append and args.judge_speed:
             append("RAG on planted facts: the faithfulness judge with and without a prefix KV "
@@ -342,12 +344,17 @@ def judged_path(records: Path) -> Path:
 
 
 def with_judged(records, judged: Path) -> list[dict]:
-    """The records with the judged faithfulness of --judge-missing filled in where missing."""
-    extra = {(r["qi"], r["cell"]): r for r in read_records(judged)}
+    """The records with what --judge-missing wrote (judged faithfulness where missing,
+    agreement of samples) filled in."""
+    extra = {}
+    for r in read_records(judged):
+        extra.setdefault((r["qi"], r["cell"]), {}).update(r)
     for r in records:
-        j = extra.get((r.get("qi"), r.get("cell")))
-        if j is not None and r.get("faith_judge") is None:
+        j = extra.get((r.get("qi"), r.get("cell")), {})
+        if r.get("faith_judge") is None and "faith_judge" in j:
             r |= {k: j[k] for k in ("faith_judge", "t_judge_faith")}
+        if "agreement" in j:
+            r |= {k: j[k] for k in ("agreement", "samples")}
     return records
 
 
@@ -359,33 +366,63 @@ def given_sources(index, records) -> dict[int, list[str]]:
             if r.get("cell") == "retrieval"}
 
 
-def judge_missing(index, records, judged: Path) -> str:
-    """Judged faithfulness of every answer of RAG at ratio 1.0 without reranking that has
-    none (the questions outside the subset), appended to `judged`; resumable."""
+def judge_missing(index, facts, records, judged: Path, k: int, seed: int) -> str:
+    """For the answers of RAG at ratio 1.0 without reranking, in a seeded order (so that a run
+    stopped early holds a seeded subset): the judged faithfulness of those that have none
+    (the questions outside the subset), and with k > 0 the agreement of the greedy answer and
+    k samples at temperature 0.7 (infer.prefix.sample: one prefill of the prompt), appended
+    to `judged`; resumable."""
     from jaxllm import pretrained
+    from jaxllm.infer.prefix import prefill, sample
+    from jaxllm.infer.uncertainty import agreement
     from jaxllm.metrics.rag import faithfulness
+    from jaxllm.rag import render_chat, sources_messages
     from jaxllm.rag.judge import Judge
+    from jaxllm.rag.prompt import PAD_TO
 
-    done = {(r["qi"], r["cell"]) for r in read_records(judged)}
+    lm = pretrained.load("smollm2-135m-instruct")
+    judge, tok = Judge(lm), lm.tokenizer
+    done = {}
+    for r in read_records(judged):
+        done.setdefault(r["qi"], set()).update(r)
     sources = given_sources(index, records)
+    ranking = {r["qi"]: r["ranking"] for r in records if r.get("cell") == "retrieval"}
     cell = cell_name(False, 1.0)
-    todo = [r for r in records if r.get("cell") == cell and r.get("faith_judge") is None
-            and (r["qi"], cell) not in done]
-    skipped = [r["qi"] for r in todo if r["retrieved"] != r["kept"]]  # a source was dropped
-    judge = Judge(pretrained.load("smollm2-135m-instruct"))
-    t0 = time.perf_counter()
+    main = {r["qi"]: r for r in records if r.get("cell") == cell}
+    order = sorted(main)
+    random.Random(seed + 2).shuffle(order)
+    t0, n_faith, n_agree, skipped = time.perf_counter(), 0, 0, []
     with judged.open("a", encoding="utf-8") as out:
-        for r in todo:
-            if r["qi"] in skipped:
-                continue
-            t = time.perf_counter()
-            got = faithfulness(r["text"], sources[r["qi"]], judge.supported)
-            write(out, {"qi": r["qi"], "cell": cell, "faith_judge": got["score"],
-                        "t_judge_faith": time.perf_counter() - t,
-                        "sentences": len(got["per_sentence"])})
-            print(r["qi"], f"{got['score']:.3f}", flush=True)
-    return (f"judged {len(todo) - len(skipped)} answers in {time.perf_counter() - t0:.0f} s "
-            f"({judge.prefills} prefills); skipped (a source dropped): {skipped}")
+        for qi in order:
+            r, have = main[qi], done.get(qi, set())
+            rec = {"qi": qi, "cell": cell}
+            if r.get("faith_judge") is None and "faith_judge" not in have:
+                if r["retrieved"] != r["kept"]:  # a source was dropped: not reconstructed
+                    skipped.append(qi)
+                else:
+                    t = time.perf_counter()
+                    got = faithfulness(r["text"], sources[qi], judge.supported)
+                    rec |= {"faith_judge": got["score"], "t_judge_faith": time.perf_counter() - t,
+                            "sentences": len(got["per_sentence"])}
+                    n_faith += 1
+            if k and "agreement" not in have:
+                hits = index.search(facts[qi]["question"], k=10)[:3]
+                assert [h.id for h in hits] == ranking[qi][:3], qi
+                ids = tok.encode(render_chat(tok, sources_messages(facts[qi]["question"], hits)))
+                t = time.perf_counter()
+                rows = sample(lm.model, lm.params, prefill(lm.model, lm.params, ids, pad_to=PAD_TO),
+                              k, max_new_tokens=32, temperature=0.7, seed=qi,
+                              stop_tokens=tuple(lm.end_tokens()))
+                texts = [tok.decode(row).strip() for row in rows]
+                rec |= {"samples": texts, "agreement": agreement([r["text"], *texts]),
+                        "t_samples": time.perf_counter() - t}
+                n_agree += 1
+            if len(rec) > 2:
+                write(out, rec)
+                print(qi, rec.get("faith_judge"), rec.get("agreement"), flush=True)
+    return (f"{n_faith} answers judged, {n_agree} sampled {k} times in "
+            f"{time.perf_counter() - t0:.0f} s ({judge.prefills} judge prefills); not judged "
+            f"(a source dropped): {skipped}")
 
 
 def judge_speed(index, records, n: int) -> str:
@@ -516,12 +553,33 @@ def report(records, args) -> str:
                + table(per_type, ["type", *MAIN_CELLS]))
 
     base = [r for _, r in sorted(by_cell.get(cell_name(False, 1.0), {}).items())]
+    judged = [r for r in base if r.get("faith_judge") is not None]
+    if judged:
+        right = [r for r in judged if r["contains"]]
+        wrong_j = [r for r in judged if not r["contains"]]
+        out.append(f"Judged faithfulness of RAG at ratio 1.0: {len(judged)} of its {len(base)} "
+                   "answers (the subset's, judged by the answer run, and the others' by "
+                   "--judge-missing in a seeded order), by correctness:\n\n" + table(
+                       [[name, len(rs), mean(rs, "faith_judge"), mean(rs, "faith_lexical")]
+                        for name, rs in (("all", judged), ("right (contains)", right),
+                                         ("wrong", wrong_j)) if rs],
+                       ["answers", "n", "faithfulness (judged)", "faithfulness (lexical)"]))
     wrong = [not r["contains"] for r in base]
     unc = {"mean NLL": [r["mean_nll"] for r in base],
            "max entropy": [r["max_entropy"] for r in base]}
+    rows = [[k, len(base), f"{auroc(v, wrong):.3f}"] for k, v in unc.items()]
+    sampled = [r for r in base if "agreement" in r]
+    if sampled:
+        k = len(sampled[0]["samples"])
+        w = [not r["contains"] for r in sampled]
+        rows += [[f"{name} (the {len(sampled)} sampled)", len(sampled),
+                  f"{auroc([sign * r[key] for r in sampled], w):.3f}"]
+                 for name, key, sign in (("mean NLL", "mean_nll", 1),
+                                         ("max entropy", "max_entropy", 1),
+                                         (f"1 - agreement (greedy + {k} samples at 0.7)",
+                                          "agreement", -1))]
     out.append(f"Uncertainty on RAG at ratio 1.0 ({sum(wrong)} wrong of {len(wrong)}): AUROC "
-               "for predicting a wrong answer\n\n" + table(
-                   [[k, f"{auroc(v, wrong):.3f}"] for k, v in unc.items()], ["score", "AUROC"]))
+               "for predicting a wrong answer\n\n" + table(rows, ["score", "n", "AUROC"]))
     plot_coverage(unc, wrong, Path(__file__).with_name("figures") / "rag_coverage.png")
     out.append("Accuracy-coverage when abstaining on the least certain answers: "
                "experiments/figures/rag_coverage.png")
