@@ -5,7 +5,9 @@ reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
     nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
         --interleave 6 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
     python experiments/rag_planted.py ... --retrieval-only             # only the BM25 rankings
+    python experiments/rag_planted.py ... --judge-missing [--agreement 4]   # after the answers
     python experiments/rag_planted.py ... --report [--append]          # tables from the records
+    flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --judge-speed 12 [--append]
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
 
 --plant facts with random values (invented names, companies, numbers, dates; seeded) are
@@ -27,14 +29,21 @@ subset questions that were answered in every cell.
 
 Per answer: exact (normalised answer == the planted value), contains (every word of the value
 appears in the answer), faithfulness (jaxllm.metrics.rag: lexical, and model-judged with
-rag/judge.py on the subset questions, on all with --judge-all: it costs a prefill of the
-sources per answer sentence) against the sources given, relevancy (model-judged, and the MiniLM cosine of question
-and answer), mean NLL and max entropy, whether the planted sentence was among the sources
+rag/judge.py on the subset questions, on all with --judge-all: a prefill of the sources per
+answer, its sentences continuing a prefix KV cache of them) against the sources given,
+relevancy (model-judged, and the MiniLM cosine of question and answer), mean NLL and max entropy, whether the planted sentence was among the sources
 retrieved (after reranking) and still among the sources given (after compression). Per
 question: the rank of the fact's chunks (those holding the planted sentence whole) in the BM25
 top 10 and in the reranked top 10: hit@3 and MRR@10 (jaxllm.metrics.ir). AUROC of mean NLL and
 max entropy for predicting a wrong answer (contains = false) and the accuracy-coverage curve
 (experiments/figures/rag_coverage.png) on RAG at ratio 1.0 without reranking.
+
+--judge-missing: afterwards, the judged faithfulness of the answers of RAG at ratio 1.0 that
+have none (their sources are the top 3 of the recorded BM25 ranking), in a seeded order, to
+<records>-judged.jsonl (resumable; --report merges it); with --agreement K also K samples at
+temperature 0.7 of those answers (one prefill each, infer/prefix.py) and the agreement of
+the greedy answer and them (infer/uncertainty.py), whose AUROC the report adds.
+--judge-speed N: seconds per answer of the judge with and without its prefix cache.
 
 --latency N: N subset questions answered once in each RAG cell through rag.answer with its
 real stages (retrieve, rerank, compress, prefill, decode timed by the pipeline), after one
