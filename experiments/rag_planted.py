@@ -220,9 +220,9 @@ def main():
         text = report(with_judged(read_records(records), judged_path(records)), args)
         print(text)
         if args.append:
-            append("RAG on planted facts: all cells, judged faithfulness and relevancy, "
-                   "retrieval with and without reranking, compression (SmolLM2-135M-Instruct, "
-                   "BM25 over BBC)", text)
+            append("RAG on planted facts, the resumed run: all cells, judged faithfulness, "
+                   "agreement of samples, retrieval with and without reranking, compression "
+                   "(SmolLM2-135M-Instruct, BM25 over BBC)", text)
         return
 
     from jaxllm.retrieval import Chunking, Index
