@@ -5,7 +5,7 @@ reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
     nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
         --interleave 6 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
     python experiments/rag_planted.py ... --retrieval-only             # only the BM25 rankings
-    python experiments/rag_planted.py ... --judge-missing [--agreement 4]   # after the answers
+    python experiments/rag_planted.py ... --judge-missing | --agreement 4   # after the answers
     python experiments/rag_planted.py ... --report [--append]          # tables from the records
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --judge-speed 12 [--append]
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
@@ -40,8 +40,8 @@ max entropy for predicting a wrong answer (contains = false) and the accuracy-co
 
 --judge-missing: afterwards, the judged faithfulness of the answers of RAG at ratio 1.0 that
 have none (their sources are the top 3 of the recorded BM25 ranking), in a seeded order, to
-<records>-judged.jsonl (resumable; --report merges it); with --agreement K also K samples at
-temperature 0.7 of those answers (one prefill each, infer/prefix.py) and the agreement of
+<records>-judged.jsonl (resumable; --report merges it). --agreement K, in the same order: K
+samples at temperature 0.7 of those answers (one prefill each, infer/prefix.py) and the agreement of
 the greedy answer and them (infer/uncertainty.py), whose AUROC the report adds.
 --judge-speed N: seconds per answer of the judge with and without its prefix cache.
 
@@ -232,10 +232,10 @@ def main():
     index = Index.build(docs, chunking=Chunking("window", 128, 32))
     build_s = time.perf_counter() - t
     subset = subset_ids(facts, args.questions, args.subset, args.seed)
-    if args.judge_speed or args.judge_missing:
+    if args.judge_speed or args.judge_missing or args.agreement:
         text = (judge_speed(index, read_records(records), args.judge_speed) if args.judge_speed
-                else judge_missing(index, facts, read_records(records), judged_path(records),
-                                   args.agreement, args.seed))
+                else after_answers(index, facts, read_records(records), judged_path(records),
+                                   args.judge_missing, args.agreement, args.seed))
         print(text)
         if args.append and args.judge_speed:
             append("RAG on planted facts: the faithfulness judge with and without a prefix KV "
@@ -375,12 +375,13 @@ def given_sources(index, records) -> dict[int, list[str]]:
             if r.get("cell") == "retrieval"}
 
 
-def judge_missing(index, facts, records, judged: Path, k: int, seed: int) -> str:
+def after_answers(index, facts, records, judged: Path, judge_faith: bool, k: int,
+                  seed: int) -> str:
     """For the answers of RAG at ratio 1.0 without reranking, in a seeded order (so that a run
-    stopped early holds a seeded subset): the judged faithfulness of those that have none
-    (the questions outside the subset), and with k > 0 the agreement of the greedy answer and
-    k samples at temperature 0.7 (infer.prefix.sample: one prefill of the prompt), appended
-    to `judged`; resumable."""
+    stopped early holds a seeded subset): with judge_faith the judged faithfulness of those
+    that have none (the questions outside the subset), with k > 0 the agreement of the greedy
+    answer and k samples at temperature 0.7 (infer.prefix.sample: one prefill of the prompt);
+    appended to `judged`; resumable."""
     from jaxllm import pretrained
     from jaxllm.infer.prefix import prefill, sample
     from jaxllm.infer.uncertainty import agreement
@@ -405,7 +406,7 @@ def judge_missing(index, facts, records, judged: Path, k: int, seed: int) -> str
         for qi in order:
             r, have = main[qi], done.get(qi, set())
             rec = {"qi": qi, "cell": cell}
-            if r.get("faith_judge") is None and "faith_judge" not in have:
+            if judge_faith and r.get("faith_judge") is None and "faith_judge" not in have:
                 if r["retrieved"] != r["kept"]:  # a source was dropped: not reconstructed
                     skipped.append(qi)
                 else:
