@@ -504,7 +504,7 @@ def report(records, args) -> str:
            f"{len(by_cell.get('retrieval', {}))} questions. Closed-book and RAG at ratio 1.0 "
            f"without reranking: {main_n} questions. The other cells: the {len(subset)} questions "
            f"of the seeded subset of {len(meta['subset'])} that were answered in every cell "
-           f"when the run was stopped ({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
+           f"({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
            "also shown for the first two cells as '(subset)'.\n")]
 
     def mean(rs, k):  # "-" unless every record has the value
@@ -578,6 +578,11 @@ def report(records, args) -> str:
     unc = {"mean NLL": [r["mean_nll"] for r in base],
            "max entropy": [r["max_entropy"] for r in base]}
     rows = [[k, len(base), f"{auroc(v, wrong):.3f}"] for k, v in unc.items()]
+    rows.append(["1 - faithfulness (lexical)", len(base),
+                 f"{auroc([-r['faith_lexical'] for r in base], wrong):.3f}"])
+    if judged:
+        rows.append([f"1 - faithfulness (judged; the {len(judged)} judged)", len(judged),
+                     f"{auroc([-r['faith_judge'] for r in judged], [not r['contains'] for r in judged]):.3f}"])
     sampled = [r for r in base if "agreement" in r]
     if sampled:
         k = len(sampled[0]["samples"])
