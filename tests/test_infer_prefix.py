@@ -2,8 +2,6 @@
 logits of each whole prompt run in one pass by the numpy reference; samples continuing it are
 generate's samples of the prompt repeated; bad requests are refused."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 from helpers import CONFIGS, noisy_params
@@ -14,7 +12,7 @@ from jaxllm.infer import generate
 from jaxllm.infer.prefix import extend, prefill, sample
 from jaxllm.models.decoder import Decoder
 
-CFG = dataclasses.replace(CONFIGS["smol"], max_len=32)  # RoPE, grouped-query attention
+CFG = CONFIGS["smol"]  # RoPE, grouped-query attention; context 16 (test_generate's params)
 PREFIX = [3, 1, 4, 1, 5]  # left-padded to 8 slots
 SUFFIXES = [[9], [2, 6, 5], [3, 5, 8, 9, 7, 9]]  # left-padded to 8 slots behind it
 
@@ -50,12 +48,12 @@ def test_samples_from_a_prefix_are_generates_samples_of_the_prompt_repeated():
 
 @pytest.mark.parametrize("call, match", [
     (lambda m, p: prefill(m, p, []), "prefix is empty"),
-    (lambda m, p: prefill(m, p, [1] * 32), "context is 32"),
+    (lambda m, p: prefill(m, p, [1] * 16), "context is 16"),
     (lambda m, p: prefill(m, p, [1], decode_path="tpu"), "decode_path='tpu'"),
     (lambda m, p: extend(m, p, prefill(m, p, PREFIX, pad_to=8), [[1], []]), "suffix is empty"),
-    (lambda m, p: extend(m, p, prefill(m, p, PREFIX, pad_to=8), [[1] * 25]), "leaves 24"),
-    (lambda m, p: sample(m, p, prefill(m, p, PREFIX, pad_to=8), 2, max_new_tokens=25),
-     "leaves 24"),
+    (lambda m, p: extend(m, p, prefill(m, p, PREFIX, pad_to=8), [[1] * 9]), "leaves 8"),
+    (lambda m, p: sample(m, p, prefill(m, p, PREFIX, pad_to=8), 2, max_new_tokens=9),
+     "leaves 8"),
     (lambda m, p: sample(m, p, prefill(m, p, PREFIX, pad_to=8), 0, max_new_tokens=4), "n=0"),
 ])
 def test_bad_requests_are_refused(call, match):
