@@ -5,7 +5,9 @@ reranking, uncertainty (AUROC, accuracy-coverage) and latency per stage.
     nice -n 10 python experiments/rag_planted.py --plant 300 --questions 300 --subset 24 \
         --interleave 6 --records /tmp/rag3-planted.jsonl   # answers; resumable, one JSON a line
     python experiments/rag_planted.py ... --retrieval-only             # only the BM25 rankings
+    python experiments/rag_planted.py ... --judge-missing | --agreement 4   # after the answers
     python experiments/rag_planted.py ... --report [--append]          # tables from the records
+    flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --judge-speed 12 [--append]
     flock /tmp/jaxllm-bench.lock python experiments/rag_planted.py ... --latency 6 [--append]
 
 --plant facts with random values (invented names, companies, numbers, dates; seeded) are
@@ -27,14 +29,21 @@ subset questions that were answered in every cell.
 
 Per answer: exact (normalised answer == the planted value), contains (every word of the value
 appears in the answer), faithfulness (jaxllm.metrics.rag: lexical, and model-judged with
-rag/judge.py on the subset questions, on all with --judge-all: it costs a prefill of the
-sources per answer sentence) against the sources given, relevancy (model-judged, and the MiniLM cosine of question
-and answer), mean NLL and max entropy, whether the planted sentence was among the sources
+rag/judge.py on the subset questions, on all with --judge-all: a prefill of the sources per
+answer, its sentences continuing a prefix KV cache of them) against the sources given,
+relevancy (model-judged, and the MiniLM cosine of question and answer), mean NLL and max entropy, whether the planted sentence was among the sources
 retrieved (after reranking) and still among the sources given (after compression). Per
 question: the rank of the fact's chunks (those holding the planted sentence whole) in the BM25
 top 10 and in the reranked top 10: hit@3 and MRR@10 (jaxllm.metrics.ir). AUROC of mean NLL and
 max entropy for predicting a wrong answer (contains = false) and the accuracy-coverage curve
 (experiments/figures/rag_coverage.png) on RAG at ratio 1.0 without reranking.
+
+--judge-missing: afterwards, the judged faithfulness of the answers of RAG at ratio 1.0 that
+have none (their sources are the top 3 of the recorded BM25 ranking), in a seeded order, to
+<records>-judged.jsonl (resumable; --report merges it). --agreement K, in the same order: K
+samples at temperature 0.7 of those answers (one prefill each, infer/prefix.py) and the agreement of
+the greedy answer and them (infer/uncertainty.py), whose AUROC the report adds.
+--judge-speed N: seconds per answer of the judge with and without its prefix cache.
 
 --latency N: N subset questions answered once in each RAG cell through rag.answer with its
 real stages (retrieve, rerank, compress, prefill, decode timed by the pipeline), after one
@@ -202,15 +211,18 @@ def main():
     p.add_argument("--report", action="store_true")
     p.add_argument("--latency", type=int, default=0)
     p.add_argument("--append", action="store_true")
+    p.add_argument("--judge-missing", action="store_true")
+    p.add_argument("--judge-speed", type=int, default=0)
+    p.add_argument("--agreement", type=int, default=0)
     args = p.parse_args()
     records = Path(args.records)
     if args.report:
-        text = report(read_records(records), args)
+        text = report(with_judged(read_records(records), judged_path(records)), args)
         print(text)
         if args.append:
-            append("RAG on planted facts: all cells, judged faithfulness and relevancy, "
-                   "retrieval with and without reranking, compression (SmolLM2-135M-Instruct, "
-                   "BM25 over BBC)", text)
+            append("RAG on planted facts, the resumed run: all cells, judged faithfulness, "
+                   "agreement of samples, retrieval with and without reranking, compression "
+                   "(SmolLM2-135M-Instruct, BM25 over BBC)", text)
         return
 
     from jaxllm.retrieval import Chunking, Index
@@ -220,6 +232,15 @@ def main():
     index = Index.build(docs, chunking=Chunking("window", 128, 32))
     build_s = time.perf_counter() - t
     subset = subset_ids(facts, args.questions, args.subset, args.seed)
+    if args.judge_speed or args.judge_missing or args.agreement:
+        text = (judge_speed(index, read_records(records), args.judge_speed) if args.judge_speed
+                else after_answers(index, facts, read_records(records), judged_path(records),
+                                   args.judge_missing, args.agreement, args.seed))
+        print(text)
+        if args.append and args.judge_speed:
+            append("RAG on planted facts: the faithfulness judge with and without a prefix KV "
+                   "cache (SmolLM2-135M-Instruct)", text)
+        return
     if args.latency:
         text = latency(index, facts, subset, args.latency)
         print(text)
@@ -326,6 +347,140 @@ def answer_all(index, facts, subset, args, records, build_s):
         print(qi, f["type"], f["answer"], "|", text[:60].replace("\n", " "), flush=True)
 
 
+def judged_path(records: Path) -> Path:
+    """Where --judge-missing writes its judged faithfulness: beside the records."""
+    return records.with_name(records.stem + "-judged.jsonl")
+
+
+def with_judged(records, judged: Path) -> list[dict]:
+    """The records with what --judge-missing wrote (judged faithfulness where missing,
+    agreement of samples) filled in."""
+    extra = {}
+    for r in read_records(judged):
+        extra.setdefault((r["qi"], r["cell"]), {}).update(r)
+    for r in records:
+        j = extra.get((r.get("qi"), r.get("cell")), {})
+        if r.get("faith_judge") is None and "faith_judge" in j:
+            r |= {k: j[k] for k in ("faith_judge", "t_judge_faith")}
+        if "agreement" in j:
+            r |= {k: j[k] for k in ("agreement", "samples")}
+    return records
+
+
+def given_sources(index, records) -> dict[int, list[str]]:
+    """Per question, the sources RAG at ratio 1.0 without reranking was given: the texts of
+    the top 3 of its recorded BM25 ranking (answer() keeps all 3: the prompt fits)."""
+    text = {c.id: c.text for c in index.chunks}
+    return {r["qi"]: [text[c] for c in r["ranking"][:3]] for r in records
+            if r.get("cell") == "retrieval"}
+
+
+def after_answers(index, facts, records, judged: Path, judge_faith: bool, k: int,
+                  seed: int) -> str:
+    """For the answers of RAG at ratio 1.0 without reranking, in a seeded order (so that a run
+    stopped early holds a seeded subset): with judge_faith the judged faithfulness of those
+    that have none (the questions outside the subset), with k > 0 the agreement of the greedy
+    answer and k samples at temperature 0.7 (infer.prefix.sample: one prefill of the prompt);
+    appended to `judged`; resumable."""
+    from jaxllm import pretrained
+    from jaxllm.infer.prefix import prefill, sample
+    from jaxllm.infer.uncertainty import agreement
+    from jaxllm.metrics.rag import faithfulness
+    from jaxllm.rag import render_chat, sources_messages
+    from jaxllm.rag.judge import Judge
+    from jaxllm.rag.prompt import PAD_TO
+
+    lm = pretrained.load("smollm2-135m-instruct")
+    judge, tok = Judge(lm), lm.tokenizer
+    done = {}
+    for r in read_records(judged):
+        done.setdefault(r["qi"], set()).update(r)
+    sources = given_sources(index, records)
+    ranking = {r["qi"]: r["ranking"] for r in records if r.get("cell") == "retrieval"}
+    cell = cell_name(False, 1.0)
+    main = {r["qi"]: r for r in records if r.get("cell") == cell}
+    order = sorted(main)
+    random.Random(seed + 2).shuffle(order)
+    t0, n_faith, n_agree, skipped = time.perf_counter(), 0, 0, []
+    with judged.open("a", encoding="utf-8") as out:
+        for qi in order:
+            r, have = main[qi], done.get(qi, set())
+            rec = {"qi": qi, "cell": cell}
+            if judge_faith and r.get("faith_judge") is None and "faith_judge" not in have:
+                if r["retrieved"] != r["kept"]:  # a source was dropped: not reconstructed
+                    skipped.append(qi)
+                else:
+                    t = time.perf_counter()
+                    got = faithfulness(r["text"], sources[qi], judge.supported)
+                    rec |= {"faith_judge": got["score"], "t_judge_faith": time.perf_counter() - t,
+                            "sentences": len(got["per_sentence"])}
+                    n_faith += 1
+            if k and "agreement" not in have:
+                hits = index.search(facts[qi]["question"], k=10)[:3]
+                assert [h.id for h in hits] == ranking[qi][:3], qi
+                ids = tok.encode(render_chat(tok, sources_messages(facts[qi]["question"], hits)))
+                t = time.perf_counter()
+                rows = sample(lm.model, lm.params, prefill(lm.model, lm.params, ids, pad_to=PAD_TO),
+                              k, max_new_tokens=32, temperature=0.7, seed=qi,
+                              stop_tokens=tuple(lm.end_tokens()))
+                texts = [tok.decode(row).strip() for row in rows]
+                rec |= {"samples": texts, "agreement": agreement([r["text"], *texts]),
+                        "t_samples": time.perf_counter() - t}
+                n_agree += 1
+            if len(rec) > 2:
+                write(out, rec)
+                print(qi, rec.get("faith_judge"), rec.get("agreement"), flush=True)
+    return (f"{n_faith} answers judged, {n_agree} sampled {k} times in "
+            f"{time.perf_counter() - t0:.0f} s ({judge.prefills} judge prefills); not judged "
+            f"(a source dropped): {skipped}")
+
+
+def judge_speed(index, records, n: int) -> str:
+    """Seconds per answer of judged faithfulness with and without the judge's prefix KV cache,
+    on the first n answers (by question) of RAG at ratio 1.0 that the run judged: the median
+    over them, each answer judged both ways in turn (which goes first alternates), after a
+    warm-up pass of both (every length bucket compiled). And the largest difference of the
+    scores between the two ways and from the run's recorded score."""
+    from jaxllm import pretrained
+    from jaxllm.metrics.rag import faithfulness
+    from jaxllm.rag.judge import Judge
+
+    lm = pretrained.load("smollm2-135m-instruct")
+    judges = {False: Judge(lm, prefix_cache=False), True: Judge(lm, prefix_cache=True)}
+    sources = given_sources(index, records)
+    cell = cell_name(False, 1.0)
+    rs = sorted((r for r in records if r.get("cell") == cell and r.get("faith_judge") is not None
+                 and r["retrieved"] == r["kept"]), key=lambda r: r["qi"])[:n]
+
+    def judged(r, cached):
+        t = time.perf_counter()
+        got = faithfulness(r["text"], sources[r["qi"]], judges[cached].supported)
+        return time.perf_counter() - t, got
+
+    for r in rs:  # warm-up: compiles
+        judged(r, False), judged(r, True)
+    load = [subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()]
+    times, scores, sentences = {False: [], True: []}, {False: [], True: []}, []
+    for i, r in enumerate(rs):
+        for cached in ((False, True) if i % 2 == 0 else (True, False)):
+            s, got = judged(r, cached)
+            times[cached].append(s)
+            scores[cached].append(got["score"])
+        sentences.append(len(got["per_sentence"]))
+    load.append(subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
+    old, new = (float(np.median(times[c])) for c in (False, True))
+    recorded = [r["faith_judge"] for r in rs]
+    return (f"Judged faithfulness of {len(rs)} answers of RAG at ratio 1.0 (the first by question "
+            f"of those the run judged; {np.mean(sentences):.2f} sentences per answer, "
+            f"{min(sentences)}-{max(sentences)}), one at a time, after a warm-up pass. Median "
+            f"seconds per answer: {old:.3f} without the prefix cache (a prefill of the whole "
+            f"prompt per sentence), {new:.3f} with it (one prefill of the context, then each "
+            f"sentence's tokens): {old / new:.2f}x. Largest difference of the scores: "
+            f"{np.max(np.abs(np.subtract(scores[True], scores[False]))):.2e} between the two, "
+            f"{np.max(np.abs(np.subtract(scores[True], recorded))):.2e} from the run's records. "
+            f"Load before: {load[0]}; after: {load[1]}.")
+
+
 def write(out, rec):
     out.write(json.dumps(rec) + "\n")
     out.flush()
@@ -349,7 +504,7 @@ def report(records, args) -> str:
            f"{len(by_cell.get('retrieval', {}))} questions. Closed-book and RAG at ratio 1.0 "
            f"without reranking: {main_n} questions. The other cells: the {len(subset)} questions "
            f"of the seeded subset of {len(meta['subset'])} that were answered in every cell "
-           f"when the run was stopped ({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
+           f"({', '.join(f'{t} {n}' for t, n in n_type.items())}), "
            "also shown for the first two cells as '(subset)'.\n")]
 
     def mean(rs, k):  # "-" unless every record has the value
@@ -408,12 +563,38 @@ def report(records, args) -> str:
                + table(per_type, ["type", *MAIN_CELLS]))
 
     base = [r for _, r in sorted(by_cell.get(cell_name(False, 1.0), {}).items())]
+    judged = [r for r in base if r.get("faith_judge") is not None]
+    if judged:
+        right = [r for r in judged if r["contains"]]
+        wrong_j = [r for r in judged if not r["contains"]]
+        out.append(f"Judged faithfulness of RAG at ratio 1.0: {len(judged)} of its {len(base)} "
+                   "answers (the subset's, judged by the answer run, and the others' by "
+                   "--judge-missing in a seeded order), by correctness:\n\n" + table(
+                       [[name, len(rs), mean(rs, "faith_judge"), mean(rs, "faith_lexical")]
+                        for name, rs in (("all", judged), ("right (contains)", right),
+                                         ("wrong", wrong_j)) if rs],
+                       ["answers", "n", "faithfulness (judged)", "faithfulness (lexical)"]))
     wrong = [not r["contains"] for r in base]
     unc = {"mean NLL": [r["mean_nll"] for r in base],
            "max entropy": [r["max_entropy"] for r in base]}
+    rows = [[k, len(base), f"{auroc(v, wrong):.3f}"] for k, v in unc.items()]
+    rows.append(["1 - faithfulness (lexical)", len(base),
+                 f"{auroc([-r['faith_lexical'] for r in base], wrong):.3f}"])
+    if judged:
+        rows.append([f"1 - faithfulness (judged; the {len(judged)} judged)", len(judged),
+                     f"{auroc([-r['faith_judge'] for r in judged], [not r['contains'] for r in judged]):.3f}"])
+    sampled = [r for r in base if "agreement" in r]
+    if sampled:
+        k = len(sampled[0]["samples"])
+        w = [not r["contains"] for r in sampled]
+        rows += [[f"{name} (the {len(sampled)} sampled)", len(sampled),
+                  f"{auroc([sign * r[key] for r in sampled], w):.3f}"]
+                 for name, key, sign in (("mean NLL", "mean_nll", 1),
+                                         ("max entropy", "max_entropy", 1),
+                                         (f"1 - agreement (greedy + {k} samples at 0.7)",
+                                          "agreement", -1))]
     out.append(f"Uncertainty on RAG at ratio 1.0 ({sum(wrong)} wrong of {len(wrong)}): AUROC "
-               "for predicting a wrong answer\n\n" + table(
-                   [[k, f"{auroc(v, wrong):.3f}"] for k, v in unc.items()], ["score", "AUROC"]))
+               "for predicting a wrong answer\n\n" + table(rows, ["score", "n", "AUROC"]))
     plot_coverage(unc, wrong, Path(__file__).with_name("figures") / "rag_coverage.png")
     out.append("Accuracy-coverage when abstaining on the least certain answers: "
                "experiments/figures/rag_coverage.png")

@@ -65,8 +65,8 @@ YES_NO_SPELLINGS = (("yes", "Yes", "Ġyes", "ĠYes"), ("no", "No", "Ġno", "ĠNo
 
 
 def test_judge_p_yes_equals_numpy_softmax_of_the_forward(tiny_smol_tokenizer_lm):
-    """The judge's p(yes) for faithfulness (per answer sentence) and relevancy equals, from a
-    numpy forward of the prompt's tokens, p(yes) / (p(yes) + p(no)) under the softmax of the
+    """The judge's p(yes) for faithfulness (per answer sentence, continuing a prefix cache of the
+    shared context) and relevancy equals, from a numpy forward of each whole prompt's tokens, p(yes) / (p(yes) + p(no)) under the softmax of the
     last position's logits, each side summed over the single-token spellings."""
     from reference import decoder_logits
 
@@ -91,6 +91,7 @@ def test_judge_p_yes_equals_numpy_softmax_of_the_forward(tiny_smol_tokenizer_lm)
     want = [reference(SUPPORTED.format(context="\n\n".join(SOURCES), statement=s))[0]
             for s in split_sentences(answer)]
     got = faithfulness(answer, SOURCES, judge.supported)
+    assert judge.prefills == 1  # both sentences continued one prefix cache of the context
     np.testing.assert_allclose(got["per_sentence"], want, atol=2e-5)
     assert got["score"] == pytest.approx(np.mean(want), abs=2e-5)
     want_rel, p = reference(RELEVANT.format(question=question, answer=answer))
