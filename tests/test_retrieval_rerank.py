@@ -137,6 +137,14 @@ def test_cross_encoder_training_and_files(tmp_path):
     back = CrossEncoder.load(tmp_path / "reranker")
     texts = [d.text for d in DOCS]
     np.testing.assert_allclose(back.score("oil", texts), model.score("oil", texts), rtol=1e-6)
+    # continued from the saved model (init), MaxP windows of 16 tokens, at rate 0: the same
+    # weights (a fresh start from MiniLM has a new random head)
+    again = train_cross_encoder(index, train, steps=1, batch_queries=2, negatives=2,
+                                max_len=16, maxp=True, overlap=2, lr=0.0, head_lr=0.0,
+                                init=tmp_path / "reranker", progress=False)
+    assert again.maxp and again.max_len == 16
+    again.max_len, again.maxp = model.max_len, False
+    np.testing.assert_allclose(again.score("oil", texts), model.score("oil", texts), rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -56,6 +56,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     r.add_argument("--queries", default=None, help="JSONL training queries (default: the "
                    "index's own training queries)")
     r.add_argument("--out", default=None, help="the reranker folder (default: INDEX/reranker)")
+    r.add_argument("--init", default=None, help="a trained reranker folder to continue from")
     r.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("eval", help="print IR metrics of an index per query type")
     e.add_argument("index")
@@ -95,7 +96,7 @@ def _train_reranker(args) -> int:
     model = train_cross_encoder(index, train, steps=args.steps, batch_queries=args.batch_queries,
                                 negatives=args.negatives, max_len=args.max_len, lr=args.lr,
                                 head_lr=args.head_lr, mode=args.mode, alpha=args.alpha,
-                                maxp=args.maxp, overlap=args.overlap,
+                                maxp=args.maxp, overlap=args.overlap, init=args.init,
                                 progress=not args.no_progress,
                                 log=lambda s, loss: print(f"step {s}: loss {loss:.4f} "
                                                           f"({time.time() - start:.0f} s)",

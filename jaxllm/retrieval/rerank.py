@@ -256,7 +256,7 @@ def _shuffled(n: int, seed: int):
 def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int = 4,
                         negatives: int = 3, max_len: int = 128, lr: float = 3e-5,
                         head_lr: float = 1e-3, mode: str | None = None, alpha: float = 0.5,
-                        maxp: bool = False, overlap: int = 32, seed: int = 0,
+                        maxp: bool = False, overlap: int = 32, init=None, seed: int = 0,
                         progress: bool = True, log=None) -> CrossEncoder:
     """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with hard
     negatives from the first stage it will rerank (`training_pairs`; mode, alpha).
@@ -267,7 +267,9 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     steps; the new head at `head_lr`: at the encoder's rate it moves ~lr per step, and a few
     hundred steps teach it no more than the base rate of positives. With maxp each candidate
     is read as its best window under the current weights (a forward pass over all its windows,
-    without gradients), and the step trains on those: the gradient of the max over windows."""
+    without gradients), and the step trains on those: the gradient of the max over windows.
+    init: a trained cross-encoder's folder to continue from (else all-MiniLM-L6-v2 and a new
+    head)."""
     import optax
     from tqdm import tqdm
 
@@ -275,8 +277,12 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     if not pairs:
         raise ConfigError("no training pairs: the training queries found no relevant chunk and "
                           f"{negatives} other chunks")
-    ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed, maxp=maxp,
-                                      overlap=overlap)
+    if init is None:
+        ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed, maxp=maxp,
+                                          overlap=overlap)
+    else:
+        old = CrossEncoder.load(init)
+        ce = CrossEncoder(old.base, old.params, max_len, maxp=maxp, overlap=overlap)
     warmup = max(steps // 10, 1)
     tx = optax.multi_transform(
         {"encoder": optax.adamw(optax.linear_schedule(0.0, lr, warmup), weight_decay=0.01),
