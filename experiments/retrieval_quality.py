@@ -71,6 +71,13 @@ def main():
                     "(default: all)")
     ap.add_argument("--alpha", type=float, default=None,
                     help="the hybrid alpha (default: chosen on the training queries)")
+    ap.add_argument("--cross", default=None,
+                    help="the cross-encoder folder (default: INDEX/reranker)")
+    ap.add_argument("--maxp", action="store_true", help="score with the cross-encoder's MaxP "
+                    "windows whatever it was trained with (--overlap tokens shared)")
+    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--per-type", action="store_true",
+                    help="the reranker rows per query type too (a group of several types)")
     ap.add_argument("--no-base", action="store_true",
                     help="only the reranker rows (the other tables were printed before)")
     ap.add_argument("--append", action="store_true")
@@ -122,7 +129,10 @@ def main():
         for name in filter(None, args.rerank.split(",")):
             from jaxllm.retrieval.rerank import load_reranker
 
-            rerankers[name] = load_reranker(name, index=index)
+            rerankers[name] = load_reranker(name, index=index,
+                                            path=args.cross if name == "cross" else None)
+            if name == "cross" and args.maxp:
+                rerankers[name].maxp, rerankers[name].overlap = True, args.overlap
         rows = []
         for set_name in test_sets:
             qs_all = sets[set_name]
@@ -145,16 +155,26 @@ def main():
                     sub = qs[:args.rerank_queries]
                     qv_sub = qv[:len(sub)]
                     kw = {"mode": "hybrid", "alpha": best}
-                    base = evaluate_index(index, sub, query_vectors=qv_sub, **kw)["all"]
+                    base_all = evaluate_index(index, sub, query_vectors=qv_sub, **kw)
                     start = time.perf_counter()
-                    t = evaluate_index(index, sub, query_vectors=qv_sub, reranker=reranker,
-                                       candidates=args.candidates, **kw)["all"]
+                    t_all = evaluate_index(index, sub, query_vectors=qv_sub, reranker=reranker,
+                                           candidates=args.candidates, **kw)
                     per100 = (time.perf_counter() - start) / (len(sub) * args.candidates) * 100
-                    rows.append([corpus, group, len(sub), f"hybrid {best} (same {len(sub)})"]
-                                + [f"{base[m]:.3f}" for m in METRICS])
-                    rows.append([corpus, group, len(sub),
-                                 f"+ {rname} reranker ({per100:.1f} s / 100 candidates)"]
-                                + [f"{t[m]:.3f}" for m in METRICS])
+                    how = rname
+                    if rname == "cross":
+                        r = reranker
+                        how += (f" max_len {r.max_len}"
+                                + (f" MaxP overlap {r.overlap}" if r.maxp else ""))
+                    # "all", then (--per-type, several types) each type of the same queries
+                    parts = [p for p in t_all if args.per_type or p == "all"]
+                    for part in parts if len(parts) > 2 else ["all"]:
+                        base, t = base_all[part], t_all[part]
+                        name = group if part == "all" else f"{group}: {part}"
+                        rows.append([corpus, name, base["n"], f"hybrid {best} (same {base['n']})"]
+                                    + [f"{base[m]:.3f}" for m in METRICS])
+                        rows.append([corpus, name, t["n"],
+                                     f"+ {how} reranker ({per100:.1f} s / 100 candidates)"]
+                                    + [f"{t[m]:.3f}" for m in METRICS])
             # int8 vectors against float: recall@10 of the float top 10
             q8 = index.dense.quantized()
             float_hits = index.dense.search(vecs_all, 10)

@@ -11,8 +11,10 @@ from jaxllm.retrieval import Chunking, Document, Index
 from jaxllm.retrieval.rerank import (
     CrossEncoder,
     LLMReranker,
+    _cross_logits,
     train_cross_encoder,
     training_pairs,
+    window_starts,
 )
 
 
@@ -73,6 +75,49 @@ def test_cross_encoder_pairs_and_batching(cross):
         CrossEncoder.load("/nonexistent/reranker")
 
 
+def test_window_starts_worked_examples():
+    """Windows of 4 tokens sharing 1 (a step of 3), the last one ending at the passage's end."""
+    assert window_starts(10, 4, 1) == [0, 3, 6]  # [0:4] [3:7] [6:10]
+    assert window_starts(11, 4, 1) == [0, 3, 6, 7]  # the last window moved back to end at 11
+    assert window_starts(7, 4, 1) == [0, 3]
+    assert window_starts(4, 4, 1) == [0] and window_starts(2, 4, 1) == [0]
+    assert window_starts(9, 4, 0) == [0, 4, 5]
+
+
+@pytest.mark.slow
+def test_cross_encoder_maxp_is_its_best_window(cross):
+    """With maxp a long passage is read as overlapping windows and scores as its best one:
+    each window scored alone (a hand-built [CLS] query [SEP] window [SEP] row), the maximum
+    is the passage's score, and best_rows returns that window's row. A short passage is one
+    window, scored as without maxp."""
+    maxp = CrossEncoder(cross.base, cross.params, max_len=24, maxp=True, overlap=5)
+    tok = cross.base.tokenizer
+    query, text = "interest rates", " ".join(d.text for d in DOCS)
+    q, p = tok.encode(query), tok.encode(text)
+    size = 24 - len(q) - 3
+    starts, at = [], 0  # by hand: a step of size - 5, then one window ending at the end
+    while at + size < len(p):
+        starts.append(at)
+        at += size - 5
+    starts.append(len(p) - size)
+    head = [cross.cls] + q + [cross.sep]
+    rows = [head + p[s: s + size] + [cross.sep] for s in starts]
+    assert maxp.pair_rows(query, [text])[0][0] == rows and len(rows) > 3
+    alone = []
+    for row in rows:
+        types = np.r_[np.zeros(len(head)), np.ones(len(row) - len(head))][None].astype(np.int32)
+        alone.append(float(_cross_logits(cross.model, cross.params, np.array([row], np.int32),
+                                         types, np.ones((1, len(row)), bool))[0]))
+    best = int(np.argmax(alone))
+    assert 0 < best and alone[best] - np.mean(alone) > 1e-3  # neither the first nor the mean
+    short = DOCS[1].text
+    scores = maxp.score(query, [text, short])
+    np.testing.assert_allclose(scores, [alone[best], cross.score(query, [short])[0]],
+                               rtol=1e-4, atol=1e-5)
+    assert maxp.best_rows(query, [text, short])[0] == [rows[best],
+                                                       cross.pair_rows(query, [short])[0][0][0]]
+
+
 @pytest.mark.slow
 def test_cross_encoder_training_and_files(tmp_path):
     index = Index.build(DOCS, chunking=Chunking("none"))
@@ -92,6 +137,14 @@ def test_cross_encoder_training_and_files(tmp_path):
     back = CrossEncoder.load(tmp_path / "reranker")
     texts = [d.text for d in DOCS]
     np.testing.assert_allclose(back.score("oil", texts), model.score("oil", texts), rtol=1e-6)
+    # continued from the saved model (init), MaxP windows of 16 tokens, at rate 0: the same
+    # weights (a fresh start from MiniLM has a new random head)
+    again = train_cross_encoder(index, train, steps=1, batch_queries=2, negatives=2,
+                                max_len=16, maxp=True, overlap=2, lr=0.0, head_lr=0.0,
+                                init=tmp_path / "reranker", progress=False)
+    assert again.maxp and again.max_len == 16
+    again.max_len, again.maxp = model.max_len, False
+    np.testing.assert_allclose(again.score("oil", texts), model.score("oil", texts), rtol=1e-6)
 
 
 @pytest.mark.slow

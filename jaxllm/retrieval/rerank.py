@@ -7,7 +7,10 @@
   first stage it will rerank (hybrid, or BM25 for an index without vectors) is the positive and
   that stage's best-ranked chunks of other documents the (hard) negatives, with binary
   cross-entropy (so that the sigmoid reads as a probability of relevance) plus a softmax
-  cross-entropy over each query's candidates.
+  cross-entropy over each query's candidates. With `maxp`, a passage longer than the window
+  (max_len with the query) is read as overlapping windows and scored as the best of them (MaxP),
+  at training (the loss on the best window under the current weights: the gradient of a max)
+  as at scoring; without it, the passage is cut to its first window.
 - `LLMReranker`: SmolLM2-135M-Instruct asked, in its chat template, whether the passage answers
   the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
   each side summed over the " yes"/"Yes"/... spellings that are single tokens).
@@ -51,50 +54,100 @@ def _cross_logits(model, params, tokens, types, mask):
 
 
 class CrossEncoder:
-    def __init__(self, base, params, max_len: int = 128):
+    def __init__(self, base, params, max_len: int = 128, *, maxp: bool = False,
+                 overlap: int = 32):
         self.base = base  # the PretrainedEncoder whose config and tokenizer are used
         self.params = params  # {"encoder": ..., "head": {"w": (D,), "b": ()}}
         self.max_len = max_len
+        self.maxp = maxp  # score a long passage as the max over windows (else its first window)
+        self.overlap = overlap  # passage tokens shared by consecutive windows
+        if maxp and not 0 <= overlap < max_len // 2 - 3:
+            raise ConfigError(f"overlap {overlap} must be in [0, {max_len // 2 - 3}) for "
+                              f"max_len {max_len} (a window holds at least {max_len // 2 - 3} "
+                              f"passage tokens); pass a smaller --overlap")
         self.model = Encoder(base.config)
         tok = base.tokenizer
         self.cls, self.sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
 
     @classmethod
-    def from_pretrained(cls, name: str = BASE, *, max_len: int = 128, seed: int = 0):
+    def from_pretrained(cls, name: str = BASE, *, max_len: int = 128, seed: int = 0,
+                        maxp: bool = False, overlap: int = 32):
         """The base encoder's weights with a new head (small random weights, zero bias)."""
         from jaxllm import pretrained
 
         base = pretrained.load(name)
         d = base.config.d_model
         w = jax.random.normal(jax.random.PRNGKey(seed), (d,)) * 0.02
-        return cls(base, {"encoder": base.params, "head": {"w": w, "b": jnp.zeros(())}}, max_len)
+        return cls(base, {"encoder": base.params, "head": {"w": w, "b": jnp.zeros(())}}, max_len,
+                   maxp=maxp, overlap=overlap)
 
-    def encode_pairs(self, query: str, texts: list[str]):
-        """tokens, token types and padding mask (B, T) of [CLS] query [SEP] passage [SEP]
-        pairs, the passage cut to fit max_len, T the smallest of LENGTHS that fits."""
+    def pair_rows(self, query: str, texts: list[str]) -> tuple[list[list[list[int]]], int]:
+        """Per text, its [CLS] query [SEP] window [SEP] token rows: every window with maxp (see
+        window_starts), else only the first (the passage cut to fit); and the number of
+        query-side tokens (token type 0)."""
         tok = self.base.tokenizer
         q = tok.encode(query)[: self.max_len // 2]
-        rows = []
+        size = self.max_len - len(q) - 3
+        head = [self.cls] + q + [self.sep]
+        out = []
         for t in texts:
-            p = tok.encode(t)[: self.max_len - len(q) - 3]
-            rows.append(([self.cls] + q + [self.sep] + p + [self.sep], len(q) + 2))
-        longest = max(len(r) for r, _ in rows)
+            p = tok.encode(t)
+            starts = window_starts(len(p), size, self.overlap) if self.maxp else [0]
+            out.append([head + p[s: s + size] + [self.sep] for s in starts])
+        return out, len(head)
+
+    def arrays(self, rows: list[list[int]], n_first: int, batch_multiple: int = 1):
+        """tokens, token types and padding mask (B, T) of rows, T the smallest of LENGTHS that
+        fits, B padded with empty rows to a multiple of batch_multiple (fewer compiled shapes)."""
+        longest = max(len(r) for r in rows)
         T = next((n for n in LENGTHS if n >= longest), longest)
-        tokens = np.zeros((len(rows), T), np.int32)
-        types = np.zeros((len(rows), T), np.int32)
-        mask = np.zeros((len(rows), T), bool)
-        for i, (ids, n_first) in enumerate(rows):
+        B = -(-len(rows) // batch_multiple) * batch_multiple
+        tokens = np.zeros((B, T), np.int32)
+        types = np.zeros((B, T), np.int32)
+        mask = np.zeros((B, T), bool)
+        for i, ids in enumerate(rows):
             tokens[i, :len(ids)] = ids
             types[i, n_first:len(ids)] = 1
             mask[i, :len(ids)] = True
         return tokens, types, mask
 
+    def encode_pairs(self, query: str, texts: list[str]):
+        """tokens, token types and padding mask (B, T) of [CLS] query [SEP] passage [SEP]
+        pairs, the passage cut to its first window, T the smallest of LENGTHS that fits."""
+        rows, n_first = self.pair_rows(query, texts)
+        return self.arrays([r[0] for r in rows], n_first)
+
+    def _row_logits(self, rows: list[list[int]], n_first: int, params=None) -> np.ndarray:
+        """Logits (len(rows),), in batches of at most 128 rows padded to a multiple of 16."""
+        params = self.params if params is None else params
+        out = []
+        for at in range(0, len(rows), 128):
+            part = rows[at: at + 128]
+            tokens, types, mask = self.arrays(part, n_first, 16 if self.maxp else 1)
+            out.append(np.asarray(_cross_logits(self.model, params, tokens, types,
+                                                mask))[:len(part)])
+        return np.concatenate(out)
+
+    def best_rows(self, query: str, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Per text, the row of its best-scoring window (the only one without maxp)."""
+        rows, n_first = self.pair_rows(query, texts)
+        if not self.maxp or all(len(r) == 1 for r in rows):
+            return [r[0] for r in rows], n_first
+        logits = self._row_logits([w for r in rows for w in r], n_first)
+        ends = np.cumsum([len(r) for r in rows])
+        return [r[int(np.argmax(logits[e - len(r): e]))] for r, e in zip(rows, ends)], n_first
+
     def score(self, query: str, texts: list[str]) -> np.ndarray:
-        """Relevance logits (n,) of each text for the query."""
+        """Relevance logits (n,) of each text for the query (with maxp: of its best window)."""
         if not texts:
             return np.zeros(0, np.float32)
-        tokens, types, mask = self.encode_pairs(query, list(texts))
-        return np.asarray(_cross_logits(self.model, self.params, tokens, types, mask))
+        if not self.maxp:
+            tokens, types, mask = self.encode_pairs(query, list(texts))
+            return np.asarray(_cross_logits(self.model, self.params, tokens, types, mask))
+        rows, n_first = self.pair_rows(query, list(texts))
+        logits = self._row_logits([w for r in rows for w in r], n_first)
+        starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+        return np.maximum.reduceat(logits, starts)  # the best window of each text
 
     def probabilities(self, query: str, texts: list[str]) -> np.ndarray:
         return 1 / (1 + np.exp(-self.score(query, texts).astype(np.float64)))
@@ -110,7 +163,8 @@ class CrossEncoder:
                     for keys, v in jax.tree_util.tree_flatten_with_path(self.params)[0]}
             save_file(flat, str(tmp / "model.safetensors"))
             (tmp / "reranker.json").write_text(json.dumps(
-                {"kind": "cross-encoder", "base": self.base.name, "max_len": self.max_len}))
+                {"kind": "cross-encoder", "base": self.base.name, "max_len": self.max_len,
+                 "maxp": self.maxp, "overlap": self.overlap}))
             old = path.parent / f".{path.name}.old.{secrets.token_hex(4)}"
             if path.exists():
                 os.replace(path, old)
@@ -131,7 +185,8 @@ class CrossEncoder:
         except (OSError, ValueError):
             raise CheckpointError(f"{path} holds no trained cross-encoder; train one with "
                                   f"`jaxllm index train-reranker IDX`") from None
-        model = cls.from_pretrained(info["base"], max_len=info["max_len"])
+        model = cls.from_pretrained(info["base"], max_len=info["max_len"],
+                                    maxp=info.get("maxp", False), overlap=info.get("overlap", 32))
         leaves, tree = jax.tree_util.tree_flatten_with_path(model.params)
         values = []
         for keys, leaf in leaves:
@@ -185,6 +240,14 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
     return out
 
 
+def window_starts(n: int, size: int, overlap: int) -> list[int]:
+    """Starts of the windows of `size` tokens that cover n tokens, consecutive windows sharing
+    `overlap` tokens (a step of size - overlap), the last one ending at n; [0] when n <= size."""
+    if n <= size:
+        return [0]
+    return list(range(0, n - size, size - overlap)) + [n - size]
+
+
 def _shuffled(n: int, seed: int):
     """0..n-1 in a seeded order, drawn only when the caller reads past its own candidates."""
     yield from np.random.default_rng(seed).permutation(n).tolist()
@@ -193,7 +256,8 @@ def _shuffled(n: int, seed: int):
 def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int = 4,
                         negatives: int = 3, max_len: int = 128, lr: float = 3e-5,
                         head_lr: float = 1e-3, mode: str | None = None, alpha: float = 0.5,
-                        seed: int = 0, progress: bool = True, log=None) -> CrossEncoder:
+                        maxp: bool = False, overlap: int = 32, init=None, seed: int = 0,
+                        progress: bool = True, log=None) -> CrossEncoder:
     """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with hard
     negatives from the first stage it will rerank (`training_pairs`; mode, alpha).
 
@@ -201,7 +265,11 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     plus the softmax cross-entropy of the positive among its query's candidates (what a ranking
     needs: the positive above those negatives). AdamW, linear warm-up over the first 10% of
     steps; the new head at `head_lr`: at the encoder's rate it moves ~lr per step, and a few
-    hundred steps teach it no more than the base rate of positives."""
+    hundred steps teach it no more than the base rate of positives. With maxp each candidate
+    is read as its best window under the current weights (a forward pass over all its windows,
+    without gradients), and the step trains on those: the gradient of the max over windows.
+    init: a trained cross-encoder's folder to continue from (else all-MiniLM-L6-v2 and a new
+    head)."""
     import optax
     from tqdm import tqdm
 
@@ -209,7 +277,12 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     if not pairs:
         raise ConfigError("no training pairs: the training queries found no relevant chunk and "
                           f"{negatives} other chunks")
-    ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed)
+    if init is None:
+        ce = CrossEncoder.from_pretrained(BASE, max_len=max_len, seed=seed, maxp=maxp,
+                                          overlap=overlap)
+    else:
+        old = CrossEncoder.load(init)
+        ce = CrossEncoder(old.base, old.params, max_len, maxp=maxp, overlap=overlap)
     warmup = max(steps // 10, 1)
     tx = optax.multi_transform(
         {"encoder": optax.adamw(optax.linear_schedule(0.0, lr, warmup), weight_decay=0.01),
@@ -238,7 +311,8 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     params = ce.params
     for s in tqdm(range(steps), desc="training the cross-encoder", disable=not progress):
         batch = [pairs[order[(s * batch_queries + j) % len(pairs)]] for j in range(batch_queries)]
-        parts = [ce.encode_pairs(q, [p] + n) for q, p, n in batch]
+        ce.params = params  # best_rows picks each candidate's window with the current weights
+        parts = [ce.arrays(*ce.best_rows(q, [p] + n)) for q, p, n in batch]
         T = max(t.shape[1] for t, _, _ in parts)  # one length per step: pad to the longest
         tokens, types, mask = (np.concatenate([np.pad(a[i], ((0, 0), (0, T - a[i].shape[1])))
                                                for a in parts]) for i in range(3))
