@@ -14,7 +14,7 @@ from reference import decoder_logits
 
 from jaxllm.errors import DataError
 from jaxllm.infer import generate, sample_logits
-from jaxllm.infer.generate import _left_padded, cache_sizes
+from jaxllm.infer.generate import left_padded, cache_sizes
 from jaxllm.models.decoder import Decoder
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7]]
@@ -188,9 +188,9 @@ def test_kv_cache_sizes_hold_the_prompt_and_double_up_to_the_window():
 def test_left_padding_by_hand():
     """Sampling and beam search pad prompts alike: each ends at the last slot; the width is the
     longest prompt rounded up to pad_to, capped by the limit but never below the longest."""
-    tokens, mask = _left_padded([[5, 6, 7], [8]], pad_to=4, limit=10)
+    tokens, mask = left_padded([[5, 6, 7], [8]], pad_to=4, limit=10)
     np.testing.assert_array_equal(tokens, [[0, 5, 6, 7], [0, 0, 0, 8]])
     np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 0, 1]])
-    assert _left_padded([[5, 6, 7], [8]], pad_to=8, limit=5)[0].shape == (2, 5)
-    assert _left_padded([[5, 6, 7], [8]], pad_to=8, limit=2)[0].shape == (2, 3)
-    assert _left_padded([[5, 6, 7], [8]], pad_to=0, limit=9)[0].shape == (2, 3)
+    assert left_padded([[5, 6, 7], [8]], pad_to=8, limit=5)[0].shape == (2, 5)
+    assert left_padded([[5, 6, 7], [8]], pad_to=8, limit=2)[0].shape == (2, 3)
+    assert left_padded([[5, 6, 7], [8]], pad_to=0, limit=9)[0].shape == (2, 3)

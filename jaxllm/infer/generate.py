@@ -375,7 +375,7 @@ def _beam_generate(params, cpu_weights, prompt, prompt_mask, length_penalty, *, 
     return seqs[:, 0], lengths[:, 0]
 
 
-def _left_padded(prompts: list[list[int]], pad_to: int, limit: int):
+def left_padded(prompts: list[list[int]], pad_to: int, limit: int):
     """(tokens (B, P) int32, mask (B, P) bool): the prompts left-padded with PAD so that each
     ends at slot P - 1; P is the longest prompt's length rounded up to a multiple of pad_to,
     but not past `limit` (the context less the new tokens: the padding never makes the window
@@ -473,7 +473,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
             raise DataError(f"num_beams={num_beams}: the prompt ({max(lengths)} tokens) and "
                             f"max_new_tokens={max_new_tokens} exceed the model's context "
                             f"{cfg.max_len}; lower max_new_tokens")
-        tokens, mask = _left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
+        tokens, mask = left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
         stops = tuple(int(s) for s in stop_tokens)
         path = resolve_decode_path(decode_path)
         seqs, lens = _beam_generate(
@@ -490,7 +490,7 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
         # rows padded to a power of two: constraints of similar size share one compiled loop
         rows = max(64, 1 << (len(constraint.table) - 1).bit_length())
         tables = tuple(jnp.asarray(a) for a in constraint.padded(rows, cfg.vocab_size))
-    tokens, mask = _left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
+    tokens, mask = left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
     path = resolve_decode_path(decode_path)
     cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
     if on_token is not None:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import DataError
-from jaxllm.infer.generate import PAD, _left_padded, sample_logits
+from jaxllm.infer.generate import PAD, left_padded, sample_logits
 from jaxllm.models.attention import DECODE_PATHS, resolve_decode_path
 from jaxllm.models.decoder import Decoder, KVCache
 
@@ -103,7 +103,7 @@ def prefill(model: Decoder, params, ids, *, pad_to: int = 1, decode_path: str = 
     if len(ids) >= model.cfg.max_len:
         raise DataError(f"the prefix has {len(ids)} tokens but the model's context is "
                         f"{model.cfg.max_len} (model.max_len); leave room for a suffix")
-    tokens, mask = _left_padded([ids], pad_to, model.cfg.max_len - 1)
+    tokens, mask = left_padded([ids], pad_to, model.cfg.max_len - 1)
     logits, cache = _prefill(params, jnp.asarray(tokens), jnp.asarray(mask),
                              model=_rolled(model), layout=resolve_decode_path(decode_path))
     return Prefix(tuple(ids), cache, logits)
@@ -121,7 +121,7 @@ def extend(model: Decoder, params, prefix: Prefix, suffixes, *, pad_to: int = 1,
         raise DataError(f"a suffix has {max(map(len, suffixes))} tokens but the (padded) prefix "
                         f"of {prefix.cache.size} leaves {room} of the model's context "
                         f"{model.cfg.max_len}; shorten it")
-    tokens, mask = _left_padded(suffixes, pad_to, room)
+    tokens, mask = left_padded(suffixes, pad_to, room)
     logits = np.asarray(_extend(params, prefix.cache, jnp.asarray(tokens), jnp.asarray(mask),
                                 model=_rolled(model), last_only=last_only), np.float32)
     if last_only:

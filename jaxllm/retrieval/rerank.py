@@ -128,14 +128,18 @@ class CrossEncoder:
                                                 mask))[:len(part)])
         return np.concatenate(out)
 
+    def _window_logits(self, rows: list[list[list[int]]], n_first: int) -> list[np.ndarray]:
+        """Per text, the logits of its windows' rows (pair_rows' first output)."""
+        logits = self._row_logits([w for r in rows for w in r], n_first)
+        return np.split(logits, np.cumsum([len(r) for r in rows[:-1]]))
+
     def best_rows(self, query: str, texts: list[str]) -> tuple[list[list[int]], int]:
         """Per text, the row of its best-scoring window (the only one without maxp)."""
         rows, n_first = self.pair_rows(query, texts)
         if not self.maxp or all(len(r) == 1 for r in rows):
             return [r[0] for r in rows], n_first
-        logits = self._row_logits([w for r in rows for w in r], n_first)
-        ends = np.cumsum([len(r) for r in rows])
-        return [r[int(np.argmax(logits[e - len(r): e]))] for r, e in zip(rows, ends)], n_first
+        scores = self._window_logits(rows, n_first)
+        return [r[int(np.argmax(x))] for r, x in zip(rows, scores)], n_first
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
         """Relevance logits (n,) of each text for the query (with maxp: of its best window)."""
@@ -145,9 +149,7 @@ class CrossEncoder:
             tokens, types, mask = self.encode_pairs(query, list(texts))
             return np.asarray(_cross_logits(self.model, self.params, tokens, types, mask))
         rows, n_first = self.pair_rows(query, list(texts))
-        logits = self._row_logits([w for r in rows for w in r], n_first)
-        starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
-        return np.maximum.reduceat(logits, starts)  # the best window of each text
+        return np.array([x.max() for x in self._window_logits(rows, n_first)])  # best window
 
     def probabilities(self, query: str, texts: list[str]) -> np.ndarray:
         return 1 / (1 + np.exp(-self.score(query, texts).astype(np.float64)))
