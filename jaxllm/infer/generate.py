@@ -473,26 +473,25 @@ def generate(model: Decoder, params, prompts: list[list[int]], *, max_new_tokens
             raise DataError(f"num_beams={num_beams}: the prompt ({max(lengths)} tokens) and "
                             f"max_new_tokens={max_new_tokens} exceed the model's context "
                             f"{cfg.max_len}; lower max_new_tokens")
-        tokens, mask = left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
+    if constraint is not None and constraint.min_tokens > max_new_tokens:
+        raise ConfigError(f"max_new_tokens={max_new_tokens}: the {constraint.description} "
+                          f"needs at least {constraint.min_tokens} tokens; raise it")
+    tokens, mask = left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
+    path = resolve_decode_path(decode_path)
+    cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
+    if num_beams > 1:
         stops = tuple(int(s) for s in stop_tokens)
-        path = resolve_decode_path(decode_path)
         seqs, lens = _beam_generate(
-            params, _cached_cpu_decode_weights(model, params) if path == "cpu" else None,
-            jnp.asarray(tokens), jnp.asarray(mask), jnp.float32(length_penalty), model=model,
-            path=path, num_beams=num_beams, max_new_tokens=max_new_tokens, stop_tokens=stops,
+            params, cpu_weights, jnp.asarray(tokens), jnp.asarray(mask),
+            jnp.float32(length_penalty), model=model, path=path, num_beams=num_beams,
+            max_new_tokens=max_new_tokens, stop_tokens=stops,
             early_stopping=bool(early_stopping), n_tokens=n_tokens)
         return best_beams(seqs, lens, stops)
     tables = None
     if constraint is not None:
-        if constraint.min_tokens > max_new_tokens:
-            raise ConfigError(f"max_new_tokens={max_new_tokens}: the {constraint.description} "
-                              f"needs at least {constraint.min_tokens} tokens; raise it")
         # rows padded to a power of two: constraints of similar size share one compiled loop
         rows = max(64, 1 << (len(constraint.table) - 1).bit_length())
         tables = tuple(jnp.asarray(a) for a in constraint.padded(rows, cfg.vocab_size))
-    tokens, mask = left_padded(prompts, pad_to, cfg.max_len - max_new_tokens)
-    path = resolve_decode_path(decode_path)
-    cpu_weights = _cached_cpu_decode_weights(model, params) if path == "cpu" else None
     if on_token is not None:
         _ON_TOKEN.append(on_token)
     try:

@@ -145,14 +145,14 @@ def config_to_hf(cfg: ModelConfig, heads: bool = False, labels: tuple[str, ...] 
             "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab_size,
             "layer_norm_eps": cfg.norm_eps, "pad_token_id": 0, "torch_dtype": "float32"}
     if cfg.head == "span":  # start and end logits: two "labels" of qa_outputs
-        return dict(bert, architectures=["BertForQuestionAnswering"], num_labels=2,
+        return dict(bert, architectures=[BERT_HEAD_CLASSES["span"]], num_labels=2,
                     hidden_dropout_prob=cfg.dropout)
     if cfg.head == "token":
         names = list(labels) or [f"LABEL_{i}" for i in range(cfg.num_classes)]
         if len(names) != cfg.num_classes:
             raise CheckpointError(f"{len(names)} label names for model.num_classes="
                                   f"{cfg.num_classes}")
-        return dict(bert, architectures=["BertForTokenClassification"],
+        return dict(bert, architectures=[BERT_HEAD_CLASSES["token"]],
                     num_labels=cfg.num_classes, hidden_dropout_prob=cfg.dropout,
                     id2label={str(i): n for i, n in enumerate(names)},
                     label2id={n: i for i, n in enumerate(names)})
@@ -218,8 +218,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
                           f"bert, blenderbot, pegasus and marian checkpoints")
 
 
-_BERT_HEADS_BY_CLASS = {"BertForTokenClassification": "token",
-                        "BertForQuestionAnswering": "span"}
+# model.head -> the transformers class that computes it (and back, reading a config.json)
+BERT_HEAD_CLASSES = {"token": "BertForTokenClassification", "span": "BertForQuestionAnswering"}
 
 
 def _bert_head(hf: dict) -> str:
@@ -231,7 +231,7 @@ def _bert_head(hf: dict) -> str:
                               "through BERT's tanh pooler, which jaxllm's sequence head does "
                               "not; jaxllm reads BertModel, BertForPreTraining, "
                               "BertForTokenClassification and BertForQuestionAnswering")
-    return _BERT_HEADS_BY_CLASS.get(arch, "")
+    return {c: head for head, c in BERT_HEAD_CLASSES.items()}.get(arch, "")
 
 
 def seq2seq_generation(start_id: int, end_id: int, vocab_size: int, max_new_tokens: int
