@@ -6,8 +6,13 @@ Usage: ~/.venv-peers/bin/python -P experiments/hf_export_peer.py MANIFEST.json
 The manifest lists {"name", "dir", "ids"} and optionally "mask" (the padding mask of the ids),
 "types" (token types), "decoder_ids" / "decoder_mask" (an encoder-decoder's target side) and
 "generate" ({"max_new_tokens", optional "ids" and "mask"}: greedy decoding of those ids, or
-the entry's, by `generate` with the directory's generation_config.json). For each entry this writes <dir>/transformers.npz with the model's
-outputs (float32): "logits" for a causal LM, an encoder-decoder or a token classifier;
+the entry's, by `generate` with the directory's generation_config.json) and "texts" (raw
+texts for a sentence-transformers directory's `encode`). A directory with modules.json is read
+by sentence-transformers' `SentenceTransformer` (jaxllm's sequence head: BertModel, pooling,
+Dense), the others by the transformers class config.json names. For each entry this writes
+<dir>/transformers.npz with the model's outputs (float32): "logits" for a causal LM, an
+encoder-decoder, a token classifier or a sentence-transformers model (its forward on the
+ids: "sentence_embedding"), and "encode_logits" (`encode(texts)`) for the latter;
 "start_logits" and "end_logits" for BertForQuestionAnswering; "hidden", and for
 BertForPreTraining also "mlm_logits" and "nsp_logits", for BERT; "generated" (the token ids
 after the decoder's start token, -1 from the end token on). Prints one JSON line.
@@ -26,6 +31,8 @@ import transformers
 
 def run_one(entry: dict) -> dict:
     directory = Path(entry["dir"])
+    if (directory / "modules.json").is_file():
+        return run_sentence_transformers(entry)
     config = json.loads((directory / "config.json").read_text())
     arch = config["architectures"][0]
     cls = getattr(transformers, arch)  # LlamaForCausalLM, GPT2LMHeadModel, BertModel, ...
@@ -66,6 +73,27 @@ def run_one(entry: dict) -> dict:
     return {"class": arch, "outputs": sorted(arrays)}
 
 
+def run_sentence_transformers(entry: dict) -> dict:
+    """A sentence-transformers directory: its modules' forward on the entry's ids and mask
+    (token types 0), and `encode` of its texts (tokenized and truncated by the directory's own
+    tokenizer and max_seq_length)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(entry["dir"], device="cpu").eval()
+    tokens = torch.as_tensor(np.asarray(entry["ids"])).long()
+    features = {"input_ids": tokens, "attention_mask": torch.as_tensor(np.asarray(entry["mask"])),
+                "token_type_ids": torch.zeros_like(tokens)}
+    with torch.no_grad():
+        arrays = {"logits": model(features)["sentence_embedding"]}
+    if "texts" in entry:
+        arrays["encode_logits"] = model.encode(entry["texts"], batch_size=8,
+                                               convert_to_tensor=True)
+    np.savez(Path(entry["dir"]) / "transformers.npz",
+             **{k: v.float().numpy() for k, v in arrays.items()})
+    names = " + ".join(type(m).__name__ for m in model)
+    return {"class": f"SentenceTransformer ({names})", "outputs": sorted(arrays)}
+
+
 def _after_end(seqs, end_id: int):
     """seqs (B, T) with each row's first end token and everything after it set to -1 (generate
     pads finished rows with its pad id; jaxllm returns a target without its end token)."""
@@ -77,8 +105,14 @@ def main() -> None:
     manifest = json.loads(Path(sys.argv[1]).read_text())
     torch.set_num_threads(2)
     result = {e["name"]: run_one(e) for e in manifest}
-    print(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
-                      "models": result}))
+    versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+    try:
+        import sentence_transformers
+
+        versions["sentence_transformers"] = sentence_transformers.__version__
+    except ImportError:  # only a sentence-transformers directory needs it
+        pass
+    print(json.dumps({**versions, "models": result}))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ pretraining heads, exported as BertForPreTraining), BERT with a token head
 encoder-decoders (pre-norm learned positions -> Blenderbot, pre-norm sinusoidal -> Pegasus,
 post-norm sinusoidal -> Marian), each with every parameter perturbed so that biases and norm
 scales matter; SmolLM2-135M-Instruct (Llama) and all-MiniLM-L6-v2 (BertModel) as `jaxllm
-export` writes them; with --runs, trained runs of the dates-seq2seq, bbc-tags and bbc-planted
-presets as `jaxllm export --run` writes them. Encoders and encoder-decoders run on a padded
+export` writes them; with --runs, trained runs (dates-seq2seq, bbc-headlines, bbc-tags,
+bbc-planted, bbc-topics, any number in any order) as `jaxllm export --run` writes them; a
+bbc-topics run (model.head=sequence) is read by sentence-transformers (`SentenceTransformer(DIR)`,
+its forward on the token ids and `encode` of the raw test texts). Encoders and encoder-decoders run on a padded
 batch (padding on both sides of an encoder-decoder; only real positions are compared), and
 every encoder-decoder also decodes greedily: transformers' `generate` (with the exported
 generation_config.json) against jaxllm's (the function `jaxllm generate` calls).
 
 Usage: python experiments/hf_export_transformers.py [--peer-python ~/.venv-peers/bin/python]
-           [--runs DATES_RUN TAGS_RUN PLANTED_RUN] [--sources 200]
+           [--runs RUN ...] [--only-runs] [--sources 200]
 Prints a markdown table (max |jaxllm - transformers| per output; for "generated", how many of
 the greedy outputs are identical) and one JSON line.
 """
@@ -86,10 +88,11 @@ def jaxllm_outputs(cfg: ModelConfig, params, entry: dict, heads: bool) -> dict:
         types = np.asarray(entry["types"]) if "types" in entry else None
         out = model.apply({"params": params}, ids, types, mask,
                           heads=("mlm", "nsp") if heads else ())
-        if cfg.head:  # a task head: its outputs, at real tokens only
-            out = {k: v for k, v in out.items() if k != "hidden"}
+        if cfg.head:  # a task head: its outputs, at real tokens only (a sequence head: rows)
+            out = {k: np.asarray(v) for k, v in out.items() if k != "hidden"}
             keep = np.ones(ids.shape, bool) if mask is None else mask
-            return {k: np.where(keep.reshape(keep.shape + (1,) * (v.ndim - 2)), v, 0.0)
+            return {k: v if cfg.head == "sequence" else
+                    np.where(keep.reshape(keep.shape + (1,) * (v.ndim - 2)), v, 0.0)
                     for k, v in out.items()}
         return {k: np.asarray(v) for k, v in out.items()}
     return {"logits": np.asarray(model.apply({"params": params}, ids))}
@@ -124,20 +127,23 @@ def seq2seq_greedy(cfg: ModelConfig, params, sources, start: int, end: int, n: i
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer-python", default=os.path.expanduser("~/.venv-peers/bin/python"))
-    ap.add_argument("--runs", nargs=3, metavar=("DATES", "TAGS", "PLANTED"),
-                    help="trained runs of dates-seq2seq, bbc-tags and bbc-planted to export")
+    ap.add_argument("--runs", nargs="+", metavar="RUN",
+                    help="trained runs to export (encoder-decoders, encoders with a task head)")
+    ap.add_argument("--only-runs", action="store_true",
+                    help="export and compare the --runs alone (no tiny or pretrained models)")
     ap.add_argument("--sources", type=int, default=200,
-                    help="dates test sources decoded greedily by both (with --runs)")
+                    help="test sources of an encoder-decoder run decoded greedily by both")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="hf_export_") as tmp:
-        compare(Path(tmp), args.peer_python, args.runs, args.sources)
+        compare(Path(tmp), args.peer_python, args.runs, args.sources, args.only_runs)
 
 
-def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200) -> None:
+def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200,
+            only_runs: bool = False) -> None:
     """Export every model into work/, run them with transformers, print the comparison."""
     rng = np.random.default_rng(1)
     ours, manifest = {}, []
-    for name, cfg in TINY.items():
+    for name, cfg in {} if only_runs else TINY.items():
         params = perturbed(cfg)
         heads = cfg.kind == "encoder" and not cfg.head
         entry = {"name": name, "dir": str(work / name)}
@@ -159,7 +165,7 @@ def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200) -> No
                 entry["types"] = [[0] * 8 + [1] * 9, [0] * 5 + [1] * 12]
             ours[name] = jaxllm_outputs(cfg, params, entry, heads)
         manifest.append(entry)
-    for name in PRETRAINED:
+    for name in () if only_runs else PRETRAINED:
         subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "export", "--model", name,
                         "--out", str(work / name)], check=True, capture_output=True)
         m = pretrained.load(name)
@@ -190,7 +196,8 @@ def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200) -> No
                             f"{len(hf)} sources | {same}/{len(hf)} identical | |")
                 result[f"{name}/generated_identical"] = [same, len(hf)]
                 continue
-            if "mask" in entry and theirs[key].ndim >= 2:  # real positions only
+            if "mask" in entry and theirs[key].ndim >= 2 and theirs[key].shape[:2] == \
+                    np.shape(entry.get("decoder_mask", entry["mask"])):  # real positions only
                 keep = np.asarray(entry.get("decoder_mask", entry["mask"]), bool)
                 theirs[key] = np.where(keep.reshape(keep.shape + (1,) * (theirs[key].ndim - 2)),
                                        theirs[key], 0.0)
@@ -202,21 +209,22 @@ def compare(work: Path, peer_python: str, runs=None, n_sources: int = 200) -> No
     print("| model | read by transformers as | output (shape) | max abs diff | max abs value |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
-    print(json.dumps({"transformers": info["transformers"], "torch": info["torch"],
+    print(json.dumps({**{k: v for k, v in info.items() if k != "models"},
                       "jax": jax.__version__, "max_abs_diff": result}))
 
 
 def run_entries(work: Path, runs, n_sources: int):
     """(manifest entry, jaxllm's outputs) of each trained run, exported by `jaxllm export`:
-    the dates run on a padded batch of its test pairs and greedily on n_sources test sources,
-    the task-head runs on a padded batch of their test rows."""
+    an encoder-decoder run on a padded batch of its first 4 test pairs and greedily on
+    n_sources test sources, a task-head run on a padded batch of its first 8 test rows (a
+    sequence head also on their texts, which sentence-transformers tokenizes itself)."""
     from jaxllm.data.pairs import load_pairs, target_length
     from jaxllm.objectives.seq2seq import seq2seq_ids, shift_right
     from jaxllm.train import load_run
-    from jaxllm.train.task_inputs import task_splits
+    from jaxllm.data.labeled import stratified_split
+    from jaxllm.train.task_inputs import SPLIT_SEED, labelled_texts, task_splits
 
-    dates, tags, planted = runs
-    for run in (dates, tags, planted):
+    for run in runs:
         name = "run:" + Path(run).name
         out = work / Path(run).name
         subprocess.run([sys.executable, "-m", "jaxllm.cli.main", "export", "--run", run,
@@ -245,7 +253,14 @@ def run_entries(work: Path, runs, n_sources: int):
         entry.update(ids=test["tokens"][:8].tolist(), mask=test["mask"][:8].astype(int).tolist())
         if "types" in test:
             entry["types"] = test["types"][:8].tolist()
-        yield entry, jaxllm_outputs(cfg.model, loaded.params, entry, False)
+        outputs = jaxllm_outputs(cfg.model, loaded.params, entry, False)
+        if cfg.model.head == "sequence":  # the same rows' texts (task_splits' test split)
+            texts, labels, _ = labelled_texts(cfg.data.corpus)
+            fraction = cfg.data.val_fraction
+            test_rows = stratified_split(labels, (fraction, fraction), SPLIT_SEED)[2]
+            entry["texts"] = [texts[i] for i in test_rows[:8]]
+            outputs["encode_logits"] = outputs["logits"]
+        yield entry, outputs
 
 
 if __name__ == "__main__":

@@ -188,3 +188,52 @@ def test_token_and_span_heads_export_as_their_bert_classes(head, tmp_path):
     got_cfg, got, _ = load_hf(tmp_path)
     assert (got_cfg.head, got_cfg.num_classes) == (head, 5 if head == "token" else 10)
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, got)
+
+
+@pytest.mark.parametrize("pool", ["gap", "cls"])
+def test_sequence_head_exports_for_sentence_transformers(pool, tmp_path):
+    """The sentence-transformers directory of a sequence head, read by its file names alone
+    (modules.json's order; BertModel through bert_hidden; the pooling 1_Pooling/config.json
+    names; 2_Dense's (classes, D) linear.weight, linear.bias, identity activation), gives the
+    encoder's logits on a padded batch; load_hf reads it back to the same params."""
+    from jaxllm.io.sbert import save_sbert
+
+    cfg = dataclasses.replace(BERT, head="sequence", pool=pool)  # the program compiled above
+    params = jax.device_get(params_of(cfg)[0])
+    tokens, types, mask = batch_of(cfg)
+    ours = jax.device_get(run(cfg, params, tokens, types, mask))["logits"]
+    save_sbert(tmp_path, cfg, params, labels=tuple("ABCDE"))
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    assert [(m["path"], m["type"].rsplit(".", 1)[1]) for m in modules] == [
+        ("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Dense", "Dense")]
+    hf_cfg = json.loads((tmp_path / "config.json").read_text())
+    assert hf_cfg["architectures"] == ["BertModel"] and hf_cfg["id2label"]["4"] == "E"
+    assert json.loads((tmp_path / "sentence_bert_config.json").read_text())[
+        "max_seq_length"] == cfg.max_len
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    pooling = json.loads((tmp_path / "1_Pooling" / "config.json").read_text())
+    assert sum(v is True for v in pooling.values()) == 1 and pooling[
+        "word_embedding_dimension"] == cfg.d_model
+    dense = json.loads((tmp_path / "2_Dense" / "config.json").read_text())
+    assert dense["activation_function"] == "torch.nn.modules.linear.Identity"
+    linear = load_file(str(tmp_path / "2_Dense" / "model.safetensors"))
+    assert linear["linear.weight"].shape == (dense["out_features"], dense["in_features"])
+    for r, n in enumerate(LENGTHS):
+        h = bert_hidden(tensors, hf_cfg, tokens[r, :n], types[r, :n])  # the real tokens only
+        pooled = h.mean(0) if pooling["pooling_mode_mean_tokens"] else h[0]
+        theirs = pooled @ linear["linear.weight"].T.astype(np.float64) + linear["linear.bias"]
+        np.testing.assert_allclose(ours[r], theirs, atol=1e-4, rtol=1e-4)
+    got_cfg, got, _ = load_hf(tmp_path)
+    assert (got_cfg.head, got_cfg.pool, got_cfg.num_classes) == ("sequence", pool, 5)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, got)
+
+
+def test_sequence_head_without_a_bert_body_is_refused_in_one_line(tmp_path):
+    from jaxllm.errors import CheckpointError
+    from jaxllm.io.sbert import save_sbert
+
+    cfg = dataclasses.replace(BERT, head="sequence", pool="gap", norm_position="pre")
+    with pytest.raises(CheckpointError) as e:
+        save_sbert(tmp_path / "out", cfg, {})  # refused before any parameter is read
+    assert "BERT encoders (post-norm" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -132,8 +132,8 @@ def test_encode_texts_cuts_long_texts_and_keeps_the_final_sep():
 
 
 @pytest.mark.slow
-def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
-        monkeypatch, tmp_path, capsys):
+def test_bbc_topics_trains_evaluates_exports_and_refuses_generate(monkeypatch, tmp_path,
+                                                                  capsys):
     register_tiny_bert(monkeypatch)
     # the validation split cut to 50 texts: eval scoring it instead of the test split (which
     # has as many texts as the uncut one, and the same class shares) prints another count
@@ -163,8 +163,7 @@ def test_bbc_topics_trains_evaluates_and_refuses_generate_and_hf_export(
     assert main(["eval", "--run", str(run), "--split", "validation"]) == 0  # the 50 patched in
     assert "bbc validation split (50 texts, 5 classes)" in capsys.readouterr().out
     assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
-    assert "--format run" in error_of(["export", "--run", str(run), "--out",
-                                       str(tmp_path / "hf")], capsys)
+    _sentence_transformers_export_matches_the_run(run, test, tmp_path, capsys)
     assert main(["export", "--run", str(run), "--format", "run", "--out",
                  str(tmp_path / "copy")]) == 0
     capsys.readouterr()
@@ -275,6 +274,34 @@ def test_token_and_span_presets_train_and_evaluate(preset, monkeypatch, tmp_path
         f1.append(0.0 if not both else 2 * both / (len(gold) + j - i + 1))
     assert float(m[2]) == round(float(np.mean(hits)), 4)
     assert float(m[3]) == round(float(np.mean(f1)), 4)
+
+
+def _sentence_transformers_export_matches_the_run(run, test, tmp_path, capsys):
+    """`jaxllm export` of a sequence-head run writes the sentence-transformers directory
+    (io/sbert.py): read by its file names (numpy BERT, the pooling its config names, 2_Dense's
+    linear layer) it gives the run's logits on two test rows, and names the topics in order."""
+    import json
+
+    from reference_pretrained import bert_hidden
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "st"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    assert "sentence-transformers" in capsys.readouterr().out
+    loaded = load_run(run)
+    ours = loaded.model.apply({"params": loaded.params}, test["tokens"][:2], None,
+                              test["mask"][:2])["logits"]
+    hf = json.loads((out / "config.json").read_text())
+    assert list(hf["id2label"].values()) == ["business", "entertainment", "politics", "sport",
+                                             "tech"]
+    assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
+    tensors = load_file(str(out / "model.safetensors"))
+    linear = load_file(str(out / "2_Dense" / "model.safetensors"))
+    for r in range(2):
+        n = int(test["mask"][r].sum())
+        h = bert_hidden(tensors, hf, test["tokens"][r, :n]).mean(0)
+        theirs = h @ linear["linear.weight"].T.astype(np.float64) + linear["linear.bias"]
+        np.testing.assert_allclose(ours[r], theirs, atol=2e-4, rtol=1e-4)
 
 
 def _export_matches_the_run(run, test, outputs, tmp_path, capsys):

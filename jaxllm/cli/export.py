@@ -17,11 +17,16 @@ transformers class that computes the same function, plus the run's tokenizer.jso
                   generation_config.json holding the run's start and end token ids and the
                   ids greedy decoding never emits, so transformers' generate decodes as
                   `jaxllm generate` does
-Refused in one line (export those with --format run): model.head=sequence (bbc-topics: BERT's
-classifier reads its tanh pooler, jaxllm's reads the pooled hidden state), and encoder-decoders
-no transformers class computes (io/hf.py lists them). ViT and CLIP have no Hugging Face layout
-here. `jaxllm.pretrained.load(DIR)` and `--model DIR` read a decoder or encoder directory
-back; `jaxllm.io.hf.load_hf(DIR)` reads every layout above (an encoder-decoder too).
+model.head=sequence (bbc-topics) has no transformers class (BertForSequenceClassification
+reads BERT's tanh pooler, jaxllm's head the pooled hidden states): it is written for
+sentence-transformers instead (io/sbert.py): a BertModel directory with modules.json,
+1_Pooling/ (mean pooling, or the first token) and 2_Dense/ (the head's linear layer, identity
+activation), so `SentenceTransformer(DIR).encode(texts)` returns the class logits (their names:
+config.json's id2label).
+Refused in one line (export those with --format run): encoder-decoders no transformers class
+computes (io/hf.py lists them). ViT and CLIP have no Hugging Face layout here. `jaxllm.pretrained.load(DIR)` and `--model DIR` read a decoder or encoder directory
+back; `jaxllm.io.hf.load_hf(DIR)` reads every layout above (an encoder-decoder and the
+sentence-transformers directory too).
 A LoRA run is exported with its factors merged into the weights, a quantized run dequantized to
 float32. `--format run` writes the merged, dequantized parameters as a new run directory that
 eval, generate, export and `train --init-from` take like any float run.
@@ -52,6 +57,7 @@ def run(args) -> int:
     from jaxllm.errors import ConfigError
     from jaxllm.files import check_new_dir
     from jaxllm.io.hf import architecture, save_hf, seq2seq_generation
+    from jaxllm.io.sbert import body_config, save_sbert
 
     out = check_new_dir(args.out)  # never into a run (its config.json) or a user's files
     if args.model:
@@ -79,8 +85,9 @@ def run(args) -> int:
     from jaxllm.transforms import lora
 
     cfg = RunDir(args.run).load_config()
-    if args.format == "safetensors":
-        architecture(cfg.model)  # a model without a Hugging Face layout: before any loading
+    sequence_head = cfg.model.kind == "encoder" and cfg.model.head == "sequence"
+    if args.format == "safetensors":  # a model without a layout: refused before any loading
+        (body_config if sequence_head else architecture)(cfg.model)
     loaded = load_run(args.run, step=args.step)
     what = f"{loaded.run.path} step {loaded.step}"
     changes = (["LoRA factors merged into the weights"] if cfg.train.lora else []) + (
@@ -100,9 +107,15 @@ def run(args) -> int:
         start, end = seq2seq_ids(loaded.tokenizer.vocab_size)
         extra, generation = seq2seq_generation(start, end, m.vocab_size,
                                                target_length(loaded.config))
-    save_hf(out, m, jax.device_get(params), heads=m.kind == "encoder", extra_config=extra,
-            labels=head_classes(m.head), generation=generation)
+    if sequence_head:  # sentence-transformers: BertModel + mean pooling + Dense (io/sbert.py)
+        save_sbert(out, m, jax.device_get(params), labels=head_classes(m.head))
+        files = "sentence-transformers: modules.json, config.json, model.safetensors, " \
+                "1_Pooling/, 2_Dense/, "
+    else:
+        save_hf(out, m, jax.device_get(params), heads=m.kind == "encoder", extra_config=extra,
+                labels=head_classes(m.head), generation=generation)
+        files = "config.json, model.safetensors, " + (
+            "generation_config.json, " if generation else "")
     loaded.tokenizer.save(out / "tokenizer.json")
-    files = "config.json, model.safetensors, " + ("generation_config.json, " if generation else "")
     print(f"exported {what} to {out} ({files}tokenizer.json){said}")
     return 0

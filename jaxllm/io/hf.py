@@ -23,7 +23,8 @@ permutation of its residual dimensions (every "embed" axis; LayerNorm does not s
 so their export permutes the weights instead of the table (`_sinusoid_order`).
 Refused, in one line naming the option (export them with --format run): model.head=sequence
 (jaxllm pools h[CLS] or the mean of the tokens straight into the classifier; BERT's
-BertForSequenceClassification passes h[CLS] through its tanh pooler first), a seq2seq model
+BertForSequenceClassification passes h[CLS] through its tanh pooler first; io/sbert.py writes
+it in sentence-transformers' layout instead, which load_hf reads back), a seq2seq model
 with rope, with post-norm and learned positions (BART normalises the embeddings; jaxllm does
 not), with RMSNorm, SwiGLU, grouped-query attention, no biases or separate token tables.
 
@@ -56,10 +57,11 @@ def architecture(cfg: ModelConfig) -> str:
                               f"encoder-decoders; use --format run for the run's own format")
     if cfg.kind == "encoder" and cfg.head == "sequence":
         raise CheckpointError(
-            f"an encoder with model.head=sequence (model.pool={cfg.pool}) has no Hugging Face "
-            f"layout: BertForSequenceClassification reads h[CLS] through BERT's tanh pooler, "
+            f"an encoder with model.head=sequence (model.pool={cfg.pool}) has no transformers "
+            f"class: BertForSequenceClassification reads h[CLS] through BERT's tanh pooler, "
             f"jaxllm's head reads {'h[CLS]' if cfg.pool == 'cls' else 'the mean of the tokens'} "
-            f"directly; export it as a run: --format run")
+            f"directly; io/sbert.py save_sbert writes it for sentence-transformers (jaxllm "
+            f"export does), or export it as a run: --format run")
     if cfg.kind == "encoder":
         if cfg.norm_position == "post" and cfg.norm == "layernorm" and cfg.mlp == "gelu" \
                 and cfg.positions == "learned" and cfg.use_bias and cfg.kv_heads == cfg.n_heads:
@@ -636,6 +638,10 @@ def load_hf(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
         raise CheckpointError(f"{d} is a jaxllm run (jaxllm train), not a model in the Hugging "
                               f"Face layout: the verbs take it as --run {d}, and `jaxllm export "
                               f"--run {d} --out DIR` writes one")
+    from jaxllm.io import sbert
+
+    if sbert.has_head(d):  # sentence-transformers with a Dense module: a sequence head
+        return sbert.load_sbert(d)
     cfg = config_from_hf(hf_cfg)
     weights = d / "model.safetensors"
     tensors = read_safetensors(weights)
