@@ -132,8 +132,7 @@ def test_encode_texts_cuts_long_texts_and_keeps_the_final_sep():
 
 
 @pytest.mark.slow
-def test_bbc_topics_trains_evaluates_exports_and_refuses_generate(monkeypatch, tmp_path,
-                                                                  capsys):
+def test_bbc_topics_trains_evaluates_classifies_and_exports(monkeypatch, tmp_path, capsys):
     register_tiny_bert(monkeypatch)
     # the validation split cut to 50 texts: eval scoring it instead of the test split (which
     # has as many texts as the uncut one, and the same class shares) prints another count
@@ -162,7 +161,18 @@ def test_bbc_topics_trains_evaluates_exports_and_refuses_generate(monkeypatch, t
     assert "bbc test split (223 texts" in line
     assert main(["eval", "--run", str(run), "--split", "validation"]) == 0  # the 50 patched in
     assert "bbc validation split (50 texts, 5 classes)" in capsys.readouterr().out
-    assert "decoder" in error_of(["generate", "--run", str(run), "--prompt", "x"], capsys)
+    text = "Shares in the bank rose after its profits beat forecasts."
+    assert main(["generate", "--run", str(run), "--prompt", text]) == 0
+    printed = [c.rsplit(" ", 1) for c in capsys.readouterr().out.strip().split(", ")]
+    row = encode_texts(loaded.tokenizer, [text], 32)  # the run's rows: [CLS] ... [SEP]
+    logits = np.asarray(loaded.model.apply({"params": loaded.params}, row["tokens"], None,
+                                           row["mask"])["logits"][0], np.float64)
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    classes = ["business", "entertainment", "politics", "sport", "tech"]
+    assert [name for name, _ in printed] == [classes[i] for i in np.argsort(-p)]
+    np.testing.assert_allclose([float(v) for _, v in printed], np.sort(p)[::-1], atol=1e-4)
+    assert "--num-beams" in error_of(["generate", "--run", str(run), "--prompt", "x",
+                                      "--num-beams", "2"], capsys)
     _sentence_transformers_export_matches_the_run(run, test, tmp_path, capsys)
     assert main(["export", "--run", str(run), "--format", "run", "--out",
                  str(tmp_path / "copy")]) == 0

@@ -13,6 +13,8 @@ models; jaxllm/models/rope.py), with the same weights.
   jaxllm generate --run DIR --prompt "To be" --num-beams 4       (beam search)
   jaxllm generate --run runs/dates --prompt "March 3rd, 1997"    (an encoder-decoder run: the
                                                                   prompt is the source)
+  jaxllm generate --run runs/bbc-topics --prompt "Shares rose."  (a sequence-head run: prints
+                     the classes of the prompt, likeliest first, with their probabilities)
 
 --model takes a pretrained model name (jaxllm.pretrained) or an exported directory; --chat wraps
 the message in the model's (or run's) chat template and prints only the answer.
@@ -105,6 +107,8 @@ def run(args) -> int:
                                      model=models.build(cfg))
     if loaded.config.model.kind == "seq2seq":
         return _run_seq2seq(args, loaded, beams)
+    if loaded.config.model.head == "sequence":
+        return _run_classifier(args, loaded)
     if args.max_new_tokens is None:
         args.max_new_tokens = 200
     if loaded.config.model.kind != "decoder":
@@ -156,6 +160,29 @@ def _run_seq2seq(args, loaded, beams) -> int:
         if i:
             print("-" * 40)
         print(tok.decode(out))
+    return 0
+
+
+def _run_classifier(args, loaded) -> int:
+    """A sequence-head run (bbc-topics): the prompt is a text to classify, cut to the run's
+    rows (model.max_len tokens, as it was trained and evaluated on); prints every class with
+    its probability, likeliest first. The decoding options do not apply."""
+    import numpy as np
+
+    from jaxllm.data.labeled import encode_texts
+    from jaxllm.errors import DataError
+    from jaxllm.train.task_inputs import head_classes, predict
+
+    if args.chat or args.stop or args.num_beams > 1 or args.num_samples > 1:
+        raise DataError(f"{args.run} holds a classifier (model.head=sequence): give the text "
+                        f"as --prompt, without --chat, --stop, --num-beams or --num-samples")
+    rows = encode_texts(loaded.tokenizer, [args.prompt], loaded.config.model.max_len)
+    logits = np.asarray(predict(loaded.model, loaded.params, rows, batch_size=1)["logits"][0],
+                        np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    classes = head_classes("sequence")
+    print(", ".join(f"{classes[i]} {p[i]:.4f}" for i in np.argsort(-p, kind="stable")))
     return 0
 
 
