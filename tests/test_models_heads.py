@@ -228,7 +228,7 @@ def test_sequence_head_exports_for_sentence_transformers(pool, tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, got)
 
 
-def test_sequence_head_without_a_bert_body_is_refused_in_one_line(tmp_path):
+def test_sequence_head_without_a_bert_body_or_with_another_dense_is_refused(tmp_path):
     from jaxllm.errors import CheckpointError
     from jaxllm.io.sbert import save_sbert
 
@@ -237,3 +237,11 @@ def test_sequence_head_without_a_bert_body_is_refused_in_one_line(tmp_path):
         save_sbert(tmp_path / "out", cfg, {})  # refused before any parameter is read
     assert "BERT encoders (post-norm" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+    # a sentence-transformers Dense that is not jaxllm's head (tanh) is refused on reading
+    cfg = dataclasses.replace(BERT, head="sequence", pool="gap")
+    save_sbert(tmp_path / "st", cfg, jax.device_get(params_of(cfg)[0]))
+    dense = tmp_path / "st" / "2_Dense" / "config.json"
+    dense.write_text(dense.read_text().replace("torch.nn.modules.linear.Identity",
+                                               "torch.nn.modules.activation.Tanh"))
+    with pytest.raises(CheckpointError, match=r"activation torch.nn.modules.activation.Tanh"):
+        load_hf(tmp_path / "st")
