@@ -73,7 +73,7 @@ from jaxllm.data.passkey import (  # noqa: E402
 )
 from jaxllm.models import attention  # noqa: E402
 from jaxllm.models.decoder import Decoder  # noqa: E402
-from jaxllm.models.rope import extend_context, original_len  # noqa: E402
+from jaxllm.models.rope import SCALINGS, extend_context, original_len  # noqa: E402
 
 FIGURE = Path(__file__).with_name("figures") / "passkey_smollm2.png"
 RECORDS = Path(__file__).with_name("records") / "passkey_smollm2.jsonl"
@@ -181,16 +181,26 @@ def main():
     ap.add_argument("--figure", type=Path, default=FIGURE)
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
-    lengths = [int(x) for x in args.lengths.split(",")]
-    samples = [int(x) for x in args.samples.split(",")]
+    try:
+        lengths = [int(x) for x in args.lengths.split(",")]
+        samples = [int(x) for x in args.samples.split(",")]
+        depths = [float(x) for x in args.depths.split(",")]
+        factors = [float(f) for f in args.factors.split(",")] if args.factors else []
+    except ValueError as e:
+        ap.error(f"--lengths/--samples (integers), --depths/--factors (numbers), comma-separated: "
+                 f"{e}")
     samples = samples * len(lengths) if len(samples) == 1 else samples
     if len(samples) != len(lengths):
         ap.error(f"--samples {args.samples}: give one number or one per length ({len(lengths)})")
     if args.block < 0:
         ap.error(f"--block {args.block}: give a positive number of queries per block")
-    depths = [float(x) for x in args.depths.split(",")]
+    if not all(0 <= d <= 1 for d in depths):
+        ap.error(f"--depths {args.depths}: give depths between 0 (start) and 1 (end)")
     scalings = args.scalings.split(",")
-    factors = [float(f) for f in args.factors.split(",")] if args.factors else []
+    if not set(scalings) <= set(SCALINGS):
+        ap.error(f"--scalings {args.scalings}: choose from {','.join(SCALINGS)}")
+    if not all(f > 0 for f in factors):
+        ap.error(f"--factors {args.factors}: give factors > 0")
     from jaxllm import pretrained
 
     lm = pretrained.load("smollm2-135m-instruct")  # the config and tokenizer even for --report
@@ -203,6 +213,9 @@ def main():
         attention.BLOCKED_BLOCK = args.block
     prompts = grid(lengths, samples, depths, scalings, original_len(base), factors=factors,
                    seed=args.seed, dtype=base.dtype)
+    if not prompts:
+        ap.error(f"--scalings {args.scalings} at --lengths {args.lengths}: nothing to run (a "
+                 f"scaling runs past the trained context {original_len(base)}, or at --factors)")
     if not args.report:
         n_answer = len(lm.tokenizer.encode(ANSWER.format(key=prompts[0].key)))  # " " + digits
         programs = {}  # (length, scaling, factor) -> (compiled forward, compile seconds)
@@ -233,6 +246,7 @@ def main():
     records = read_records(args.records)
     table = report_table(prompts, records)
     print(table)
+
     def panel(scaling, factor):  # one heat-map panel per scaling (and factor, if given)
         return scaling if scaling == "none" or not factors else f"{scaling} x{factor:g}"
 
