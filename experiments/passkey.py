@@ -19,7 +19,7 @@ per (length, scaling, factor), batch 1, and reused for every depth and key.
 
 Every prompt's outcome is appended to a records file as one JSON line (default
 experiments/records/passkey_smollm2.jsonl: length, scaling, factor, depth, key, greedy text,
-right, seconds, compile seconds, load, commit, ...) as soon as it is known; the same command
+right, wall and CPU seconds, compile seconds, load, commit, ...) as soon as it is known; the same command
 run again skips the prompts recorded there, so a grid that takes hours accumulates over several
 runs (jaxllm/data/passkey.py: grid, run_grid). The order makes a partial grid useful: length by
 length, and within a length the depths of --depths in turn (50% first), every scaling at a depth
@@ -229,14 +229,14 @@ def main():
                 programs[p.length, p.scaling, p.factor] = compiled, time.perf_counter() - t0
             compiled, compile_s = programs[p.length, p.scaling, p.factor]
             load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             text, right = run_prompt(compiled, lm.params, lm.tokenizer, p, n_answer)
-            secs = time.perf_counter() - t0
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(f"L={p.length} {p.scaling} x{p.factor:g} depth={p.depth:.2f} key {p.key}: "
                   f"{text!r} {'right' if right else 'wrong'} {secs:.1f} s "
                   f"(compile {compile_s:.0f} s, load {load})", flush=True)
             return {"greedy": text, "right": right, "seconds": round(secs, 2),
-                    "compile": round(compile_s, 2), "load": load,
+                    "cpu_seconds": round(cpu, 2), "compile": round(compile_s, 2), "load": load,
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
         meta = {"commit": commit(), "attention": base.attention,
