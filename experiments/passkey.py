@@ -18,10 +18,10 @@ last digit), so a length of 8192 stays inside the trained context. The forward i
 per (length, scaling, factor), batch 1, and reused for every depth and key.
 
 Every prompt's outcome is appended to a records file as one JSON line (default
-experiments/records/passkey_smollm2.jsonl: length, scaling, factor, depth, key, greedy text,
-right, wall and CPU seconds, compile seconds, load, commit, ...) as soon as it is known; the
-same command run again skips the prompts recorded there, so a grid that takes hours
-accumulates over several runs (jaxllm/data/passkey.py: grid, run_grid). The order makes a partial grid useful: length by
+experiments/records/passkey_smollm2.jsonl: length, scaling, factor, depth, key, greedy text, right,
+wall and CPU seconds, compile seconds, load, commit, ...) as soon as it is known; the same command
+run again skips the prompts recorded there, so a grid that takes hours accumulates over several
+runs (jaxllm/data/passkey.py: grid, run_grid). The order makes a partial grid useful: length by
 length, and within a length the depths of --depths in turn (50% first), every scaling at a depth
 before the next. Keys: the same for every length and scaling (data.passkey.grid). --report runs
 nothing and prints the table and heat map of the command's grid from the records.
