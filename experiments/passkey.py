@@ -26,8 +26,10 @@ length, and within a length the depths of --depths in turn (50% first), every sc
 before the next. Keys: the same for every length and scaling (data.passkey.grid). --report runs
 nothing and prints the table and heat map of the command's grid from the records.
 
-    python experiments/passkey.py --lengths 16384,32768    # 2x and 4x; resumes where it was
-    python experiments/passkey.py --lengths 16384,32768 --report
+    python experiments/passkey.py --lengths 16384,32768 \
+        --figure experiments/figures/passkey_smollm2_2x_4x.png    # resumes where it was
+    python experiments/passkey.py --lengths 16384,32768 \
+        --figure experiments/figures/passkey_smollm2_2x_4x.png --report
     python experiments/passkey.py --lengths 1024,2048,4096,8192 --samples 2,2,2,1 --append
     python experiments/passkey.py --lengths 1024 --samples 1 --scalings linear,ntk,yarn \
         --factors 2,4          # the scalings inside the trained context
