@@ -141,6 +141,9 @@ def reference_attention(q, k, v, *, mask):
 # probabilities (dS = P * (dP - rowsum(dO * O))), which XLA:CPU runs faster than the autodiff of
 # a masked softmax. Inside, queries are grouped by key/value head: (B, K, T*G, H), row t*G + g.
 
+BLOCKED_BLOCK = 64  # query positions per block of blocked_attention (read when it is traced)
+
+
 def _blocks(T: int, block: int):
     return [(t0, min(T, t0 + block)) for t0 in range(0, T, block)]
 
@@ -198,9 +201,11 @@ def _blocked_bwd(G, block, res, do):
 _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 
 
-def blocked_attention(q, k, v, mask=None, *, block: int = 64):
-    """Causal self-attention by query blocks (see above). mask: None (plain causal) or a
-    (B|1, 1, T, T) mask that already includes causality (e.g. causal & same segment)."""
+def blocked_attention(q, k, v, mask=None, *, block: int | None = None):
+    """Causal self-attention by query blocks (see above) of `block` queries (default
+    BLOCKED_BLOCK). mask: None (plain causal) or a (B|1, 1, T, T) mask that already includes
+    causality (e.g. causal & same segment)."""
+    block = block or BLOCKED_BLOCK
     B, T, N, H = q.shape
     K = k.shape[2]
     G = N // K
