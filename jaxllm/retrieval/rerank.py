@@ -16,8 +16,12 @@
   each side summed over the " yes"/"Yes"/... spellings that are single tokens).
 
 Both have .score(query, texts) -> (n,) float scores (higher = more relevant), which
-`Index.search(..., reranker=...)` uses to reorder its top candidates. A trained cross-encoder is
-saved in a folder (reranker.json + model.safetensors, written under a temporary name and renamed)
+`Index.search(..., reranker=...)` uses to reorder its top candidates. With `rerank_weight=w`
+the order is that of hybrid.py's `fuse_rerank`: w * minmax(reranker scores) + (1 - w) *
+minmax(first-stage scores), each min-max over the one candidate list (as the hybrid's "rsf"
+normalises its lists): w = 0 keeps the first stage's order, w = 1 is the reranker's, and
+between them the first stage's score (BM25's exact rare words, say) still counts where the
+reranker knows little. A trained cross-encoder is saved in a folder (reranker.json + model.safetensors, written under a temporary name and renamed)
 such as IDX/reranker, where `jaxllm search IDX ... --rerank cross` finds it.
 """
 
