@@ -3,6 +3,7 @@ whole session; under pytest-xdist (`make test` runs two workers) the workers sha
 the tiny runs."""
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -42,6 +43,15 @@ import pytest  # noqa: E402
 from jaxllm.platform import configure_cpu  # noqa: E402
 
 configure_cpu()  # the settings the jaxllm command runs with
+
+# Python's cyclic garbage collector scans its youngest objects after every 700 allocations (net);
+# tracing and lowering a JAX program allocates millions of short-lived objects, so the default
+# spends CPU scanning them again and again (measured in experiments/RESULTS.md, "Test time"). The
+# tests collect every 100,000 allocations, and the objects alive now (pytest's and the modules
+# imported so far) are frozen: never scanned again. tests/multihost_worker.py does the same.
+GC_THRESHOLD = (100_000, 50, 1000)
+gc.set_threshold(*GC_THRESHOLD)
+gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,27 @@ def test_checkpoint_saved_under_fsdp_restores_under_data_tensor(tmp_path):
     ckpts.close()
 
 
+def test_a_small_replicated_array_is_saved_whole_without_compiling(tmp_path):
+    """A replicated array under REPLICA_PARALLEL_MIN_BYTES is written by one replica: orbax's
+    replica-parallel save would compile one slice program per device (8 here) for its shape."""
+    from jax import monitoring
+
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **_: compiles.append(event)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    # a shape no other test saves, so no slice program of it is in this process's caches
+    w = np.arange(8 * 37, dtype=np.float32).reshape(8, 37)
+    replicated = jax.device_put(w, NamedSharding(make_mesh("data=8"), P()))
+    ckpts = Checkpoints(tmp_path / "ckpt")
+    before = len(compiles)
+    ckpts.save(1, {"w": replicated}, {"step": 1})
+    assert len(compiles) == before
+    state, _ = ckpts.restore(1, {"w": replicated})
+    ckpts.close()
+    np.testing.assert_array_equal(jax.device_get(state["w"]), w)
+
+
 def test_float16_loss_scaling_skips_non_finite_steps():
     cfg = ModelConfig(vocab_size=64, max_len=16, n_layers=2, n_heads=4, d_model=32,
                       dtype="float16", attention="reference")

@@ -8,6 +8,7 @@ checkpoint as the latest one (the temporary directory is removed when the run is
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import jax
@@ -17,6 +18,48 @@ from etils import epath
 from jaxllm.errors import CheckpointError
 from jaxllm.files import is_remote
 from jaxllm.platform import quiet
+
+
+# Replica-parallel saving (orbax's default on CPU and TPU) cuts a replicated array into one slice
+# per replica so that the replicas write in parallel; each slice is a program compiled per device
+# and shape, which for a small array costs far more than writing it. A replicated array whose
+# slices would be under this size is written whole by one replica (orbax's default on GPU).
+REPLICA_PARALLEL_MIN_BYTES = 1 << 20
+
+
+class _Handlers(ocp.type_handlers.TypeHandlerRegistry):
+    """orbax's registered type handlers, with jax.Array's handler copied and given
+    REPLICA_PARALLEL_MIN_BYTES (orbax has no public option for it but its handler's argument;
+    the copy keeps every other setting of the registered one)."""
+
+    def __init__(self):
+        self._array = copy.copy(ocp.type_handlers.get_type_handler(jax.Array))
+        if hasattr(self._array, "_min_slice_bytes_for_replica_parallel"):
+            self._array._min_slice_bytes_for_replica_parallel = REPLICA_PARALLEL_MIN_BYTES
+
+    def add(self, ty, handler, func=None, override=False):
+        raise NotImplementedError("register handlers with orbax's registry")
+
+    def get(self, ty):
+        if isinstance(ty, type) and issubclass(ty, jax.Array):
+            return self._array
+        return ocp.type_handlers.get_type_handler(ty)
+
+    def has(self, ty) -> bool:
+        return ocp.type_handlers.has_type_handler(ty)
+
+
+class _StateHandler(ocp.StandardCheckpointHandler):
+    """StandardCheckpointHandler with the handlers above; it records itself under the standard
+    handler's name, so its checkpoints are standard ones for orbax and for older runs."""
+
+    def __init__(self):
+        super().__init__()
+        self._impl = ocp.PyTreeCheckpointHandler(type_handler_registry=_Handlers())
+
+    @classmethod
+    def typestr(cls) -> str:
+        return ocp.StandardCheckpointHandler.typestr()
 
 
 class Checkpoints:
@@ -41,8 +84,15 @@ class Checkpoints:
             cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=async_save)
         with quiet():
+            handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
+            state = _StateHandler()
+            for item, kinds, handler in (
+                    ("state", (ocp.args.StandardSave, ocp.args.StandardRestore), state),
+                    ("data", (ocp.args.JsonSave, ocp.args.JsonRestore), None)):
+                for kind in kinds:
+                    handlers.add(item, kind, handler)
             self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                                  item_names=("state", "data"))
+                                                  handler_registry=handlers)
             # A writer removes the unfinished saves of an earlier process in a background
             # thread that logs as it starts: let it finish here, inside quiet() (orbax has no
             # public call for this; without it the thread may log one INFO line).

@@ -157,7 +157,14 @@ def trainable(tree):
 def merge(tree, dtype=None, *, float_export: bool = True):
     """Replace each LoraArray by W + (alpha/r) A B as a plain float array (a quantized base is
     dequantized first). float_export: also dequantize the quantized leaves without LoRA, so the
-    result is a plain float checkpoint (QLoRA's merged export)."""
+    result is a plain float checkpoint (QLoRA's merged export). One compiled program for the
+    tree (called eagerly, the unpacking and products would dispatch one small program per
+    operation and leaf shape)."""
+    return _merge(tree, None if dtype is None else jnp.dtype(dtype).name, float_export)
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _merge(tree, dtype, float_export: bool):
     def one(x):
         if not _is_lora(x):
             if float_export and is_transformed(x):
