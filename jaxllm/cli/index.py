@@ -140,16 +140,13 @@ def _build(args) -> int:
 
 
 def _eval(args) -> int:
-    from jaxllm.errors import ConfigError, DataError
+    from jaxllm.errors import DataError
     from jaxllm.retrieval import Index
     from jaxllm.retrieval.evaluation import METRICS, evaluate_index, load_queries
 
-    if args.rerank_weight is not None:  # before the index and the model are loaded
-        from jaxllm.retrieval.hybrid import check_weight
+    from jaxllm.retrieval.hybrid import check_rerank_weight
 
-        if not args.rerank:
-            raise ConfigError("--rerank-weight needs --rerank cross or llm")
-        check_weight(args.rerank_weight)
+    check_rerank_weight(args.rerank_weight, args.rerank)  # before the index and model load
     index = Index.load(args.index)
     if args.queries:
         sets = {"queries": load_queries(args.queries)}

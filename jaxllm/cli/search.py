@@ -40,13 +40,9 @@ def run(args) -> int:
 
     from jaxllm.retrieval import Index
 
-    if args.rerank_weight is not None:  # before the index and the model are loaded
-        from jaxllm.errors import ConfigError
-        from jaxllm.retrieval.hybrid import check_weight
+    from jaxllm.retrieval.hybrid import check_rerank_weight
 
-        if not args.rerank:
-            raise ConfigError("--rerank-weight needs --rerank cross or llm")
-        check_weight(args.rerank_weight)
+    check_rerank_weight(args.rerank_weight, args.rerank)  # before the index and model load
     index = Index.load(args.index)
     reranker = None
     if args.rerank:

@@ -81,6 +81,17 @@ def check_weight(weight) -> float:
     return float(weight)
 
 
+def check_rerank_weight(weight, reranker) -> float | None:
+    """None (no fusion), or weight checked: in [0, 1] (check_weight) and with a reranker to weigh
+    (reranker: the reranker, or the CLI's --rerank choice; None when there is none)."""
+    if weight is None:
+        return None
+    if reranker is None:
+        raise ConfigError("--rerank-weight needs --rerank cross or llm (a rerank weight needs a "
+                          "reranker to weigh)")
+    return check_weight(weight)
+
+
 def fuse_rerank(first, reranked, weight: float) -> np.ndarray:
     """The fused scores of one candidate list: weight * minmax(reranked) + (1 - weight) *
     minmax(first), min-max over this list (a list whose scores are all equal normalises to 1)."""

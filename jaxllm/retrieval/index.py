@@ -41,7 +41,7 @@ from jaxllm.retrieval.analysis import Analyzer
 from jaxllm.retrieval.chunking import Chunk, Chunking, Document, chunk_documents
 from jaxllm.retrieval.dense import DenseIndex
 from jaxllm.retrieval.filters import Filter
-from jaxllm.retrieval.hybrid import check_alpha, check_weight, fuse, fuse_rerank
+from jaxllm.retrieval.hybrid import check_alpha, check_rerank_weight, fuse, fuse_rerank
 from jaxllm.retrieval.sparse import Hits, SparseIndex, SparseParams
 
 FORMAT = "jaxllm-index"
@@ -273,10 +273,7 @@ class Index:
         w * minmax(reranker) + (1 - w) * minmax(first stage) over the candidates (`fuse_rerank`:
         0 keeps the first stage's order, 1 is the reranker's), the fused value as the score;
         query_vectors: the queries already embedded (by the index's encoder)."""
-        if rerank_weight is not None:
-            if reranker is None:
-                raise ConfigError("a rerank weight needs a reranker (--rerank cross or llm)")
-            rerank_weight = check_weight(rerank_weight)
+        rerank_weight = check_rerank_weight(rerank_weight, reranker)
         single = isinstance(query, str)
         queries = [query] if single else list(query)
         depth = max(candidates, k) if reranker is not None else k
