@@ -342,3 +342,83 @@ def _export_matches_the_run(run, test, outputs, tmp_path, capsys):
         h = bert_hidden(tensors, hf, test["tokens"][r, :n], None if types is None else types[r, :n])
         theirs = h @ tensors[name + ".weight"].T.astype(np.float64) + tensors[name + ".bias"]
         np.testing.assert_allclose(ours[r, :n], theirs, atol=2e-4, rtol=1e-4)
+
+
+# A from-scratch BERT-layout encoder (post-norm, mean pooling: exportable as sentence-transformers)
+# with a sequence head, on a char tokenizer: seconds to train.
+OWN_LABELS = ["--steps", "2", "--set", "model.kind=encoder", "--set", "model.head=sequence",
+              "--set", "model.num_classes=3", "--set", "model.n_layers=1", "--set",
+              "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.max_len=16",
+              "--set", "model.norm_position=post", "--set", "model.pool=gap", "--set",
+              "data.val_fraction=0.2", "--set", "train.batch_size=4", "--set",
+              "train.eval_batches=1", "--set", "optim.warmup_steps=1", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_a_run_on_its_own_labels_names_them_everywhere(tmp_path, capsys):
+    """A sequence head trained on a user's labelled texts (data.corpus=jsonl:FILE, made-up
+    labels) saves their names with the run: generate prints them (in the order of the logits'
+    probabilities), eval counts them, the sentence-transformers export's id2label and a copied
+    run (export --format run) keep them; a changed label set is refused on resume. Without the
+    saved names a run prints LABEL_0, ... and never BBC's topics, unless it read bbc."""
+    import json
+    from types import SimpleNamespace
+
+    words = {"wug": "sunny happy bright", "zorp": "dark cold storm", "blick": "plain grey flat"}
+    data = tmp_path / "moods.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{words[k]} day {i}", "label": k}) + "\n"
+                            for i in range(10) for k in words))
+    run = tmp_path / "run"
+    argv = ["train", "--set", f"data.corpus=jsonl:{data}", "--out", str(run)] + OWN_LABELS
+    assert main(argv) == 0
+    capsys.readouterr()
+    classes = ["blick", "wug", "zorp"]  # sorted
+    text = "sunny day"
+    assert main(["generate", "--run", str(run), "--prompt", text]) == 0
+    printed = [c.rsplit(" ", 1) for c in capsys.readouterr().out.strip().split(", ")]
+    loaded = load_run(run)
+    row = encode_texts(loaded.tokenizer, [text], 16)
+    logits = np.asarray(loaded.model.apply({"params": loaded.params}, row["tokens"], None,
+                                           row["mask"])["logits"][0], np.float64)
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert [name for name, _ in printed] == [classes[i] for i in np.argsort(-p, kind="stable")]
+    np.testing.assert_allclose([float(v) for _, v in printed], np.sort(p)[::-1], atol=1e-4)
+    assert main(["eval", "--run", str(run)]) == 0
+    assert "test split (6 texts, 3 classes)" in capsys.readouterr().out
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "st")]) == 0
+    assert list(json.loads((tmp_path / "st" / "config.json").read_text())["id2label"].values()
+                ) == classes
+    assert main(["export", "--run", str(run), "--format", "run", "--out",
+                 str(tmp_path / "copy")]) == 0
+    assert load_run(tmp_path / "copy").classes == tuple(classes)
+    capsys.readouterr()
+    # the file's labels renamed: resuming (or scoring) on it would name other classes
+    data.write_text(data.read_text().replace('"wug"', '"glad"'))
+    assert "was trained on blick, wug, zorp" in error_of(
+        ["train", "--resume", "--out", str(run), "--steps", "3"], capsys)
+    assert "was trained on blick, wug, zorp" in error_of(["eval", "--run", str(run)], capsys)
+    # without saved names: LABEL_i, or the BBC topics of a run that read bbc (an older run)
+    cfg = loaded.config
+    bbc = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, corpus="bbc"),
+                              model=dataclasses.replace(cfg.model, num_classes=5))
+    assert task_inputs.run_classes(SimpleNamespace(config=cfg, classes=())) == \
+        ("LABEL_0", "LABEL_1", "LABEL_2")
+    assert task_inputs.run_classes(SimpleNamespace(config=bbc, classes=())) == \
+        ("business", "entertainment", "politics", "sport", "tech")
+
+
+def test_labelled_jsonl_lines_are_checked(tmp_path):
+    from jaxllm.errors import DataError
+
+    bad = tmp_path / "bad.jsonl"
+    for line, what in (('{"text": "a", "label": ["x"]}', '"label" must be'),
+                       ('{"text": " ", "label": "x"}', '"text" must be'),
+                       ('{"label": "x"}', '"text" must be')):
+        bad.write_text('{"text": "fine", "label": 3}\n' + line + "\n")
+        with pytest.raises(DataError, match=f"line 2: {what}"):
+            task_inputs.labelled_texts(f"jsonl:{bad}")
+    bad.write_text('{"text": "b", "label": "y"}\n{"text": "a", "label": 3}\n')
+    texts, labels, classes = task_inputs.labelled_texts(f"jsonl:{bad}")
+    assert (texts, labels.tolist(), classes) == (["b", "a"], [1, 0], ("3", "y"))
+    with pytest.raises(DataError, match="data.corpus=jsonl:FILE"):
+        task_inputs.labelled_texts("shakespeare")

@@ -81,7 +81,7 @@ def run(args) -> int:
     from jaxllm.objectives.seq2seq import seq2seq_ids
     from jaxllm.train import RunDir, load_run
     from jaxllm.train.run import merge_run
-    from jaxllm.train.task_inputs import head_classes
+    from jaxllm.train.task_inputs import run_classes
     from jaxllm.transforms import lora
 
     cfg = RunDir(args.run).load_config()
@@ -108,12 +108,12 @@ def run(args) -> int:
         extra, generation = seq2seq_generation(start, end, m.vocab_size,
                                                target_length(loaded.config))
     if sequence_head:  # sentence-transformers: BertModel + mean pooling + Dense (io/sbert.py)
-        save_sbert(out, m, jax.device_get(params), labels=head_classes(m.head))
+        save_sbert(out, m, jax.device_get(params), labels=run_classes(loaded))
         files = "sentence-transformers: modules.json, config.json, model.safetensors, " \
                 "1_Pooling/, 2_Dense/, "
     else:
         save_hf(out, m, jax.device_get(params), heads=m.kind == "encoder", extra_config=extra,
-                labels=head_classes(m.head), generation=generation)
+                labels=run_classes(loaded), generation=generation)
         files = "config.json, model.safetensors, " + (
             "generation_config.json, " if generation else "")
     loaded.tokenizer.save(out / "tokenizer.json")

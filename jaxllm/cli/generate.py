@@ -164,14 +164,15 @@ def _run_seq2seq(args, loaded, beams) -> int:
 
 
 def _run_classifier(args, loaded) -> int:
-    """A sequence-head run (bbc-topics): the prompt is a text to classify, cut to the run's
-    rows (model.max_len tokens, as it was trained and evaluated on); prints every class with
-    its probability, likeliest first. The decoding options do not apply."""
+    """A sequence-head run (bbc-topics, or one on a user's labelled texts): the prompt is a text
+    to classify, cut to the run's rows (model.max_len tokens, as it was trained and evaluated
+    on); prints every class (by the names saved with the run: task_inputs.run_classes) with its
+    probability, likeliest first. The decoding options do not apply."""
     import numpy as np
 
     from jaxllm.data.labeled import encode_texts
     from jaxllm.errors import DataError
-    from jaxllm.train.task_inputs import head_classes, predict
+    from jaxllm.train.task_inputs import predict, run_classes
 
     if args.chat or args.stop or args.num_beams > 1 or args.num_samples > 1:
         raise DataError(f"{args.run} holds a classifier (model.head=sequence): give the text "
@@ -181,7 +182,7 @@ def _run_classifier(args, loaded) -> int:
                         np.float64)
     p = np.exp(logits - logits.max())
     p /= p.sum()
-    classes = head_classes("sequence")
+    classes = run_classes(loaded)
     print(", ".join(f"{classes[i]} {p[i]:.4f}" for i in np.argsort(-p, kind="stable")))
     return 0
 

@@ -1,5 +1,6 @@
 """Labelled texts for the encoder's task heads: a stratified split and fixed-length token rows.
 
+    texts, names = read_labelled_jsonl("moods.jsonl")        # a user's {"text", "label"} lines
     parts = stratified_split(labels, (0.1, 0.1), seed=0)     # [train, validation, test] indices
     rows = encode_texts(tokenizer, texts, max_len=128)       # {"tokens", "mask"} (N, max_len)
 
@@ -13,9 +14,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxllm.data.chat import read_jsonl
 from jaxllm.errors import DataError
 
 CHARS_PER_TOKEN = 10  # characters of a text read per token kept: generous, so nothing is lost
+
+
+def read_labelled_jsonl(path) -> tuple[list[str], list[str]]:
+    """(texts, labels) of a JSON-lines file of {"text": "...", "label": "..."} records (a label
+    may be a string or an integer; it is read as its string)."""
+    texts, labels = [], []
+    for n, obj in read_jsonl(path):
+        text, label = obj.get("text"), obj.get("label")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path} line {n}: \"text\" must be a non-empty string; each line "
+                            f"is {{\"text\": \"...\", \"label\": \"...\"}}")
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label):
+            raise DataError(f"{path} line {n}: \"label\" must be a non-empty string (or an "
+                            f"integer); each line is {{\"text\": \"...\", \"label\": \"...\"}}")
+        texts.append(text)
+        labels.append(str(label))
+    return texts, labels
 
 
 def stratified_split(labels, fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:

@@ -52,6 +52,7 @@ class Inputs(NamedTuple):
     start: Any = None
     rollout: Any = None
     evaluate: Any = None
+    classes: tuple = ()  # a sequence head's class names, saved with the run (labels.json)
 
 
 def run_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool) -> Inputs:

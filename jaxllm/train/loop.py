@@ -171,7 +171,7 @@ def _set_up_and_loop(cfg: config_lib.Config, run: RunDir, *, resuming: bool,
     # a fine-tuning base that does not fit is refused before any file too
     base = init_from_params(cfg) if cfg.train.init_from and not resuming else None
     if not resuming:
-        run.create(cfg, inputs.tokenizer)
+        run.create(cfg, inputs.tokenizer, inputs.classes)
     _warn(cfg)  # once every check has passed: a warning is never followed by an error line
     model, loss_fn = model_and_objective(
         cfg, inputs.tokenizer.vocab_size if inputs.tokenizer else 0)

@@ -5,6 +5,8 @@
     DIR/tokenizer.json     the run's tokenizer (char vocabulary, or byte)
     DIR/tokenizer_config.json  {"chat_template": ...} when the tokenizer has one (a pretrained
                            model's, such as SmolLM2's; Hugging Face keeps it in this file too)
+    DIR/labels.json        {"labels": [...]}: a sequence head's class names in the order of its
+                           logits (its data's labels, sorted; read back as LoadedRun.classes)
     DIR/metrics.jsonl      one JSON object per log or evaluation (step, train_loss, val_loss, ...)
     DIR/loss.png           train and validation loss curves, redrawn at each evaluation
     DIR/checkpoints/<step>/  orbax checkpoints: params, optimizer state, step, data iterator
@@ -52,6 +54,7 @@ class RunDir:
         self.config_file = self.path / "config.json"
         self.tokenizer_file = self.path / "tokenizer.json"
         self.tokenizer_config_file = self.path / "tokenizer_config.json"
+        self.labels_file = self.path / "labels.json"
         self.metrics_file = self.path / "metrics.jsonl"
         self.plot_file = self.path / "loss.png"
         self.checkpoints = self.path / "checkpoints"
@@ -74,8 +77,9 @@ class RunDir:
         if not is_remote(self.path):
             check_new_dir(self.path)
 
-    def create(self, cfg: config_lib.Config, tokenizer) -> None:
-        """Start a new run here; refuses a directory that holds a run or anything else."""
+    def create(self, cfg: config_lib.Config, tokenizer, classes: tuple[str, ...] = ()) -> None:
+        """Start a new run here; refuses a directory that holds a run or anything else.
+        classes: a sequence head's class names (labels.json)."""
         self.check_new()
         distributed.barrier("jaxllm-run-create")  # every process looked before process 0 writes
         if not self.writer:
@@ -87,6 +91,8 @@ class RunDir:
             if template:  # tokenizer.json has no place for it
                 atomic_write(self.tokenizer_config_file,
                              json.dumps({"chat_template": template}) + "\n")
+        if classes:
+            atomic_write(self.labels_file, json.dumps({"labels": list(classes)}) + "\n")
         self.write_config(cfg)
 
     def write_config(self, cfg: config_lib.Config) -> None:
@@ -133,6 +139,20 @@ class RunDir:
         except JaxllmError as e:
             raise CheckpointError(f"{self.tokenizer_file} cannot be read: {e}") from None
         return tokenizer
+
+    def load_classes(self) -> tuple[str, ...]:
+        """The class names saved with the run (labels.json); () when it has none (no sequence
+        head, or trained before jaxllm saved them)."""
+        if not self.labels_file.exists():
+            return ()
+        try:
+            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))["labels"]
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise TypeError("not a list of strings")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.labels_file} is not valid ({e}); the run directory "
+                                  f"is damaged") from None
+        return tuple(labels)
 
     # --- metrics ---------------------------------------------------------------------------------
 
@@ -231,6 +251,7 @@ class LoadedRun:
     model: object  # jaxllm.models.Decoder
     params: dict
     step: int
+    classes: tuple[str, ...] = ()  # a sequence head's class names saved with the run
 
 
 def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
@@ -252,7 +273,7 @@ def load_run(path: str | Path, step: int | None = None) -> LoadedRun:
     state, _ = ckpts.restore(step, like)
     ckpts.close()
     return LoadedRun(run=run, config=cfg, tokenizer=tokenizer, model=model,
-                     params=state.params, step=step)
+                     params=state.params, step=step, classes=run.load_classes())
 
 
 def run_tokenizer(cfg: config_lib.Config, run: RunDir, resuming: bool):
@@ -401,8 +422,9 @@ def merge_run(loaded: LoadedRun, out: str | Path) -> LoadedRun:
 
 
 def _write_run(run: RunDir, loaded: LoadedRun, state, note: dict) -> LoadedRun:
-    """Write loaded's config and tokenizer and one checkpoint of state as the new run `run`."""
-    run.create(loaded.config, loaded.tokenizer)
+    """Write loaded's config, tokenizer and class names and one checkpoint of state as the new
+    run `run`."""
+    run.create(loaded.config, loaded.tokenizer, loaded.classes)
     ckpts = Checkpoints(run.checkpoints, keep=1)
     ckpts.save(loaded.step, state, note)
     ckpts.close()

@@ -8,8 +8,11 @@
 Corpora (CORPORA, by model.head):
   sequence  "bbc": BBC News topics, 5 classes (business, entertainment, politics, sport,
             tech), read by jaxllm.data.corpora.bbc_news; a text is the headline, ". ", then the
-            article. The split is stratified. Rows are model.max_len tokens ([CLS] ... [SEP]
-            with the WordPiece tokenizer of all-minilm-l6-v2; longer articles are cut).
+            article. Or a user's labelled texts, data.corpus=jsonl:FILE of {"text", "label"}
+            lines (data/labeled.py). The classes are the labels, sorted; the run saves their
+            names (labels.json, train/run.py) for generate, eval and export (run_classes). The
+            split is stratified. Rows are model.max_len tokens ([CLS] ... [SEP] with the
+            WordPiece tokenizer of all-minilm-l6-v2; longer texts are cut).
   token     "bbc-tags": BBC News articles with their words tagged O / NAME / NUMBER by a rule
             on their casing (data/tagging.py tag_rows).
   span      "bbc-planted": BBC News articles with two planted "The {kind} code is {code}."
@@ -29,7 +32,7 @@ import numpy as np
 from jaxllm import config as config_lib
 from jaxllm.data import RowBatches, fixed_rows
 from jaxllm.data.corpora import BBC_CATEGORIES, bbc_news
-from jaxllm.data.labeled import encode_texts, stratified_split
+from jaxllm.data.labeled import encode_texts, read_labelled_jsonl, stratified_split
 from jaxllm.data.pairs import bbc_articles
 from jaxllm.data.tagging import TAGS, planted_rows, tag_rows
 from jaxllm.data.tokens import data_tokenizer
@@ -42,17 +45,38 @@ from jaxllm.train.run import RunDir, run_tokenizer
 
 SPLIT_SEED = 0
 CORPORA = {"sequence": "bbc", "token": "bbc-tags", "span": "bbc-planted"}  # by model.head
-
+FILE_PREFIX = "jsonl:"  # data.corpus=jsonl:FILE: a sequence head's labelled texts
+BBC_TOPICS = tuple(sorted(set(BBC_CATEGORIES.values())))  # a sequence head's classes on "bbc"
 
 SPLITS = ("train", "validation", "test")
 
 
 def head_classes(head: str) -> tuple[str, ...]:
-    """The class names of a task head's logits, in their order: the BBC topics (sorted) of a
-    sequence head, data/tagging.py's TAGS of a token head, none of a span head."""
-    if head == "sequence":
-        return tuple(sorted(set(BBC_CATEGORIES.values())))
+    """The class names of a token head's tags (data/tagging.py's TAGS); none of a span head. A
+    sequence head's are its data's (labelled_texts), saved with the run: run_classes."""
     return TAGS if head == "token" else ()
+
+
+def run_classes(loaded) -> tuple[str, ...]:
+    """The class names of a loaded run's head (train.run.load_run's result), in the order of
+    its logits. A sequence head's are those saved with the run at training (LoadedRun.classes);
+    a run trained before they were saved has the BBC topics when it read data.corpus=bbc, else
+    LABEL_0, LABEL_1, ... (what the exports name unnamed classes). Others: head_classes."""
+    m = loaded.config.model
+    if m.head != "sequence":
+        return head_classes(m.head)
+    if loaded.classes:
+        return tuple(loaded.classes)
+    if loaded.config.data.corpus == CORPORA["sequence"] and m.num_classes == len(BBC_TOPICS):
+        return BBC_TOPICS
+    return tuple(f"LABEL_{i}" for i in range(m.num_classes))
+
+
+def labelled_file(corpus: str) -> str | None:
+    """The path of data.corpus=jsonl:FILE (or FILE.jsonl), None for a corpus name."""
+    if corpus.startswith(FILE_PREFIX):
+        return corpus[len(FILE_PREFIX):]
+    return corpus if corpus.endswith(".jsonl") else None
 
 
 class TaskSplits(NamedTuple):
@@ -64,15 +88,22 @@ class TaskSplits(NamedTuple):
 
 
 def labelled_texts(corpus: str) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
-    """(texts, labels (N,) int32, class names) of a labelled corpus."""
-    if corpus != "bbc":
-        raise DataError(f"data.corpus={corpus!r}: a model.head=sequence run reads a labelled "
-                        f"corpus, {CORPORA['sequence']}")
-    classes = head_classes("sequence")
-    news = bbc_news()
-    texts = [f"{headline}. {body}" for _, _, headline, body in news]
-    labels = np.asarray([classes.index(label) for label, *_ in news], np.int32)
-    return texts, labels, classes
+    """(texts, labels (N,) int32, class names) of a labelled corpus: "bbc" or jsonl:FILE (the
+    class names are the file's labels, sorted)."""
+    path = labelled_file(corpus)
+    if path is not None:
+        texts, names = read_labelled_jsonl(path)
+    elif corpus == CORPORA["sequence"]:
+        news = bbc_news()
+        texts = [f"{headline}. {body}" for _, _, headline, body in news]
+        names = [label for label, *_ in news]
+    else:
+        raise DataError(f"data.corpus={corpus!r}: a model.head=sequence run reads labelled "
+                        f"texts: {CORPORA['sequence']}, or your own as data.corpus="
+                        f"{FILE_PREFIX}FILE, one {{\"text\": ..., \"label\": ...}} per line")
+    classes = tuple(sorted(set(names)))
+    index = {c: i for i, c in enumerate(classes)}
+    return texts, np.asarray([index[n] for n in names], np.int32), classes
 
 
 def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = SPLITS
@@ -81,7 +112,7 @@ def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = 
     data.tokenizer's kind built from the train texts); the splits not in `only` are None (not
     encoded)."""
     m, dc = cfg.model, cfg.data
-    if dc.corpus != CORPORA[m.head]:
+    if dc.corpus != CORPORA[m.head] and (m.head != "sequence" or not labelled_file(dc.corpus)):
         raise DataError(f"data.corpus={dc.corpus!r}: a model.head={m.head} run reads "
                         f"{CORPORA[m.head]}; set data.corpus={CORPORA[m.head]}")
     unknown = set(only) - set(SPLITS)
@@ -114,11 +145,22 @@ def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = 
                                              for k, (name, p) in enumerate(zip(SPLITS, parts))))
 
 
+def check_classes(cfg: config_lib.Config, classes: tuple[str, ...], saved, path) -> None:
+    """Refuse a sequence-head run's data whose classes are not those saved with the run (its
+    labels file edited since training): the logits would name other classes."""
+    if cfg.model.head == "sequence" and saved and tuple(saved) != classes:
+        raise DataError(f"data.corpus={cfg.data.corpus} now has the classes "
+                        f"{', '.join(classes)}; {path} was trained on {', '.join(saved)}: "
+                        f"give it the data it was trained on")
+
+
 def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
     """The fields of train.inputs.Inputs for a task-head run: shuffled rows for training, fixed
     validation batches of shuffled rows (train.eval_batches of them, at most the whole split)."""
     t = cfg.train
     data = task_splits(cfg, run_tokenizer(cfg, run, resuming))
+    if resuming:
+        check_classes(cfg, data.classes, run.load_classes(), run.path)
     cfg = vocab_config(cfg, model_vocab(cfg, data.tokenizer.vocab_size), resuming)
     train = RowBatches(data.train, t.batch_size, t.seed)
     # the split's rows are in corpus order (class by class): shuffled once, so that a few
@@ -127,7 +169,8 @@ def task_inputs(cfg: config_lib.Config, run: RunDir, resuming: bool):
     validation = fixed_rows({k: v[order] for k, v in data.validation.items()}, t.eval_batches,
                             t.batch_size // cfg.optim.grad_accum)
     return {"cfg": cfg, "tokenizer": data.tokenizer, "train": train, "validation": validation,
-            "unit": "sequences", "per_step": t.batch_size}
+            "unit": "sequences", "per_step": t.batch_size,
+            "classes": data.classes if cfg.model.head == "sequence" else ()}
 
 
 def predict(model, params, rows: dict, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -172,6 +215,7 @@ def evaluate_task(loaded, split: str = "test") -> dict:
     tokens (token); span_scores of the best valid span (span). Only that split is encoded."""
     head = loaded.config.model.head
     data = task_splits(loaded.config, loaded.tokenizer, only=(split,))
+    check_classes(loaded.config, data.classes, loaded.classes, loaded.run.path)
     rows = getattr(data, split)
     out = predict(loaded.model, loaded.params, rows)
     n = len(rows["tokens"])
