@@ -228,6 +228,46 @@ def test_sequence_head_exports_for_sentence_transformers(pool, tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, got)
 
 
+def test_load_hf_reads_each_json_file_once_and_refuses_a_bad_one_in_a_line(tmp_path,
+                                                                          monkeypatch):
+    """load_hf of a sentence-transformers directory reads config.json, modules.json and the
+    modules' configs once each (config.json and modules.json were read twice); a missing or
+    broken file is one line naming it."""
+    from collections import Counter
+    from pathlib import Path
+
+    from jaxllm.errors import CheckpointError
+    from jaxllm.io.sbert import save_sbert
+
+    cfg = dataclasses.replace(BERT, head="sequence", pool="gap")
+    st = tmp_path / "st"
+    save_sbert(st, cfg, jax.device_get(params_of(cfg)[0]))
+    reads, read_text = Counter(), Path.read_text
+
+    def counted(self, *a, **k):
+        reads[self.relative_to(st).as_posix()] += 1
+        return read_text(self, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_text", counted)
+        assert load_hf(st)[0].head == "sequence"
+    assert reads == {"config.json": 1, "modules.json": 1, "1_Pooling/config.json": 1,
+                     "2_Dense/config.json": 1}
+    for name, broken, what in (("modules.json", "[", "modules.json is not valid JSON"),
+                               ("2_Dense/config.json", None, "2_Dense/config.json is missing; "
+                                "a sentence-transformers directory of a jaxllm sequence head "
+                                "has modules.json, config.json"),
+                               ("config.json", "{", "config.json is not valid JSON"),
+                               ("config.json", None, "st has no config.json; expected a "
+                                "Hugging Face model directory")):
+        f, saved = st / name, (st / name).read_bytes()
+        f.unlink() if broken is None else f.write_text(broken)
+        with pytest.raises(CheckpointError) as e:
+            load_hf(st)
+        assert what in str(e.value) and "\n" not in str(e.value), str(e.value)
+        f.write_bytes(saved)
+
+
 def test_sequence_head_without_a_bert_body_or_with_another_dense_is_refused(tmp_path):
     from jaxllm.errors import CheckpointError
     from jaxllm.io.sbert import save_sbert

@@ -622,26 +622,32 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
                               f"({type(e).__name__}: {str(e)[:120]})") from None
 
 
+def read_json(path: Path, missing: str):
+    """The JSON value of a model directory's file; a CheckpointError of one line when it is
+    absent (the message `missing`) or not JSON."""
+    if not path.is_file():
+        raise CheckpointError(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
 def load_hf(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
     """(ModelConfig, params, the HF config dict) of a directory with config.json and
-    model.safetensors."""
+    model.safetensors (each file read once)."""
     d = Path(model_dir)
-    cfg_file = d / "config.json"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{d} has no config.json; expected a Hugging Face model directory "
-                              f"(config.json + model.safetensors)")
-    try:
-        hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    hf_cfg = read_json(d / "config.json", f"{d} has no config.json; expected a Hugging Face "
+                                          f"model directory (config.json + model.safetensors)")
     if isinstance(hf_cfg, dict) and {"model", "train"} <= hf_cfg.keys():
         raise CheckpointError(f"{d} is a jaxllm run (jaxllm train), not a model in the Hugging "
                               f"Face layout: the verbs take it as --run {d}, and `jaxllm export "
                               f"--run {d} --out DIR` writes one")
     from jaxllm.io import sbert
 
-    if sbert.has_head(d):  # sentence-transformers with a Dense module: a sequence head
-        return sbert.load_sbert(d)
+    modules = sbert.read_modules(d)
+    if sbert.has_head(modules):  # sentence-transformers with a Dense module: a sequence head
+        return sbert.load_sbert(d, modules=modules, hf_cfg=hf_cfg)
     cfg = config_from_hf(hf_cfg)
     weights = d / "model.safetensors"
     tensors = read_safetensors(weights)

@@ -2,7 +2,7 @@
 a directory from which `SentenceTransformer(DIR).encode(texts)` returns the head's logits.
 
     save_sbert(out_dir, cfg, params, labels=classes)   # the files below (jaxllm export does)
-    cfg, params, hf_cfg = load_sbert(DIR)              # back (load_hf calls it on modules.json)
+    cfg, params, hf_cfg = load_sbert(DIR)              # back (load_hf: when has_head(modules.json))
 
 jaxllm's sequence head (models/encoder.py) pools the encoder's last hidden states, model.pool
 "gap" the mean over the real tokens or "cls" h[:, 0], into one linear layer (its dropout acts
@@ -34,7 +34,6 @@ BertModel layout (io/hf.py `architecture` says why), a head that is not model.he
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -116,51 +115,57 @@ _FILES = ("modules.json", "config.json", "model.safetensors", "1_Pooling/config.
           "2_Dense/config.json", "2_Dense/model.safetensors")
 
 
-def _json(path: Path):
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; a sentence-transformers directory of a "
-                              f"jaxllm sequence head has {', '.join(_FILES)}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+def _read(path: Path):
+    """A file of the directory as JSON (io/hf.py's reader; one line when missing or bad)."""
+    from jaxllm.io.hf import read_json
+
+    return read_json(path, f"{path} is missing; a sentence-transformers directory of a jaxllm "
+                           f"sequence head has {', '.join(_FILES)}")
 
 
-def has_head(model_dir: str | Path) -> bool:
-    """Whether model_dir is a sentence-transformers directory with a Dense module (what
-    save_sbert writes): load_hf then reads it with load_sbert."""
+def read_modules(model_dir: str | Path):
+    """modules.json of model_dir as JSON, None when it has none (a plain Hugging Face
+    directory)."""
     f = Path(model_dir) / "modules.json"
-    if not f.is_file():
-        return False
-    modules = _json(f)
+    return _read(f) if f.is_file() else None
+
+
+def has_head(modules) -> bool:
+    """Whether a modules.json value (read_modules) composes a Dense module (what save_sbert
+    writes): load_hf then reads the directory with load_sbert."""
     return isinstance(modules, list) and any(
         isinstance(m, dict) and str(m.get("type", "")).endswith(".Dense") for m in modules)
 
 
-def load_sbert(model_dir: str | Path) -> tuple[ModelConfig, dict, dict]:
+def load_sbert(model_dir: str | Path, *, modules=None, hf_cfg: dict | None = None
+               ) -> tuple[ModelConfig, dict, dict]:
     """(ModelConfig with model.head=sequence, params, config.json) of a directory save_sbert
     wrote: Transformer (BertModel), Pooling (mean or first token), Dense (identity). Another
-    composition is refused in one line: jaxllm computes no other."""
+    composition is refused in one line: jaxllm computes no other. modules, hf_cfg: modules.json
+    and config.json when the caller has read them already (load_hf has)."""
     from jaxllm.io.hf import config_from_hf, params_from_hf, read_safetensors
 
     d = Path(model_dir)
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in _json(d / "modules.json")]
+    if modules is None:
+        modules = _read(d / "modules.json")
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
     if kinds != ["Transformer", "Pooling", "Dense"]:
         raise CheckpointError(f"{d}/modules.json composes {' + '.join(kinds)}; jaxllm reads "
                               f"Transformer + Pooling + Dense (a sequence head)")
-    pooling = _json(d / MODULES[1]["path"] / "config.json")
+    pooling = _read(d / MODULES[1]["path"] / "config.json")
     modes = [m for m in _POOLING_MODES + _LATER_MODES if pooling.get(f"pooling_mode_{m}")]
     if "pooling_mode" in pooling:  # sentence-transformers 6's spelling of the same choice
         mode = pooling["pooling_mode"]
         modes = [{"cls": "cls_token", "mean": "mean_tokens"}.get(mode, mode)
                  for mode in ([mode] if isinstance(mode, str) else mode)]
     pool = {v: k for k, v in _POOL_MODE.items()}.get(modes[0] if len(modes) == 1 else "")
-    dense = _json(d / MODULES[2]["path"] / "config.json")
+    dense = _read(d / MODULES[2]["path"] / "config.json")
     if pool is None or dense.get("activation_function") != IDENTITY or not dense.get("bias"):
         raise CheckpointError(f"{d} pools by {modes} into a Dense with activation "
                               f"{dense.get('activation_function')}; jaxllm's sequence head is "
                               f"mean or first-token pooling into a linear layer with a bias")
-    hf_cfg = _json(d / "config.json")
+    if hf_cfg is None:
+        hf_cfg = _read(d / "config.json")
     body = config_from_hf(hf_cfg)
     if body.kind != "encoder" or body.head:
         raise CheckpointError(f"{d}/config.json is a {hf_cfg.get('architectures')}; the "
