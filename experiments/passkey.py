@@ -73,7 +73,6 @@ from jaxllm.data.passkey import (  # noqa: E402
     report_table,
     run_grid,
 )
-from jaxllm.models import attention  # noqa: E402
 from jaxllm.models.decoder import Decoder  # noqa: E402
 from jaxllm.models.rope import SCALINGS, extend_context, original_len  # noqa: E402
 
@@ -172,8 +171,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attention", default="", help="model.attention (default: the model's)")
     ap.add_argument("--block", type=int, default=PROMPT_BLOCK,
-                    help="blocked attention's query block (model.attention auto/blocked, CPU); "
-                         "0: the library's attention.BLOCKED_BLOCK")
+                    help="blocked attention's query block, model.attention_block (model.attention "
+                         "auto/blocked, CPU); 0: the model's (the library's default)")
     ap.add_argument("--dtype", default="", help="model.dtype, the compute dtype (default "
                     "float32); e.g. bfloat16 on a GPU")
     ap.add_argument("--records", type=Path, default=RECORDS,
@@ -212,7 +211,7 @@ def main():
     if args.dtype:
         base = dataclasses.replace(base, dtype=args.dtype)
     if args.block:
-        attention.BLOCKED_BLOCK = args.block
+        base = dataclasses.replace(base, attention_block=args.block)
     prompts = grid(lengths, samples, depths, scalings, original_len(base), factors=factors,
                    seed=args.seed, dtype=base.dtype)
     if not prompts:
@@ -242,7 +241,7 @@ def main():
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
         meta = {"commit": commit(), "attention": base.attention,
-                "block": attention.BLOCKED_BLOCK, "machine": platform.processor() or
+                "block": base.attention_block, "machine": platform.processor() or
                 platform.machine(), "cpus": os.cpu_count(), "xla_flags": os.environ["XLA_FLAGS"]}
         run_grid(prompts, args.records, run, meta)
     records = read_records(args.records)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seconds of one passkey forward (experiments/passkey.py's `predict`: SmolLM2-135M reading a
-T-token prompt, float32, batch 1) by blocked attention's query block (attention.BLOCKED_BLOCK),
+T-token prompt, float32, batch 1) by blocked attention's query block (model.attention_block),
 the variants interleaved in one process after one compile each; and whether each is exact:
 its argmaxes equal, its logits within float32 rounding of, the reference attention's (the
 definition, the whole T x T scores) at --check tokens.
@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.models import attention
 from jaxllm.models.decoder import Decoder
 
 
@@ -37,9 +36,9 @@ def logits_fn(model, params, tokens, n: int):
 
 
 def compiled(cfg, params, T: int, block: int, n: int):
-    """(compile seconds, the compiled logits function) with blocked attention's block `block`;
-    a fresh jit per variant, so each traces with its own block."""
-    attention.BLOCKED_BLOCK = block
+    """(compile seconds, the compiled logits function) with blocked attention's block `block`
+    (model.attention_block); a fresh jit per variant."""
+    cfg = dataclasses.replace(cfg, attention_block=block)
     fn = jax.jit(partial(logits_fn, Decoder(cfg)), static_argnums=(2,))
     t0 = time.perf_counter()
     exe = fn.lower(params, jax.ShapeDtypeStruct((1, T), jnp.int32), n).compile()

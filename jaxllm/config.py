@@ -57,6 +57,10 @@ class ModelConfig:
     # "splash" (the TPU's splash attention; model.max_len a multiple of 128); the last two run
     # in interpret mode on CPU, slowly
     attention: str = "auto"
+    # query positions per block of "blocked" attention (the CPU's auto). The blocks are unrolled,
+    # so a long prompt compiles faster with larger ones (experiments/passkey_speed.py,
+    # RESULTS.md); a smaller one skips more of the fully masked scores
+    attention_block: int = 64
     remat: str = "none"  # activation checkpointing of each scanned block; see models/layers.py
     scan_unroll: int = 0  # layers per iteration of the layer loop; 0: all on CPU, 1 elsewhere
     dtype: str = "float32"  # compute dtype; parameters are always stored in float32
@@ -608,7 +612,7 @@ def validate(cfg: Config) -> Config:
     for key in ("model.max_len", "model.n_layers", "model.n_heads", "model.d_model",
                 "train.steps", "train.batch_size", "train.log_every", "train.eval_every",
                 "train.eval_batches", "train.save_every", "train.keep", "optim.grad_accum",
-                "data.vocab_size"):
+                "data.vocab_size", "model.attention_block"):
         need(flat[key] >= 1, key, "must be at least 1")
     need(0.0 < flat["train.mlm_rate"] < 1.0, "train.mlm_rate", "must be in (0, 1)")
     need(flat["train.nsp_weight"] >= 0, "train.nsp_weight", "must be zero or positive")

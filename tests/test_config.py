@@ -28,6 +28,7 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize("override, message", [
     ("model.n_layers=2.5", "expected an integer"),
+    ("model.attention_block=big", "model.attention_block='big': expected an integer"),
     ("model.use_bias=maybe", "expected a boolean"),
     ("optim.lr=fast", "expected a number"),
     ("model=3", "unknown override key"),
@@ -52,6 +53,8 @@ def test_bad_overrides(override, message):
     ("model.attention=cudnn", "model.dtype='float32': must be bfloat16 or float16"),
     ("model.attention=splash", "model.max_len=.*: must be a multiple of 128"),
     ("data.target_len=65", "data.target_len=65.*model.max_len=64"),
+    ("model.attention_block=0", "model.attention_block=0: must be at least 1"),
+    ("model.attention_block=-64", "model.attention_block=-64: must be at least 1"),
 ])
 def test_validation_names_the_field(override, message):
     base = ["optim.grad_accum=4", "train.batch_size=12"] if "grad_accum" in message else []

@@ -150,6 +150,30 @@ def test_the_decode_path_follows_the_backend_unless_named(monkeypatch):
     assert resolve_decode_path("accelerator") == "accelerator"
 
 
+def test_the_models_query_block_is_its_config_field(monkeypatch):
+    """model.attention_block is the block the model's blocked attention runs with (read from
+    the config at every trace: experiments/passkey.py sets it there, no module global)."""
+    from jaxllm import models
+    from jaxllm.config import ModelConfig
+    from jaxllm.models import attention
+
+    seen, real = [], attention.blocked_attention
+
+    def spy(*args, block, **kw):
+        seen.append(block)
+        return real(*args, block=block, **kw)
+
+    monkeypatch.setattr(attention, "blocked_attention", spy)
+    for block in (8, 512, 64):
+        cfg = ModelConfig(vocab_size=50, max_len=32, n_layers=1, n_heads=2, d_model=16,
+                          attention="blocked", **({"attention_block": block} if block != 64
+                                                  else {}))
+        jax.eval_shape(lambda cfg=cfg: models.build(cfg).init(jax.random.PRNGKey(0),
+                                                               jnp.zeros((1, 32), jnp.int32)))
+        assert set(seen) == {block}, (block, seen)
+        seen.clear()
+
+
 def test_auto_attention_follows_the_backend_and_dtype(monkeypatch):
     """model.attention=auto: blocked on CPU; cuDNN's fused kernel on GPU in bfloat16/float16
     (the fastest there: experiments/gpu_attention.py, RESULTS.md), XLA's in float32 and on TPU;

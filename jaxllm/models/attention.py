@@ -34,6 +34,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import PartitionSpec as P
 
+from jaxllm.config import ModelConfig
 from jaxllm.errors import ConfigError
 
 NEG = jnp.finfo(jnp.float32).min  # the score of a masked pair (finite: no NaN in empty rows)
@@ -66,13 +67,14 @@ def resolve(attention: str, dtype: str = "float32") -> str:
     return "cudnn" if backend == "gpu" and dtype in HALF_DTYPES else "fast"
 
 
-def self_attention(q, k, v, mask, impl: str, causal: bool = True):
+def self_attention(q, k, v, mask, impl: str, causal: bool = True, *,
+                   block: int = ModelConfig.attention_block):
     """Attention of q (B, T, N, H) over k, v (B, S, K, H) of the same sequence with the resolved
     implementation `impl`. mask: None for plain causal (or, causal=False, full) attention, which
     the fused implementations then never materialise; else boolean (B|1, 1, T, S), causality
-    included."""
+    included. block: the query block of impl "blocked" (model.attention_block)."""
     if impl == "blocked" and causal:
-        return blocked_attention(q, k, v, mask)
+        return blocked_attention(q, k, v, mask, block=block)
     if impl == "reference":
         if mask is None:
             idx = jnp.arange(q.shape[1])
@@ -140,8 +142,7 @@ def reference_attention(q, k, v, *, mask):
 # 3/8 fewer score flops and softmax work. The backward is written out from the saved
 # probabilities (dS = P * (dP - rowsum(dO * O))), which XLA:CPU runs faster than the autodiff of
 # a masked softmax. Inside, queries are grouped by key/value head: (B, K, T*G, H), row t*G + g.
-
-BLOCKED_BLOCK = 64  # query positions per block of blocked_attention (read when it is traced)
+# The block is model.attention_block (a model's config; its default 64 is config.py's).
 
 
 def _blocks(T: int, block: int):
@@ -201,11 +202,10 @@ def _blocked_bwd(G, block, res, do):
 _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 
 
-def blocked_attention(q, k, v, mask=None, *, block: int | None = None):
-    """Causal self-attention by query blocks (see above) of `block` queries (default
-    BLOCKED_BLOCK). mask: None (plain causal) or a (B|1, 1, T, T) mask that already includes
-    causality (e.g. causal & same segment)."""
-    block = block or BLOCKED_BLOCK
+def blocked_attention(q, k, v, mask=None, *, block: int = ModelConfig.attention_block):
+    """Causal self-attention by query blocks (see above) of `block` queries (model.attention_block;
+    the last block may be shorter). mask: None (plain causal) or a (B|1, 1, T, T) mask that
+    already includes causality (e.g. causal & same segment)."""
     B, T, N, H = q.shape
     K = k.shape[2]
     G = N // K

@@ -251,7 +251,8 @@ class Attention(nn.Module):
             cache = cache.write(k, v, cache_index)
             y = cache.attend(q, mask, impl)
         else:
-            y = attn_lib.self_attention(q, k, v, mask, impl, self.causal)  # (B, T, N, H)
+            y = attn_lib.self_attention(q, k, v, mask, impl, self.causal,
+                                        block=cfg.attention_block)  # (B, T, N, H)
         y = checkpoint_name(y, "attention_out")  # what remat="save_attention_out" keeps
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         out = Dense(cfg, cfg.d_model, ("heads", "kv", "embed"), n_in=2, std=out_std,

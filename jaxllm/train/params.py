@@ -25,8 +25,9 @@ from jaxllm.transforms.select import is_transformed
 # Model fields that describe how a run uses a network, not the network itself: a run that starts
 # from a pretrained model keeps these from its own config and takes every other model.* field
 # (the architecture) from the pretrained model.
-RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "remat", "scan_unroll", "dtype", "quant",
-                    "quant_group", "weights", "value_head", "head", "num_classes", "pool")
+RUN_MODEL_FIELDS = ("max_len", "dropout", "attention", "attention_block", "remat", "scan_unroll",
+                    "dtype", "quant", "quant_group", "weights", "value_head", "head",
+                    "num_classes", "pool")
 
 
 def new_heads(m: config_lib.ModelConfig) -> tuple[str, ...]:
