@@ -420,5 +420,8 @@ def test_labelled_jsonl_lines_are_checked(tmp_path):
     bad.write_text('{"text": "b", "label": "y"}\n{"text": "a", "label": 3}\n')
     texts, labels, classes = task_inputs.labelled_texts(f"jsonl:{bad}")
     assert (texts, labels.tolist(), classes) == (["b", "a"], [1, 0], ("3", "y"))
-    with pytest.raises(DataError, match="data.corpus=jsonl:FILE"):
-        task_inputs.labelled_texts("shakespeare")
+    cfg = config_lib.apply_overrides(config_lib.Config(), [
+        "model.kind=encoder", "model.head=sequence", "data.corpus=shakespeare"])
+    with pytest.raises(DataError, match="data.corpus='shakespeare': .*your own as "
+                                        "data.corpus=jsonl:FILE"):
+        task_splits(cfg)

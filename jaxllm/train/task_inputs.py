@@ -112,7 +112,7 @@ def task_splits(cfg: config_lib.Config, tokenizer=None, only: tuple[str, ...] = 
     data.tokenizer's kind built from the train texts); the splits not in `only` are None (not
     encoded)."""
     m, dc = cfg.model, cfg.data
-    if dc.corpus != CORPORA[m.head] and (m.head != "sequence" or not labelled_file(dc.corpus)):
+    if m.head != "sequence" and dc.corpus != CORPORA[m.head]:  # a sequence head's: below
         raise DataError(f"data.corpus={dc.corpus!r}: a model.head={m.head} run reads "
                         f"{CORPORA[m.head]}; set data.corpus={CORPORA[m.head]}")
     unknown = set(only) - set(SPLITS)
