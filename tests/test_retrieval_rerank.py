@@ -12,6 +12,7 @@ from jaxllm.retrieval.rerank import (
     CrossEncoder,
     LLMReranker,
     _cross_logits,
+    shared_prefix,
     train_cross_encoder,
     training_pairs,
     window_starts,
@@ -153,8 +154,12 @@ def test_llm_reranker_equals_unpadded_forward():
     texts = ["The bank raised interest rates to curb inflation.", "Rain stopped play.",
              "A new phone with a faster chip and a better camera was launched today."]
     scores = llm.score("Why did the bank raise rates?", texts)
+    # the prompts share the template and the query: score reads those once (a prefix cache)
+    assert shared_prefix([llm.prompt_ids("Why did the bank raise rates?", t) for t in texts]) > 20
     for text, s in zip(texts, scores):
         ids = llm.prompt_ids("Why did the bank raise rates?", text)
         logp = np.asarray(jax.nn.log_softmax(llm.lm.logits([ids])[0, -1]), np.float64)
         ref = np.logaddexp.reduce(logp[llm.yes]) - np.logaddexp.reduce(logp[llm.no])
         assert abs(s - ref) < 1e-3
+    # one text: all but its prompt's last token is the prefix
+    assert abs(llm.score("Why did the bank raise rates?", texts[1:2])[0] - scores[1]) < 1e-3

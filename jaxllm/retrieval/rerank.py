@@ -40,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import CheckpointError, ConfigError
-from jaxllm.models.decoder import Decoder, KVCache
 from jaxllm.models.encoder import Encoder, mean_pool
 
 BASE = "all-minilm-l6-v2"
@@ -355,29 +354,41 @@ class LLMReranker:
         return tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
-        """log p(yes) - log p(no) of the answer's first token, per text."""
+        """log p(yes) - log p(no) of the answer's first token, per text.
+
+        One batch per query: the tokens every prompt starts with (the chat template, the
+        instruction and the query) are run once into a KV cache (infer/prefix.py), which every
+        text's row continues with its own tokens (the passage and the template's end). The
+        prompts are tokenized whole, so the values are those of each whole prompt. Both parts
+        are left-padded to a multiple of 32 tokens (a few compiled shapes)."""
+        from jaxllm.infer.prefix import extend, prefill
+
         if not texts:
             return np.zeros(0, np.float32)
         ids = [self.prompt_ids(query, t) for t in texts]
-        T = -(-max(map(len, ids)) // 32) * 32  # a few compiled lengths
-        tokens = np.zeros((len(ids), T), np.int32)
-        real = np.zeros((len(ids), T), bool)
-        for i, row in enumerate(ids):  # left padding: every prompt ends at the last slot
-            tokens[i, T - len(row):] = row
-            real[i, T - len(row):] = True
-        logp = _last_log_probs(self.lm.model, self.lm.params, tokens, real,
-                               KVCache.empty(self.lm.config, len(ids), T))
-        logp = np.asarray(logp, np.float64)
+        cut = min(shared_prefix(ids), min(map(len, ids)) - 1)  # every row keeps a token
+        if cut:
+            pre = prefill(self.lm.model, self.lm.params, ids[0][:cut], pad_to=32)
+            logits = np.stack(extend(self.lm.model, self.lm.params, pre,
+                                     [r[cut:] for r in ids], pad_to=32, last_only=True))
+        else:  # a single one-token prompt: nothing to share
+            logits = self.lm.logits(ids)[:, -1]
+        x = logits.astype(np.float64)
+        logp = x - x.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
         yes = np.logaddexp.reduce(logp[:, self.yes], axis=1)
         no = np.logaddexp.reduce(logp[:, self.no], axis=1)
         return (yes - no).astype(np.float32)
 
 
-@partial(jax.jit, static_argnums=0)
-def _last_log_probs(model, params, tokens, real, cache):
-    logits, _ = model.apply({"params": params}, tokens, cache, real, last_only=True,
-                            method=Decoder.decode)
-    return jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+def shared_prefix(rows: list[list[int]]) -> int:
+    """The number of leading tokens all rows have in common."""
+    n = 0
+    for column in zip(*rows):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
 
 
 def load_reranker(kind: str, index=None, path=None):
