@@ -330,12 +330,20 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
 
 
 class LLMReranker:
-    def __init__(self, name: str = LLM, max_passage_tokens: int = 192):
+    """kind "yes-no": log p(yes) - log p(no) of the answer to LLM_PROMPT; "reply": the mean
+    log-probability per token of the passage (then <|im_end|>) as the assistant's reply to the
+    query, the query alone as the user's message."""
+
+    def __init__(self, name: str = LLM, max_passage_tokens: int = 192, kind: str = "yes-no"):
         from jaxllm import pretrained
 
+        if kind not in ("yes-no", "reply"):
+            raise ConfigError(f"LLM reranker kind {kind!r} is not one of yes-no, reply")
+        self.kind = kind
         self.lm = pretrained.load(name)
         self.max_passage_tokens = max_passage_tokens
         tok = self.lm.tokenizer
+        self.im_end = int(tok.token_to_id("<|im_end|>"))
         vocab = set()
         self.yes, self.no = [], []
         for word, side in (("yes", self.yes), ("no", self.no)):
@@ -365,6 +373,8 @@ class LLMReranker:
 
         if not texts:
             return np.zeros(0, np.float32)
+        if self.kind == "reply":
+            return self.reply_scores(query, texts)
         ids = [self.prompt_ids(query, t) for t in texts]
         cut = min(shared_prefix(ids), min(map(len, ids)) - 1)  # every row keeps a token
         if cut:
@@ -379,6 +389,32 @@ class LLMReranker:
         yes = np.logaddexp.reduce(logp[:, self.yes], axis=1)
         no = np.logaddexp.reduce(logp[:, self.no], axis=1)
         return (yes - no).astype(np.float32)
+
+    def reply_ids(self, query: str, text: str) -> tuple[list[int], list[int]]:
+        """The user turn `query` up to the assistant's header, and the reply `text` (cut to
+        max_passage_tokens) followed by <|im_end|>, as token ids."""
+        tok = self.lm.tokenizer
+        msg = [{"role": "user", "content": query}]
+        head = tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
+        return head, tok.encode(text)[: self.max_passage_tokens] + [self.im_end]
+
+    def reply_scores(self, query: str, texts: list[str]) -> np.ndarray:
+        """Mean log p of each text's reply tokens after the query's turn (one prefix cache)."""
+        from jaxllm.infer.prefix import extend, prefill
+
+        head = self.reply_ids(query, "")[0]
+        replies = [self.reply_ids(query, t)[1] for t in texts]
+        pre = prefill(self.lm.model, self.lm.params, head, pad_to=32)
+        rows = extend(self.lm.model, self.lm.params, pre, replies, pad_to=32)
+        out = []
+        for reply, logits in zip(replies, rows):
+            # the logits before each reply token: the prefix's last, then the reply's own
+            x = np.concatenate([np.asarray(pre.logits, np.float64)[None],
+                                logits[:-1].astype(np.float64)])
+            x -= x.max(1, keepdims=True)
+            logp = x[np.arange(len(reply)), reply] - np.log(np.exp(x).sum(1))
+            out.append(logp.mean())
+        return np.array(out, np.float32)
 
 
 def shared_prefix(rows: list[list[int]]) -> int:
