@@ -13,7 +13,8 @@
   as at scoring; without it, the passage is cut to its first window.
 - `LLMReranker`: SmolLM2-135M-Instruct asked, in its chat template, whether the passage answers
   the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
-  each side summed over the " yes"/"Yes"/... spellings that are single tokens).
+  each side summed over the " yes"/"Yes"/... spellings that are single tokens). kind="reply":
+  the mean log-probability per token of the passage as the model's reply to the query.
 
 Both have .score(query, texts) -> (n,) float scores (higher = more relevant), which
 `Index.search(..., reranker=...)` uses to reorder its top candidates. With `rerank_weight=w`
