@@ -12,6 +12,7 @@ from jaxllm.retrieval.rerank import (
     CrossEncoder,
     LLMReranker,
     _cross_logits,
+    shared_prefix,
     train_cross_encoder,
     training_pairs,
     window_starts,
@@ -153,8 +154,28 @@ def test_llm_reranker_equals_unpadded_forward():
     texts = ["The bank raised interest rates to curb inflation.", "Rain stopped play.",
              "A new phone with a faster chip and a better camera was launched today."]
     scores = llm.score("Why did the bank raise rates?", texts)
+    # the prompts share the template and the query: score reads those once (a prefix cache)
+    assert shared_prefix([llm.prompt_ids("Why did the bank raise rates?", t) for t in texts]) > 20
     for text, s in zip(texts, scores):
         ids = llm.prompt_ids("Why did the bank raise rates?", text)
         logp = np.asarray(jax.nn.log_softmax(llm.lm.logits([ids])[0, -1]), np.float64)
         ref = np.logaddexp.reduce(logp[llm.yes]) - np.logaddexp.reduce(logp[llm.no])
         assert abs(s - ref) < 1e-3
+    # one text: all but its prompt's last token is the prefix
+    assert abs(llm.score("Why did the bank raise rates?", texts[1:2])[0] - scores[1]) < 1e-3
+
+
+@pytest.mark.slow
+def test_llm_reply_reranker_equals_full_forward():
+    """kind="reply": the mean log p of the reply's tokens (and <|im_end|>) after the query's
+    turn, against one forward over the whole turn pair."""
+    llm = LLMReranker(max_passage_tokens=24, kind="reply")
+    texts = ["Because inflation was too high.", "It rained.",
+             "A new phone with a faster chip and a better camera was launched today."]
+    scores = llm.score("Why did the bank raise rates?", texts)
+    for text, s in zip(texts, scores):
+        head, reply = llm.reply_ids("Why did the bank raise rates?", text)
+        logp = np.asarray(jax.nn.log_softmax(llm.lm.logits([head + reply])[0]), np.float64)
+        ref = np.mean([logp[len(head) - 1 + j, t] for j, t in enumerate(reply)])
+        assert abs(s - ref) < 1e-3
+    assert len(set(np.round(scores, 3))) == 3

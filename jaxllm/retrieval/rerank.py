@@ -13,7 +13,8 @@
   as at scoring; without it, the passage is cut to its first window.
 - `LLMReranker`: SmolLM2-135M-Instruct asked, in its chat template, whether the passage answers
   the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
-  each side summed over the " yes"/"Yes"/... spellings that are single tokens).
+  each side summed over the " yes"/"Yes"/... spellings that are single tokens). kind="reply":
+  the mean log-probability per token of the passage as the model's reply to the query.
 
 Both have .score(query, texts) -> (n,) float scores (higher = more relevant), which
 `Index.search(..., reranker=...)` uses to reorder its top candidates. With `rerank_weight=w`
@@ -40,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxllm.errors import CheckpointError, ConfigError
-from jaxllm.models.decoder import Decoder, KVCache
 from jaxllm.models.encoder import Encoder, mean_pool
 
 BASE = "all-minilm-l6-v2"
@@ -331,12 +331,20 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
 
 
 class LLMReranker:
-    def __init__(self, name: str = LLM, max_passage_tokens: int = 192):
+    """kind "yes-no": log p(yes) - log p(no) of the answer to LLM_PROMPT; "reply": the mean
+    log-probability per token of the passage (then <|im_end|>) as the assistant's reply to the
+    query, the query alone as the user's message."""
+
+    def __init__(self, name: str = LLM, max_passage_tokens: int = 192, kind: str = "yes-no"):
         from jaxllm import pretrained
 
+        if kind not in ("yes-no", "reply"):
+            raise ConfigError(f"LLM reranker kind {kind!r} is not one of yes-no, reply")
+        self.kind = kind
         self.lm = pretrained.load(name)
         self.max_passage_tokens = max_passage_tokens
         tok = self.lm.tokenizer
+        self.im_end = int(tok.token_to_id("<|im_end|>"))
         vocab = set()
         self.yes, self.no = [], []
         for word, side in (("yes", self.yes), ("no", self.no)):
@@ -355,29 +363,69 @@ class LLMReranker:
         return tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
-        """log p(yes) - log p(no) of the answer's first token, per text."""
+        """log p(yes) - log p(no) of the answer's first token, per text.
+
+        One batch per query: the tokens every prompt starts with (the chat template, the
+        instruction and the query) are run once into a KV cache (infer/prefix.py), which every
+        text's row continues with its own tokens (the passage and the template's end). The
+        prompts are tokenized whole, so the values are those of each whole prompt. Both parts
+        are left-padded to a multiple of 32 tokens (a few compiled shapes)."""
+        from jaxllm.infer.prefix import extend, prefill
+
         if not texts:
             return np.zeros(0, np.float32)
+        if self.kind == "reply":
+            return self.reply_scores(query, texts)
         ids = [self.prompt_ids(query, t) for t in texts]
-        T = -(-max(map(len, ids)) // 32) * 32  # a few compiled lengths
-        tokens = np.zeros((len(ids), T), np.int32)
-        real = np.zeros((len(ids), T), bool)
-        for i, row in enumerate(ids):  # left padding: every prompt ends at the last slot
-            tokens[i, T - len(row):] = row
-            real[i, T - len(row):] = True
-        logp = _last_log_probs(self.lm.model, self.lm.params, tokens, real,
-                               KVCache.empty(self.lm.config, len(ids), T))
-        logp = np.asarray(logp, np.float64)
+        cut = min(shared_prefix(ids), min(map(len, ids)) - 1)  # every row keeps a token
+        if cut:
+            pre = prefill(self.lm.model, self.lm.params, ids[0][:cut], pad_to=32)
+            logits = np.stack(extend(self.lm.model, self.lm.params, pre,
+                                     [r[cut:] for r in ids], pad_to=32, last_only=True))
+        else:  # a single one-token prompt: nothing to share
+            logits = self.lm.logits(ids)[:, -1]
+        x = logits.astype(np.float64)
+        logp = x - x.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
         yes = np.logaddexp.reduce(logp[:, self.yes], axis=1)
         no = np.logaddexp.reduce(logp[:, self.no], axis=1)
         return (yes - no).astype(np.float32)
 
+    def reply_ids(self, query: str, text: str) -> tuple[list[int], list[int]]:
+        """The user turn `query` up to the assistant's header, and the reply `text` (cut to
+        max_passage_tokens) followed by <|im_end|>, as token ids."""
+        tok = self.lm.tokenizer
+        msg = [{"role": "user", "content": query}]
+        head = tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
+        return head, tok.encode(text)[: self.max_passage_tokens] + [self.im_end]
 
-@partial(jax.jit, static_argnums=0)
-def _last_log_probs(model, params, tokens, real, cache):
-    logits, _ = model.apply({"params": params}, tokens, cache, real, last_only=True,
-                            method=Decoder.decode)
-    return jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+    def reply_scores(self, query: str, texts: list[str]) -> np.ndarray:
+        """Mean log p of each text's reply tokens after the query's turn (one prefix cache)."""
+        from jaxllm.infer.prefix import extend, prefill
+
+        head = self.reply_ids(query, "")[0]
+        replies = [self.reply_ids(query, t)[1] for t in texts]
+        pre = prefill(self.lm.model, self.lm.params, head, pad_to=32)
+        rows = extend(self.lm.model, self.lm.params, pre, replies, pad_to=32)
+        out = []
+        for reply, logits in zip(replies, rows):
+            # the logits before each reply token: the prefix's last, then the reply's own
+            x = np.concatenate([np.asarray(pre.logits, np.float64)[None],
+                                logits[:-1].astype(np.float64)])
+            x -= x.max(1, keepdims=True)
+            logp = x[np.arange(len(reply)), reply] - np.log(np.exp(x).sum(1))
+            out.append(logp.mean())
+        return np.array(out, np.float32)
+
+
+def shared_prefix(rows: list[list[int]]) -> int:
+    """The number of leading tokens all rows have in common."""
+    n = 0
+    for column in zip(*rows):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
 
 
 def load_reranker(kind: str, index=None, path=None):
