@@ -47,7 +47,7 @@ ALIGNMENT = ("sft-smollm2", "runs/sft", "runs/rm", "runs/dpo", "runs/grpo", "run
 # the BBC task-head chains fine-tune MiniLM (bbc-topics, -tags, -planted): parsed only here; tests/test_train_heads.py
 # runs the same commands on a tiny registered encoder
 TASK_HEADS = ("bbc-topics", "runs/bbc-topics", "runs/bbc-lora", "bbc-tags", "runs/bbc-tags",
-              "bbc-planted", "runs/bbc-planted")
+              "bbc-planted", "runs/bbc-planted", "runs/tickets")
 PLACEHOLDERS = {"runs/...": "char", "runs/shakespeare-char-...": "char",
                 "runs/mnist-vit-...": "vit", "runs/mnist-clip-...": "clip",
                 "runs/dates-seq2seq-...": "seq2seq"}
