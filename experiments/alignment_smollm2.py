@@ -219,7 +219,8 @@ def stage_reward(args):
     cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings_prog.jsonl",
                       f"jsonl:{d}/rankings_prog_heldout.jsonl", steps=args.steps,
                       batch=args.batch, seq=args.seq, lr=args.lr,
-                      eval_batches=-(-args.held_pairs // args.batch))
+                      eval_batches=-(-args.held_pairs // args.batch),
+                      extra=[f"train.eval_every={args.eval_every or args.steps}"])
     out = run_dir(args.work, f"reward{args.tag}")
     summary = train_once(cfg, out)
     run = load_run(out)
@@ -330,7 +331,7 @@ def stage_grpo(args):
                       extra=[f"align.group_size={args.group}", f"align.reward={args.reward}",
                              "align.max_new_tokens=4",
                              "align.kl_coef=0.04", f"align.temperature={args.temperature}",
-                             f"train.eval_every={args.eval_every}", "train.log_every=1",
+                             f"train.eval_every={args.eval_every or 5}", "train.log_every=1",
                              "optim.warmup_steps=2"])
     out = run_dir(args.work, f"grpo{args.tag}")
     summary = train_once(cfg, out)
@@ -496,7 +497,8 @@ def main():
     p.add_argument("--rankings", type=int, default=400, help="reward: training rankings")
     p.add_argument("--held-pairs", type=int, default=160,
                    help="reward: held-out programmatic pairs (and their rankings)")
-    p.add_argument("--eval-every", type=int, default=5, help="grpo: steps between evaluations")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="grpo (default 5), reward (default --steps): steps between evaluations")
     p.add_argument("--batch", type=int, default=8,
                    help="grpo: completions per step (--group a prompt); reward: rankings per step")
     p.add_argument("--group", type=int, default=4, help="grpo: completions per prompt")

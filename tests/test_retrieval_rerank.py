@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from retrieval_helpers import DOCS, HashEncoder
 
-from jaxllm.errors import CheckpointError
+from jaxllm.errors import CheckpointError, ConfigError
 from jaxllm.retrieval import Chunking, Document, Index
 from jaxllm.retrieval.rerank import (
     CrossEncoder,
@@ -179,3 +179,27 @@ def test_llm_reply_reranker_equals_full_forward():
         ref = np.mean([logp[len(head) - 1 + j, t] for j, t in enumerate(reply)])
         assert abs(s - ref) < 1e-3
     assert len(set(np.round(scores, 3))) == 3
+
+
+@pytest.mark.slow
+def test_llm_pmi_reranker_is_reply_minus_its_prior():
+    """kind="pmi": the reply's mean log p after the query minus after an empty user turn, each
+    against one forward over the whole turn pair; a text's prior is read once."""
+    llm = LLMReranker(max_passage_tokens=24, kind="pmi")
+    texts = ["Because inflation was too high.", "I don't know.", "Because inflation was too high."]
+
+    def mean_logp(query, text):
+        head, reply = llm.reply_ids(query, text)
+        logp = np.asarray(jax.nn.log_softmax(llm.lm.logits([head + reply])[0]), np.float64)
+        return np.mean([logp[len(head) - 1 + j, t] for j, t in enumerate(reply)])
+
+    scores = llm.score("Why did the bank raise rates?", texts)
+    for text, s in zip(texts, scores):
+        ref = mean_logp("Why did the bank raise rates?", text) - mean_logp("", text)
+        assert abs(s - ref) < 1e-3
+    assert sorted(llm.priors) == sorted(set(texts))
+    llm.priors["I don't know."] += 5.0  # remembered, not recomputed: the score moves by 5
+    again = llm.score("Why did the bank raise rates?", texts[1:2])
+    assert abs(again[0] - (scores[1] - 5.0)) < 1e-3
+    with pytest.raises(ConfigError, match="not one of yes-no, reply, pmi"):
+        LLMReranker(kind="pmi2")

@@ -15,6 +15,10 @@
   the query; the score is log p("yes") - log p("no") of its first answer token (the log-odds,
   each side summed over the " yes"/"Yes"/... spellings that are single tokens). kind="reply":
   the mean log-probability per token of the passage as the model's reply to the query.
+  kind="pmi": that, minus the same reply's mean log-probability after an empty user turn (its
+  prior, computed once per passage text): how much the query raises the passage's likelihood,
+  the pointwise mutual information per token. A generic reply ("I don't know.") is likely
+  after any question; its prior takes that back.
 
 Both have .score(query, texts) -> (n,) float scores (higher = more relevant), which
 `Index.search(..., reranker=...)` uses to reorder its top candidates. With `rerank_weight=w`
@@ -333,14 +337,18 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
 class LLMReranker:
     """kind "yes-no": log p(yes) - log p(no) of the answer to LLM_PROMPT; "reply": the mean
     log-probability per token of the passage (then <|im_end|>) as the assistant's reply to the
-    query, the query alone as the user's message."""
+    query, the query alone as the user's message; "pmi": the reply's score minus its prior
+    (`prior_scores`: the same reply after an empty user message)."""
+
+    KINDS = ("yes-no", "reply", "pmi")
 
     def __init__(self, name: str = LLM, max_passage_tokens: int = 192, kind: str = "yes-no"):
         from jaxllm import pretrained
 
-        if kind not in ("yes-no", "reply"):
-            raise ConfigError(f"LLM reranker kind {kind!r} is not one of yes-no, reply")
+        if kind not in self.KINDS:
+            raise ConfigError(f"LLM reranker kind {kind!r} is not one of {', '.join(self.KINDS)}")
         self.kind = kind
+        self.priors: dict[str, float] = {}  # passage text -> prior_scores' value
         self.lm = pretrained.load(name)
         self.max_passage_tokens = max_passage_tokens
         tok = self.lm.tokenizer
@@ -363,7 +371,8 @@ class LLMReranker:
         return tok.encode(tok.apply_chat_template(msg, add_generation_prompt=True))
 
     def score(self, query: str, texts: list[str]) -> np.ndarray:
-        """log p(yes) - log p(no) of the answer's first token, per text.
+        """Per text: kind "reply" and "pmi" as `reply_scores` and `pmi_scores`; "yes-no":
+        log p(yes) - log p(no) of the answer's first token.
 
         One batch per query: the tokens every prompt starts with (the chat template, the
         instruction and the query) are run once into a KV cache (infer/prefix.py), which every
@@ -376,6 +385,8 @@ class LLMReranker:
             return np.zeros(0, np.float32)
         if self.kind == "reply":
             return self.reply_scores(query, texts)
+        if self.kind == "pmi":
+            return self.pmi_scores(query, texts)
         ids = [self.prompt_ids(query, t) for t in texts]
         cut = min(shared_prefix(ids), min(map(len, ids)) - 1)  # every row keeps a token
         if cut:
@@ -416,6 +427,23 @@ class LLMReranker:
             logp = x[np.arange(len(reply)), reply] - np.log(np.exp(x).sum(1))
             out.append(logp.mean())
         return np.array(out, np.float32)
+
+
+    def prior_scores(self, texts: list[str], batch: int = 16) -> np.ndarray:
+        """reply_scores after an empty user message, remembered per text (self.priors): a
+        passage that is a candidate of many queries is read once."""
+        todo = sorted({t for t in texts if t not in self.priors})
+        for at in range(0, len(todo), batch):
+            part = todo[at: at + batch]
+            self.priors.update(zip(part, map(float, self.reply_scores("", part))))
+        return np.array([self.priors[t] for t in texts], np.float32)
+
+    def pmi_scores(self, query: str, texts: list[str]) -> np.ndarray:
+        """reply_scores(query, texts) - prior_scores(texts): mean log p(reply | query) - mean
+        log p(reply | empty turn) over the same reply tokens."""
+        if not texts:
+            return np.zeros(0, np.float32)
+        return self.reply_scores(query, texts) - self.prior_scores(texts)
 
 
 def shared_prefix(rows: list[list[int]]) -> int:
