@@ -10,7 +10,8 @@
 
 --reranker is a trained cross-encoder's folder, or `llm`: SmolLM2-135M-Instruct's yes/no
 log-odds (rerank.LLMReranker), or `llm-reply`: its mean log p of the passage as its reply to
-the query (kind "reply"); SmolLM2 was trained on none of the index's queries, so that all
+the query (kind "reply"), or `llm-pmi`: that minus the passage's prior (kind "pmi"; a reply
+run's cache becomes a PMI cache with pmi_from_reply.py); SmolLM2 was trained on none of the index's queries, so that all
 its training queries may choose w (--dev takes several files; their queries are joined).
 
 The first stage is the best hybrid as hybrid_fusion.py chose it on training queries (BBC: per
@@ -173,7 +174,8 @@ def main():
     ap.add_argument("--chat", default=None, help="index folder built from --corpus chatterbot")
     ap.add_argument("--reranker", required=True,
                     help="a trained cross-encoder's folder, or llm (SmolLM2-135M-Instruct's "
-                         "yes/no), or llm-reply (its log p of the passage as the reply)")
+                         "yes/no), llm-reply (its log p of the passage as the reply) or "
+                         "llm-pmi (that minus the passage's prior)")
     ap.add_argument("--dev", required=True, nargs="+",
                     help="held-out training queries (JSONL; several files are joined)")
     ap.add_argument("--maxp", action="store_true", help="score with MaxP windows")
@@ -185,9 +187,10 @@ def main():
                     help="held-out queries per group (BBC: per type and known-item)")
     ap.add_argument("--cache", default=None, help="JSON file of candidate lists and scores")
     args = ap.parse_args()
-    llm = args.reranker in ("llm", "llm-reply")
-    name = {"llm": "LLM reranker", "llm-reply": "LLM reply reranker"}.get(args.reranker,
-                                                                         "cross-encoder")
+    kinds = {"llm": "yes-no", "llm-reply": "reply", "llm-pmi": "pmi"}
+    llm = args.reranker in kinds
+    name = {"llm": "LLM reranker", "llm-reply": "LLM reply reranker",
+            "llm-pmi": "LLM PMI reranker"}.get(args.reranker, "cross-encoder")
     if llm and args.maxp:
         ap.error("--maxp reads a cross-encoder's windows; the llm reranker has none (drop it)")
     if cached_by(args.cache) not in (None, name):
@@ -206,7 +209,7 @@ def main():
     if len({q["id"] for q in dev_all}) < len(dev_all):
         ap.error(f"a query id appears twice in --dev {' '.join(args.dev)}; pass each file once")
     index = Index.load(path)
-    reranker = LLMReranker(kind="reply" if args.reranker == "llm-reply" else "yes-no") if llm \
+    reranker = LLMReranker(kind=kinds[args.reranker]) if llm \
         else CrossEncoder.load(args.reranker)
     if args.maxp:
         reranker.maxp, reranker.overlap = True, args.overlap
