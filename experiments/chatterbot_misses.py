@@ -1,11 +1,16 @@
-"""How often is the chatterbot first stage's wrong top answer really a mistake?
+"""How often is the chatterbot first stage's wrong top answer really a mistake, and which?
 
-    python experiments/chatterbot_misses.py --index /tmp/retrieval5/chat-minilm --cache /tmp/lead/chat-scores-450.json
+    python experiments/chatterbot_misses.py --index /tmp/retrieval5/chat-minilm \
+        --cache /tmp/lead/chat-scores-450.json [more rerank_fusion.py caches ...]
 
 For every test question ("qa" set) whose first-stage top candidate (the candidate lists cached by
 rerank_fusion.py --cache) is not relevant: is that answer's text (lower-cased, punctuation
-removed) equal to a relevant answer's, and how many words does its question share with the
-query (Jaccard)? Counts only; label noise bounds what any reranker can gain.
+removed) equal to a relevant answer's (a twin filed under another question), or to the query
+itself (an echo: chatterbot's conversations have several turns, so a question is often also
+indexed as the answer to the turn before it), and how many words does its question share with
+the query (Jaccard)? Then, as a diagnostic (not a system: it reads the query's text against the
+candidates'), the first stage's MRR@10 with every echo moved to the end of its list, and for
+each cache, where its reranker alone puts the echo among the 10 candidates (rank 0 = first).
 """
 
 from __future__ import annotations
@@ -24,31 +29,55 @@ def norm(s: str) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", required=True)
-    ap.add_argument("--cache", required=True, help="rerank_fusion.py's --cache file")
+    ap.add_argument("--cache", required=True, nargs="+", help="rerank_fusion.py's --cache files")
     args = ap.parse_args()
+    from rerank_fusion import metrics
+
     from jaxllm.retrieval import Index
 
     idx = Index.load(args.index)
     qa = idx.extra["eval_sets"]["qa"]
     doc = {c.metadata["doc_id"]: c for c in idx.chunks}
-    store = json.loads(open(args.cache).read())
-    wrong = twins = 0
-    sims = []
+    stores = [json.loads(open(path).read()) for path in args.cache]
+    entries = []
     for q in qa:
-        keys = [k for k in store if k.startswith(q["id"] + "|")]
-        if not keys:
-            continue
-        top = idx.chunks[store[keys[0]]["ids"][0]]
+        keys = [k for k in stores[0] if k.startswith(q["id"] + "|")]
+        assert len(keys) == 1, f"{q['id']}: {len(keys)} candidate lists in {args.cache[0]}"
+        entries.append([s[keys[0]] for s in stores])
+    wrong = twins = echoes = 0
+    sims = []
+    for q, (e, *_) in zip(qa, entries):
+        top = idx.chunks[e["ids"][0]]
         if top.metadata["doc_id"] in q["relevant"]:
             continue
         wrong += 1
         twins += any(norm(top.text) == norm(doc[r].text) for r in q["relevant"] if r in doc)
+        echoes += norm(top.text) == norm(q["query"])
         a, b = set(norm(q["query"]).split()), set(norm(top.metadata["title"]).split())
         sims.append(len(a & b) / max(1, len(a | b)))
     sims = np.array(sims)
     print(f"{len(qa)} test questions; top-1 wrong: {wrong}; its text equals a relevant answer's: "
-          f"{twins}; its question's word Jaccard with the query >= 0.5: {int((sims >= .5).sum())}, "
-          f">= 0.8: {int((sims >= .8).sum())}")
+          f"{twins}; equals the query's (an echo): {echoes}; its question's word Jaccard with the "
+          f"query >= 0.5: {int((sims >= .5).sum())}, >= 0.8: {int((sims >= .8).sum())}")
+
+    echo = [[norm(idx.chunks[i].text) == norm(q["query"]) for i in e["ids"]]
+            for q, (e, *_) in zip(qa, entries)]
+    with_echo = [n for n, x in enumerate(echo) if any(x)]
+    demoted = []
+    for (e, *_), x in zip(entries, echo):
+        order = [j for j in range(len(x)) if not x[j]] + [j for j in range(len(x)) if x[j]]
+        demoted.append({k: [e[k][j] for j in order] for k in ("ids", "first", "rerank")})
+    first = [e for e, *_ in entries]
+    print(f"test questions with an echo among the 10 candidates: {len(with_echo)} (first: "
+          f"{sum(echo[n][0] for n in with_echo)}); first stage MRR@10 "
+          f"{metrics(idx, qa, first, [None] * len(qa))['mrr@10']:.3f}, with the echoes moved "
+          f"last {metrics(idx, qa, demoted, [None] * len(qa))['mrr@10']:.3f}")
+    for k, (path, store) in enumerate(zip(args.cache, stores)):
+        ranks = [int(np.argsort(-np.array(entries[n][k]["rerank"]), kind="stable").tolist()
+                     .index(echo[n].index(True))) for n in with_echo]
+        print(f"{store.get('reranker', 'cross-encoder')} ({path}): the echo's rank alone, mean "
+              f"{np.mean(ranks):.2f}; first {np.mean(np.array(ranks) == 0):.2f}, in the last "
+              f"three {np.mean(np.array(ranks) >= 7):.2f}")
 
 
 if __name__ == "__main__":
