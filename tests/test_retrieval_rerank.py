@@ -38,19 +38,15 @@ def test_training_pairs_mine_the_stage_that_is_reranked():
 
     lists = {}
     for mode in ("dense", "bm25", "hybrid"):
-        (q, pos, negs, first), = training_pairs(index, [query], negatives=3, mode=mode)
+        (q, pos, negs), = training_pairs(index, [query], negatives=3, mode=mode)
         assert q == query["query"] and pos == text["s3"]
         assert negs == expected(mode, ["s3"]), mode
-        # the first stage's own scores of the positive and the negatives
-        hits = index.search_hits([query["query"]], mode=mode, k=30)[0]
-        score = {index.chunks[i].text: float(v) for i, v in zip(hits.ids, hits.scores)}
-        assert first == [score.get(t, min(0.0, *score.values())) for t in [pos, *negs]], mode
         lists[mode] = negs
     assert len({tuple(v) for v in lists.values()}) == 3  # the three stages differ here
     assert training_pairs(index, [query], negatives=3)[0][2] == lists["hybrid"]  # has vectors
     for relevant in (["s1"], ["b2"]):  # s1's copy is no negative for s1, and only once for b2
-        (_, _, negs, _), = training_pairs(
-            index, [{"query": "the club won", "relevant": relevant}], negatives=5, mode="bm25")
+        (_, _, negs), = training_pairs(index, [{"query": "the club won", "relevant": relevant}],
+                                       negatives=5, mode="bm25")
         assert len(set(negs)) == 5 and not {text[r] for r in relevant} & set(negs)
 
 
@@ -136,7 +132,7 @@ def test_cross_encoder_training_and_files(tmp_path):
     # rate of 2 negatives in 3 lowers it), and BBC's first reranker had learned little more
     # than the base rate
     pairs = training_pairs(index, train, negatives=2)
-    first = [np.argmax(model.score(q, [p, *negs])) == 0 for q, p, negs, _ in pairs]
+    first = [np.argmax(model.score(q, [p, *negs])) == 0 for q, p, negs in pairs]
     assert np.mean(first) == 1.0, first
     model.save(tmp_path / "reranker")
     back = CrossEncoder.load(tmp_path / "reranker")
@@ -150,37 +146,6 @@ def test_cross_encoder_training_and_files(tmp_path):
     assert again.maxp and again.max_len == 16
     again.max_len, again.maxp = model.max_len, False
     np.testing.assert_allclose(again.score("oil", texts), model.score("oil", texts), rtol=1e-6)
-
-
-@pytest.mark.slow
-def test_residual_training_reads_the_first_stage():
-    """residual=R: the loss reads logit + R * (the first stage's min-max score), so where that
-    stage ranks every positive first a large R leaves the listwise part nothing to learn (the
-    binary part still sees the negatives at logit + 0), and where it ranks them below a
-    negative the loss is far larger than without it."""
-    index = Index.build(DOCS, chunking=Chunking("none"))
-    train = [{"query": d.title + " " + d.text.split()[1], "relevant": [d.id]} for d in DOCS]
-    pairs = training_pairs(index, train, negatives=2)
-    right = [q for q, (*_, f) in zip(train, pairs) if f[0] > max(f[1:])]
-    assert len(right) >= 2  # BM25 ranks these queries' own documents first
-
-    def first_loss(queries, residual):
-        losses = []
-        train_cross_encoder(index, queries, steps=1, batch_queries=2, negatives=2, max_len=32,
-                            residual=residual, progress=False,
-                            log=lambda s, loss: losses.append(loss))
-        return losses[0]
-
-    plain = first_loss(right, 0.0)
-    assert first_loss(right, 30.0) < 0.5 * plain
-    # the same queries, each with the next query's document as its relevant one: one the
-    # first stage ranks below a negative (its own document)
-    wrong = [dict(q, relevant=right[(n + 1) % len(right)]["relevant"])
-             for n, q in enumerate(right)]
-    assert all(f[0] < max(f[1:]) for *_, f in training_pairs(index, wrong, negatives=2))
-    assert first_loss(wrong, 30.0) > 10 * first_loss(wrong, 0.0) > 0
-    with pytest.raises(ConfigError, match="residual -1.0 is negative"):
-        train_cross_encoder(index, train, steps=1, residual=-1.0, progress=False)
 
 
 @pytest.mark.slow

@@ -58,9 +58,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    "index's own training queries)")
     r.add_argument("--out", default=None, help="the reranker folder (default: INDEX/reranker)")
     r.add_argument("--init", default=None, help="a trained reranker folder to continue from")
-    r.add_argument("--residual", type=float, default=0.0, help="train on logit + RESIDUAL x "
-                   "the first stage's min-max score: learn what that stage gets wrong (fuse "
-                   "the result with --rerank-weight; 0: off)")
     r.add_argument("--seed", type=int, default=0, help="the order of the training queries (and "
                    "a new head's weights): another seed continues --init on other queries")
     r.add_argument("--no-progress", action="store_true")
@@ -105,7 +102,7 @@ def _train_reranker(args) -> int:
                                 negatives=args.negatives, max_len=args.max_len, lr=args.lr,
                                 head_lr=args.head_lr, mode=args.mode, alpha=args.alpha,
                                 maxp=args.maxp, overlap=args.overlap, init=args.init,
-                                seed=args.seed, residual=args.residual,
+                                seed=args.seed,
                                 progress=not args.no_progress,
                                 log=lambda s, loss: print(f"step {s}: loss {loss:.4f} "
                                                           f"({time.time() - start:.0f} s)",

@@ -210,8 +210,8 @@ class CrossEncoder:
 
 def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
                    mode: str | None = None, alpha: float = 0.5):
-    """(query, positive text, [negative texts], [first-stage scores of the positive and each
-    negative]) for each query whose relevant documents have a chunk, mined from the first stage that the reranker will reorder (`mode`: "hybrid" at
+    """(query, positive text, [negative texts]) for each query whose relevant documents have a
+    chunk, mined from the first stage that the reranker will reorder (`mode`: "hybrid" at
     `alpha` when the index has vectors, else "bm25"): the positive is its best-ranked chunk of a
     relevant document (else that document's first chunk), the negatives its best-ranked chunks
     of other documents (then other chunks in a seeded order, when it finds too few).
@@ -220,9 +220,7 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
     alone for a query whose answer BM25 does not find (most of chatterbot's), every negative
     shares words with the query and the positive does not, and a model learns that word overlap
     means irrelevant, which reverses a dense list. A negative never has the text of a relevant
-    chunk (BBC holds duplicate articles under two ids) nor of another negative. A chunk the
-    first stage did not return (a fallback) gets min(0, its lowest score): 0 is BM25's score of
-    a chunk sharing no word with the query, and rsf's of a chunk in neither list."""
+    chunk (BBC holds duplicate articles under two ids) nor of another negative."""
     mode = mode or ("hybrid" if index.encoder_info is not None else "bm25")
     first_chunk = {}
     for i, c in enumerate(index.chunks):
@@ -235,8 +233,6 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
     for q, h in zip(queries, hits):
         relevant = set(q["relevant"])
         ranked = [int(i) for i in h.ids]
-        score = dict(zip(ranked, map(float, h.scores)))
-        floor = min(0.0, *score.values())
         pos = next((i for i in ranked if index.chunks[i].metadata["doc_id"] in relevant),
                    next((first_chunk[d] for d in q["relevant"] if d in first_chunk), None))
         negs, seen = [], set()
@@ -250,8 +246,7 @@ def training_pairs(index, queries, negatives: int = 3, depth: int = 30, *,
                 seen.add(text)
         if pos is None or len(negs) < negatives:
             continue
-        out.append((q["query"], index.chunks[pos].text, [index.chunks[i].text for i in negs],
-                    [score.get(i, floor) for i in [pos] + negs]))
+        out.append((q["query"], index.chunks[pos].text, [index.chunks[i].text for i in negs]))
     return out
 
 
@@ -272,7 +267,7 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
                         negatives: int = 3, max_len: int = 128, lr: float = 3e-5,
                         head_lr: float = 1e-3, mode: str | None = None, alpha: float = 0.5,
                         maxp: bool = False, overlap: int = 32, init=None, seed: int = 0,
-                        residual: float = 0.0, progress: bool = True, log=None) -> CrossEncoder:
+                        progress: bool = True, log=None) -> CrossEncoder:
     """Fine-tune a CrossEncoder from all-MiniLM-L6-v2 on an index's training queries with hard
     negatives from the first stage it will rerank (`training_pairs`; mode, alpha).
 
@@ -284,20 +279,11 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     is read as its best window under the current weights (a forward pass over all its windows,
     without gradients), and the step trains on those: the gradient of the max over windows.
     init: a trained cross-encoder's folder to continue from (else all-MiniLM-L6-v2 and a new
-    head).
-
-    residual > 0: both losses read logit + residual * m, m the first stage's scores min-max
-    normalised over each query's candidates (the positive first: 1 where the first stage ranks
-    it above its negatives, 0 where below all). Where the first stage already ranks the
-    positive first the loss is small, so the model learns what that stage gets wrong rather
-    than relevance from scratch; such a model is meant to be fused with the first stage
-    (`rerank_weight`), and its sigmoid alone is not a probability."""
+    head)."""
     import optax
     from tqdm import tqdm
 
     pairs = training_pairs(index, queries, negatives, mode=mode, alpha=alpha)
-    if residual < 0:
-        raise ConfigError(f"residual {residual} is negative; pass 0 (off) or a positive weight")
     if not pairs:
         raise ConfigError("no training pairs: the training queries found no relevant chunk and "
                           f"{negatives} other chunks")
@@ -316,17 +302,17 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     opt_state = tx.init(ce.params)
     model = ce.model
 
-    def loss_fn(params, tokens, types, mask, labels, prior):
+    def loss_fn(params, tokens, types, mask, labels):
         hidden = model.apply({"params": params["encoder"]}, tokens, types, mask)["hidden"]
-        logits = mean_pool(hidden, mask) @ params["head"]["w"] + params["head"]["b"] + prior
+        logits = mean_pool(hidden, mask) @ params["head"]["w"] + params["head"]["b"]
         bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
         listwise = optax.softmax_cross_entropy(logits.reshape(batch_queries, -1),
                                                labels.reshape(batch_queries, -1))
         return bce + jnp.mean(listwise)
 
     @jax.jit
-    def step(params, opt_state, tokens, types, mask, labels, prior):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, types, mask, labels, prior)
+    def step(params, opt_state, tokens, types, mask, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, types, mask, labels)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -336,16 +322,12 @@ def train_cross_encoder(index, queries, *, steps: int = 300, batch_queries: int 
     for s in tqdm(range(steps), desc="training the cross-encoder", disable=not progress):
         batch = [pairs[order[(s * batch_queries + j) % len(pairs)]] for j in range(batch_queries)]
         ce.params = params  # best_rows picks each candidate's window with the current weights
-        parts = [ce.arrays(*ce.best_rows(q, [p] + n)) for q, p, n, _ in batch]
+        parts = [ce.arrays(*ce.best_rows(q, [p] + n)) for q, p, n in batch]
         T = max(t.shape[1] for t, _, _ in parts)  # one length per step: pad to the longest
         tokens, types, mask = (np.concatenate([np.pad(a[i], ((0, 0), (0, T - a[i].shape[1])))
                                                for a in parts]) for i in range(3))
         labels = np.tile(np.r_[1.0, np.zeros(negatives)], batch_queries).astype(np.float32)
-        first = np.array([f for *_, f in batch], np.float64)  # (batch_queries, 1 + negatives)
-        span = first.max(1, keepdims=True) - first.min(1, keepdims=True)
-        m = (first - first.min(1, keepdims=True)) / np.where(span > 0, span, 1.0)
-        prior = (residual * m).reshape(-1).astype(np.float32)
-        params, opt_state, loss = step(params, opt_state, tokens, types, mask, labels, prior)
+        params, opt_state, loss = step(params, opt_state, tokens, types, mask, labels)
         if log is not None and (s % 25 == 0 or s == steps - 1):
             log(s, float(loss))
     ce.params = params
