@@ -1,0 +1,62 @@
+"""A trained reward model's score margin on each held-out arithmetic and counting pair.
+
+    python experiments/reward_pair_scores.py --run WORK/runs/reward-300 [--seq 72 --held-pairs 80]
+
+The pairs are alignment_smollm2.py reward's held-out ones (preference_pairs(--held-pairs,
+seed=1)); for each: the chosen and rejected answers, score(chosen) - score(rejected) and whether
+it is right. Prints, per task and per value of the chosen answer (counting), how often the model
+is right: a model that has learned an answer's prior (a count of 1 is the commonest) rather than
+the task is right exactly where the prior is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, required=True, help="a reward run directory")
+    ap.add_argument("--seq", type=int, default=72)
+    ap.add_argument("--held-pairs", type=int, default=80)
+    args = ap.parse_args()
+    sys.argv = sys.argv[:1]  # alignment_smollm2 parses nothing at import; keep it that way
+    import alignment_smollm2 as A
+    import jax
+
+    from jaxllm.data import preferences
+
+    run = A.load_run(args.run)
+    held = [r for r in preferences.preference_pairs(args.held_pairs, seed=1)
+            if r["task"] in ("arithmetic", "counting")]
+    rows = A.align_inputs.pair_rows(run.tokenizer, held, args.seq, "pairs")
+    x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, args.seq)
+               for k in ("inputs", "mask"))
+    last = np.minimum(args.seq - np.argmax(mask[:, ::-1], axis=1), args.seq - 1)
+    score = jax.jit(lambda p, x, i: A.reward_scores(run.model, p, x, i))
+    s = []
+    for start in range(0, len(x), 8):
+        idx = np.arange(start, start + 8) % len(x)
+        s += list(np.asarray(score(run.params, x[idx], last[idx])))
+    margin = np.array(s[:len(x)]).reshape(-1, 2) @ np.array([1.0, -1.0])
+    groups = defaultdict(list)
+    for r, m in zip(held, margin):
+        print(f"{r['task']:10s} {r['prompt'][:44]!r:48s} chosen {r['chosen']:>5s} rejected "
+              f"{r['rejected']:>5s} margin {m:+.3f} {'right' if m > 0 else 'WRONG'}")
+        groups[r["task"]].append(m > 0)
+        if r["task"] == "counting":
+            groups[f"counting, chosen = {r['chosen']}"].append(m > 0)
+    print("\n| pairs | n | right | mean abs margin |\n|---|---|---|---|")
+    for g in sorted(groups):
+        sel = [m for r, m in zip(held, margin) if g.startswith(r["task"])
+               and (g == r["task"] or g.endswith(f"= {r['chosen']}"))]
+        print(f"| {g} | {len(groups[g])} | {sum(groups[g])} | {np.mean(np.abs(sel)):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
