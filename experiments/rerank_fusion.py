@@ -11,8 +11,9 @@
 --reranker is a trained cross-encoder's folder, or `llm`: SmolLM2-135M-Instruct's yes/no
 log-odds (rerank.LLMReranker), or `llm-reply`: its mean log p of the passage as its reply to
 the query (kind "reply"), or `llm-pmi`: that minus the passage's prior (kind "pmi"; a reply
-run's cache becomes a PMI cache with pmi_from_reply.py); SmolLM2 was trained on none of the index's queries, so that all
-its training queries may choose w (--dev takes several files; their queries are joined).
+run's cache becomes a PMI cache with pmi_from_reply.py); SmolLM2 was trained on none of the
+index's queries, so that all its training queries may choose w (--dev takes several files;
+their queries are joined).
 
 The first stage is the best hybrid as hybrid_fusion.py chose it on training queries (BBC: per
 query type; FIRST_STAGE below). Its top `--candidates` per query are scored once by the

@@ -428,7 +428,6 @@ class LLMReranker:
             out.append(logp.mean())
         return np.array(out, np.float32)
 
-
     def prior_scores(self, texts: list[str], batch: int = 16) -> np.ndarray:
         """reply_scores after an empty user message, remembered per text (self.priors): a
         passage that is a candidate of many queries is read once."""
