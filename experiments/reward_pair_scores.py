@@ -48,14 +48,13 @@ def main():
     for r, m in zip(held, margin):
         print(f"{r['task']:10s} {r['prompt'][:44]!r:48s} chosen {r['chosen']:>5s} rejected "
               f"{r['rejected']:>5s} margin {m:+.3f} {'right' if m > 0 else 'WRONG'}")
-        groups[r["task"]].append(m > 0)
+        groups[r["task"]].append(m)
         if r["task"] == "counting":
-            groups[f"counting, chosen = {r['chosen']}"].append(m > 0)
+            groups[f"counting, chosen = {r['chosen']}"].append(m)
     print("\n| pairs | n | right | mean abs margin |\n|---|---|---|---|")
-    for g in sorted(groups):
-        sel = [m for r, m in zip(held, margin) if g.startswith(r["task"])
-               and (g == r["task"] or g.endswith(f"= {r['chosen']}"))]
-        print(f"| {g} | {len(groups[g])} | {sum(groups[g])} | {np.mean(np.abs(sel)):.3f} |")
+    for g, ms in sorted(groups.items()):
+        ms = np.array(ms)
+        print(f"| {g} | {len(ms)} | {int((ms > 0).sum())} | {np.abs(ms).mean():.3f} |")
 
 
 if __name__ == "__main__":
