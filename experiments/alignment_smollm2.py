@@ -181,9 +181,8 @@ def stage_sft(args):
 
 # --- reward model ------------------------------------------------------------------------------
 
-def pair_accuracy(run, records, max_len: int, batch: int = 8) -> dict:
-    """The reward model's accuracy on pairs: score(prompt + chosen) > score(prompt + rejected),
-    per task."""
+def pair_scores(run, records, max_len: int, batch: int = 8) -> np.ndarray:
+    """The reward model's (score(prompt + chosen), score(prompt + rejected)) per pair: (n, 2)."""
     rows = align_inputs.pair_rows(run.tokenizer, records, max_len, "pairs")
     # chosen, rejected of each pair in turn
     x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, max_len)
@@ -194,7 +193,13 @@ def pair_accuracy(run, records, max_len: int, batch: int = 8) -> dict:
     for start in range(0, len(x), batch):
         idx = np.arange(start, start + batch) % len(x)  # the last batch wraps: one shape
         scores += list(np.asarray(score(run.params, x[idx], last[idx])))
-    scores = np.asarray(scores[:len(x)]).reshape(-1, 2)
+    return np.asarray(scores[:len(x)]).reshape(-1, 2)
+
+
+def pair_accuracy(run, records, max_len: int, batch: int = 8) -> dict:
+    """The reward model's accuracy on pairs: score(prompt + chosen) > score(prompt + rejected),
+    per task."""
+    scores = pair_scores(run, records, max_len, batch)
     right = scores[:, 0] > scores[:, 1]
     out = {"all": float(right.mean()), "n": len(records)}
     for task in sorted({r.get("task", "") for r in records}):

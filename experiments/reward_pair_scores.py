@@ -27,23 +27,13 @@ def main():
     args = ap.parse_args()
     sys.argv = sys.argv[:1]  # alignment_smollm2 parses nothing at import; keep it that way
     import alignment_smollm2 as A
-    import jax
 
     from jaxllm.data import preferences
 
     run = A.load_run(args.run)
     held = [r for r in preferences.preference_pairs(args.held_pairs, seed=1)
             if r["task"] in ("arithmetic", "counting")]
-    rows = A.align_inputs.pair_rows(run.tokenizer, held, args.seq, "pairs")
-    x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, args.seq)
-               for k in ("inputs", "mask"))
-    last = np.minimum(args.seq - np.argmax(mask[:, ::-1], axis=1), args.seq - 1)
-    score = jax.jit(lambda p, x, i: A.reward_scores(run.model, p, x, i))
-    s = []
-    for start in range(0, len(x), 8):
-        idx = np.arange(start, start + 8) % len(x)
-        s += list(np.asarray(score(run.params, x[idx], last[idx])))
-    margin = np.array(s[:len(x)]).reshape(-1, 2) @ np.array([1.0, -1.0])
+    margin = A.pair_scores(run, held, args.seq) @ np.array([1.0, -1.0])
     groups = defaultdict(list)
     for r, m in zip(held, margin):
         print(f"{r['task']:10s} {r['prompt'][:44]!r:48s} chosen {r['chosen']:>5s} rejected "
