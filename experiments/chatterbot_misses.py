@@ -11,6 +11,9 @@ indexed as the answer to the turn before it), and how many words does its questi
 the query (Jaccard)? Then, as a diagnostic (not a system: it reads the query's text against the
 candidates'), the first stage's MRR@10 with every echo moved to the end of its list, and for
 each cache, where its reranker alone puts the echo among the 10 candidates (rank 0 = first).
+With --weights (one per cache: the w rerank_fusion.py chose for it), the MRR@10 of each cache's
+fused order against the first stage's on the questions with an echo among their candidates and
+on the others: is a reranker's gain only its demotion of the echo?
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", required=True)
     ap.add_argument("--cache", required=True, nargs="+", help="rerank_fusion.py's --cache files")
+    ap.add_argument("--weights", type=float, nargs="+", default=None,
+                    help="the fused weight w of each cache, in the same order")
     args = ap.parse_args()
+    if args.weights is not None and len(args.weights) != len(args.cache):
+        ap.error(f"--weights needs one w per --cache file ({len(args.cache)}), got "
+                 f"{len(args.weights)}")
     from rerank_fusion import metrics
 
     from jaxllm.retrieval import Index
@@ -78,6 +86,17 @@ def main():
         print(f"{store.get('reranker', 'cross-encoder')} ({path}): the echo's rank alone, mean "
               f"{np.mean(ranks):.2f}; first {np.mean(np.array(ranks) == 0):.2f}, in the last "
               f"three {np.mean(np.array(ranks) >= 7):.2f}")
+    if args.weights is None:
+        return
+    others = [n for n in range(len(qa)) if n not in set(with_echo)]
+    for k, (path, w) in enumerate(zip(args.cache, args.weights)):
+        parts = []
+        for name, ns in (("with an echo", with_echo), ("without", others)):
+            qs, es = [qa[n] for n in ns], [entries[n][k] for n in ns]
+            base = metrics(idx, qs, es, [None] * len(ns))["mrr@10"]
+            fused = metrics(idx, qs, es, [w] * len(ns))["mrr@10"]
+            parts.append(f"{name} ({len(ns)}) {base:.3f} -> {fused:.3f}")
+        print(f"{path} fused at w = {w}: MRR@10, first stage -> fused: {'; '.join(parts)}")
 
 
 if __name__ == "__main__":
