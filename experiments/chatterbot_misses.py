@@ -47,9 +47,12 @@ def main():
     qa = idx.extra["eval_sets"]["qa"]
     doc = {c.metadata["doc_id"]: c for c in idx.chunks}
     stores = [json.loads(open(path).read()) for path in args.cache]
+    keys_of = {}  # query id -> its cache keys ("id|fusion|alpha|pool|candidates")
+    for k in stores[0]:
+        keys_of.setdefault(k.split("|")[0], []).append(k)
     entries = []
     for q in qa:
-        keys = [k for k in stores[0] if k.startswith(q["id"] + "|")]
+        keys = keys_of.get(q["id"], [])
         assert len(keys) == 1, f"{q['id']}: {len(keys)} candidate lists in {args.cache[0]}"
         entries.append([s[keys[0]] for s in stores])
     wrong = twins = echoes = 0
@@ -88,7 +91,7 @@ def main():
               f"three {np.mean(np.array(ranks) >= 7):.2f}")
     if args.weights is None:
         return
-    others = [n for n in range(len(qa)) if n not in set(with_echo)]
+    others = sorted(set(range(len(qa))) - set(with_echo))
     for k, (path, w) in enumerate(zip(args.cache, args.weights)):
         parts = []
         for name, ns in (("with an echo", with_echo), ("without", others)):

@@ -12,7 +12,6 @@ the task is right exactly where the prior is.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,7 +24,6 @@ def main():
     ap.add_argument("--seq", type=int, default=72)
     ap.add_argument("--held-pairs", type=int, default=80)
     args = ap.parse_args()
-    sys.argv = sys.argv[:1]  # alignment_smollm2 parses nothing at import; keep it that way
     import alignment_smollm2 as A
 
     from jaxllm.data import preferences
