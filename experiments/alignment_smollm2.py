@@ -8,7 +8,10 @@ CPU, so each run is sized to finish in minutes. Stages (each reads the earlier o
   data      jaxllm data chatterbot + jaxllm data preferences (seeded) into WORK/data
   sft       chatterbot SFT for prompt-loss weights 0, 0.1, 1: held-out answer perplexity (every
             held-out conversation's answer tokens once) before and after
-  reward    a reward model from the SFT (w=0) run on K=4 rankings of the four programmatic
+  tasksft   SFT on demonstrations of the four programmatic tasks (training prompts only):
+            the LM's preference for chosen over rejected on the held-out pairs and its greedy
+            accuracy on their number prompts, before and after
+  reward    a reward model from the SFT (w=0) run (or --sft, e.g. sft-tasks) on K=4 rankings of the four programmatic
             tasks: held-out pairwise accuracy and Kendall tau; pairwise accuracy on held-out
             programmatic preference pairs, per task
   dpo       DPO from the SFT run: held-out preference accuracy of the implicit reward, greedy
@@ -29,6 +32,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import statistics
@@ -50,7 +54,7 @@ from jaxllm.data import chat, preferences  # noqa: E402
 from jaxllm.infer import generate  # noqa: E402
 from jaxllm.objectives import policy  # noqa: E402
 from jaxllm.objectives.causal_lm import lm_loss_and_metrics  # noqa: E402
-from jaxllm.objectives.preference import reward_scores  # noqa: E402
+from jaxllm.objectives.preference import reward_scores, sequence_logprobs  # noqa: E402
 from jaxllm.optim import TrainState, make_optimizer  # noqa: E402
 from jaxllm.text.chat import ANSWER_END  # noqa: E402
 from jaxllm.train import RunDir, align_inputs, load_run, train  # noqa: E402
@@ -179,6 +183,72 @@ def stage_sft(args):
     (args.work / "sft.json").write_text(json.dumps(rows, indent=1))
 
 
+# --- SFT on the programmatic tasks' demonstrations ------------------------------------------
+
+def lm_pair_accuracy(model, params, tokenizer, records, max_len: int, batch: int = 8) -> dict:
+    """The language model as a judge: log p(chosen | prompt) > log p(rejected | prompt) (summed
+    over the answer tokens), per task."""
+    rows = align_inputs.pair_rows(tokenizer, records, max_len, "pairs")
+    f = jax.jit(lambda p, x, y, m: sequence_logprobs(model.apply({"params": p}, x), y, m)[0])
+    merged = lora.merge(params)
+    lp = {}
+    for side in ("chosen", "rejected"):
+        parts = []
+        for start in range(0, len(records), batch):
+            idx = np.arange(start, start + batch) % len(records)  # the last batch wraps
+            parts.append(np.asarray(f(merged, *(rows[f"{side}_{k}"][idx]
+                                                for k in ("inputs", "targets", "mask")))))
+        lp[side] = np.concatenate(parts)[:len(records)]
+    right = lp["chosen"] > lp["rejected"]
+    return {t: (float(right[sel].mean()), int(sel.sum())) for t in preferences.TASKS
+            if (sel := np.array([r["task"] == t for r in records])).any()}
+
+
+def number_accuracy(model, params, tokenizer, records) -> dict:
+    """Greedy exact-match accuracy on the pairs' prompts of the two number tasks."""
+    return {t: task_accuracy(model, params, tokenizer,
+                             [{"prompt": r["prompt"], "answer": r["chosen"], "task": t}
+                              for r in records if r["task"] == t])
+            for t in ("arithmetic", "counting")}
+
+
+def stage_tasksft(args):
+    """SFT (answers only) on --demos demonstrations of the programmatic tasks, training prompts
+    only (none of the --held-pairs held-out prompts of the reward stage): the starting point
+    of a reward model that has seen what the right numbers are, token by token. Reports the
+    LM's own preference (log-probability of chosen over rejected) on the held-out pairs and
+    its greedy accuracy on their number prompts, before and after."""
+    d = args.work / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    held = preferences.preference_pairs(args.held_pairs, seed=1)
+    demos = preferences.demonstrations(args.demos, seed=5, taken={r["prompt"] for r in held})
+    for name, rows in (("tasks_sft", [[m["content"] for m in c["messages"]] for c in demos]),
+                       ("tasks_sft_heldout", [(r["prompt"], r["chosen"]) for r in held])):
+        with open(d / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["question", "answer"])
+            w.writerows(rows)
+    cfg, cmd = config("lm", NAME, f"csv:{d}/tasks_sft.csv", f"csv:{d}/tasks_sft_heldout.csv",
+                      steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
+                      eval_batches=3,
+                      extra=["data.columns=question,answer", "align.prompt_loss_weight=0.0",
+                             "optim.warmup_steps=10",
+                             f"train.eval_every={args.eval_every or args.steps}"])
+    out = run_dir(args.work, f"sft-tasks{args.tag}")
+    summary = train_once(cfg, out)
+    run = load_run(out)
+    base = pretrained.load(NAME)
+    result = {"summary": summary,
+              "demos": {t: sum(c["task"] == t for c in demos) for t in preferences.TASKS}}
+    for when, params in (("before", base.params), ("after", run.params)):
+        result[when] = {"lm_pairs": lm_pair_accuracy(run.model, params, run.tokenizer, held, 72),
+                        "greedy": number_accuracy(run.model, params, run.tokenizer, held)}
+    print(json.dumps(result), flush=True)
+    print(f"\n```\n{cmd} --out {out}\n```\n")
+    (args.work / f"sft-tasks{args.tag}.json").write_text(json.dumps(result, indent=1,
+                                                                    default=str))
+
+
 # --- reward model ------------------------------------------------------------------------------
 
 def pair_scores(run, records, max_len: int, batch: int = 8) -> np.ndarray:
@@ -220,7 +290,7 @@ def stage_reward(args):
     for name, recs in (("rankings_prog", train_ranks), ("rankings_prog_heldout", held_ranks),
                        ("prefs_prog_heldout", held_pairs)):
         (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    sft = run_dir(args.work, "sft-w0.0")
+    sft = run_dir(args.work, args.sft)
     cfg, cmd = config("reward", str(sft), f"jsonl:{d}/rankings_prog.jsonl",
                       f"jsonl:{d}/rankings_prog_heldout.jsonl", steps=args.steps,
                       batch=args.batch, seq=args.seq, lr=args.lr,
@@ -487,7 +557,7 @@ def stage_steptime(args):
     (args.work / "steptime.json").write_text(json.dumps(rows, indent=1))
 
 
-STAGES = {"data": stage_data, "sft": stage_sft, "reward": stage_reward, "dpo": stage_dpo,
+STAGES = {"data": stage_data, "sft": stage_sft, "tasksft": stage_tasksft, "reward": stage_reward, "dpo": stage_dpo,
           "grpo": stage_grpo, "signal": stage_signal, "steptime": stage_steptime}
 
 
@@ -503,18 +573,24 @@ def main():
     p.add_argument("--held-pairs", type=int, default=160,
                    help="reward: held-out programmatic pairs (and their rankings)")
     p.add_argument("--eval-every", type=int, default=None,
-                   help="grpo (default 5), reward (default --steps): steps between evaluations")
+                   help="grpo (default 5), reward, tasksft (default --steps): steps between "
+                   "evaluations")
     p.add_argument("--batch", type=int, default=8,
-                   help="grpo: completions per step (--group a prompt); reward: rankings per step")
+                   help="grpo: completions per step (--group a prompt); reward: rankings per step; "
+                   "tasksft: packed rows per step")
     p.add_argument("--group", type=int, default=4, help="grpo: completions per prompt")
     p.add_argument("--reward", default="match", choices=["match", "near"],
                    help="grpo: align.reward (near: partial credit for a near number)")
     p.add_argument("--held", type=int, default=16, help="grpo: held-out sums (greedy)")
-    p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward: peak learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward, tasksft: peak learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
     p.add_argument("--repeats", type=int, default=3,
                    help="steptime: timed steps per objective (0: compiled memory only)")
-    p.add_argument("--tag", default="", help="grpo, reward: suffix of the run directory (and "
+    p.add_argument("--demos", type=int, default=6000,
+                   help="tasksft: demonstrations of the programmatic tasks")
+    p.add_argument("--sft", default="sft-w0.0",
+                   help="reward: the run under WORK/runs the reward model starts from")
+    p.add_argument("--tag", default="", help="grpo, reward, tasksft: suffix of the run directory (and "
                    "figure)")
     args = p.parse_args()
     STAGES[args.stage](args)

@@ -2,6 +2,7 @@
 effect on gradients, CSV / JSONL / ShareGPT readers, programmatic preferences and their errors."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -137,10 +138,10 @@ def test_sharegpt_is_read_record_by_record(tmp_path):
 
 def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
     a = preferences.write_alignment_data(tmp_path / "a", seed=1, pairs=40, chatterbot=10,
-                                         ranked=20, tasks=20)
+                                         ranked=20, tasks=20, demos=300)
     preferences.write_alignment_data(tmp_path / "b", seed=1, pairs=40, chatterbot=10,
-                                     ranked=20, tasks=20)
-    for name in ("prefs", "rankings", "tasks", "prefs_heldout"):
+                                     ranked=20, tasks=20, demos=300)
+    for name in ("prefs", "rankings", "tasks", "demos", "prefs_heldout"):
         assert ((tmp_path / "a" / f"{name}.jsonl").read_bytes()
                 == (tmp_path / "b" / f"{name}.jsonl").read_bytes())
     assert a["prefs"] == {"train": 50, "heldout": 5}
@@ -161,6 +162,29 @@ def test_preferences_are_reproducible_correct_and_held_out(tmp_path):
         _, _, a_, op, b_ = rec["prompt"].split("?")[0].split()
         a_, b_ = int(a_), int(b_)
         assert int(rec["answer"]) == (a_ + b_ if op == "+" else a_ - b_)
+    # demos.jsonl: SFT chats whose answers are right, none of any file's held-out prompts
+    assert a["demos"] == {"train": 300, "heldout": 30}  # one_word: 56 prompts in all
+    held = {json.loads(x)["prompt"] for name in ("prefs", "rankings", "tasks")
+            for x in (tmp_path / "a" / f"{name}_heldout.jsonl").read_text().splitlines()}
+    held |= {c[0]["content"] for c in chat.read_chat_jsonl(tmp_path / "a/demos_heldout.jsonl")}
+    demos = chat.read_chat_jsonl(tmp_path / "a/demos.jsonl")
+    assert not {c[0]["content"] for c in demos} & held
+    opposites = {frozenset(p) for p in preferences.OPPOSITES}
+    for user, assistant in ((c[0]["content"], c[1]["content"]) for c in demos):
+        numbers = re.search(r"(\d+) ([+-]) (\d+)", user)
+        if user.startswith("How many"):
+            target, items = re.fullmatch(r"How many times does '(\w+)' appear in this list: "
+                                         r"([\w, ]+)\? .*", user).groups()
+            assert int(assistant) == items.split(", ").count(target)
+        elif user.startswith("In one word"):
+            word = re.search(r"'(\w+)'", user).group(1)
+            assert frozenset((word, assistant.lower())) in opposites
+        else:
+            x, op, y = int(numbers[1]), numbers[2], int(numbers[3])
+            value = x + y if op == "+" else x - y
+            said = json.loads(assistant)["sum"] if user.startswith("Reply") else int(assistant)
+            assert said == value, (user, assistant)
+    assert {c[0]["content"].split()[0] for c in demos} == {"What", "How", "Reply", "In"}
 
 
 def test_rankings_hold_every_contrast_of_the_preference_pairs():

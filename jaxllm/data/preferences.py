@@ -4,7 +4,8 @@ the reward, DPO and RL objectives read.
     records = task_records(200, seed=0)        # {"prompt", "answer", "task"}: verifiable tasks
     pairs = preference_pairs(500, seed=0)      # {"prompt", "chosen", "rejected", "task"}
     ranks = rankings(500, seed=0)              # {"prompt", "responses", "ranks"}: K = 4
-    write_alignment_data("data/")              # all three, with held-out files
+    chats = demonstrations(600, seed=0)        # {"messages": [user, assistant]}: SFT chats
+    write_alignment_data("data/")              # all four, with held-out files
     match_reward(record, completion)           # 1.0 when the completion is the answer, else 0.0
     near_reward(record, completion)            # match, with partial credit for a near number
 
@@ -219,11 +220,22 @@ def near_reward(record: dict, completion: str) -> float:
     return 0.5 / (1 + abs(int(said) - int(answer)))
 
 
+def demonstrations(n: int, seed: int = 0, taken: set | None = None) -> list[dict]:
+    """SFT conversations {"messages": [user prompt, assistant answer]} of the programmatic
+    tasks, two number prompts (arithmetic, counting) to every JSON and one-word one: what a
+    model (and a reward model started from it) has to have seen to judge the numbers."""
+    mix = ("arithmetic", "counting", "arithmetic", "counting", "json", "one_word")
+    return [{"messages": [{"role": "user", "content": r["prompt"]},
+                          {"role": "assistant", "content": r["answer"]}], "task": r["task"]}
+            for r in task_records(n, seed, mix, taken)]
+
+
 def write_alignment_data(out_dir: str | Path, seed: int = 0, *, pairs: int = 2000,
                          chatterbot: int = 500, ranked: int = 2000, tasks: int = 2000,
-                         heldout: float = 0.1) -> dict:
-    """prefs.jsonl, rankings.jsonl, tasks.jsonl and their *_heldout.jsonl under out_dir; the
-    held-out prompts never occur in the training files."""
+                         demos: int = 6000, heldout: float = 0.1) -> dict:
+    """prefs.jsonl, rankings.jsonl, tasks.jsonl, demos.jsonl (SFT chats of the tasks) and their
+    *_heldout.jsonl under out_dir; the held-out prompts never occur in the training files, and
+    no held-out prompt of any file is in demos.jsonl."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -242,6 +254,11 @@ def write_alignment_data(out_dir: str | Path, seed: int = 0, *, pairs: int = 200
         n, s, chatterbot=round(chatterbot * n / pairs), **kw), pairs))
     write("rankings", *split(rankings, ranked))
     write("tasks", *split(task_records, tasks))
+    held = {json.loads(line)["prompt"] for name in counts
+            for line in (out / f"{name}_heldout.jsonl").read_text().splitlines()}
+    demos_held = demonstrations(max(1, round(heldout * demos)), seed + 1, held)
+    held |= {d["messages"][0]["content"] for d in demos_held}
+    write("demos", demonstrations(demos, seed, held), demos_held)
     return {name: {"train": c[0], "heldout": c[1]} for name, c in counts.items()}
 
 
