@@ -283,6 +283,7 @@ def stage_reward(args):
     held-out pairs are those of --held-pairs prompts (seed 1) that no training ranking has, and
     the held-out rankings are the rankings of the same prompts (each holds its pair)."""
     d = args.work / "data"
+    d.mkdir(parents=True, exist_ok=True)
     held_pairs = preferences.preference_pairs(args.held_pairs, seed=1)
     held_ranks = preferences.rankings(args.held_pairs, seed=1)
     train_ranks = preferences.rankings(args.rankings, seed=0,
