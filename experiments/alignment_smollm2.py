@@ -11,9 +11,9 @@ CPU, so each run is sized to finish in minutes. Stages (each reads the earlier o
   tasksft   SFT on demonstrations of the four programmatic tasks (training prompts only):
             the LM's preference for chosen over rejected on the held-out pairs and its greedy
             accuracy on their number prompts, before and after
-  reward    a reward model from the SFT (w=0) run (or --sft, e.g. sft-tasks) on K=4 rankings of the four programmatic
-            tasks: held-out pairwise accuracy and Kendall tau; pairwise accuracy on held-out
-            programmatic preference pairs, per task
+  reward    a reward model from the SFT (w=0) run (or --sft, e.g. sft-tasks) on K=4 rankings
+            of the four programmatic tasks: held-out pairwise accuracy and Kendall tau;
+            pairwise accuracy on held-out programmatic preference pairs, per task
   dpo       DPO from the SFT run: held-out preference accuracy of the implicit reward, greedy
             task accuracy before/after, KL(policy || reference) on sampled completions
   grpo      GRPO from the SFT run on templated one-digit sums (exact-match reward; the SFT
@@ -558,8 +558,8 @@ def stage_steptime(args):
     (args.work / "steptime.json").write_text(json.dumps(rows, indent=1))
 
 
-STAGES = {"data": stage_data, "sft": stage_sft, "tasksft": stage_tasksft, "reward": stage_reward, "dpo": stage_dpo,
-          "grpo": stage_grpo, "signal": stage_signal, "steptime": stage_steptime}
+STAGES = {"data": stage_data, "sft": stage_sft, "tasksft": stage_tasksft, "reward": stage_reward,
+          "dpo": stage_dpo, "grpo": stage_grpo, "signal": stage_signal, "steptime": stage_steptime}
 
 
 def main():
@@ -577,13 +577,14 @@ def main():
                    help="grpo (default 5), reward, tasksft (default --steps): steps between "
                    "evaluations")
     p.add_argument("--batch", type=int, default=8,
-                   help="grpo: completions per step (--group a prompt); reward: rankings per step; "
-                   "tasksft: packed rows per step")
+                   help="grpo: completions per step (--group a prompt); reward: rankings per "
+                   "step; tasksft: packed rows per step")
     p.add_argument("--group", type=int, default=4, help="grpo: completions per prompt")
     p.add_argument("--reward", default="match", choices=["match", "near"],
                    help="grpo: align.reward (near: partial credit for a near number)")
     p.add_argument("--held", type=int, default=16, help="grpo: held-out sums (greedy)")
-    p.add_argument("--lr", type=float, default=1e-3, help="grpo, reward, tasksft: peak learning rate")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="grpo, reward, tasksft: peak learning rate")
     p.add_argument("--temperature", type=float, default=1.0, help="grpo: rollout temperature")
     p.add_argument("--repeats", type=int, default=3,
                    help="steptime: timed steps per objective (0: compiled memory only)")
@@ -591,8 +592,8 @@ def main():
                    help="tasksft: demonstrations of the programmatic tasks")
     p.add_argument("--sft", default="sft-w0.0",
                    help="reward: the run under WORK/runs the reward model starts from")
-    p.add_argument("--tag", default="", help="grpo, reward, tasksft: suffix of the run directory (and "
-                   "figure)")
+    p.add_argument("--tag", default="",
+                   help="grpo, reward, tasksft: suffix of the run directory (and figure)")
     args = p.parse_args()
     STAGES[args.stage](args)
 

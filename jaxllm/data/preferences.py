@@ -246,19 +246,20 @@ def write_alignment_data(out_dir: str | Path, seed: int = 0, *, pairs: int = 200
                                                                 for r in rows))
         counts[name] = (len(train), len(held))
 
+    held_prompts = set()  # of every file: none of them is in demos.jsonl
+
     def split(make, n, **kw):
         held = make(max(1, round(heldout * n)), seed + 1, **kw)
+        held_prompts.update(r["prompt"] for r in held)
         return make(n, seed, taken={r["prompt"] for r in held}, **kw), held
 
     write("prefs", *split(lambda n, s, **kw: preference_pairs(
         n, s, chatterbot=round(chatterbot * n / pairs), **kw), pairs))
     write("rankings", *split(rankings, ranked))
     write("tasks", *split(task_records, tasks))
-    held = {json.loads(line)["prompt"] for name in counts
-            for line in (out / f"{name}_heldout.jsonl").read_text().splitlines()}
-    demos_held = demonstrations(max(1, round(heldout * demos)), seed + 1, held)
-    held |= {d["messages"][0]["content"] for d in demos_held}
-    write("demos", demonstrations(demos, seed, held), demos_held)
+    demos_held = demonstrations(max(1, round(heldout * demos)), seed + 1, held_prompts)
+    held_prompts.update(d["messages"][0]["content"] for d in demos_held)
+    write("demos", demonstrations(demos, seed, held_prompts), demos_held)
     return {name: {"train": c[0], "heldout": c[1]} for name, c in counts.items()}
 
 
