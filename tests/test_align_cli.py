@@ -80,6 +80,23 @@ def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
         assert f"({'lm' if name == 'sft' else name}, held-out" in capsys.readouterr().out
 
 
+def test_sft_reads_chat_jsonl_as_the_same_rows_in_csv(files, capsys):
+    """JSONL conversations ({"messages": [...]}, as `jaxllm data preferences` writes demos.jsonl)
+    are the same SFT data as the CSV of the same rows: the same losses, step by step."""
+    convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in
+             (line.split(",")[1:] for line in (files / "sft.csv").read_text().splitlines()[1:])]
+    (files / "sft.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
+    losses = {}
+    for fmt in ("csv", "jsonl"):
+        run = files / f"sft-{fmt}"
+        assert main(["train", "--init-from", "tiny-llama", "--data", f"{fmt}:{files}/sft.{fmt}",
+                     "--out", str(run)] + COMMON + LORA) == 0
+        losses[fmt] = [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in rows(run)]
+    capsys.readouterr()
+    assert len(convs) == 16 and len(losses["csv"]) >= 3
+    assert losses["jsonl"] == losses["csv"]
+
+
 @pytest.mark.parametrize("objective,data,extra,expected", [
     ("lm", "csv:bad_cols.csv", [], "no column 'system', 'question', 'answer'"),
     ("lm", "csv:empty_answer.csv", [], "line 3: column 'answer' is empty"),

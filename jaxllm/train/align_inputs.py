@@ -59,8 +59,9 @@ def split_records(cfg: config_lib.Config, read, kind: str = "jsonl") -> tuple[li
     """(training, held-out) records of the run's files, read by read(format, path)."""
     dc = cfg.data
     found = data_file(dc.corpus)
-    if found is None or found[0] not in (kind, "csv" if kind == "chat" else kind):
-        want = "csv:FILE or jsonl:FILE" if kind == "chat" else "jsonl:FILE"
+    allowed = FORMATS if kind == "chat" else ("jsonl",)
+    if found is None or found[0] not in allowed:
+        want = " or ".join(f"{fmt}:FILE" for fmt in allowed)
         raise ConfigError(f"data.corpus={dc.corpus!r}: train.objective={cfg.train.objective} "
                           f"reads a file; pass --data {want}")
     records = read(*found)
