@@ -258,11 +258,14 @@ def pair_scores(run, records, max_len: int, batch: int = 8) -> np.ndarray:
     x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, max_len)
                for k in ("inputs", "mask"))
     last = np.minimum(max_len - np.argmax(mask[:, ::-1], axis=1), max_len - 1)  # last token
-    score = jax.jit(lambda p, x, i: reward_scores(run.model, p, x, i))
+    first = np.argmax(mask, axis=1) + 1  # the answer's first token (mask marks its targets)
+    weight = run.config.align.reward_logprob
+    score = jax.jit(lambda p, x, s, i: reward_scores(run.model, p, x, s, i,
+                                                     logprob_weight=weight))
     scores = []
     for start in range(0, len(x), batch):
         idx = np.arange(start, start + batch) % len(x)  # the last batch wraps: one shape
-        scores += list(np.asarray(score(run.params, x[idx], last[idx])))
+        scores += list(np.asarray(score(run.params, x[idx], first[idx], last[idx])))
     return np.asarray(scores[:len(x)]).reshape(-1, 2)
 
 
@@ -296,7 +299,9 @@ def stage_reward(args):
                       f"jsonl:{d}/rankings_prog_heldout.jsonl", steps=args.steps,
                       batch=args.batch, seq=args.seq, lr=args.lr,
                       eval_batches=-(-args.held_pairs // args.batch),
-                      extra=[f"train.eval_every={args.eval_every or args.steps}"])
+                      extra=[f"train.eval_every={args.eval_every or args.steps}",
+                             f"align.reward_logprob={args.logprob_weight}",
+                             f"train.seed={args.seed}"])
     out = run_dir(args.work, f"reward{args.tag}")
     summary = train_once(cfg, out)
     run = load_run(out)
@@ -488,7 +493,8 @@ def example_batch(objective: str, seqs: int, T: int, vocab: int) -> dict:
     if objective == "lm":
         return {"inputs": ids(seqs, T), "targets": ids(seqs, T), "loss_mask": ones(seqs, T)}
     if objective == "reward":
-        return {"inputs": ids(seqs // 4, 4, T), "last": np.full((seqs // 4, 4), T - 1, np.int32),
+        return {"inputs": ids(seqs // 4, 4, T), "start": np.full((seqs // 4, 4), 1, np.int32),
+                "last": np.full((seqs // 4, 4), T - 1, np.int32),
                 "ranks": np.tile(np.arange(4, dtype=np.int32), (seqs // 4, 1))}
     if objective == "dpo":
         b = seqs // 2
@@ -571,6 +577,10 @@ def main():
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--pairs", type=int, default=200, help="dpo: training pairs")
     p.add_argument("--rankings", type=int, default=400, help="reward: training rankings")
+    p.add_argument("--logprob-weight", type=float, default=0.0,
+                   help="reward: align.reward_logprob (0: the scalar head alone)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="reward: train.seed (the head's initialisation, the batches' order)")
     p.add_argument("--held-pairs", type=int, default=160,
                    help="reward: held-out programmatic pairs (and their rankings)")
     p.add_argument("--eval-every", type=int, default=None,

@@ -13,6 +13,10 @@ over prompt + chosen and prompt + rejected, and measures per task, on the held-o
             (<|im_end|>, where the reward model reads) and, for comparison, at the answer's last
             token before it
   heldout   the same probe's accuracy on the training pairs (separable at all?)
+  verifier  the model as a generative verifier, untrained: its log-odds of "yes" against "no"
+            (either case) after a second user turn asks whether the answer is correct (two
+            phrasings, VERIFY_QUESTIONS); what a scalar head initialised from those LM-head rows
+            would read at step 0
 
 Usage:
   python experiments/reward_diagnostics.py --model RUN_DIR_OR_NAME [--train 100] [--held 50]
@@ -36,7 +40,9 @@ from sklearn.linear_model import LogisticRegression
 
 from jaxllm import pretrained
 from jaxllm.data import preferences
+from jaxllm.data.chat import chat_template
 from jaxllm.objectives.preference import sequence_logprobs
+from jaxllm.text.chat import PLAIN_CHATML, apply_chat_template
 from jaxllm.train import align_inputs, load_run
 from jaxllm.transforms import lora
 
@@ -83,6 +89,40 @@ def features(model, params, tokenizer, pairs, T: int, batch: int = 16):
     return [np.concatenate(o) for o in out]
 
 
+VERIFY_QUESTIONS = ("Is your answer correct? Answer yes or no.",
+                    "Is that right? Reply with yes or no.")
+
+
+@partial(jax.jit, static_argnums=0)
+def _last_logprobs(model, params, x, last):
+    logits = model.apply({"params": params}, x)
+    return jax.nn.log_softmax(jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0])
+
+
+def verifier_scores(model, params, tokenizer, pairs, question: str, batch: int = 16):
+    """log p(yes) - log p(no) (either case) at the assistant's turn after the user asks
+    `question` about the answer: (2N,), chosen rows then rejected."""
+    template = chat_template(tokenizer) or PLAIN_CHATML
+    seqs = [tokenizer.encode(apply_chat_template(template, [
+        {"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r[side]},
+        {"role": "user", "content": question}], True))
+        for side in ("chosen", "rejected") for r in pairs]
+    x = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = s
+    last = np.array([len(s) - 1 for s in seqs], np.int32)
+    ids = {w: tokenizer.encode(w) for w in ("yes", "Yes", "no", "No")}
+    assert all(len(v) == 1 for v in ids.values()), ids  # one token each in SmolLM2's vocabulary
+    out = []
+    for start in range(0, len(x), batch):
+        idx = np.arange(start, start + batch) % len(x)  # the last batch wraps: one shape
+        lp = np.asarray(_last_logprobs(model, params, x[idx], last[idx]))
+        lp = lp[:min(batch, len(x) - start)]
+        out.append(np.logaddexp(lp[:, ids["yes"][0]], lp[:, ids["Yes"][0]])
+                   - np.logaddexp(lp[:, ids["no"][0]], lp[:, ids["No"][0]]))
+    return np.concatenate(out)
+
+
 def per_task(right: np.ndarray, tasks: list[str]) -> dict:
     out = {t: round(float(right[np.array(tasks) == t].mean()), 3) for t in sorted(set(tasks))}
     out["all"] = round(float(right.mean()), 3)
@@ -127,6 +167,9 @@ def main():
         right_t, right_h = probe(ft, fh, nt, nh, args.c)
         result[name + "_train"] = per_task(right_t, tasks_t)
         result[name + "_heldout"] = per_task(right_h, tasks_h)
+    for i, question in enumerate(VERIFY_QUESTIONS):
+        v = verifier_scores(model, params, tokenizer, held, question)
+        result[f"verifier_{i}_heldout"] = per_task(v[:nh] > v[nh:], tasks_h)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(result))
 

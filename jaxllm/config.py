@@ -201,6 +201,10 @@ class AlignConfig:
     dpo_loss: str = "sigmoid"
     beta: float = 0.1
     label_smoothing: float = 0.0
+    # Reward model: its score is the scalar head at the response's last token plus
+    # reward_logprob x the response's summed log-probability under the model's own LM head
+    # (0: the head alone, as InstructGPT; objectives/preference.py says why one may want both).
+    reward_logprob: float = 0.0
     # PPO and GRPO (rollouts with jaxllm.infer.generate). reward: "match" (the prompt file's
     # answer, a verifiable task), "near" (match with partial credit for a wrong number near the
     # answer) or a reward-model run directory. kl_coef: PPO's per-token KL penalty in the
@@ -695,7 +699,8 @@ def _validate_align(cfg: Config, need) -> None:
          f"train.objective={t.objective} runs without a pipeline; use data, fsdp and tensor")
     for key in ("align.beta", "align.temperature"):
         need(getattr(a, key.split(".")[1]) > 0, key, "must be positive")
-    for key in ("align.kl_coef", "align.clip_eps", "align.value_clip", "align.vf_coef"):
+    for key in ("align.kl_coef", "align.clip_eps", "align.value_clip", "align.vf_coef",
+                "align.reward_logprob"):
         need(getattr(a, key.split(".")[1]) >= 0, key, "must be zero or positive")
     for key in ("align.gamma", "align.gae_lambda"):
         need(0.0 <= getattr(a, key.split(".")[1]) <= 1.0, key, "must be in [0, 1]")

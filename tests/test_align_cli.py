@@ -51,7 +51,8 @@ def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
     assert main(["train", "--init-from", "tiny-llama", "--data", f"csv:{files}/sft.csv",
                  "--out", runs["sft"]] + COMMON + QLORA) == 0
     assert main(["train", "--objective", "reward", "--init-from", runs["sft"], "--data",
-                 f"jsonl:{files}/rank.jsonl", "--out", runs["reward"]] + COMMON + LORA) == 0
+                 f"jsonl:{files}/rank.jsonl", "--out", runs["reward"], "--set",
+                 "align.reward_logprob=1"] + COMMON + LORA) == 0
     assert main(["train", "--objective", "dpo", "--init-from", runs["sft"], "--data",
                  f"jsonl:{files}/prefs.jsonl", "--out", runs["dpo"]] + COMMON) == 0
     rl = ["--set", "align.max_new_tokens=4"] + LORA
@@ -74,10 +75,38 @@ def test_sft_reward_dpo_grpo_ppo_chain(files, capsys):
         assert abs(first["train_kl"]) < 1e-5 and "train_reward" in first
     assert {"train_chosen_reward", "train_margin"} <= set(rows(runs["dpo"])[1])
     assert "val_kendall_tau" in rows(runs["reward"])[-1]
+    assert_rl_scores_as_trained(runs["reward"], files / "rank.jsonl")
     for name, run in runs.items():
         assert main(["generate", "--run", run, "--chat", "1+2?", "--max-new-tokens", "3"]) == 0
         assert main(["eval", "--run", run]) == 0
         assert f"({'lm' if name == 'sft' else name}, held-out" in capsys.readouterr().out
+
+
+def assert_rl_scores_as_trained(run_path, rankings):
+    """PPO's reward (train.rollout.RewardModel, prompt and completion ids) is the score the
+    reward model was trained and evaluated with (the rows of train/align_inputs.ranking_rows),
+    the response's log-probability term included."""
+    import jax
+    import numpy as np
+
+    from jaxllm.data.chat import encode_answer, encode_prompt
+    from jaxllm.data.preferences import read_rankings
+    from jaxllm.objectives.preference import reward_scores
+    from jaxllm.train import load_run
+    from jaxllm.train.align_inputs import ranking_rows
+    from jaxllm.train.rollout import RewardModel
+
+    run = load_run(run_path)
+    assert run.config.align.reward_logprob == 1.0
+    records = read_rankings(str(rankings))[:4]
+    r = ranking_rows(run.tokenizer, records, run.config.model.max_len, 3, "rankings")
+    x, start, last = r["inputs"].reshape(12, -1), r["start"].reshape(12), r["last"].reshape(12)
+    want = reward_scores(run.model, run.params, jax.numpy.asarray(x), jax.numpy.asarray(start),
+                         jax.numpy.asarray(last), logprob_weight=1.0)
+    prompts = [encode_prompt(run.tokenizer, rec["prompt"]) for rec in records for _ in range(3)]
+    answers = [encode_answer(run.tokenizer, y) for rec in records for y in rec["responses"]]
+    got = RewardModel(run_path, run.tokenizer)(prompts, answers)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_sft_reads_chat_jsonl_as_the_same_rows_in_csv(files, capsys):
@@ -105,6 +134,8 @@ def test_sft_reads_chat_jsonl_as_the_same_rows_in_csv(files, capsys):
     ("grpo", "jsonl:long.jsonl", ["--set", "model.max_len=100"],
      "the prompt has 100 tokens, which with 16 for the answer exceed model.max_len=100"),
     ("dpo", "jsonl:same.jsonl", ["--init-from", ""], "needs a reference model: pass --init-from"),
+    ("reward", "jsonl:prefs.jsonl", ["--set", "align.reward_logprob=-1"],
+     "align.reward_logprob=-1.0: must be zero or positive"),
 ])
 def test_bad_alignment_input(files, capsys, objective, data, extra, expected):
     (files / "bad_cols.csv").write_text("q,a\nhi,there\n")

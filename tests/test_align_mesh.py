@@ -32,7 +32,8 @@ def batch(objective, rng, T=12, V=64):
     ids = lambda *s: rng.integers(1, V, s).astype(np.int32)  # noqa: E731
     mask = (np.arange(T) >= 4).astype(np.float32)  # a 4-token prompt, then the completion
     if objective == "reward":
-        return {"inputs": ids(4, 2, T), "last": rng.integers(4, T, (4, 2)).astype(np.int32),
+        return {"inputs": ids(4, 2, T), "start": np.full((4, 2), 4, np.int32),
+                "last": rng.integers(4, T, (4, 2)).astype(np.int32),
                 "ranks": np.tile(np.array([1, 0], np.int32), (4, 1))}
     if objective == "dpo":
         out = {f"{s}_{k}": ids(4, T) for s in ("chosen", "rejected") for k in ("inputs",
@@ -57,7 +58,7 @@ def run(objective, mesh):
                  train=TrainConfig(steps=2, batch_size=8, objective=objective,
                                    lora="rank=2,alpha=4,targets=attn"),
                  parallel=ParallelConfig(mesh=mesh))
-    cfg = replace(cfg, align=replace(cfg.align, group_size=2))
+    cfg = replace(cfg, align=replace(cfg.align, group_size=2, reward_logprob=0.5))
     model, loss_fn = model_and_objective(cfg, 64)
     tx = make_optimizer(cfg.optim, 2)
     state, step_kwargs, plan = _initial_state(cfg, model, tx)
@@ -79,5 +80,11 @@ def test_every_objective_on_a_mesh_equals_one_device(objective):
     assert want_losses[0] != want_losses[1]  # the first step changed the parameters
     for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want),
                           jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
-        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL,
-                                   err_msg=jax.tree_util.keystr(path[0]))
+        name = jax.tree_util.keystr(path[0])
+        if objective == "reward" and name == "['value']['bias']":
+            # Bradley-Terry sees score differences only: the head's bias has no gradient, and
+            # Adam scales float round-off there (~1e-9, different per layout) to steps of up to
+            # ~lr / 10; a real gradient would move it by ~2 lr = 0.02 in the two steps
+            assert abs(float(a[0])) < 5e-3 and abs(float(b[0])) < 5e-3
+            continue
+        np.testing.assert_allclose(b, a, rtol=0, atol=PARAM_ATOL, err_msg=name)

@@ -289,14 +289,40 @@ def test_reward_score_is_the_value_head_at_the_last_token():
     model = Decoder(TINY)
     rng = np.random.default_rng(7)
     inputs = rng.integers(1, 23, (4, 8)).astype(np.int32)
-    last = np.array([7, 3, 5, 6])
-    score = jax.jit(lambda p, x, i: preference.reward_scores(model, p, x, i))
-    got = score(params, jnp.asarray(inputs), jnp.asarray(last))
+    start, last = np.array([2, 1, 3, 6]), np.array([7, 3, 5, 6])
+    score = jax.jit(lambda p, x, s, i: preference.reward_scores(model, p, x, s, i))
+    got = score(params, jnp.asarray(inputs), jnp.asarray(start), jnp.asarray(last))
     logits = np.asarray(_logits(params, inputs))
     np.testing.assert_allclose(got, logits[np.arange(4), last, k], rtol=1e-5, atol=1e-6)
     padded = np.where(np.arange(8)[None] > last[:, None], 0, inputs)
-    np.testing.assert_allclose(score(params, jnp.asarray(padded), jnp.asarray(last)), got,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(score(params, jnp.asarray(padded), jnp.asarray(start),
+                                     jnp.asarray(last)), got, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_reward_score_adds_the_responses_log_probability(weight):
+    """align.reward_logprob=w: the score is the value head at the last token plus w times the
+    summed log p(token) of the response's tokens start..last (each predicted by the position
+    before it), in numpy from the model's logits; padding after the last token changes
+    nothing."""
+    params = dict(random_params(TINY, scale=0.3))
+    model = Decoder(TINY)
+    rng = np.random.default_rng(8)
+    inputs = rng.integers(1, 23, (4, 8)).astype(np.int32)
+    start, last = np.array([2, 1, 3, 6]), np.array([7, 3, 5, 6])
+    score = jax.jit(lambda p, x, s, i: preference.reward_scores(model, p, x, s, i,
+                                                                logprob_weight=weight))
+    got = np.asarray(score(params, jnp.asarray(inputs), jnp.asarray(start), jnp.asarray(last)))
+    logp = np_log_softmax(np.asarray(_logits(params, inputs), np.float64))
+    values = np.asarray(model.apply({"params": params}, jnp.asarray(inputs), head="value"))
+    want = [values[b, last[b]] + weight * sum(logp[b, t - 1, inputs[b, t]]
+                                               for t in range(start[b], last[b] + 1))
+            for b in range(4)]
+    assert abs(want[0] - values[0, last[0]]) > 1.0  # the log-probability term counts
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    padded = np.where(np.arange(8)[None] > last[:, None], 0, inputs)
+    np.testing.assert_allclose(score(params, jnp.asarray(padded), jnp.asarray(start),
+                                     jnp.asarray(last)), got, rtol=1e-5, atol=1e-5)
 
 
 def test_rl_reference_is_the_model_before_lora():

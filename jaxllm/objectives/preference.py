@@ -17,7 +17,12 @@ Log-probabilities are summed over the completion's tokens only (`mask`), never t
 
 The reward model (InstructGPT, Ouyang et al. 2022) scores every candidate of a ranking; each
 ranking contributes the mean over its pairs (i better than j) of -log sigma(s_i - s_j), so the
-loss depends on the ranks, not on the order candidates are listed in.
+loss depends on the ranks, not on the order candidates are listed in. Its score of prompt x and
+response y is the scalar head at y's last token, v(x, y), plus w log pi(y | x) with w =
+align.reward_logprob: the response's summed log-probability under the reward model's own
+language-model head (SimPO's and DPO's implicit reward without a reference, Meng et al. 2024),
+which carries what the network "knows" about the answer but a head on the last token may not
+read (experiments/RESULTS.md); w = 0 is the scalar head alone.
 
 The `*_objective(model, ...)` functions wrap these for the trainer: (params, batch, rng) ->
 (loss, sums), with sums named as the causal objective's (loss_sum, correct, tokens, where
@@ -133,22 +138,33 @@ def dpo_objective(model, *, beta: float, kind: str = "sigmoid", label_smoothing:
     return loss_fn
 
 
-def reward_scores(model, params, inputs, last, rng=None):
-    """The reward model's score of each row: its value head at the row's last real token.
-    inputs (N, T) right-padded token ids, last (N,) the index of each row's last token."""
-    values = _apply(model, params, inputs, rng, "value")  # (N, T)
-    return jnp.take_along_axis(values, last[:, None], axis=1)[:, 0].astype(jnp.float32)
+def reward_scores(model, params, inputs, start, last, *, logprob_weight: float = 0.0,
+                  rng=None):
+    """The reward model's score of each row: its value head at the row's last real token, plus
+    logprob_weight times the response's summed log-probability (tokens start..last) under the
+    model's language-model head. inputs (N, T) right-padded token ids; start (N,) the index of
+    the response's first token, last (N,) of the row's last one."""
+    take = lambda a: jnp.take_along_axis(a, last[:, None], axis=1)[:, 0]  # noqa: E731
+    if logprob_weight == 0.0:
+        return take(_apply(model, params, inputs, rng, "value")).astype(jnp.float32)
+    logits, values = _apply(model, params, inputs, rng, "both")
+    positions = jnp.arange(inputs.shape[1])[None]
+    mask = (positions >= start[:, None] - 1) & (positions < last[:, None])  # predicts start..last
+    logps, _ = sequence_logprobs(logits, jnp.roll(inputs, -1, axis=1), mask)
+    return take(values).astype(jnp.float32) + logprob_weight * logps
 
 
-def reward_objective(model):
+def reward_objective(model, logprob_weight: float = 0.0):
     """The reward model for the trainer: Bradley-Terry over all pairs of each ranking.
-    batch: inputs (B, K, T) prompt + candidate, right-padded; last (B, K); ranks (B, K)."""
+    batch: inputs (B, K, T) prompt + candidate, right-padded; start and last (B, K) the index of
+    each candidate's first and last token; ranks (B, K)."""
 
     def loss_fn(params, batch, rng=None):
         ranks = batch["ranks"]
         B, K, T = batch["inputs"].shape
         scores = reward_scores(model, params, batch["inputs"].reshape(B * K, T),
-                               batch["last"].reshape(B * K), rng)
+                               batch["start"].reshape(B * K), batch["last"].reshape(B * K),
+                               logprob_weight=logprob_weight, rng=rng)
         return bradley_terry(scores.reshape(B, K), ranks)
 
     return loss_fn

@@ -148,19 +148,20 @@ def pair_rows(tokenizer, records: list[dict], max_len: int, name: str) -> dict:
 
 
 def ranking_rows(tokenizer, records: list[dict], max_len: int, k: int, name: str) -> dict:
-    """Reward-model rows: inputs (N, k, max_len) prompt + response, last (N, k) the index of the
-    last token, ranks (N, k) (-1 for the missing responses of a ranking shorter than k)."""
+    """Reward-model rows: inputs (N, k, max_len) prompt + response, start and last (N, k) the
+    index of the response's first and last token, ranks (N, k) (-1 for the missing responses of
+    a ranking shorter than k)."""
     n = len(records)
     inputs = np.zeros((n, k, max_len), np.int32)
-    last = np.zeros((n, k), np.int32)
+    start, last = np.ones((n, k), np.int32), np.zeros((n, k), np.int32)
     ranks = np.full((n, k), -1, np.int32)
     for i, r in enumerate(records):
         p = prompt_ids(tokenizer, r, max_len, 1, f"{name} record {i + 1}")
         for j, (response, rank) in enumerate(zip(r["responses"], r["ranks"])):
             seq = (p + encode_answer(tokenizer, response))[:max_len]
             inputs[i, j, :len(seq)] = seq
-            last[i, j], ranks[i, j] = len(seq) - 1, rank
-    return {"inputs": inputs, "last": last, "ranks": ranks}
+            start[i, j], last[i, j], ranks[i, j] = len(p), len(seq) - 1, rank
+    return {"inputs": inputs, "start": start, "last": last, "ranks": ranks}
 
 
 def _row_fields(cfg, tokenizer, train_rows, val_rows, unit) -> dict:

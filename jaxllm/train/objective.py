@@ -56,7 +56,7 @@ def model_and_objective(cfg: config_lib.Config, tokenizer_vocab: int):
     a = cfg.align
     objectives = {
         "lm": lambda: causal_lm_loss(model, cfg.train.z_loss),
-        "reward": lambda: reward_objective(model),
+        "reward": lambda: reward_objective(model, a.reward_logprob),
         "dpo": lambda: dpo_objective(model, beta=a.beta, kind=a.dpo_loss,
                                      label_smoothing=a.label_smoothing),
         "ppo": lambda: ppo_objective(model, clip=a.clip_eps, value_clip=a.value_clip,

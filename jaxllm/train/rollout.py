@@ -91,15 +91,19 @@ class RewardModel:
                               f" ids) is not the policy's ({tokenizer.vocab_size}); train the "
                               f"reward model from the same base")
         self.model, self.params, self.max_len = run.model, run.params, run.config.model.max_len
-        self._score = jax.jit(lambda p, x, i: reward_scores(self.model, p, x, i))
+        weight = run.config.align.reward_logprob
+        self._score = jax.jit(lambda p, x, s, i: reward_scores(self.model, p, x, s, i,
+                                                               logprob_weight=weight))
 
-    def __call__(self, sequences: list[list[int]]) -> np.ndarray:
-        inputs = np.zeros((len(sequences), self.max_len), np.int32)
-        last = np.zeros(len(sequences), np.int32)
-        for i, seq in enumerate(sequences):
-            seq = seq[:self.max_len]
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]]) -> np.ndarray:
+        """Scores of prompt + response ids (cut at the reward model's context)."""
+        inputs = np.zeros((len(prompts), self.max_len), np.int32)
+        start, last = np.zeros(len(prompts), np.int32), np.zeros(len(prompts), np.int32)
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            seq = (prompt + response)[:self.max_len]
             inputs[i, :len(seq)], last[i] = seq, len(seq) - 1
-        return np.asarray(self._score(self.params, inputs, last))
+            start[i] = min(len(prompt), last[i])
+        return np.asarray(self._score(self.params, inputs, start, last))
 
 
 class Rollouts:
@@ -145,10 +149,9 @@ class Rollouts:
     def scores(self, records, prompts, completions) -> tuple[np.ndarray, np.ndarray]:
         """(rewards, solved) of completions (lists of ids, without the stop token)."""
         if self.reward_model is not None:
-            seqs = [p + c + encode_answer(self.tokenizer, "")
-                    for p, c in zip(prompts, completions)]
-            scores = self.reward_model(seqs)
-            return scores.astype(np.float32), np.zeros(len(seqs), np.float32)
+            end = encode_answer(self.tokenizer, "")
+            scores = self.reward_model(prompts, [c + end for c in completions])
+            return scores.astype(np.float32), np.zeros(len(scores), np.float32)
         name = self.cfg.align.reward
         if not all("answer" in r for r in records):
             raise DataError(f"align.reward={name} needs an 'answer' in every prompt record; add "
