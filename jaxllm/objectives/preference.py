@@ -20,8 +20,8 @@ ranking contributes the mean over its pairs (i better than j) of -log sigma(s_i 
 loss depends on the ranks, not on the order candidates are listed in. Its score of prompt x and
 response y is the scalar head at y's last token, v(x, y), plus w log pi(y | x) with w =
 align.reward_logprob: the response's summed log-probability under the reward model's own
-language-model head (SimPO's and DPO's implicit reward without a reference, Meng et al. 2024),
-which carries what the network "knows" about the answer but a head on the last token may not
+language-model head (DPO's implicit reward with the reference dropped, as SimPO, Meng et al.
+2024, drops it; SimPO also divides by the length), which carries what the network "knows" about the answer but a head on the last token may not
 read (experiments/RESULTS.md); w = 0 is the scalar head alone.
 
 The `*_objective(model, ...)` functions wrap these for the trainer: (params, batch, rng) ->
