@@ -136,6 +136,11 @@ def test_sft_reads_chat_jsonl_as_the_same_rows_in_csv(files, capsys):
     ("dpo", "jsonl:same.jsonl", ["--init-from", ""], "needs a reference model: pass --init-from"),
     ("reward", "jsonl:prefs.jsonl", ["--set", "align.reward_logprob=-1"],
      "align.reward_logprob=-1.0: must be zero or positive"),
+    ("dpo", "jsonl:prefs.jsonl", ["--set", "data.validation=csv:sft.csv"],
+     "data.validation='csv:sft.csv': train.objective=dpo holds out a file; set it to jsonl:FILE"),
+    ("lm", "csv:sft.csv", ["--set", "data.validation=notes.txt"],
+     "data.validation='notes.txt': train.objective=lm holds out a file; set it to csv:FILE or "
+     "jsonl:FILE"),
 ])
 def test_bad_alignment_input(files, capsys, objective, data, extra, expected):
     (files / "bad_cols.csv").write_text("q,a\nhi,there\n")

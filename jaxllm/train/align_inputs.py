@@ -60,16 +60,16 @@ def split_records(cfg: config_lib.Config, read, kind: str = "jsonl") -> tuple[li
     dc = cfg.data
     found = data_file(dc.corpus)
     allowed = FORMATS if kind == "chat" else ("jsonl",)
+    want = " or ".join(f"{fmt}:FILE" for fmt in allowed)
     if found is None or found[0] not in allowed:
-        want = " or ".join(f"{fmt}:FILE" for fmt in allowed)
         raise ConfigError(f"data.corpus={dc.corpus!r}: train.objective={cfg.train.objective} "
                           f"reads a file; pass --data {want}")
+    held = data_file(dc.validation) if dc.validation else None
+    if dc.validation and (held is None or held[0] not in allowed):
+        raise ConfigError(f"data.validation={dc.validation!r}: train.objective="
+                          f"{cfg.train.objective} holds out a file; set it to {want}")
     records = read(*found)
-    if dc.validation:
-        held = data_file(dc.validation)
-        if held is None:
-            raise ConfigError(f"data.validation={dc.validation!r}: name a file as data.corpus "
-                              f"does (csv:FILE, jsonl:FILE)")
+    if held:
         return records, read(*held)
     if len(records) < 2:
         raise DataError(f"{found[1]} has {len(records)} record; hold-out needs at least 2 (or "
