@@ -6,10 +6,17 @@ with one line, exit status 2 and nothing written."""
 import json
 import math
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxllm.cli.main import main
-from jaxllm.train import RunDir
+from jaxllm.data.chat import encode_answer, encode_prompt
+from jaxllm.data.preferences import read_rankings
+from jaxllm.objectives.preference import reward_scores
+from jaxllm.train import RunDir, load_run
+from jaxllm.train.align_inputs import ranking_rows
+from jaxllm.train.rollout import RewardModel
 
 from helpers import error_of, register_tiny_llama
 
@@ -86,23 +93,13 @@ def assert_rl_scores_as_trained(run_path, rankings):
     """PPO's reward (train.rollout.RewardModel, prompt and completion ids) is the score the
     reward model was trained and evaluated with (the rows of train/align_inputs.ranking_rows),
     the response's log-probability term included."""
-    import jax
-    import numpy as np
-
-    from jaxllm.data.chat import encode_answer, encode_prompt
-    from jaxllm.data.preferences import read_rankings
-    from jaxllm.objectives.preference import reward_scores
-    from jaxllm.train import load_run
-    from jaxllm.train.align_inputs import ranking_rows
-    from jaxllm.train.rollout import RewardModel
-
     run = load_run(run_path)
     assert run.config.align.reward_logprob == 1.0
     records = read_rankings(str(rankings))[:4]
     r = ranking_rows(run.tokenizer, records, run.config.model.max_len, 3, "rankings")
     x, start, last = r["inputs"].reshape(12, -1), r["start"].reshape(12), r["last"].reshape(12)
-    want = reward_scores(run.model, run.params, jax.numpy.asarray(x), jax.numpy.asarray(start),
-                         jax.numpy.asarray(last), logprob_weight=1.0)
+    want = reward_scores(run.model, run.params, jnp.asarray(x), jnp.asarray(start),
+                         jnp.asarray(last), logprob_weight=1.0)
     prompts = [encode_prompt(run.tokenizer, rec["prompt"]) for rec in records for _ in range(3)]
     answers = [encode_answer(run.tokenizer, y) for rec in records for y in rec["responses"]]
     got = RewardModel(run_path, run.tokenizer)(prompts, answers)
