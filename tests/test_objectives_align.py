@@ -370,3 +370,31 @@ def test_rollout_scores_completions_with_the_named_verifier(reward, want):
     scores, solved = rollouts.scores(records, [[1]] * 4, [tok.encode(t) for t in texts])
     np.testing.assert_allclose(scores, want, rtol=1e-6)
     np.testing.assert_array_equal(solved, [1.0, 0.0, 0.0, 0.0])
+
+
+def test_rollout_with_a_reward_model_still_counts_right_answers():
+    """With a reward model (align.reward=RUN_DIR) the reward is its score of prompt + completion
+    + <|im_end|>, and solved (val_accuracy) still counts completions that are the record's
+    answer; a prompt without an answer counts as unsolved instead of stopping the run."""
+    from jaxllm.config import get_preset
+    from jaxllm.text import ByteTokenizer
+    from jaxllm.train.rollout import Rollouts
+
+    cfg = get_preset("sft-smollm2")
+    cfg = replace(cfg, train=replace(cfg.train, objective="ppo", batch_size=4))
+    tok = ByteTokenizer()
+    records = [{"prompt": "What is 3 + 4?", "answer": "7"}] * 3 + [{"prompt": "Say hi."}]
+    texts = ["7.<|im_end|>junk", "8", "7", "hi"]
+    rollouts = Rollouts(cfg, tok, records, [[1]] * 4, [], [])
+    seen = []
+
+    def reward_model(prompts, responses):
+        seen.append((prompts, responses))
+        return np.array([0.5, -1.0, 2.0, 3.0])
+    rollouts.reward_model = reward_model
+    completions = [tok.encode(t) for t in texts]
+    scores, solved = rollouts.scores(records, [[1]] * 4, completions)
+    np.testing.assert_allclose(scores, [0.5, -1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(solved, [1.0, 0.0, 1.0, 0.0])
+    end = tok.encode("<|im_end|>")
+    assert seen == [([[1]] * 4, [c + end for c in completions])]

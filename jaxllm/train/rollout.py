@@ -22,7 +22,8 @@ credit for a wrong number near the answer (near_reward); a run directory names a
 (train.objective=reward) whose score of prompt + completion is the reward.
 
 Evaluation is greedy decoding of the held-out prompts: val_reward (the mean reward), val_accuracy
-(the fraction with reward 1) and val_loss = -val_reward.
+(the fraction whose completion is the record's answer, by match_reward, whatever gives the
+reward: 0 for prompts without an answer) and val_loss = -val_reward.
 """
 
 from __future__ import annotations
@@ -147,19 +148,21 @@ class Rollouts:
         return [self.tokenizer.decode(c).split(ANSWER_END)[0] for c in completions]
 
     def scores(self, records, prompts, completions) -> tuple[np.ndarray, np.ndarray]:
-        """(rewards, solved) of completions (lists of ids, without the stop token)."""
+        """(rewards, solved) of completions (lists of ids, without the stop token); solved is
+        1 where a record's answer is matched exactly (0 for records without one)."""
+        texts = self._texts(completions)
+        solved = np.array([match_reward(r, t) if "answer" in r else 0.0
+                           for r, t in zip(records, texts)], np.float32)
         if self.reward_model is not None:
             end = encode_answer(self.tokenizer, "")
             scores = self.reward_model(prompts, [c + end for c in completions])
-            return scores.astype(np.float32), np.zeros(len(scores), np.float32)
+            return scores.astype(np.float32), solved
         name = self.cfg.align.reward
         if not all("answer" in r for r in records):
             raise DataError(f"align.reward={name} needs an 'answer' in every prompt record; add "
                             "them or name a reward-model run (align.reward=RUN_DIR)")
-        scores = np.array([VERIFIERS[name](r, t) for r, t in zip(records,
-                                                                  self._texts(completions))],
-                          np.float32)
-        return scores, (scores >= 1.0).astype(np.float32)
+        scores = np.array([VERIFIERS[name](r, t) for r, t in zip(records, texts)], np.float32)
+        return scores, solved
 
     def _generate(self, params, prompts, *, temperature: float, seed: int):
         return generate(self.model, lora.merge(params), prompts,
