@@ -515,12 +515,15 @@ def example_batch(objective: str, seqs: int, T: int, vocab: int) -> dict:
 
 def stage_steptime(args):
     rows = []
-    variants = [("lm", "full (SFT, no LoRA)", ""), ("lm", "SFT", LORA), ("reward", "reward", LORA),
-                ("dpo", "DPO", LORA), ("ppo", "PPO", LORA), ("grpo", "GRPO", LORA)]
-    for objective, label, spec in variants:
+    logprob = ["align.reward_logprob=1"]
+    variants = [("lm", "full (SFT, no LoRA)", "", []), ("lm", "SFT", LORA, []),
+                ("reward", "reward", LORA, []),
+                ("reward", "reward, align.reward_logprob=1", LORA, logprob),
+                ("dpo", "DPO", LORA, []), ("ppo", "PPO", LORA, []), ("grpo", "GRPO", LORA, [])]
+    for objective, label, spec, extra in variants:
         cfg, _ = config(objective, NAME, "jsonl:unused.jsonl", "", steps=10, batch=4,
                         seq=args.seq, lr=1e-3, lora_spec=spec or LORA,
-                        extra=["align.group_size=2"])
+                        extra=["align.group_size=2"] + extra)
         if not spec:
             cfg = config_lib.apply_overrides(cfg, ["train.lora="])
         cfg = config_lib.validate(cfg)
