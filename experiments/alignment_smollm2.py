@@ -252,13 +252,13 @@ def stage_tasksft(args):
 # --- reward model ------------------------------------------------------------------------------
 
 def pair_scores(run, records, max_len: int, batch: int = 8) -> np.ndarray:
-    """The reward model's (score(prompt + chosen), score(prompt + rejected)) per pair: (n, 2)."""
-    rows = align_inputs.pair_rows(run.tokenizer, records, max_len, "pairs")
+    """The reward model's (score(prompt + chosen), score(prompt + rejected)) per pair: (n, 2),
+    from the rows it trains on (each pair a ranking of 2)."""
+    rankings = [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]],
+                 "ranks": [0, 1]} for r in records]
+    rows = align_inputs.ranking_rows(run.tokenizer, rankings, max_len, 2, "pairs")
     # chosen, rejected of each pair in turn
-    x, mask = (np.stack([rows[f"chosen_{k}"], rows[f"rejected_{k}"]], 1).reshape(-1, max_len)
-               for k in ("inputs", "mask"))
-    last = np.minimum(max_len - np.argmax(mask[:, ::-1], axis=1), max_len - 1)  # last token
-    first = np.argmax(mask, axis=1) + 1  # the answer's first token (mask marks its targets)
+    x, first, last = rows["inputs"].reshape(-1, max_len), rows["start"].ravel(), rows["last"].ravel()
     weight = run.config.align.reward_logprob
     score = jax.jit(lambda p, x, s, i: reward_scores(run.model, p, x, s, i,
                                                      logprob_weight=weight))
